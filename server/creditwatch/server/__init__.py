@@ -1,0 +1,1 @@
+"""creditwatch: credit-risk watch service."""

@@ -1,0 +1,244 @@
+"""Protobuf ⇄ domain conversion for shared types and watch lists.
+
+Parsing collects every problem as a field violation with its full request path
+(e.g. `entries[17].company.register_number`) so a client can fix a whole batch
+from one error.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import money_pb2
+
+from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
+from creditwatch.server.domain.identifiers import CompanyId, IdentifierError, company_id
+from creditwatch.server.domain.money import Money, MoneyError
+from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.domain.watchlists import (
+    AlertRules,
+    Entry,
+    EntrySpec,
+    WatchList,
+    WatchListSpec,
+    validate_entry,
+)
+from creditwatch.v1 import common_pb2, watchlists_pb2
+
+_WATCH_LIST_NAME = re.compile(r"watchLists/([0-9a-fA-F-]{36})")
+_ENTRY_NAME = re.compile(r"watchLists/([0-9a-fA-F-]{36})/entries/([A-Za-z]{2}-[0-9A-Za-z\- ]+)")
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp, or None for None."""
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def watch_list_id(name: str, field: str) -> uuid.UUID:
+    """The id in "watchLists/{id}"; INVALID_ARGUMENT naming `field` if malformed."""
+    match = _WATCH_LIST_NAME.fullmatch(name)
+    if match is None:
+        raise InvalidArgument.single(field, "must be a resource name 'watchLists/{id}'")
+    try:
+        return uuid.UUID(match[1])
+    except ValueError:
+        raise InvalidArgument.single(field, "watch list id is not a UUID") from None
+
+
+def entry_name(name: str, field: str) -> tuple[uuid.UUID, CompanyId]:
+    """(watch list id, company) from "watchLists/{id}/entries/{country}-{number}"."""
+    match = _ENTRY_NAME.fullmatch(name)
+    if match is None:
+        raise InvalidArgument.single(
+            field, "must be 'watchLists/{id}/entries/{country}-{register_number}'"
+        )
+    list_id = watch_list_id(f"watchLists/{match[1]}", field)
+    try:
+        return list_id, CompanyId.parse_key(match[2])
+    except IdentifierError as error:
+        raise InvalidArgument.single(field, error.description) from None
+
+
+def company(
+    ref: common_pb2.CompanyRef, field: str, problems: list[FieldViolation]
+) -> CompanyId | None:
+    """Validate a CompanyRef; appends a violation and returns None if bad."""
+    try:
+        return company_id(ref.country, ref.register_number)
+    except IdentifierError as error:
+        problems.append(FieldViolation(f"{field}.{error.field}", error.description))
+        return None
+
+
+def money(message: money_pb2.Money, field: str, problems: list[FieldViolation]) -> Money | None:
+    """Validate a non-negative google.type.Money; appends a violation if bad."""
+    try:
+        return Money.from_parts(message.currency_code, message.units, message.nanos)
+    except MoneyError as error:
+        problems.append(FieldViolation(f"{field}.{error.field}", error.description))
+        return None
+
+
+def money_message(value: Money) -> money_pb2.Money:
+    """google.type.Money for a domain amount."""
+    currency, units, nanos = value.to_parts()
+    return money_pb2.Money(currency_code=currency, units=units, nanos=nanos)
+
+
+def company_ref(value: CompanyId) -> common_pb2.CompanyRef:
+    """The wire form of a validated company."""
+    return common_pb2.CompanyRef(country=value.country, register_number=value.register_number)
+
+
+def score_message(score: StoredScore, of: CompanyId | None) -> common_pb2.Score:
+    """The wire form of a stored score."""
+    message = common_pb2.Score(
+        probability_of_default=score.probability_of_default,
+        risk_class=common_pb2.RiskClass.ValueType(score.risk_class),
+        model_risk_class=common_pb2.RiskClass.ValueType(score.model_risk_class),
+        model_version=score.model_version,
+        reasons=[
+            common_pb2.ReasonCode(
+                code=r.code,
+                description=r.description,
+                kind=common_pb2.ReasonKind.ValueType(r.kind),
+                pd_contribution=r.pd_contribution,
+            )
+            for r in score.reasons
+        ],
+        data_as_of=timestamp(score.data_as_of),
+        score_time=timestamp(score.score_time),
+    )
+    if of is not None:
+        message.company.CopyFrom(company_ref(of))
+    return message
+
+
+def alert_rules(message: watchlists_pb2.AlertRules) -> AlertRules:
+    """Domain alert rules; unknown enum numbers are caught by the caller's validation."""
+    return AlertRules(
+        alert_types=tuple(int(t) for t in message.alert_types),
+        minimum_severity=int(message.minimum_severity),
+        minimum_class_change=message.minimum_class_change,
+    )
+
+
+def alert_rules_problems(message: watchlists_pb2.AlertRules, field: str) -> list[FieldViolation]:
+    """Enum values this server does not know (a newer client, or garbage)."""
+    problems: list[FieldViolation] = []
+    known_types = set(common_pb2.AlertType.values())
+    for i, value in enumerate(message.alert_types):
+        if value not in known_types or value == 0:
+            problems.append(
+                FieldViolation(f"{field}.alert_types[{i}]", f"unknown alert type {value}")
+            )
+    if message.minimum_severity not in set(common_pb2.Severity.values()):
+        problems.append(
+            FieldViolation(
+                f"{field}.minimum_severity", f"unknown severity {message.minimum_severity}"
+            )
+        )
+    return problems
+
+
+def watch_list_spec(message: watchlists_pb2.WatchList) -> WatchListSpec:
+    """The settable fields of a WatchList message."""
+    return WatchListSpec(
+        display_name=message.display_name,
+        description=message.description,
+        pd_threshold=message.pd_threshold,
+        alert_rules=alert_rules(message.alert_rules),
+        labels=dict(message.labels),
+    )
+
+
+def watch_list_message(value: WatchList) -> watchlists_pb2.WatchList:
+    """The wire form of a stored watch list."""
+    spec = value.spec
+    return watchlists_pb2.WatchList(
+        name=f"watchLists/{value.id}",
+        display_name=spec.display_name,
+        description=spec.description,
+        pd_threshold=spec.pd_threshold,
+        alert_rules=watchlists_pb2.AlertRules(
+            alert_types=[common_pb2.AlertType.ValueType(t) for t in spec.alert_rules.alert_types],
+            minimum_severity=common_pb2.Severity.ValueType(spec.alert_rules.minimum_severity),
+            minimum_class_change=spec.alert_rules.minimum_class_change,
+        ),
+        entry_count=value.entry_count,
+        labels=spec.labels,
+        create_time=timestamp(value.create_time),
+        update_time=timestamp(value.update_time),
+    )
+
+
+def entry_specs(entries: list[watchlists_pb2.WatchListEntry], field: str) -> list[EntrySpec]:
+    """Validate a batch of entries; raises one InvalidArgument listing every problem."""
+    problems: list[FieldViolation] = []
+    specs: list[EntrySpec] = []
+    first_index: dict[CompanyId, int] = {}
+    for i, entry in enumerate(entries):
+        path = f"{field}[{i}]"
+        if not entry.HasField("company"):
+            problems.append(FieldViolation(f"{path}.company", "required"))
+            continue
+        found = company(entry.company, f"{path}.company", problems)
+        exposure = (
+            money(entry.exposure, f"{path}.exposure", problems)
+            if entry.HasField("exposure")
+            else None
+        )
+        limit = (
+            money(entry.credit_limit, f"{path}.credit_limit", problems)
+            if entry.HasField("credit_limit")
+            else None
+        )
+        if found is None:
+            continue
+        if found in first_index:
+            problems.append(
+                FieldViolation(
+                    f"{path}.company", f"duplicate of {field}[{first_index[found]}] in this call"
+                )
+            )
+            continue
+        first_index[found] = i
+        spec = EntrySpec(
+            company=found,
+            exposure=exposure,
+            credit_limit=limit,
+            external_reference=entry.external_reference,
+            labels=dict(entry.labels),
+        )
+        problems.extend(validate_entry(spec, path))
+        specs.append(spec)
+    if problems:
+        raise InvalidArgument(problems)
+    return specs
+
+
+def entry_message(value: Entry) -> watchlists_pb2.WatchListEntry:
+    """The wire form of a stored entry."""
+    spec = value.spec
+    message = watchlists_pb2.WatchListEntry(
+        name=f"watchLists/{value.watch_list_id}/entries/{spec.company.key}",
+        company=company_ref(spec.company),
+        external_reference=spec.external_reference,
+        labels=spec.labels,
+        create_time=timestamp(value.create_time),
+        update_time=timestamp(value.update_time),
+    )
+    if spec.exposure is not None:
+        message.exposure.CopyFrom(money_message(spec.exposure))
+    if spec.credit_limit is not None:
+        message.credit_limit.CopyFrom(money_message(spec.credit_limit))
+    if value.latest_score is not None:
+        message.latest_score.CopyFrom(score_message(value.latest_score, spec.company))
+    return message

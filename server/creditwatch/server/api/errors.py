@@ -1,0 +1,116 @@
+"""The one place where errors become gRPC statuses.
+
+Domain errors map to their codes with `google.rpc` details (BadRequest field
+violations for INVALID_ARGUMENT). Anything unexpected answers INTERNAL with a
+generic message and an id that finds the traceback in the log; the client never
+sees exception text.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from creditwatch.server.domain import errors
+
+log = logging.getLogger("creditwatch.rpc")
+
+_CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_for(error: errors.DomainError) -> tuple[grpc.StatusCode, str, bytes]:
+    """(code, message, serialized google.rpc.Status) for a domain error."""
+    code = next(c for t, c in _CODES.items() if isinstance(error, t))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
+    if isinstance(error, errors.InvalidArgument):
+        detail = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    elif isinstance(error, errors.NotFound):
+        info = error_details_pb2.ResourceInfo(
+            resource_name=error.resource_name, description=error.message
+        )
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        status.details.append(packed)
+    return code, error.message, status.SerializeToString()
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.DomainError) -> None:
+    """End the call with the status that `error` maps to (raises AbortError)."""
+    code, message, details = status_for(error)
+    await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", details),))
+
+
+class HasAuthenticator(Protocol):
+    """A servicer that can tell which tenant is calling."""
+
+    async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
+        """The calling tenant, or raise Unauthenticated."""
+
+
+S = TypeVar("S", bound=HasAuthenticator)
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+def unary(
+    method: Callable[[S, Req, uuid.UUID], Awaitable[Resp]],
+) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
+    """Wrap a unary RPC: authenticate, call with the tenant id, map errors, log."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, request: Req, context: Ctx) -> Resp:
+        started = time.perf_counter()
+        name = method.__name__
+        try:
+            tenant = await self.tenant_of(context)
+            response = await method(self, request, tenant)
+        except errors.DomainError as error:
+            log.info(
+                "rpc refused",
+                extra={"rpc": name, "error": type(error).__name__, "detail": error.message},
+            )
+            await abort(context, error)
+            raise AssertionError("unreachable") from None
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("rpc failed", extra={"rpc": name, "error_id": error_id})
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}"
+            )
+            raise AssertionError("unreachable") from None
+        log.debug(
+            "rpc ok",
+            extra={"rpc": name, "ms": round((time.perf_counter() - started) * 1000, 2)},
+        )
+        return response
+
+    return wrapper

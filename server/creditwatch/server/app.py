@@ -1,0 +1,161 @@
+"""Wiring: settings → database → stores → servicers → a grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.unimplemented import NotYetImplemented
+from creditwatch.server.api.watchlists import WatchListServicer
+from creditwatch.server.config import Settings
+from creditwatch.server.store import database, migrate
+from creditwatch.server.store.tenants import TenantStore
+from creditwatch.server.store.watchlists import WatchListStore
+from creditwatch.v1 import (
+    alerts_pb2,
+    alerts_pb2_grpc,
+    companies_pb2,
+    companies_pb2_grpc,
+    limits_pb2,
+    limits_pb2_grpc,
+    portfolio_pb2,
+    portfolio_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+    watchlists_pb2,
+    watchlists_pb2_grpc,
+)
+
+log = logging.getLogger("creditwatch.server")
+
+
+def _service_name(module: Any, service: str) -> str:
+    return str(module.DESCRIPTOR.services_by_name[service].full_name)
+
+
+# (pb2 module, service, add-to-server function) of the services later issues
+# implement; they answer UNIMPLEMENTED until then.
+_PENDING = (
+    (scoring_pb2, "ScoringService", scoring_pb2_grpc.add_ScoringServiceServicer_to_server),
+    (
+        companies_pb2,
+        "CompanyDataService",
+        companies_pb2_grpc.add_CompanyDataServiceServicer_to_server,
+    ),
+    (alerts_pb2, "AlertService", alerts_pb2_grpc.add_AlertServiceServicer_to_server),
+    (limits_pb2, "CreditLimitService", limits_pb2_grpc.add_CreditLimitServiceServicer_to_server),
+    (portfolio_pb2, "PortfolioService", portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server),
+)
+
+
+def _read(path: Any) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@dataclass
+class Running:
+    """A started server and what must be closed with it."""
+
+    server: grpc.aio.Server
+    engine: AsyncEngine
+    health: health.aio.HealthServicer
+    port: int
+    services: tuple[str, ...]
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let in-flight ones finish within `grace`, close the pool."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.engine.dispose()
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("TLS needs both CREDITWATCH_TLS_CERT_FILE and CREDITWATCH_TLS_KEY_FILE")
+    client_ca = _read(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(_read(settings.tls_key_file), _read(settings.tls_cert_file))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+async def start(settings: Settings) -> Running:
+    """Connect, migrate, and start serving; returns once the port is bound."""
+    url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
+    if settings.migrate_on_start:
+        await migrate.upgrade_async(url)
+        log.info("database schema at head")
+    engine = database.create_engine(url, settings.db_pool_size)
+    sessions = database.session_factory(engine)
+    auth = Authenticator(TenantStore(sessions))
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    watchlists_pb2_grpc.add_WatchListServiceServicer_to_server(
+        WatchListServicer(auth, WatchListStore(sessions)), server
+    )
+    services = [_service_name(watchlists_pb2, "WatchListService")]
+    for module, service, add in _PENDING:
+        name = _service_name(module, service)
+        add(NotYetImplemented(name), server)
+        services.append(name)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+
+    address = f"{settings.host}:{settings.port}"
+    credentials = _credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    await server.start()
+    for name in ("", *services):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.port_file is not None:
+        settings.port_file.write_text(str(port))
+    log.info(
+        "serving",
+        extra={"port": port, "tls": credentials is not None, "services": len(services)},
+    )
+    return Running(server, engine, health_servicer, port, tuple(services))
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.grace_period_seconds})
+    await running.stop(settings.grace_period_seconds)
+    log.info("stopped")

@@ -1,0 +1,162 @@
+"""The `creditwatch` command line (operator commands; client commands come with the SDK)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+
+from creditwatch.server import logs
+from creditwatch.server.config import Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="creditwatch")
+def main() -> None:
+    """creditwatch: watch companies' credit risk over gRPC."""
+
+
+@main.command()
+@click.option("--port", type=int, help="gRPC port (0 = any free port). Env: CREDITWATCH_PORT.")
+@click.option("--host", help="Bind address. Env: CREDITWATCH_HOST.")
+@click.option("--port-file", type=click.Path(path_type=Path), help="Write the bound port here.")
+def serve(port: int | None, host: str | None, port_file: Path | None) -> None:
+    """Start the gRPC server (embedded PostgreSQL when DATABASE_URL is unset)."""
+    from creditwatch.server import app
+
+    settings = _settings(port=port, host=host, port_file=port_file)
+    logs.configure(settings.log_level, settings.log_format)
+    asyncio.run(app.serve(settings))
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1:50051", show_default=True, help="host:port")
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait.")
+def health(address: str, timeout: float) -> None:
+    """Exit 0 if the server at ADDRESS reports SERVING (grpc.health.v1); for probes."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+    except grpc.RpcError as error:
+        _fail(f"{address}: {error.code().name}")
+        return
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    click.echo(status)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        sys.exit(1)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from creditwatch.server.store import database, migrate
+
+    settings = _settings()
+    logs.configure(settings.log_level, "text")
+    url = database.resolve_url(settings.database_url, settings.data_dir)
+    migrate.upgrade(url, revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def admin() -> None:
+    """Tenant and API-key administration (talks to the database directly)."""
+
+
+async def _with_tenants(action: Any) -> Any:
+    from creditwatch.server.store import database, migrate
+    from creditwatch.server.store.tenants import TenantStore
+
+    settings = _settings()
+    url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
+    await migrate.upgrade_async(url)
+    engine = database.create_engine(url, 2)
+    try:
+        return await action(TenantStore(database.session_factory(engine)))
+    finally:
+        await engine.dispose()
+
+
+@admin.command("create-tenant")
+@click.argument("display_name")
+@click.option("--with-key/--no-key", default=True, help="Also create a first API key.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def create_tenant(display_name: str, with_key: bool, as_json: bool) -> None:
+    """Create a tenant (and by default its first API key, printed once)."""
+
+    async def action(store: Any) -> dict[str, str]:
+        tenant = await store.create_tenant(display_name)
+        out = {"tenant_id": str(tenant.id), "display_name": tenant.display_name}
+        if with_key:
+            out["api_key"] = (await store.create_api_key(tenant.id, "first key")).token
+        return out
+
+    logs.configure("WARNING", "text")
+    out = asyncio.run(_with_tenants(action))
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"tenant  {out['tenant_id']}  {out['display_name']}")
+    if "api_key" in out:
+        click.echo(f"api key {out['api_key']}")
+        click.echo("Store the key now: it is not shown again.", err=True)
+
+
+@admin.command("create-api-key")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id (UUID).")
+@click.option("--name", "display_name", default="", help="A note to recognise the key by.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def create_api_key(tenant_id: str, display_name: str, as_json: bool) -> None:
+    """Create an API key for a tenant; the key is printed once."""
+    from creditwatch.server.domain.errors import NotFound
+
+    try:
+        tenant = uuid.UUID(tenant_id)
+    except ValueError:
+        _fail(f"--tenant {tenant_id!r} is not a UUID")
+        return
+
+    async def action(store: Any) -> str:
+        key = await store.create_api_key(tenant, display_name)
+        return str(key.token)
+
+    logs.configure("WARNING", "text")
+    try:
+        token = asyncio.run(_with_tenants(action))
+    except NotFound:
+        _fail(f"no tenant {tenant_id}")
+        return
+    if as_json:
+        click.echo(json.dumps({"tenant_id": tenant_id, "api_key": token}))
+    else:
+        click.echo(f"api key {token}")
+        click.echo("Store the key now: it is not shown again.", err=True)
+
+
+if __name__ == "__main__":
+    main()

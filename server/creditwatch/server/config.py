@@ -1,0 +1,44 @@
+"""The one settings object, read from the environment (and CLI flags) at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a creditwatch server. Environment names are `CREDITWATCH_<FIELD>`
+    (upper case), except `DATABASE_URL`, which is also read without the prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDITWATCH_", extra="ignore")
+
+    host: str = Field("0.0.0.0", description="Address the gRPC server binds to.")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    port_file: Path | None = Field(
+        None, description="If set, the bound port is written here once serving (for tests)."
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("DATABASE_URL", "CREDITWATCH_DATABASE_URL"),
+        description="PostgreSQL URL; unset starts an embedded PostgreSQL in `data_dir`.",
+    )
+    data_dir: Path = Field(
+        Path(".creditwatch"), description="Where the embedded PostgreSQL keeps its data."
+    )
+    db_pool_size: int = Field(10, ge=1, description="Connections kept open per replica.")
+    migrate_on_start: bool = Field(True, description="Apply Alembic migrations at start-up.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain for TLS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key for TLS.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, clients must present a certificate (mTLS)."
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: str = Field("json", pattern="^(json|text)$", description="json or text.")
+    grace_period_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
+    )
+    max_message_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
+    )

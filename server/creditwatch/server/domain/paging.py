@@ -1,0 +1,74 @@
+"""Opaque page tokens for keyset pagination.
+
+A token carries the last key of the previous page and a fingerprint of the
+filters it was issued for, so a client that changes filters mid-way gets a
+precise error instead of a silently wrong page. Tokens are not secret: every
+query is scoped to the caller's tenant, so a crafted token can only move the
+starting point within the caller's own data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from creditwatch.server.domain.errors import InvalidArgument
+
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """A validated page size and the key to continue after (None = first page)."""
+
+    size: int
+    after: tuple[Any, ...] | None
+
+
+def fingerprint(*filters: object) -> str:
+    """A short stable digest of the filters a listing was asked with."""
+    raw = json.dumps(filters, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def encode_token(last_key: tuple[Any, ...], filters_fingerprint: str) -> str:
+    """Token for the page after the row whose sort key is `last_key`."""
+    body = json.dumps({"v": _VERSION, "k": list(last_key), "f": filters_fingerprint})
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def page_request(
+    page_size: int,
+    page_token: str,
+    filters_fingerprint: str,
+    *,
+    default_size: int,
+    max_size: int,
+) -> PageRequest:
+    """Validate `page_size` and decode `page_token`, naming the bad field."""
+    if page_size < 0 or page_size > max_size:
+        raise InvalidArgument.single("page_size", f"must be between 0 and {max_size}")
+    size = page_size or default_size
+    if not page_token:
+        return PageRequest(size, None)
+    try:
+        padded = page_token + "=" * (-len(page_token) % 4)
+        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(body, dict) or body.get("v") != _VERSION:
+            raise ValueError("unknown version")
+        key = body["k"]
+        if not isinstance(key, list):
+            raise ValueError("bad key")
+    except (ValueError, KeyError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument.single(
+            "page_token", "not a token this server issued; start again with an empty token"
+        ) from None
+    if body.get("f") != filters_fingerprint:
+        raise InvalidArgument.single(
+            "page_token", "was issued for different filters; repeat the same filters or start over"
+        )
+    return PageRequest(size, tuple(key))

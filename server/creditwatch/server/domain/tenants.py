@@ -1,0 +1,71 @@
+"""Tenants and API keys: the key format and how a presented key is checked."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from creditwatch.server.domain.errors import Unauthenticated
+
+# cw_<tenant id, 32 hex>_<key id, 12 hex>_<secret, 43 url-safe chars>. The tenant
+# and key id let the server find the stored hash directly (and route to the
+# right shard under Citus); only the secret's SHA-256 is stored. A plain hash
+# suffices because the secret is 256 random bits, not a password.
+_KEY_PATTERN = re.compile(r"cw_([0-9a-f]{32})_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A customer organisation."""
+
+    id: uuid.UUID
+    display_name: str
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """The parts of a presented API key."""
+
+    tenant_id: uuid.UUID
+    key_id: str
+    secret: str
+
+    @property
+    def secret_sha256(self) -> bytes:
+        """What the store keeps instead of the secret."""
+        return hashlib.sha256(self.secret.encode()).digest()
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A freshly minted key: `token` is shown once and never stored."""
+
+    tenant_id: uuid.UUID
+    key_id: str
+    token: str
+    secret_sha256: bytes
+
+
+def mint_key(tenant_id: uuid.UUID) -> NewKey:
+    """Create a new random API key for a tenant."""
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    token = f"cw_{tenant_id.hex}_{key_id}_{secret}"
+    return NewKey(tenant_id, key_id, token, hashlib.sha256(secret.encode()).digest())
+
+
+def parse_key(token: str) -> ParsedKey:
+    """Split a presented key; a malformed one is Unauthenticated."""
+    match = _KEY_PATTERN.fullmatch(token.strip())
+    if match is None:
+        raise Unauthenticated("malformed API key")
+    return ParsedKey(uuid.UUID(hex=match[1]), match[2], match[3])
+
+
+def key_matches(parsed: ParsedKey, stored_sha256: bytes) -> bool:
+    """Constant-time comparison of the presented secret with the stored hash."""
+    return hmac.compare_digest(parsed.secret_sha256, stored_sha256)

@@ -1,0 +1,140 @@
+"""Watch lists and their entries: the rules that hold whatever the storage."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from creditwatch.server.domain.errors import FieldViolation
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.money import Money
+from creditwatch.server.domain.scores import StoredScore
+
+MAX_ENTRIES_PER_CALL = 10_000
+MAX_DISPLAY_NAME = 200
+MAX_DESCRIPTION = 2_000
+MAX_EXTERNAL_REFERENCE = 200
+MAX_LABELS = 64
+_LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,62}")
+MAX_LABEL_VALUE = 255
+UPDATABLE_FIELDS = ("display_name", "description", "pd_threshold", "alert_rules", "labels")
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    """Which alerts a watch list wants. Enum values are the wire numbers."""
+
+    alert_types: tuple[int, ...] = ()
+    minimum_severity: int = 0
+    minimum_class_change: int = 0
+
+
+@dataclass(frozen=True)
+class WatchListSpec:
+    """The client-settable fields of a watch list."""
+
+    display_name: str
+    description: str = ""
+    pd_threshold: float = 0.0
+    alert_rules: AlertRules = field(default_factory=AlertRules)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WatchList:
+    """A stored watch list."""
+
+    id: str
+    spec: WatchListSpec
+    entry_count: int
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """The client-settable fields of one watch list entry."""
+
+    company: CompanyId
+    exposure: Money | None = None
+    credit_limit: Money | None = None
+    external_reference: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stored entry with its company's latest score, if any."""
+
+    watch_list_id: str
+    spec: EntrySpec
+    latest_score: StoredScore | None
+    create_time: datetime
+    update_time: datetime
+
+
+@dataclass(frozen=True)
+class AddEntriesResult:
+    """What an AddEntries call did."""
+
+    added: int
+    updated: int
+    entry_count: int
+
+
+def validate_labels(labels: dict[str, str], prefix: str) -> list[FieldViolation]:
+    """Label keys are short lowercase identifiers; values are bounded strings."""
+    problems: list[FieldViolation] = []
+    if len(labels) > MAX_LABELS:
+        problems.append(FieldViolation(prefix, f"at most {MAX_LABELS} labels"))
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            problems.append(
+                FieldViolation(
+                    f"{prefix}[{key!r}]",
+                    "key must be 1..63 lowercase letters, digits, '_', '-' or '.'",
+                )
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            problems.append(
+                FieldViolation(f"{prefix}[{key!r}]", f"value longer than {MAX_LABEL_VALUE}")
+            )
+    return problems
+
+
+def validate_spec(
+    spec: WatchListSpec, prefix: str, fields: tuple[str, ...]
+) -> list[FieldViolation]:
+    """Check the named fields of a watch-list spec; paths are prefixed with `prefix`."""
+    problems: list[FieldViolation] = []
+    if "display_name" in fields:
+        name = spec.display_name.strip()
+        if not name:
+            problems.append(FieldViolation(f"{prefix}.display_name", "required"))
+        elif len(name) > MAX_DISPLAY_NAME:
+            problems.append(
+                FieldViolation(f"{prefix}.display_name", f"longer than {MAX_DISPLAY_NAME}")
+            )
+    if "description" in fields and len(spec.description) > MAX_DESCRIPTION:
+        problems.append(FieldViolation(f"{prefix}.description", f"longer than {MAX_DESCRIPTION}"))
+    if "pd_threshold" in fields and not 0.0 <= spec.pd_threshold < 1.0:
+        problems.append(FieldViolation(f"{prefix}.pd_threshold", "must be at least 0 and below 1"))
+    if "alert_rules" in fields and not 0 <= spec.alert_rules.minimum_class_change <= 3:
+        problems.append(
+            FieldViolation(f"{prefix}.alert_rules.minimum_class_change", "must be 0..3")
+        )
+    if "labels" in fields:
+        problems.extend(validate_labels(spec.labels, f"{prefix}.labels"))
+    return problems
+
+
+def validate_entry(entry: EntrySpec, prefix: str) -> list[FieldViolation]:
+    """Rules for one entry beyond what parsing already enforced."""
+    problems: list[FieldViolation] = []
+    if len(entry.external_reference) > MAX_EXTERNAL_REFERENCE:
+        problems.append(
+            FieldViolation(f"{prefix}.external_reference", f"longer than {MAX_EXTERNAL_REFERENCE}")
+        )
+    problems.extend(validate_labels(entry.labels, f"{prefix}.labels"))
+    return problems

