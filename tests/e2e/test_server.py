@@ -1,0 +1,108 @@
+"""The server as an operator sees it: health, reflection, unimplemented services,
+graceful shutdown, and the embedded PostgreSQL of a newcomer's first run."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from creditwatch.client.testing import ServerProcess
+from creditwatch.v1 import scoring_pb2, scoring_pb2_grpc, watchlists_pb2, watchlists_pb2_grpc
+from tests.conftest import TenantKey
+
+SIX_SERVICES = {
+    "creditwatch.v1.WatchListService",
+    "creditwatch.v1.ScoringService",
+    "creditwatch.v1.CompanyDataService",
+    "creditwatch.v1.AlertService",
+    "creditwatch.v1.CreditLimitService",
+    "creditwatch.v1.PortfolioService",
+}
+
+
+def _list_services(address: str) -> set[str]:
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        reply = next(iter(replies))
+        return {s.name for s in reply.list_services_response.service}
+
+
+def _health(address: str, service: str = "") -> int:
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        ).status
+
+
+def test_health_serving_and_reflection_lists_all_six_services(server: ServerProcess) -> None:
+    assert _health(server.address) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(server.address, "creditwatch.v1.WatchListService") == health_pb2.HealthCheckResponse.SERVING
+    services = _list_services(server.address)
+    assert services >= SIX_SERVICES | {"grpc.health.v1.Health"}
+
+
+def test_reflection_serves_file_descriptors_without_protos(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="creditwatch.v1.WatchListService")])
+        )
+        reply = next(iter(replies))
+    assert reply.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.asyncio
+async def test_services_of_later_issues_answer_unimplemented(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListModels(scoring_pb2.ListModelsRequest(), metadata=tenant.metadata)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ScoringService.ListModels" in (caught.value.details() or "")
+
+
+@pytest.mark.asyncio
+async def test_sigterm_finishes_in_flight_calls_and_exits_cleanly(
+    database_url: str, tenant: TenantKey
+) -> None:
+    with ServerProcess(database_url) as process:
+        async with grpc.aio.insecure_channel(process.address) as chan:
+            stub = watchlists_pb2_grpc.WatchListServiceStub(chan)
+            await stub.ListWatchLists(watchlists_pb2.ListWatchListsRequest(), metadata=tenant.metadata)
+            calls = [
+                stub.ListWatchLists(watchlists_pb2.ListWatchListsRequest(), metadata=tenant.metadata)
+                for _ in range(20)
+            ]
+            assert process.process is not None
+            process.process.send_signal(signal.SIGTERM)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        # Calls that reached the server before SIGTERM complete; none fail with INTERNAL.
+        for result in results:
+            if isinstance(result, grpc.aio.AioRpcError):
+                assert result.code() == grpc.StatusCode.UNAVAILABLE
+        assert process.process.wait(timeout=30) == 0
+        log = process.log_text()
+        assert "shutting down" in log and "stopped" in log
+
+
+def test_without_database_url_an_embedded_postgres_is_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = tmp_path / "data"
+    with ServerProcess(None, env={"CREDITWATCH_DATA_DIR": str(data_dir)}, startup_timeout=120) as process:
+        assert _health(process.address) == health_pb2.HealthCheckResponse.SERVING
+        log = process.log_text()
+        assert "embedded PostgreSQL running" in log
+        assert str(data_dir) in log
+        assert (data_dir / "pgdata" / "PG_VERSION").exists()
