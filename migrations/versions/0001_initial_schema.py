@@ -130,15 +130,6 @@ def upgrade() -> None:
         sa.Column("labels", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["country", "register_number"],
-            ["companies.country", "companies.register_number"],
-        ),
-        sa.ForeignKeyConstraint(
-            ["tenant_id", "watch_list_id"],
-            ["watch_lists.tenant_id", "watch_lists.id"],
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("tenant_id", "watch_list_id", "country", "register_number"),
     )
     op.create_index(

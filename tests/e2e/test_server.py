@@ -38,14 +38,19 @@ def _list_services(address: str) -> set[str]:
 
 def _health(address: str, service: str = "") -> int:
     with grpc.insecure_channel(address) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=5
-        ).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            .status
+        )
 
 
 def test_health_serving_and_reflection_lists_all_six_services(server: ServerProcess) -> None:
     assert _health(server.address) == health_pb2.HealthCheckResponse.SERVING
-    assert _health(server.address, "creditwatch.v1.WatchListService") == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        _health(server.address, "creditwatch.v1.WatchListService")
+        == health_pb2.HealthCheckResponse.SERVING
+    )
     services = _list_services(server.address)
     assert services >= SIX_SERVICES | {"grpc.health.v1.Health"}
 
@@ -54,7 +59,13 @@ def test_reflection_serves_file_descriptors_without_protos(server: ServerProcess
     with grpc.insecure_channel(server.address) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="creditwatch.v1.WatchListService")])
+            iter(
+                [
+                    reflection_pb2.ServerReflectionRequest(
+                        file_containing_symbol="creditwatch.v1.WatchListService"
+                    )
+                ]
+            )
         )
         reply = next(iter(replies))
     assert reply.file_descriptor_response.file_descriptor_proto
@@ -72,27 +83,50 @@ async def test_services_of_later_issues_answer_unimplemented(
 
 
 @pytest.mark.asyncio
-async def test_sigterm_finishes_in_flight_calls_and_exits_cleanly(
+async def test_sigterm_lets_an_in_flight_call_finish_and_exits_cleanly(
     database_url: str, tenant: TenantKey
 ) -> None:
+    from google.type import money_pb2
+
+    from creditwatch.v1 import common_pb2
+    from tests.identifiers import norwegian_numbers
+
+    entries = [
+        watchlists_pb2.WatchListEntry(
+            company=common_pb2.CompanyRef(country="NO", register_number=n),
+            exposure=money_pb2.Money(currency_code="NOK", units=1),
+        )
+        for n in norwegian_numbers(10_000, start=93_000_000)
+    ]
     with ServerProcess(database_url) as process:
         async with grpc.aio.insecure_channel(process.address) as chan:
             stub = watchlists_pb2_grpc.WatchListServiceStub(chan)
-            await stub.ListWatchLists(watchlists_pb2.ListWatchListsRequest(), metadata=tenant.metadata)
-            calls = [
-                stub.ListWatchLists(watchlists_pb2.ListWatchListsRequest(), metadata=tenant.metadata)
-                for _ in range(20)
-            ]
+            created = await stub.CreateWatchList(
+                watchlists_pb2.CreateWatchListRequest(
+                    watch_list=watchlists_pb2.WatchList(display_name="shutdown")
+                ),
+                metadata=tenant.metadata,
+            )
+            big = stub.AddEntries(
+                watchlists_pb2.AddEntriesRequest(parent=created.watch_list.name, entries=entries),
+                metadata=tenant.metadata,
+            )
+            await asyncio.sleep(0.1)  # the request is on the server and being written
             assert process.process is not None
             process.process.send_signal(signal.SIGTERM)
-            results = await asyncio.gather(*calls, return_exceptions=True)
-        # Calls that reached the server before SIGTERM complete; none fail with INTERNAL.
-        for result in results:
-            if isinstance(result, grpc.aio.AioRpcError):
-                assert result.code() == grpc.StatusCode.UNAVAILABLE
+            response = await big
+        assert response.added_count == 10_000
         assert process.process.wait(timeout=30) == 0
         log = process.log_text()
         assert "shutting down" in log and "stopped" in log
+    with ServerProcess(database_url) as again:
+        async with grpc.aio.insecure_channel(again.address) as chan:
+            stub = watchlists_pb2_grpc.WatchListServiceStub(chan)
+            got = await stub.GetWatchList(
+                watchlists_pb2.GetWatchListRequest(name=created.watch_list.name),
+                metadata=tenant.metadata,
+            )
+    assert got.watch_list.entry_count == 10_000
 
 
 def test_without_database_url_an_embedded_postgres_is_started(
@@ -100,7 +134,9 @@ def test_without_database_url_an_embedded_postgres_is_started(
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     data_dir = tmp_path / "data"
-    with ServerProcess(None, env={"CREDITWATCH_DATA_DIR": str(data_dir)}, startup_timeout=120) as process:
+    with ServerProcess(
+        None, env={"CREDITWATCH_DATA_DIR": str(data_dir)}, startup_timeout=120
+    ) as process:
         assert _health(process.address) == health_pb2.HealthCheckResponse.SERVING
         log = process.log_text()
         assert "embedded PostgreSQL running" in log

@@ -20,9 +20,7 @@ async def _tables(url: str) -> set[str]:
         kwargs.update(host=parsed.host, port=parsed.port or 5432)
     conn = await asyncpg.connect(**kwargs)
     try:
-        rows = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-        )
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         return {r["tablename"] for r in rows}
     finally:
         await conn.close()
@@ -35,7 +33,14 @@ def test_upgrade_to_head_then_down_to_base(fresh_database: Callable[[], str]) ->
 
     migrate.upgrade(async_url)
     tables = asyncio.run(_tables(url))
-    assert {"tenants", "api_keys", "watch_lists", "watch_list_entries", "companies", "scores"} <= tables
+    assert {
+        "tenants",
+        "api_keys",
+        "watch_lists",
+        "watch_list_entries",
+        "companies",
+        "scores",
+    } <= tables
     assert "alembic_version" in tables
 
     migrate.upgrade(async_url)  # a second start of a replica is a no-op

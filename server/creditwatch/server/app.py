@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -114,7 +114,7 @@ async def start(settings: Settings) -> Running:
     services = [_service_name(watchlists_pb2, "WatchListService")]
     for module, service, add in _PENDING:
         name = _service_name(module, service)
-        add(NotYetImplemented(name), server)
+        add(cast(Any, NotYetImplemented(name)), server)
         services.append(name)
 
     health_servicer = health.aio.HealthServicer()

@@ -7,8 +7,10 @@ from one error.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,12 +21,13 @@ from creditwatch.server.domain.identifiers import CompanyId, IdentifierError, co
 from creditwatch.server.domain.money import Money, MoneyError
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import (
+    MAX_EXTERNAL_REFERENCE,
     AlertRules,
     Entry,
-    EntrySpec,
+    EntryColumns,
     WatchList,
     WatchListSpec,
-    validate_entry,
+    validate_labels,
 )
 from creditwatch.v1 import common_pb2, watchlists_pb2
 
@@ -77,12 +80,20 @@ def company(
         return None
 
 
-def money(message: money_pb2.Money, field: str, problems: list[FieldViolation]) -> Money | None:
-    """Validate a non-negative google.type.Money; appends a violation if bad."""
+def money(
+    message: money_pb2.Money,
+    field: str,
+    index: int | None,
+    name: str,
+    problems: list[FieldViolation],
+) -> Money | None:
+    """Validate a non-negative google.type.Money at `field[index].name` (or
+    `field.name` without an index); appends a violation and returns None if bad."""
     try:
         return Money.from_parts(message.currency_code, message.units, message.nanos)
     except MoneyError as error:
-        problems.append(FieldViolation(f"{field}.{error.field}", error.description))
+        where = f"{field}[{index}].{name}" if index is not None else f"{field}.{name}"
+        problems.append(FieldViolation(f"{where}.{error.field}", error.description))
         return None
 
 
@@ -179,49 +190,70 @@ def watch_list_message(value: WatchList) -> watchlists_pb2.WatchList:
     )
 
 
-def entry_specs(entries: list[watchlists_pb2.WatchListEntry], field: str) -> list[EntrySpec]:
-    """Validate a batch of entries; raises one InvalidArgument listing every problem."""
+def entry_columns(entries: Sequence[watchlists_pb2.WatchListEntry], field: str) -> EntryColumns:
+    """Validate a batch of entries into columns; one InvalidArgument lists every problem.
+
+    This runs for every entry of 10,000-entry calls, so paths are only
+    formatted when something is wrong, and each distinct label set is validated
+    and encoded once.
+    """
     problems: list[FieldViolation] = []
-    specs: list[EntrySpec] = []
+    columns = EntryColumns()
     first_index: dict[CompanyId, int] = {}
+    labels_cache: dict[tuple[tuple[str, str], ...], str] = {}
     for i, entry in enumerate(entries):
-        path = f"{field}[{i}]"
         if not entry.HasField("company"):
-            problems.append(FieldViolation(f"{path}.company", "required"))
+            problems.append(FieldViolation(f"{field}[{i}].company", "required"))
             continue
-        found = company(entry.company, f"{path}.company", problems)
-        exposure = (
-            money(entry.exposure, f"{path}.exposure", problems)
-            if entry.HasField("exposure")
-            else None
-        )
-        limit = (
-            money(entry.credit_limit, f"{path}.credit_limit", problems)
-            if entry.HasField("credit_limit")
-            else None
-        )
+        ref = entry.company
+        try:
+            found: CompanyId | None = company_id(ref.country, ref.register_number)
+        except IdentifierError as error:
+            problems.append(
+                FieldViolation(f"{field}[{i}].company.{error.field}", error.description)
+            )
+            found = None
+        exposure = limit = None
+        if entry.HasField("exposure"):
+            exposure = money(entry.exposure, field, i, "exposure", problems)
+        if entry.HasField("credit_limit"):
+            limit = money(entry.credit_limit, field, i, "credit_limit", problems)
         if found is None:
             continue
-        if found in first_index:
+        earlier = first_index.setdefault(found, i)
+        if earlier != i:
             problems.append(
                 FieldViolation(
-                    f"{path}.company", f"duplicate of {field}[{first_index[found]}] in this call"
+                    f"{field}[{i}].company", f"duplicate of {field}[{earlier}] in this call"
                 )
             )
             continue
-        first_index[found] = i
-        spec = EntrySpec(
-            company=found,
-            exposure=exposure,
-            credit_limit=limit,
-            external_reference=entry.external_reference,
-            labels=dict(entry.labels),
-        )
-        problems.extend(validate_entry(spec, path))
-        specs.append(spec)
+        reference = entry.external_reference
+        if len(reference) > MAX_EXTERNAL_REFERENCE:
+            problems.append(
+                FieldViolation(
+                    f"{field}[{i}].external_reference", f"longer than {MAX_EXTERNAL_REFERENCE}"
+                )
+            )
+        key = tuple(sorted(entry.labels.items())) if entry.labels else ()
+        encoded = labels_cache.get(key)
+        if encoded is None:
+            label_problems = validate_labels(dict(key), f"{field}[{i}].labels")
+            if label_problems:
+                problems.extend(label_problems)
+                continue
+            encoded = labels_cache[key] = json.dumps(dict(key))
+        columns.countries.append(found.country)
+        columns.register_numbers.append(found.register_number)
+        columns.exposure_currencies.append(exposure.currency if exposure else None)
+        columns.exposure_amounts.append(exposure.amount if exposure else None)
+        columns.limit_currencies.append(limit.currency if limit else None)
+        columns.limit_amounts.append(limit.amount if limit else None)
+        columns.external_references.append(reference)
+        columns.labels_json.append(encoded)
     if problems:
         raise InvalidArgument(problems)
-    return specs
+    return columns
 
 
 def entry_message(value: Entry) -> watchlists_pb2.WatchListEntry:

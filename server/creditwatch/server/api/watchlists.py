@@ -128,9 +128,9 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
     ) -> pb.AddEntriesResponse:
         list_id = cv.watch_list_id(request.parent, "parent")
         _batch_size(len(request.entries), "entries")
-        specs = cv.entry_specs(list(request.entries), "entries")
+        columns = cv.entry_columns(request.entries, "entries")
         result = await self._store.add_entries(
-            tenant, list_id, specs, _request_id(request.request_id)
+            tenant, list_id, columns, _request_id(request.request_id)
         )
         return pb.AddEntriesResponse(
             added_count=result.added,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -32,7 +31,12 @@ class Money:
         cls, currency_code: str, units: int, nanos: int, *, allow_negative: bool = False
     ) -> Money:
         """Build from google.type.Money parts, enforcing its sign and range rules."""
-        if not re.fullmatch(r"[A-Z]{3}", currency_code):
+        if not (
+            len(currency_code) == 3
+            and currency_code.isascii()
+            and currency_code.isalpha()
+            and currency_code.isupper()
+        ):
             raise MoneyError("currency_code", "must be a 3-letter ISO 4217 code such as NOK")
         if not -_NANOS_PER_UNIT < nanos < _NANOS_PER_UNIT:
             raise MoneyError("nanos", "must be between -999,999,999 and 999,999,999")
@@ -40,7 +44,7 @@ class Money:
             raise MoneyError("nanos", "must have the same sign as units")
         if abs(units) >= MAX_UNITS:
             raise MoneyError("units", f"must be below {MAX_UNITS:,} in absolute value")
-        amount = Decimal(units) + Decimal(nanos) / _NANOS_PER_UNIT
+        amount = Decimal(units) if nanos == 0 else Decimal(units) + Decimal(nanos) / _NANOS_PER_UNIT
         if amount < 0 and not allow_negative:
             raise MoneyError("units", "must not be negative")
         return cls(currency_code, amount)

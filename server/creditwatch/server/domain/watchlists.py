@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from creditwatch.server.domain.errors import FieldViolation
 from creditwatch.server.domain.identifiers import CompanyId
@@ -52,7 +54,7 @@ class WatchList:
     update_time: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EntrySpec:
     """The client-settable fields of one watch list entry."""
 
@@ -61,6 +63,47 @@ class EntrySpec:
     credit_limit: Money | None = None
     external_reference: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EntryColumns:
+    """A validated batch of entries, column by column.
+
+    Bulk calls carry up to 10,000 entries; building one object per entry and
+    re-reading it for the database costs more than the database write itself,
+    so the API layer fills these columns directly while validating.
+    """
+
+    countries: list[str] = field(default_factory=list)
+    register_numbers: list[str] = field(default_factory=list)
+    exposure_currencies: list[str | None] = field(default_factory=list)
+    exposure_amounts: list[Decimal | None] = field(default_factory=list)
+    limit_currencies: list[str | None] = field(default_factory=list)
+    limit_amounts: list[Decimal | None] = field(default_factory=list)
+    external_references: list[str] = field(default_factory=list)
+    labels_json: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.countries)
+
+    def append(self, spec: EntrySpec, labels_json: str) -> None:
+        """Add one entry; `labels_json` is `spec.labels` as a JSON object."""
+        self.countries.append(spec.company.country)
+        self.register_numbers.append(spec.company.register_number)
+        self.exposure_currencies.append(spec.exposure.currency if spec.exposure else None)
+        self.exposure_amounts.append(spec.exposure.amount if spec.exposure else None)
+        self.limit_currencies.append(spec.credit_limit.currency if spec.credit_limit else None)
+        self.limit_amounts.append(spec.credit_limit.amount if spec.credit_limit else None)
+        self.external_references.append(spec.external_reference)
+        self.labels_json.append(labels_json)
+
+    @classmethod
+    def of(cls, specs: list[EntrySpec]) -> EntryColumns:
+        """Columns of already validated entries (tests, imports)."""
+        columns = cls()
+        for spec in specs:
+            columns.append(spec, json.dumps(spec.labels, sort_keys=True))
+        return columns
 
 
 @dataclass(frozen=True)

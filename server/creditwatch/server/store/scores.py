@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.store import models
-from creditwatch.server.store.watchlists import UPSERT_COMPANIES
 
 _S = cast(Table, models.Score.__table__)
+
+# Company master data may arrive after the first score (e.g. a bulk re-score of
+# watched companies); a bare row keeps the foreign key satisfied until then.
+_ENSURE_COMPANY = text(
+    """
+    INSERT INTO companies (country, register_number, name, industry_code, legal_form, status)
+    VALUES (:country, :number, '', '', '', 0)
+    ON CONFLICT (country, register_number) DO NOTHING
+    """
+)
 
 
 class ScoreStore:
@@ -34,8 +43,7 @@ class ScoreStore:
         ]
         async with self._sessions.begin() as session:
             await session.execute(
-                UPSERT_COMPANIES,
-                {"countries": [company.country], "numbers": [company.register_number]},
+                _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
             )
             await session.execute(
                 insert(_S).values(
