@@ -7,6 +7,7 @@ from one error.
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import uuid
@@ -39,9 +40,9 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     """A protobuf Timestamp, or None for None."""
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Faster than Timestamp.FromDatetime, which matters on 10,000-entry pages.
+    seconds = calendar.timegm(value.utctimetuple())
+    return Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
 
 
 def watch_list_id(name: str, field: str) -> uuid.UUID:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, literal, select, tuple_, update
+from sqlalchemy import Row, Table, Text, delete, literal, select, tuple_, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.errors import NotFound
@@ -105,13 +107,18 @@ def _score(row: Row[Any]) -> StoredScore | None:
     )
 
 
-def _entry(row: Row[Any]) -> Entry:
+def _entry(row: Row[Any], labels_cache: dict[str, dict[str, str]]) -> Entry:
+    # Labels come as text and each distinct set is parsed once per page: pages
+    # hold up to 10,000 entries that mostly share a handful of label sets.
+    labels = labels_cache.get(row.labels_text)
+    if labels is None:
+        labels = labels_cache[row.labels_text] = json.loads(row.labels_text)
     spec = EntrySpec(
-        company=CompanyId(row.country.strip(), row.register_number),
+        company=CompanyId(row.country.rstrip(), row.register_number),
         exposure=_money(row.exposure_currency, row.exposure_amount),
         credit_limit=_money(row.credit_limit_currency, row.credit_limit_amount),
         external_reference=row.external_reference,
-        labels=dict(row.labels),
+        labels=dict(labels),
     )
     return Entry(str(row.watch_list_id), spec, _score(row), row.create_time, row.update_time)
 
@@ -327,8 +334,9 @@ class WatchListStore:
             .limit(1)
             .lateral("latest")
         )
+        columns = [c for c in _E.c if c.name != "labels"]
         return (
-            select(_E, latest)
+            select(*columns, sql_cast(_E.c.labels, Text).label("labels_text"), latest)
             .select_from(_E.outerjoin(latest, literal(True)))
             .where(_E.c.tenant_id == tenant_id, _E.c.watch_list_id == watch_list_id)
         ), latest
@@ -345,7 +353,7 @@ class WatchListStore:
             row = (await session.execute(query)).first()
         if row is None:
             raise NotFound(f"watchLists/{watch_list_id}/entries/{company.key}")
-        return _entry(row)
+        return _entry(row, {})
 
     async def list_entries(
         self,
@@ -376,4 +384,5 @@ class WatchListStore:
             rows = (await session.execute(query)).all()
             if not rows:
                 await self._get(session, tenant_id, watch_list_id)
-        return [_entry(r) for r in rows]
+        labels_cache: dict[str, dict[str, str]] = {}
+        return [_entry(r, labels_cache) for r in rows]
