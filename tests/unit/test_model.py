@@ -1,0 +1,173 @@
+"""The committed default PD model: ONNX file, manifest, booster and training data agree."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb  # the 'train' extra: the parity tests need the booster
+import numpy as np
+import onnxruntime as ort
+import pytest
+from scipy.io import arff
+from scipy.special import expit
+from sklearn.metrics import roc_auc_score
+
+from creditwatch.server.scoring.features import FEATURE_FORMULAS
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+STEM = "default-pd-v1"
+DATA_FILE = REPO / "data" / "polish-bankruptcy" / "5year.arff"
+
+# The brief asked for 0.965; the best honest cross-validated AUC found is 0.962
+# (see scripts/train_model.py), so this guards against regressions below it.
+MIN_CV_AUC = 0.96
+MAX_BRIER = 0.028
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((MODELS / f"{STEM}.json").read_text(encoding="utf-8"))
+    return data
+
+
+@pytest.fixture(scope="module")
+def session() -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS / f"{STEM}.onnx"), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def training_data() -> tuple[np.ndarray, np.ndarray]:
+    rows, meta = arff.loadarff(DATA_FILE)
+    names = meta.names()
+    x = np.array([[row[n] for n in names[:64]] for row in rows], dtype=np.float32)
+    y = np.array([int(row["bankruptcy"]) for row in rows])
+    return x, y
+
+
+def run(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    (pd,) = session.run(["pd"], {"features": x.astype(np.float32)})
+    return np.asarray(pd)
+
+
+def test_manifest_feature_order_is_the_feature_code_order(manifest: dict[str, Any]) -> None:
+    assert tuple(f["name"] for f in manifest["features"]) == FEATURE_FORMULAS
+    assert [f["index"] for f in manifest["features"]] == list(range(64))
+
+
+def test_onnx_signature_matches_manifest(
+    manifest: dict[str, Any], session: ort.InferenceSession
+) -> None:
+    (model_input,) = session.get_inputs()
+    (model_output,) = session.get_outputs()
+    assert model_input.name == manifest["input"]["name"] == "features"
+    assert model_input.type == "tensor(float)"
+    assert model_input.shape[1] == 64
+    assert model_output.name == manifest["output"]["name"] == "pd"
+    assert model_output.type == "tensor(float)"
+    assert len(model_output.shape) == len(manifest["output"]["shape"]) == 1
+
+
+def test_onnx_file_is_the_one_the_manifest_describes(manifest: dict[str, Any]) -> None:
+    digest = hashlib.sha256((MODELS / manifest["files"]["onnx"]).read_bytes()).hexdigest()
+    assert digest == manifest["files"]["onnx_sha256"]
+
+
+def test_training_data_is_the_one_the_manifest_names(
+    manifest: dict[str, Any], training_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    training = manifest["training"]
+    assert REPO / training["data_file"] == DATA_FILE
+    assert hashlib.sha256(DATA_FILE.read_bytes()).hexdigest() == training["data_sha256"]
+    _, y = training_data
+    assert (training["rows"], training["defaults"]) == (len(y), int(y.sum())) == (5910, 410)
+
+
+def test_pd_is_a_probability_for_data_and_edge_inputs(
+    session: ort.InferenceSession, training_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, _ = training_data
+    edge = np.array(
+        [np.full(64, np.nan), np.zeros(64), np.full(64, 1e30), np.full(64, -1e30)],
+        dtype=np.float32,
+    )
+    for batch in (x, edge, x[:1]):
+        pd = run(session, batch)
+        assert pd.shape == (len(batch),)
+        assert np.isfinite(pd).all()
+        assert ((pd >= 0.0) & (pd <= 1.0)).all()
+
+
+def test_pd_ranks_the_training_data(
+    session: ort.InferenceSession, training_data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    x, y = training_data
+    pd = run(session, x)
+    # In-sample, so far above the cross-validated AUC; a broken export
+    # (wrong feature order, wrong class column) lands near 0.5 or below.
+    assert roc_auc_score(y, pd) > 0.98
+    assert pd[y == 1].mean() > 10 * pd[y == 0].mean()
+
+
+def test_bands_are_monotone_and_cover_zero_to_one(manifest: dict[str, Any]) -> None:
+    bands = manifest["pd_bands"]
+    assert list(bands) == ["A", "B", "C", "D"]
+    edges = [bounds for bounds in bands.values()]
+    assert edges[0][0] == 0.0
+    assert edges[-1][1] == 1.0
+    for (low, high), (next_low, _) in itertools.pairwise(edges):
+        assert low < high == next_low
+    rates = [manifest["metrics"]["class_default_rates"][c]["default_rate"] for c in bands]
+    assert rates == sorted(rates), "a riskier class must default more often"
+
+
+def test_cross_validated_metrics_meet_the_bar(manifest: dict[str, Any]) -> None:
+    metrics = manifest["metrics"]
+    assert len(metrics["auc_per_fold"]) == 15
+    assert metrics["auc_mean"] == pytest.approx(np.mean(metrics["auc_per_fold"]), abs=1e-6)
+    assert metrics["auc_mean"] >= MIN_CV_AUC
+    assert metrics["brier_oof_calibrated"] <= MAX_BRIER
+    assert metrics["brier_oof_cross_fitted"] <= MAX_BRIER
+    assert metrics["brier_oof_calibrated"] < metrics["brier_base_rate"]
+
+
+def test_reliability_table_has_ten_bins_of_all_predictions(manifest: dict[str, Any]) -> None:
+    table = manifest["metrics"]["reliability"]
+    assert len(table) == 10
+    assert sum(row["count"] for row in table) == 3 * manifest["training"]["rows"]
+    means = [row["mean_predicted"] for row in table]
+    assert means == sorted(means)
+
+
+def booster_pd(manifest: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    booster = lgb.Booster(model_file=str(MODELS / manifest["files"]["booster"]))
+    calibration = manifest["calibration"]
+    raw = booster.predict(x, raw_score=True)
+    result: np.ndarray = expit(calibration["a"] * raw + calibration["b"])
+    return result
+
+
+def test_onnx_equals_booster_with_calibration_on_all_rows(
+    manifest: dict[str, Any],
+    session: ort.InferenceSession,
+    training_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    x, _ = training_data
+    assert np.max(np.abs(run(session, x) - booster_pd(manifest, x))) <= 1e-5
+
+
+def test_onnx_equals_booster_when_features_are_missing(
+    manifest: dict[str, Any],
+    session: ort.InferenceSession,
+    training_data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    # A statement lacking items yields NaN in features that are never missing
+    # in the training data; LightGBM and onnxruntime must route them alike.
+    x, _ = training_data
+    holes = x.copy()
+    holes[np.random.default_rng(0).random(x.shape) < 0.3] = np.nan
+    assert np.max(np.abs(run(session, holes) - booster_pd(manifest, holes))) <= 1e-5
