@@ -13,7 +13,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from creditwatch.client.testing import ServerProcess
-from creditwatch.v1 import scoring_pb2, scoring_pb2_grpc, watchlists_pb2, watchlists_pb2_grpc
+from creditwatch.v1 import (
+    portfolio_pb2,
+    portfolio_pb2_grpc,
+    watchlists_pb2,
+    watchlists_pb2_grpc,
+)
 from tests.conftest import TenantKey
 
 SIX_SERVICES = {
@@ -75,11 +80,13 @@ def test_reflection_serves_file_descriptors_without_protos(server: ServerProcess
 async def test_services_of_later_issues_answer_unimplemented(
     channel: grpc.aio.Channel, tenant: TenantKey
 ) -> None:
-    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListModels(scoring_pb2.ListModelsRequest(), metadata=tenant.metadata)
+        await stub.GetPortfolioSummary(
+            portfolio_pb2.GetPortfolioSummaryRequest(), metadata=tenant.metadata
+        )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ScoringService.ListModels" in (caught.value.details() or "")
+    assert "PortfolioService.GetPortfolioSummary" in (caught.value.details() or "")
 
 
 @pytest.mark.asyncio

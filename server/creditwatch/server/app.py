@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -14,10 +15,14 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.unimplemented import NotYetImplemented
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
+from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, migrate
+from creditwatch.server.store.scores import ScoreStore
 from creditwatch.server.store.tenants import TenantStore
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import (
@@ -45,7 +50,6 @@ def _service_name(module: Any, service: str) -> str:
 # (pb2 module, service, add-to-server function) of the services later issues
 # implement; they answer UNIMPLEMENTED until then.
 _PENDING = (
-    (scoring_pb2, "ScoringService", scoring_pb2_grpc.add_ScoringServiceServicer_to_server),
     (
         companies_pb2,
         "CompanyDataService",
@@ -71,12 +75,14 @@ class Running:
     health: health.aio.HealthServicer
     port: int
     services: tuple[str, ...]
+    executor: ThreadPoolExecutor
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.engine.dispose()
+        self.executor.shutdown(wait=False)
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -108,10 +114,22 @@ async def start(settings: Settings) -> Running:
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
     )
+    # onnxruntime runs here, off the event loop; one thread per model run keeps
+    # a small machine's cores for gRPC and PostgreSQL.
+    executor = ThreadPoolExecutor(max_workers=settings.scoring_threads, thread_name_prefix="onnx")
+    registry = await asyncio.to_thread(
+        ModelRegistry.load, executor, OverridePolicy(), settings.model_dir, settings.model_version
+    )
     watchlists_pb2_grpc.add_WatchListServiceServicer_to_server(
         WatchListServicer(auth, WatchListStore(sessions)), server
     )
-    services = [_service_name(watchlists_pb2, "WatchListService")]
+    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
+        ScoringServicer(auth, registry, ScoreStore(sessions)), server
+    )
+    services = [
+        _service_name(watchlists_pb2, "WatchListService"),
+        _service_name(scoring_pb2, "ScoringService"),
+    ]
     for module, service, add in _PENDING:
         name = _service_name(module, service)
         add(cast(Any, NotYetImplemented(name)), server)
@@ -145,7 +163,7 @@ async def start(settings: Settings) -> Running:
         "serving",
         extra={"port": port, "tls": credentials is not None, "services": len(services)},
     )
-    return Running(server, engine, health_servicer, port, tuple(services))
+    return Running(server, engine, health_servicer, port, tuple(services), executor)
 
 
 async def serve(settings: Settings) -> None:

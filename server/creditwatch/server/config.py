@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     grace_period_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight calls may finish."
     )
+    model_dir: Path | None = Field(
+        None, description="Extra folder of model files (<stem>.onnx + <stem>.json) to load."
+    )
+    model_version: str | None = Field(
+        None, description="Model version active at start-up; default: the newest loaded."
+    )
+    scoring_threads: int = Field(1, ge=1, le=64, description="Threads running onnxruntime.")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )

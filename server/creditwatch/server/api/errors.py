@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import grpc
@@ -112,5 +112,35 @@ def unary(
             extra={"rpc": name, "ms": round((time.perf_counter() - started) * 1000, 2)},
         )
         return response
+
+    return wrapper
+
+
+def bidi_stream(
+    method: Callable[[S, AsyncIterator[Req], uuid.UUID], AsyncIterator[Resp]],
+) -> Callable[[S, AsyncIterator[Req], Ctx], AsyncIterator[Resp]]:
+    """Wrap a bidirectional-streaming RPC like `unary` wraps unary ones."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
+        name = method.__name__
+        try:
+            tenant = await self.tenant_of(context)
+            async for response in method(self, requests, tenant):
+                yield response
+        except errors.DomainError as error:
+            log.info(
+                "rpc refused",
+                extra={"rpc": name, "error": type(error).__name__, "detail": error.message},
+            )
+            await abort(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("rpc failed", extra={"rpc": name, "error_id": error_id})
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}"
+            )
 
     return wrapper

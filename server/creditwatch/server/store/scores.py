@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
 from creditwatch.server.store import models
 
 _S = cast(Table, models.Score.__table__)
@@ -58,3 +58,28 @@ class ScoreStore:
                     score_time=score.score_time,
                 )
             )
+
+    async def latest(self, company: CompanyId) -> StoredScore | None:
+        """The company's current score, or None if it was never scored."""
+        query = (
+            select(_S)
+            .where(_S.c.country == company.country, _S.c.register_number == company.register_number)
+            .order_by(_S.c.id.desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            row = (await session.execute(query)).first()
+        if row is None:
+            return None
+        return StoredScore(
+            probability_of_default=row.probability_of_default,
+            risk_class=RiskClass(row.risk_class),
+            model_risk_class=RiskClass(row.model_risk_class),
+            reasons=tuple(
+                Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
+                for r in row.reasons
+            ),
+            model_version=row.model_version,
+            data_as_of=row.data_as_of,
+            score_time=row.score_time,
+        )

@@ -1,0 +1,205 @@
+"""ScoringService: scores from statements on the spot, stored scores by company,
+and the model registry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+
+from creditwatch.server.api import converters as cv
+from creditwatch.server.api import scoring_converters as sc
+from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.errors import bidi_stream, status_for, unary
+from creditwatch.server.domain.currency import UnsupportedCurrency
+from creditwatch.server.domain.errors import (
+    DomainError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from creditwatch.server.domain.events import RiskState
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.scoring.engine import Scorer, ScoreRequest
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store.scores import ScoreStore
+from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
+
+MAX_STREAM_CHUNK = 1_000
+
+
+def _model_version(name: str, field: str) -> str:
+    prefix = "models/"
+    if not name.startswith(prefix) or len(name) == len(prefix):
+        raise InvalidArgument.single(field, "must be a resource name 'models/{version}'")
+    return name[len(prefix) :]
+
+
+def _company(ref: common_pb2.CompanyRef, field: str) -> CompanyId:
+    problems: list[FieldViolation] = []
+    found = cv.company(ref, field, problems)
+    if found is None:
+        raise InvalidArgument(problems)
+    return found
+
+
+def _error_status(error: DomainError) -> status_pb2.Status:
+    _, _, details = status_for(error)
+    return status_pb2.Status.FromString(details)
+
+
+class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
+    """gRPC face of the scoring engine and model registry."""
+
+    def __init__(self, auth: Authenticator, registry: ModelRegistry, scores: ScoreStore) -> None:
+        self._auth = auth
+        self._registry = registry
+        self._scores = scores
+
+    async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
+        """The calling tenant."""
+        return await self._auth.tenant_of(context)
+
+    def _scorer(self, model_version: str) -> Scorer:
+        if not model_version:
+            return self._registry.active
+        try:
+            return self._registry.get(model_version)
+        except NotFound:
+            raise InvalidArgument.single(
+                "model_version", f"no loaded model has version {model_version!r}"
+            ) from None
+
+    async def _stored(self, company: CompanyId) -> StoredScore:
+        found = await self._scores.latest(company)
+        if found is None:
+            # Intake of statements and events (CompanyDataService) is not built
+            # yet, so a company without a stored score has no facts to score.
+            raise FailedPrecondition(f"{company.key} has no financial statement on record to score")
+        return found
+
+    @unary
+    async def ScoreCompany(
+        self, request: scoring_pb2.ScoreCompanyRequest, tenant: uuid.UUID
+    ) -> scoring_pb2.ScoreCompanyResponse:
+        company = _company(request.company, "company")
+        score = await self._stored(company)
+        return scoring_pb2.ScoreCompanyResponse(
+            score=cv.score_message(score, company), computed=False
+        )
+
+    @unary
+    async def ScoreFinancials(
+        self, request: scoring_pb2.ScoreFinancialsRequest, tenant: uuid.UUID
+    ) -> scoring_pb2.ScoreFinancialsResponse:
+        if not request.HasField("financial_statement"):
+            raise InvalidArgument.single("financial_statement", "required")
+        scorer = self._scorer(request.model_version)
+        statement = sc.statement(request.financial_statement, "financial_statement")
+        state = RiskState.of(sc.events(list(request.events), "events"))
+        company = _company(request.company, "company") if request.HasField("company") else None
+        try:
+            score = await scorer.score(ScoreRequest(statement, state))
+        except UnsupportedCurrency as error:
+            raise InvalidArgument.single("financial_statement.currency_code", str(error)) from None
+        assert score is not None
+        return scoring_pb2.ScoreFinancialsResponse(score=cv.score_message(score, company))
+
+    async def _score_item(
+        self, item: scoring_pb2.ScoreItem, scorer: Scorer
+    ) -> StoredScore | DomainError | ScoreRequest:
+        """A stored score (company items), a request to run (statement items), or an error."""
+        try:
+            subject = item.WhichOneof("subject")
+            if subject == "company":
+                return await self._stored(_company(item.company, "company"))
+            if subject == "financial_statement":
+                statement = sc.statement(item.financial_statement, "financial_statement")
+                scorer.features(statement)  # surfaces an unsupported currency per item
+                return ScoreRequest(statement, RiskState.of(sc.events(list(item.events), "events")))
+            return InvalidArgument.single(
+                "subject", "a company or a financial_statement is required"
+            )
+        except UnsupportedCurrency as error:
+            return InvalidArgument.single("financial_statement.currency_code", str(error))
+        except DomainError as error:
+            return error
+
+    @bidi_stream
+    async def StreamScores(
+        self, requests: AsyncIterator[scoring_pb2.StreamScoresRequest], tenant: uuid.UUID
+    ) -> AsyncIterator[scoring_pb2.StreamScoresResponse]:
+        async for chunk in requests:
+            count = len(chunk.items)
+            if count == 0 or count > MAX_STREAM_CHUNK:
+                raise InvalidArgument.single(
+                    "items", f"{count} given; 1 to {MAX_STREAM_CHUNK:,} items per message"
+                )
+            scorer = self._registry.active
+            prepared = [await self._score_item(item, scorer) for item in chunk.items]
+            to_run = [p for p in prepared if isinstance(p, ScoreRequest)]
+            computed = iter(await scorer.score_many(to_run)) if to_run else iter(())
+            results = []
+            for item, outcome in zip(chunk.items, prepared, strict=True):
+                result = scoring_pb2.ScoreItemResult(correlation_id=item.correlation_id)
+                if isinstance(outcome, ScoreRequest):
+                    score = next(computed)
+                    assert score is not None
+                    result.score.CopyFrom(cv.score_message(score, None))
+                elif isinstance(outcome, StoredScore):
+                    result.score.CopyFrom(
+                        cv.score_message(outcome, _company(item.company, "company"))
+                    )
+                else:
+                    result.error.CopyFrom(_error_status(outcome))
+                results.append(result)
+            yield scoring_pb2.StreamScoresResponse(results=results)
+
+    def _model(self, scorer: Scorer) -> scoring_pb2.Model:
+        active = scorer is self._registry.active
+        return sc.model_message(
+            scorer.model.info, active, self._registry.activated_at if active else None
+        )
+
+    @unary
+    async def GetModel(
+        self, request: scoring_pb2.GetModelRequest, tenant: uuid.UUID
+    ) -> scoring_pb2.GetModelResponse:
+        version = _model_version(request.name, "name")
+        return scoring_pb2.GetModelResponse(model=self._model(self._registry.get(version)))
+
+    @unary
+    async def ListModels(
+        self, request: scoring_pb2.ListModelsRequest, tenant: uuid.UUID
+    ) -> scoring_pb2.ListModelsResponse:
+        filters = fingerprint("models")
+        page = page_request(
+            request.page_size, request.page_token, filters, default_size=50, max_size=100
+        )
+        scorers = self._registry.all()
+        start = int(page.after[0]) if page.after else 0
+        chosen = scorers[start : start + page.size]
+        more = start + page.size < len(scorers)
+        return scoring_pb2.ListModelsResponse(
+            models=[self._model(s) for s in chosen],
+            next_page_token=encode_token((start + page.size,), filters) if more else "",
+        )
+
+    async def ActivateModel(
+        self,
+        request: scoring_pb2.ActivateModelRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> scoring_pb2.ActivateModelResponse:
+        # Activation must reach every replica (kept in PostgreSQL) and needs an
+        # operator-scoped key; until both exist it is refused, never faked.
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "ScoringService.ActivateModel is not implemented by this server version yet",
+        )
+        raise AssertionError("unreachable")

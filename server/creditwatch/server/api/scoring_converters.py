@@ -1,0 +1,133 @@
+"""Protobuf ⇄ domain conversion for financial statements, events and models."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.type import date_pb2
+
+from creditwatch.server.api.converters import timestamp
+from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
+from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement, validate_statement
+from creditwatch.server.domain.scores import RiskClass
+from creditwatch.server.scoring.model import ModelInfo
+from creditwatch.v1 import common_pb2, companies_pb2, scoring_pb2
+
+# The oneof `detail` of CompanyEvent names the event type.
+_DETAIL_TYPES: dict[str, EventType] = {
+    "bankruptcy_petition_filed": EventType.BANKRUPTCY_PETITION_FILED,
+    "bankruptcy_hearing_scheduled": EventType.BANKRUPTCY_HEARING_SCHEDULED,
+    "bankruptcy_opened": EventType.BANKRUPTCY_OPENED,
+    "compulsory_dissolution": EventType.COMPULSORY_DISSOLUTION,
+    "voluntary_liquidation": EventType.VOLUNTARY_LIQUIDATION,
+    "payment_remark_registered": EventType.PAYMENT_REMARK_REGISTERED,
+    "payment_remark_removed": EventType.PAYMENT_REMARK_REMOVED,
+    "debt_collection_opened": EventType.DEBT_COLLECTION_OPENED,
+    "debt_collection_closed": EventType.DEBT_COLLECTION_CLOSED,
+    "responsible_person_changed": EventType.RESPONSIBLE_PERSON_CHANGED,
+    "address_changed": EventType.ADDRESS_CHANGED,
+    "deleted_from_register": EventType.DELETED_FROM_REGISTER,
+}
+
+
+def _date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
+    try:
+        return dt.date(value.year, value.month, value.day)
+    except ValueError:
+        problems.append(
+            FieldViolation(field, "must be a complete calendar date (year, month, day)")
+        )
+        return None
+
+
+def statement(message: companies_pb2.FinancialStatement, field: str) -> FinancialStatement:
+    """Validate a FinancialStatement message; one InvalidArgument lists every problem."""
+    problems: list[FieldViolation] = []
+    start = _date(message.period_start, f"{field}.period_start", problems)
+    end = _date(message.period_end, f"{field}.period_end", problems)
+    items: dict[str, float | None] = dict.fromkeys(LINE_ITEMS)
+    for descriptor, value in message.ListFields():  # only the items actually reported
+        if descriptor.name in items:
+            items[descriptor.name] = float(value)
+    if problems or start is None or end is None:
+        raise InvalidArgument(problems)
+    domain = FinancialStatement(
+        period_start=start, period_end=end, currency=message.currency_code, **items
+    )
+    for name, description in validate_statement(domain):
+        wire = "currency_code" if name == "currency" else name
+        problems.append(FieldViolation(f"{field}.{wire}", description))
+    if problems:
+        raise InvalidArgument(problems)
+    return domain
+
+
+def events(messages: list[companies_pb2.CompanyEvent], field: str) -> list[CompanyEvent]:
+    """Domain events; an event without a known detail is refused, naming its index."""
+    out: list[CompanyEvent] = []
+    problems: list[FieldViolation] = []
+    for i, message in enumerate(messages):
+        kind = message.WhichOneof("detail")
+        if kind is None or kind not in _DETAIL_TYPES:
+            problems.append(FieldViolation(f"{field}[{i}].detail", "one event detail is required"))
+            continue
+        detail = getattr(message, kind)
+        reference = str(getattr(detail, "remark_id", "") or getattr(detail, "case_id", ""))
+        occurred = (
+            message.occurred_time.ToDatetime(dt.UTC) if message.HasField("occurred_time") else None
+        )
+        out.append(CompanyEvent(_DETAIL_TYPES[kind], occurred, reference))
+    if problems:
+        raise InvalidArgument(problems)
+    return out
+
+
+def model_message(
+    info: ModelInfo, active: bool, activated: dt.datetime | None
+) -> scoring_pb2.Model:
+    """The wire form of a model's manifest."""
+    bands = []
+    for risk_class in RiskClass:
+        low, high = info.bands.bounds(risk_class)
+        bands.append(
+            scoring_pb2.PdBand(
+                risk_class=common_pb2.RiskClass.ValueType(risk_class),
+                min_probability_of_default=low,
+                max_probability_of_default=high,
+            )
+        )
+    return scoring_pb2.Model(
+        name=f"models/{info.version}",
+        version=info.version,
+        description=info.description,
+        active=active,
+        horizon_months=12,
+        features=[
+            scoring_pb2.ModelFeature(index=f.index, name=f.code, formula=f.formula)
+            for f in info.features
+        ],
+        pd_bands=bands,
+        training_metrics=scoring_pb2.TrainingMetrics(
+            roc_auc_mean=info.auc_mean,
+            roc_auc_per_fold=list(info.auc_per_fold),
+            brier_score=info.brier,
+            cross_validation_folds=info.cv_folds,
+            cross_validation_repeats=info.cv_repeats,
+            training_row_count=info.training_rows,
+            default_rate=info.default_rate,
+            reliability=[
+                scoring_pb2.ReliabilityBin(
+                    min_predicted_pd=b.min_pd,
+                    max_predicted_pd=b.max_pd,
+                    mean_predicted_pd=b.mean_predicted,
+                    observed_default_rate=b.observed_rate,
+                    row_count=b.count,
+                )
+                for b in info.reliability
+            ],
+        ),
+        training_data_sha256=info.data_sha256,
+        create_time=timestamp(info.created),
+        activate_time=timestamp(activated),
+    )

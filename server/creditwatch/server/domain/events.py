@@ -1,0 +1,91 @@
+"""Company events and the risk state they leave a company in."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class EventType(enum.IntEnum):
+    """Kinds of company events; values match the wire enum CompanyEventType."""
+
+    BANKRUPTCY_PETITION_FILED = 1
+    BANKRUPTCY_HEARING_SCHEDULED = 2
+    BANKRUPTCY_OPENED = 3
+    COMPULSORY_DISSOLUTION = 4
+    VOLUNTARY_LIQUIDATION = 5
+    PAYMENT_REMARK_REGISTERED = 6
+    PAYMENT_REMARK_REMOVED = 7
+    DEBT_COLLECTION_OPENED = 8
+    DEBT_COLLECTION_CLOSED = 9
+    RESPONSIBLE_PERSON_CHANGED = 10
+    ADDRESS_CHANGED = 11
+    DELETED_FROM_REGISTER = 12
+
+
+@dataclass(frozen=True)
+class CompanyEvent:
+    """One fact about a company at a time. `reference` ties pairs together: the
+    remark id of a payment remark, the case id of a collection case."""
+
+    type: EventType
+    occurred_at: datetime | None = None
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class RiskState:
+    """What a company's events say about it, as scoring overrides need it."""
+
+    bankruptcy_opened: bool = False
+    compulsory_dissolution: bool = False
+    open_payment_remarks: int = 0
+    open_collection_cases: int = 0
+
+    @classmethod
+    def of(cls, events: Iterable[CompanyEvent]) -> RiskState:
+        """Replay events in time order (undated ones last, as they arrived)."""
+        ordered = sorted(
+            enumerate(events),
+            key=lambda pair: (pair[1].occurred_at is None, pair[1].occurred_at or 0, pair[0]),
+        )
+        bankrupt = dissolved = False
+        remarks: set[str] = set()
+        cases: set[str] = set()
+        anonymous_remarks = anonymous_cases = 0
+        for _, event in ordered:
+            match event.type:
+                case EventType.BANKRUPTCY_OPENED:
+                    bankrupt = True
+                case EventType.COMPULSORY_DISSOLUTION:
+                    dissolved = True
+                case EventType.PAYMENT_REMARK_REGISTERED:
+                    if event.reference:
+                        remarks.add(event.reference)
+                    else:
+                        anonymous_remarks += 1
+                case EventType.PAYMENT_REMARK_REMOVED:
+                    if event.reference in remarks:
+                        remarks.discard(event.reference)
+                    elif anonymous_remarks:
+                        anonymous_remarks -= 1
+                case EventType.DEBT_COLLECTION_OPENED:
+                    if event.reference:
+                        cases.add(event.reference)
+                    else:
+                        anonymous_cases += 1
+                case EventType.DEBT_COLLECTION_CLOSED:
+                    if event.reference in cases:
+                        cases.discard(event.reference)
+                    elif anonymous_cases:
+                        anonymous_cases -= 1
+                case _:
+                    pass
+        return cls(
+            bankruptcy_opened=bankrupt,
+            compulsory_dissolution=dissolved,
+            open_payment_remarks=len(remarks) + anonymous_remarks,
+            open_collection_cases=len(cases) + anonymous_cases,
+        )

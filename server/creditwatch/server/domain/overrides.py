@@ -1,0 +1,90 @@
+"""Policy overrides applied on top of the model's risk class, recorded as reasons.
+
+The model sees only financial statements; registered events can make a company
+riskier than its accounts say. The policy is data (loaded from a JSON file next
+to the model) so credit teams can change it without a release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from creditwatch.server.domain.events import RiskState
+from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass
+
+
+@dataclass(frozen=True)
+class OverridePolicy:
+    """How events move a risk class.
+
+    Defaults: bankruptcy opened or compulsory dissolution → class D; any open
+    payment remark → one class worse; any open debt collection case → one class
+    worse; the two notches add up, and a class never goes past D.
+    """
+
+    version: str = "overrides-2026.11.1"
+    bankruptcy_forces_d: bool = True
+    dissolution_forces_d: bool = True
+    payment_remark_notches: int = 1
+    collection_case_notches: int = 1
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OverridePolicy:
+        """Read a policy document; unknown keys are an error, so typos are caught."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown override policy keys: {sorted(unknown)}")
+        policy = cls(**data)
+        if policy.payment_remark_notches < 0 or policy.collection_case_notches < 0:
+            raise ValueError("notches must not be negative")
+        return policy
+
+    def apply(self, model_class: RiskClass, state: RiskState) -> tuple[RiskClass, list[Reason]]:
+        """The final class and the override reasons that produced it."""
+        reasons: list[Reason] = []
+        if self.bankruptcy_forces_d and state.bankruptcy_opened:
+            reasons.append(
+                Reason(
+                    "OVERRIDE_BANKRUPTCY",
+                    "bankruptcy proceedings are open: class D whatever the accounts say",
+                    ReasonKind.OVERRIDE,
+                    0.0,
+                )
+            )
+        if self.dissolution_forces_d and state.compulsory_dissolution:
+            reasons.append(
+                Reason(
+                    "OVERRIDE_COMPULSORY_DISSOLUTION",
+                    "compulsory dissolution ordered: class D whatever the accounts say",
+                    ReasonKind.OVERRIDE,
+                    0.0,
+                )
+            )
+        if reasons:
+            return RiskClass.D, reasons
+        notches = 0
+        if state.open_payment_remarks and self.payment_remark_notches:
+            notches += self.payment_remark_notches
+            reasons.append(
+                Reason(
+                    "OVERRIDE_PAYMENT_REMARK",
+                    f"{state.open_payment_remarks} open payment remark(s): "
+                    f"{self.payment_remark_notches} class(es) worse",
+                    ReasonKind.OVERRIDE,
+                    0.0,
+                )
+            )
+        if state.open_collection_cases and self.collection_case_notches:
+            notches += self.collection_case_notches
+            reasons.append(
+                Reason(
+                    "OVERRIDE_COLLECTION_CASE",
+                    f"{state.open_collection_cases} open debt collection case(s): "
+                    f"{self.collection_case_notches} class(es) worse",
+                    ReasonKind.OVERRIDE,
+                    0.0,
+                )
+            )
+        return RiskClass(min(int(RiskClass.D), int(model_class) + notches)), reasons

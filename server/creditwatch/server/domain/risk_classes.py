@@ -1,0 +1,35 @@
+"""PD bands: the probability-of-default cut-offs that define risk classes A to D.
+
+The cut-offs belong to a model (they are in its manifest), not to the code:
+a new model version brings its own bands.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from creditwatch.server.domain.scores import RiskClass
+
+
+@dataclass(frozen=True)
+class PdBands:
+    """Upper PD bounds (exclusive) of classes A, B and C; D is everything above."""
+
+    a_below: float
+    b_below: float
+    c_below: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.a_below < self.b_below < self.c_below < 1.0:
+            raise ValueError(f"PD bands must increase within (0, 1): {self}")
+
+    def classify(self, pd: float) -> RiskClass:
+        """The class whose band holds `pd` (lower bounds inclusive)."""
+        index = bisect.bisect_right((self.a_below, self.b_below, self.c_below), pd)
+        return RiskClass(index + 1)
+
+    def bounds(self, risk_class: RiskClass) -> tuple[float, float]:
+        """(min inclusive, max exclusive) PD of a class; D's max is 1."""
+        edges = (0.0, self.a_below, self.b_below, self.c_below, 1.0)
+        return edges[risk_class - 1], edges[risk_class]
