@@ -38,6 +38,7 @@ proto: install
 ## Benchmarks (not tests): print figures and ratios against in-run baselines.
 bench: install
 	$(PY) bench/bench_watchlists.py
+	$(PY) bench/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
