@@ -75,3 +75,18 @@ async def test_a_failing_run_fails_its_callers_and_the_next_batch_still_runs() -
         with pytest.raises(RuntimeError):
             await batcher.predict(np.ones((1, 2), np.float32))
         assert (await batcher.predict(np.full((1, 2), 7, np.float32))).tolist() == [7.0]
+
+
+async def test_small_batches_run_on_the_loop_and_large_ones_in_the_worker() -> None:
+    threads: list[str] = []
+
+    def runner(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        threads.append(threading.current_thread().name)
+        return rows[:, 0]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="onnx") as pool:
+        batcher = MicroBatcher(runner, pool, inline_rows=32)
+        await batcher.predict(np.ones((17, 4), np.float32))
+        await batcher.predict(np.ones((33, 4), np.float32))
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("onnx")
