@@ -29,7 +29,8 @@ def healthy(**overrides: float) -> companies_pb2.FinancialStatement:
     """A profitable, well-capitalised manufacturer (NOK)."""
     items: dict[str, float] = dict(
         total_assets=50_000_000, fixed_assets=20_000_000, current_assets=30_000_000,
-        inventory=8_000_000, receivables=12_000_000, cash=9_000_000, short_term_securities=1_000_000,
+        inventory=8_000_000, receivables=12_000_000, cash=9_000_000,
+        short_term_securities=1_000_000,
         equity=30_000_000, share_capital=5_000_000, retained_earnings=20_000_000,
         total_liabilities=20_000_000, long_term_liabilities=8_000_000,
         short_term_liabilities=12_000_000, sales=80_000_000, sales_previous_year=72_000_000,
