@@ -22,6 +22,7 @@ from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, migrate
+from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.scores import ScoreStore
 from creditwatch.server.store.tenants import TenantStore
 from creditwatch.server.store.watchlists import WatchListStore
@@ -76,11 +77,13 @@ class Running:
     port: int
     services: tuple[str, ...]
     executor: ThreadPoolExecutor
+    background: asyncio.Task[None]
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        self.background.cancel()
         await self.engine.dispose()
         self.executor.shutdown(wait=False)
 
@@ -123,8 +126,13 @@ async def start(settings: Settings) -> Running:
     watchlists_pb2_grpc.add_WatchListServiceServicer_to_server(
         WatchListServicer(auth, WatchListStore(sessions)), server
     )
+    activations = ActivationStore(sessions)
+    await registry.sync(activations)
+    follower = asyncio.create_task(
+        registry.follow(activations, settings.model_refresh_seconds), name="model-follower"
+    )
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
-        ScoringServicer(auth, registry, ScoreStore(sessions)), server
+        ScoringServicer(auth, registry, ScoreStore(sessions), activations), server
     )
     services = [
         _service_name(watchlists_pb2, "WatchListService"),
@@ -163,7 +171,7 @@ async def start(settings: Settings) -> Running:
         "serving",
         extra={"port": port, "tls": credentials is not None, "services": len(services)},
     )
-    return Running(server, engine, health_servicer, port, tuple(services), executor)
+    return Running(server, engine, health_servicer, port, tuple(services), executor, follower)
 
 
 async def serve(settings: Settings) -> None:

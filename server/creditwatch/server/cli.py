@@ -13,6 +13,7 @@ import click
 
 from creditwatch.server import logs
 from creditwatch.server.config import Settings
+from creditwatch.server.domain.tenants import SCOPES
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -130,8 +131,17 @@ def create_tenant(display_name: str, with_key: bool, as_json: bool) -> None:
 @admin.command("create-api-key")
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id (UUID).")
 @click.option("--name", "display_name", default="", help="A note to recognise the key by.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPES),
+    help="Grant beyond the tenant's own data (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def create_api_key(tenant_id: str, display_name: str, as_json: bool) -> None:
+def create_api_key(
+    tenant_id: str, display_name: str, scopes: tuple[str, ...], as_json: bool
+) -> None:
     """Create an API key for a tenant; the key is printed once."""
     from creditwatch.server.domain.errors import NotFound
 
@@ -142,7 +152,7 @@ def create_api_key(tenant_id: str, display_name: str, as_json: bool) -> None:
         return
 
     async def action(store: Any) -> str:
-        key = await store.create_api_key(tenant, display_name)
+        key = await store.create_api_key(tenant, display_name, scopes)
         return str(key.token)
 
     logs.configure("WARNING", "text")

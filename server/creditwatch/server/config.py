@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     model_version: str | None = Field(
         None, description="Model version active at start-up; default: the newest loaded."
     )
+    model_refresh_seconds: float = Field(
+        5.0, gt=0, description="How often a replica checks which model version is active."
+    )
     scoring_threads: int = Field(1, ge=1, le=64, description="Threads running onnxruntime.")
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."

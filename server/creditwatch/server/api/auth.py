@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from creditwatch.server.domain.errors import Unauthenticated
-from creditwatch.server.domain.tenants import parse_key
+from creditwatch.server.domain.tenants import Caller, parse_key
 from creditwatch.server.store.tenants import TenantStore
 
 # A verified key is trusted for this long without asking the database again, so
@@ -25,10 +25,14 @@ class Authenticator:
 
     def __init__(self, tenants: TenantStore) -> None:
         self._tenants = tenants
-        self._cache: dict[bytes, tuple[uuid.UUID, float]] = {}
+        self._cache: dict[bytes, tuple[Caller, float]] = {}
 
     async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
         """The tenant whose key the call carries; Unauthenticated otherwise."""
+        return (await self.caller(context)).tenant_id
+
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The tenant and grants of the call's key; Unauthenticated otherwise."""
         header = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -44,10 +48,10 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > now:
             return hit[0]
-        tenant = await self._tenants.authenticate(parse_key(token))
-        if tenant is None:
+        caller = await self._tenants.authenticate(parse_key(token))
+        if caller is None:
             raise Unauthenticated("unknown or revoked API key")
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[digest] = (tenant, now + CACHE_SECONDS)
-        return tenant
+        self._cache[digest] = (caller, now + CACHE_SECONDS)
+        return caller

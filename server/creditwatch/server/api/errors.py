@@ -20,6 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from creditwatch.server.domain import errors
+from creditwatch.server.domain.tenants import Caller
 
 log = logging.getLogger("creditwatch.rpc")
 
@@ -67,10 +68,10 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Domai
 
 
 class HasAuthenticator(Protocol):
-    """A servicer that can tell which tenant is calling."""
+    """A servicer that can tell who is calling."""
 
-    async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
-        """The calling tenant, or raise Unauthenticated."""
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The calling tenant and its key's grants, or raise Unauthenticated."""
 
 
 S = TypeVar("S", bound=HasAuthenticator)
@@ -84,13 +85,24 @@ def unary(
 ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
     """Wrap a unary RPC: authenticate, call with the tenant id, map errors, log."""
 
+    async def call(self: S, request: Req, caller: Caller) -> Resp:
+        return await method(self, request, caller.tenant_id)
+
+    return functools.wraps(method)(unary_as_caller(call, method.__name__))
+
+
+def unary_as_caller(
+    method: Callable[[S, Req, Caller], Awaitable[Resp]], name: str = ""
+) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
+    """Like `unary`, for RPCs that need the caller's grants, not only its tenant."""
+    name = name or method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> Resp:
         started = time.perf_counter()
-        name = method.__name__
         try:
-            tenant = await self.tenant_of(context)
-            response = await method(self, request, tenant)
+            caller = await self.caller(context)
+            response = await method(self, request, caller)
         except errors.DomainError as error:
             log.info(
                 "rpc refused",
@@ -125,7 +137,7 @@ def bidi_stream(
     async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
         name = method.__name__
         try:
-            tenant = await self.tenant_of(context)
+            tenant = (await self.caller(context)).tenant_id
             async for response in method(self, requests, tenant):
                 yield response
         except errors.DomainError as error:

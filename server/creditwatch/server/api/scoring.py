@@ -13,7 +13,7 @@ from google.rpc import status_pb2
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
-from creditwatch.server.api.errors import bidi_stream, status_for, unary
+from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
 from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
@@ -26,8 +26,10 @@ from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
 from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.domain.tenants import SCOPE_MODELS_ACTIVATE, Caller
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.scores import ScoreStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 
@@ -57,14 +59,21 @@ def _error_status(error: DomainError) -> status_pb2.Status:
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     """gRPC face of the scoring engine and model registry."""
 
-    def __init__(self, auth: Authenticator, registry: ModelRegistry, scores: ScoreStore) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        registry: ModelRegistry,
+        scores: ScoreStore,
+        activations: ActivationStore,
+    ) -> None:
         self._auth = auth
         self._registry = registry
         self._scores = scores
+        self._activations = activations
 
-    async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
-        """The calling tenant."""
-        return await self._auth.tenant_of(context)
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The calling tenant and its key's grants."""
+        return await self._auth.caller(context)
 
     def _scorer(self, model_version: str) -> Scorer:
         if not model_version:
@@ -191,15 +200,16 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             next_page_token=encode_token((start + page.size,), filters) if more else "",
         )
 
+    @unary_as_caller
     async def ActivateModel(
-        self,
-        request: scoring_pb2.ActivateModelRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: scoring_pb2.ActivateModelRequest, caller: Caller
     ) -> scoring_pb2.ActivateModelResponse:
-        # Activation must reach every replica (kept in PostgreSQL) and needs an
-        # operator-scoped key; until both exist it is refused, never faked.
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "ScoringService.ActivateModel is not implemented by this server version yet",
+        version = _model_version(request.name, "name")
+        caller.require(SCOPE_MODELS_ACTIVATE)
+        scorer = self._registry.get(version)
+        previous = self._registry.active.version
+        when = await self._activations.record(version, caller.tenant_id)
+        self._registry.activate(version, when)
+        return scoring_pb2.ActivateModelResponse(
+            model=self._model(scorer), previous_version=previous
         )
-        raise AssertionError("unreachable")

@@ -14,6 +14,7 @@ from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
 from creditwatch.server.domain.scores import RiskClass
+from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.domain.watchlists import (
     MAX_ENTRIES_PER_CALL,
     UPDATABLE_FIELDS,
@@ -48,9 +49,9 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
         self._auth = auth
         self._store = store
 
-    async def tenant_of(self, context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
-        """The calling tenant."""
-        return await self._auth.tenant_of(context)
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The calling tenant and its key's grants."""
+        return await self._auth.caller(context)
 
     @unary
     async def CreateWatchList(

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from creditwatch.server.domain.errors import Unauthenticated
+from creditwatch.server.domain.errors import PermissionDenied, Unauthenticated
 
 # cw_<tenant id, 32 hex>_<key id, 12 hex>_<secret, 43 url-safe chars>. The tenant
 # and key id let the server find the stored hash directly (and route to the
@@ -24,6 +24,28 @@ class Tenant:
 
     id: uuid.UUID
     display_name: str
+
+
+SCOPE_MODELS_ACTIVATE = "models:activate"
+"""May change the active default model (it affects every tenant's scores)."""
+SCOPE_COMPANIES_WRITE = "companies:write"
+"""May write shared company facts (data feeds, register pollers)."""
+SCOPES = (SCOPE_MODELS_ACTIVATE, SCOPE_COMPANIES_WRITE)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's tenant and the grants the operator gave the key."""
+
+    tenant_id: uuid.UUID
+    scopes: frozenset[str] = frozenset()
+
+    def require(self, scope: str) -> None:
+        """PermissionDenied unless the key carries `scope`."""
+        if scope not in self.scopes:
+            raise PermissionDenied(
+                f"this API key lacks the {scope!r} grant; ask the creditwatch operator"
+            )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ uses the same version; replicas pick up a change within `refresh_seconds`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -19,6 +20,7 @@ from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.engine import Scorer
 from creditwatch.server.scoring.model import OnnxModel
+from creditwatch.server.store.activations import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +91,28 @@ class ModelRegistry:
         if previous != version:
             log.info("model activated", extra={"version": version, "previous": previous})
         return previous
+
+    async def follow(self, activations: ActivationStore, interval: float) -> None:
+        """Keep this replica on the version activated in PostgreSQL (runs until cancelled).
+
+        An activation naming a version this replica has not loaded is logged
+        and ignored, so a half-rolled-out model never stops scoring.
+        """
+        while True:
+            try:
+                await self.sync(activations)
+            except Exception:
+                log.exception("could not read the active model version; keeping the current one")
+            await asyncio.sleep(interval)
+
+    async def sync(self, activations: ActivationStore) -> None:
+        """Adopt the newest activation recorded in PostgreSQL, if this replica has it."""
+        current = await activations.current()
+        if current is None:
+            return
+        version, when = current
+        if version not in self._scorers:
+            log.warning("activated model is not loaded here", extra={"version": version})
+            return
+        if version != self._active or self.activated_at != when:
+            self.activate(version, when)

@@ -26,8 +26,9 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Amounts: 20 digits before the point, 9 after (google.type.Money's nanos).
@@ -64,6 +65,10 @@ class ApiKey(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Grants beyond the tenant's own data, e.g. "models:activate", "companies:write".
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]"), default=list
+    )
 
 
 class WatchList(Base):
@@ -156,6 +161,19 @@ class Score(Base):
     model_version: Mapped[str] = mapped_column(Text)
     data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     score_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelActivation(Base):
+    """Which model version became active when; the newest row is the active one."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    version: Mapped[str] = mapped_column(Text)
+    activated_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    activate_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class IdempotencyKey(Base):

@@ -8,7 +8,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.errors import NotFound
-from creditwatch.server.domain.tenants import NewKey, ParsedKey, Tenant, key_matches, mint_key
+from creditwatch.server.domain.tenants import (
+    SCOPES,
+    Caller,
+    NewKey,
+    ParsedKey,
+    Tenant,
+    key_matches,
+    mint_key,
+)
 from creditwatch.server.store import models
 
 
@@ -31,8 +39,13 @@ class TenantStore:
             rows = await session.scalars(select(models.Tenant).order_by(models.Tenant.create_time))
             return [Tenant(r.id, r.display_name) for r in rows]
 
-    async def create_api_key(self, tenant_id: uuid.UUID, display_name: str = "") -> NewKey:
+    async def create_api_key(
+        self, tenant_id: uuid.UUID, display_name: str = "", scopes: tuple[str, ...] = ()
+    ) -> NewKey:
         """Mint a key for an existing tenant; the returned token is the only copy."""
+        unknown = set(scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
         key = mint_key(tenant_id)
         async with self._sessions.begin() as session:
             if await session.get(models.Tenant, tenant_id) is None:
@@ -43,14 +56,17 @@ class TenantStore:
                     id=key.key_id,
                     secret_sha256=key.secret_sha256,
                     display_name=display_name,
+                    scopes=list(scopes),
                 )
             )
         return key
 
-    async def authenticate(self, key: ParsedKey) -> uuid.UUID | None:
-        """The tenant owning `key`, or None if it is unknown, revoked or wrong."""
+    async def authenticate(self, key: ParsedKey) -> Caller | None:
+        """The caller `key` identifies, or None if it is unknown, revoked or wrong."""
         async with self._sessions() as session:
             row = await session.get(models.ApiKey, (key.tenant_id, key.key_id))
         if row is None or row.revoke_time is not None:
             return None
-        return key.tenant_id if key_matches(key, row.secret_sha256) else None
+        if not key_matches(key, row.secret_sha256):
+            return None
+        return Caller(key.tenant_id, frozenset(row.scopes))
