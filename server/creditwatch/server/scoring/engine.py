@@ -63,8 +63,13 @@ class Scorer:
         self.model = model
         self._batcher = batcher
         self._policy = policy
-        ranked = sorted(model.info.features, key=lambda f: -f.importance)
-        self._explained = np.array([f.index for f in ranked[:explained_features]], dtype=np.intp)
+        features = model.info.features
+        if any(math.isnan(f.importance) for f in features):
+            # Without importances in the manifest every input is explained.
+            chosen = list(features)
+        else:
+            chosen = sorted(features, key=lambda f: -f.importance)[:explained_features]
+        self._explained = np.array([f.index for f in chosen], dtype=np.intp)
         self._codes = [_code(f.formula) for f in model.info.features]
 
     @property

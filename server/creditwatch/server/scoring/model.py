@@ -100,7 +100,7 @@ def read_manifest(path: Path) -> ModelInfo:
             code=str(f["code"]),
             formula=str(f["name"]),
             baseline=float(f.get("median", float("nan"))),
-            importance=float(f.get("importance", 1.0)),
+            importance=float(f.get("importance", float("nan"))),
         )
         for f in data["features"]
     )
