@@ -67,6 +67,22 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Domai
     await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", details),))
 
 
+async def _end_with(
+    context: grpc.aio.ServicerContext[Any, Any], rpc: str, error: Exception
+) -> None:
+    """Abort the call for `error`: its own status if it is a domain error, else
+    INTERNAL with an id that finds the traceback in the log (raises AbortError)."""
+    if isinstance(error, errors.DomainError):
+        log.info(
+            "rpc refused",
+            extra={"rpc": rpc, "error": type(error).__name__, "detail": error.message},
+        )
+        await abort(context, error)
+    error_id = uuid.uuid4().hex[:12]
+    log.error("rpc failed", exc_info=error, extra={"rpc": rpc, "error_id": error_id})
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}")
+
+
 class HasAuthenticator(Protocol):
     """A servicer that can tell who is calling."""
 
@@ -103,21 +119,10 @@ def unary_as_caller(
         try:
             caller = await self.caller(context)
             response = await method(self, request, caller)
-        except errors.DomainError as error:
-            log.info(
-                "rpc refused",
-                extra={"rpc": name, "error": type(error).__name__, "detail": error.message},
-            )
-            await abort(context, error)
-            raise AssertionError("unreachable") from None
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("rpc failed", extra={"rpc": name, "error_id": error_id})
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}"
-            )
+        except Exception as error:
+            await _end_with(context, name, error)
             raise AssertionError("unreachable") from None
         log.debug(
             "rpc ok",
@@ -140,19 +145,9 @@ def bidi_stream(
             tenant = (await self.caller(context)).tenant_id
             async for response in method(self, requests, tenant):
                 yield response
-        except errors.DomainError as error:
-            log.info(
-                "rpc refused",
-                extra={"rpc": name, "error": type(error).__name__, "detail": error.message},
-            )
-            await abort(context, error)
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("rpc failed", extra={"rpc": name, "error_id": error_id})
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}"
-            )
+        except Exception as error:
+            await _end_with(context, name, error)
 
     return wrapper

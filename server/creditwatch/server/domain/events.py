@@ -35,6 +35,31 @@ class CompanyEvent:
     reference: str = ""
 
 
+class _OpenItems:
+    """Remarks or cases opened and closed by reference; an unreferenced close
+    closes one unreferenced open item."""
+
+    def __init__(self) -> None:
+        self._referenced: set[str] = set()
+        self._anonymous = 0
+
+    def open(self, reference: str) -> None:
+        if reference:
+            self._referenced.add(reference)
+        else:
+            self._anonymous += 1
+
+    def close(self, reference: str) -> None:
+        if reference in self._referenced:
+            self._referenced.discard(reference)
+        elif self._anonymous:
+            self._anonymous -= 1
+
+    @property
+    def count(self) -> int:
+        return len(self._referenced) + self._anonymous
+
+
 @dataclass(frozen=True)
 class RiskState:
     """What a company's events say about it, as scoring overrides need it."""
@@ -52,9 +77,7 @@ class RiskState:
             key=lambda pair: (pair[1].occurred_at is None, pair[1].occurred_at or 0, pair[0]),
         )
         bankrupt = dissolved = False
-        remarks: set[str] = set()
-        cases: set[str] = set()
-        anonymous_remarks = anonymous_cases = 0
+        remarks, cases = _OpenItems(), _OpenItems()
         for _, event in ordered:
             match event.type:
                 case EventType.BANKRUPTCY_OPENED:
@@ -62,30 +85,18 @@ class RiskState:
                 case EventType.COMPULSORY_DISSOLUTION:
                     dissolved = True
                 case EventType.PAYMENT_REMARK_REGISTERED:
-                    if event.reference:
-                        remarks.add(event.reference)
-                    else:
-                        anonymous_remarks += 1
+                    remarks.open(event.reference)
                 case EventType.PAYMENT_REMARK_REMOVED:
-                    if event.reference in remarks:
-                        remarks.discard(event.reference)
-                    elif anonymous_remarks:
-                        anonymous_remarks -= 1
+                    remarks.close(event.reference)
                 case EventType.DEBT_COLLECTION_OPENED:
-                    if event.reference:
-                        cases.add(event.reference)
-                    else:
-                        anonymous_cases += 1
+                    cases.open(event.reference)
                 case EventType.DEBT_COLLECTION_CLOSED:
-                    if event.reference in cases:
-                        cases.discard(event.reference)
-                    elif anonymous_cases:
-                        anonymous_cases -= 1
+                    cases.close(event.reference)
                 case _:
                     pass
         return cls(
             bankruptcy_opened=bankrupt,
             compulsory_dissolution=dissolved,
-            open_payment_remarks=len(remarks) + anonymous_remarks,
-            open_collection_cases=len(cases) + anonymous_cases,
+            open_payment_remarks=remarks.count,
+            open_collection_cases=cases.count,
         )

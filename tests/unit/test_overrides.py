@@ -1,0 +1,106 @@
+"""Events → risk state → override policy, and PD bands: the rules behind a class."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from creditwatch.server.domain.events import CompanyEvent, EventType, RiskState
+from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.risk_classes import PdBands
+from creditwatch.server.domain.scores import RiskClass
+
+BANDS = PdBands(a_below=0.01, b_below=0.03, c_below=0.15)
+
+
+def _at(day: int) -> datetime:
+    return datetime(2026, 1, day, tzinfo=UTC)
+
+
+def test_remarks_and_cases_open_and_close_by_reference() -> None:
+    state = RiskState.of(
+        [
+            CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, _at(1), "r1"),
+            CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, _at(2), "r2"),
+            CompanyEvent(EventType.PAYMENT_REMARK_REMOVED, _at(3), "r1"),
+            CompanyEvent(EventType.DEBT_COLLECTION_OPENED, _at(4), "c1"),
+            CompanyEvent(EventType.DEBT_COLLECTION_CLOSED, _at(5), "c1"),
+            CompanyEvent(EventType.DEBT_COLLECTION_OPENED, _at(6), ""),
+        ]
+    )
+    assert (state.open_payment_remarks, state.open_collection_cases) == (1, 1)
+    assert not state.bankruptcy_opened
+
+
+def test_events_are_replayed_in_time_order_not_arrival_order() -> None:
+    state = RiskState.of(
+        [
+            CompanyEvent(EventType.PAYMENT_REMARK_REMOVED, _at(9), "r1"),
+            CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, _at(1), "r1"),
+        ]
+    )
+    assert state.open_payment_remarks == 0
+
+
+@pytest.mark.parametrize(
+    ("model_class", "state", "expected", "codes"),
+    [
+        (RiskClass.A, RiskState(), RiskClass.A, []),
+        (RiskClass.A, RiskState(bankruptcy_opened=True), RiskClass.D, ["OVERRIDE_BANKRUPTCY"]),
+        (
+            RiskClass.B,
+            RiskState(compulsory_dissolution=True),
+            RiskClass.D,
+            ["OVERRIDE_COMPULSORY_DISSOLUTION"],
+        ),
+        (RiskClass.A, RiskState(open_payment_remarks=2), RiskClass.B, ["OVERRIDE_PAYMENT_REMARK"]),
+        (
+            RiskClass.A,
+            RiskState(open_payment_remarks=1, open_collection_cases=1),
+            RiskClass.C,
+            ["OVERRIDE_PAYMENT_REMARK", "OVERRIDE_COLLECTION_CASE"],
+        ),
+        (
+            RiskClass.C,
+            RiskState(open_payment_remarks=1, open_collection_cases=3),
+            RiskClass.D,
+            ["OVERRIDE_PAYMENT_REMARK", "OVERRIDE_COLLECTION_CASE"],
+        ),
+    ],
+)
+def test_default_policy(
+    model_class: RiskClass, state: RiskState, expected: RiskClass, codes: list[str]
+) -> None:
+    final, reasons = OverridePolicy().apply(model_class, state)
+    assert final == expected
+    assert [r.code for r in reasons] == codes
+
+
+def test_policy_is_data_and_typos_are_refused() -> None:
+    lenient = OverridePolicy.from_json({"payment_remark_notches": 0, "version": "p2"})
+    assert lenient.apply(RiskClass.A, RiskState(open_payment_remarks=1))[0] == RiskClass.A
+    with pytest.raises(ValueError, match="unknown"):
+        OverridePolicy.from_json({"bankrupcy_forces_d": False})
+
+
+@pytest.mark.parametrize(
+    ("pd", "risk_class"),
+    [(0.0, RiskClass.A), (0.00999, RiskClass.A), (0.01, RiskClass.B), (0.03, RiskClass.C),
+     (0.1499, RiskClass.C), (0.15, RiskClass.D), (1.0, RiskClass.D)],
+)  # fmt: skip
+def test_band_edges_belong_to_the_higher_class(pd: float, risk_class: RiskClass) -> None:
+    assert BANDS.classify(pd) == risk_class
+
+
+@given(st.floats(0.0, 1.0))
+def test_every_pd_lands_in_the_band_of_its_class(pd: float) -> None:
+    low, high = BANDS.bounds(BANDS.classify(pd))
+    assert low <= pd and (pd < high or high == 1.0)
+
+
+def test_bands_must_increase() -> None:
+    with pytest.raises(ValueError):
+        PdBands(0.05, 0.03, 0.2)
