@@ -346,9 +346,21 @@ def build_manifest(
     reliability: list[dict[str, float | int]],
     class_rates: dict[str, dict[str, float | int]],
     parity: float,
+    importance: npt.NDArray[np.float64],
 ) -> dict[str, Any]:
+    # `median` is the baseline the service substitutes for an input when it
+    # computes reason codes; `importance` (share of the final model's total
+    # split gain) picks which inputs are worth explaining.
+    medians = np.nanmedian(x, axis=0)
+    shares = importance / importance.sum()
     features = [
-        {"index": i, "code": f"X{i + 1}", "name": name}
+        {
+            "index": i,
+            "code": f"X{i + 1}",
+            "name": name,
+            "median": round(float(medians[i]), 6),
+            "importance": round(float(shares[i]), 6),
+        }
         | ({"note": FEATURE_NOTES[i + 1]} if i + 1 in FEATURE_NOTES else {})
         for i, name in enumerate(FEATURE_FORMULAS)
     ]
@@ -591,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         reliability=reliability,
         class_rates=class_rates,
         parity=float(f"{parity:.2e}"),
+        importance=np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64),
     )
     write_json(out / f"{STEM}.json", manifest)
     (out / "MODEL_CARD.md").write_text(model_card(manifest), encoding="utf-8")

@@ -112,9 +112,11 @@ class TenantKey:
         return (("authorization", f"Bearer {self.api_key}"),)
 
 
-async def new_tenant(sessions: async_sessionmaker[AsyncSession], name: str) -> TenantKey:
-    """Create a tenant with one key directly in the store."""
+async def new_tenant(
+    sessions: async_sessionmaker[AsyncSession], name: str, scopes: tuple[str, ...] = ()
+) -> TenantKey:
+    """Create a tenant with one key (with the given grants) directly in the store."""
     store = TenantStore(sessions)
     tenant = await store.create_tenant(name)
-    key = await store.create_api_key(tenant.id)
+    key = await store.create_api_key(tenant.id, scopes=scopes)
     return TenantKey(tenant.id, key.token)

@@ -254,7 +254,7 @@ async def test_score_company_returns_the_stored_score(
             ),
             metadata=tenant.metadata,
         )
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # never seen
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _stub(channel).ScoreCompany(
             scoring_pb2.ScoreCompanyRequest(

@@ -15,15 +15,16 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.unimplemented import NotYetImplemented
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.intake import Intake
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, migrate
 from creditwatch.server.store.activations import ActivationStore
-from creditwatch.server.store.scores import ScoreStore
 from creditwatch.server.store.tenants import TenantStore
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import (
@@ -51,11 +52,6 @@ def _service_name(module: Any, service: str) -> str:
 # (pb2 module, service, add-to-server function) of the services later issues
 # implement; they answer UNIMPLEMENTED until then.
 _PENDING = (
-    (
-        companies_pb2,
-        "CompanyDataService",
-        companies_pb2_grpc.add_CompanyDataServiceServicer_to_server,
-    ),
     (alerts_pb2, "AlertService", alerts_pb2_grpc.add_AlertServiceServicer_to_server),
     (limits_pb2, "CreditLimitService", limits_pb2_grpc.add_CreditLimitServiceServicer_to_server),
     (portfolio_pb2, "PortfolioService", portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server),
@@ -131,12 +127,17 @@ async def start(settings: Settings) -> Running:
     follower = asyncio.create_task(
         registry.follow(activations, settings.model_refresh_seconds), name="model-follower"
     )
+    intake = Intake(sessions, registry)
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
-        ScoringServicer(auth, registry, ScoreStore(sessions), activations), server
+        ScoringServicer(auth, registry, intake, activations), server
+    )
+    companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(
+        CompanyDataServicer(auth, intake), server
     )
     services = [
         _service_name(watchlists_pb2, "WatchListService"),
         _service_name(scoring_pb2, "ScoringService"),
+        _service_name(companies_pb2, "CompanyDataService"),
     ]
     for module, service, add in _PENDING:
         name = _service_name(module, service)

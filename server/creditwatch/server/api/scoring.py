@@ -17,7 +17,6 @@ from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_
 from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
-    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -27,10 +26,10 @@ from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.tenants import SCOPE_MODELS_ACTIVATE, Caller
+from creditwatch.server.intake import Intake
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store.activations import ActivationStore
-from creditwatch.server.store.scores import ScoreStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 
 MAX_STREAM_CHUNK = 1_000
@@ -63,12 +62,12 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self,
         auth: Authenticator,
         registry: ModelRegistry,
-        scores: ScoreStore,
+        intake: Intake,
         activations: ActivationStore,
     ) -> None:
         self._auth = auth
         self._registry = registry
-        self._scores = scores
+        self._intake = intake
         self._activations = activations
 
     async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
@@ -86,21 +85,17 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             ) from None
 
     async def _stored(self, company: CompanyId) -> StoredScore:
-        found = await self._scores.latest(company)
-        if found is None:
-            # Intake of statements and events (CompanyDataService) is not built
-            # yet, so a company without a stored score has no facts to score.
-            raise FailedPrecondition(f"{company.key} has no financial statement on record to score")
-        return found
+        score, _ = await self._intake.score_company(company)
+        return score
 
     @unary
     async def ScoreCompany(
         self, request: scoring_pb2.ScoreCompanyRequest, tenant: uuid.UUID
     ) -> scoring_pb2.ScoreCompanyResponse:
         company = _company(request.company, "company")
-        score = await self._stored(company)
+        score, computed = await self._intake.score_company(company)
         return scoring_pb2.ScoreCompanyResponse(
-            score=cv.score_message(score, company), computed=False
+            score=cv.score_message(score, company), computed=computed
         )
 
     @unary

@@ -8,13 +8,14 @@ and in its foreign keys (distribution column); company facts (`companies`,
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    Date,
     DateTime,
     Double,
     ForeignKeyConstraint,
@@ -161,6 +162,54 @@ class Score(Base):
     model_version: Mapped[str] = mapped_column(Text)
     data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     score_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FinancialStatement(Base):
+    """A company's statement for one fiscal period; a resubmission replaces it."""
+
+    __tablename__ = "financial_statements"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["country", "register_number"], ["companies.country", "companies.register_number"]
+        ),
+    )
+
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    period_end: Mapped[date] = mapped_column(Date, primary_key=True)
+    period_start: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    # Reported line items only ({name: amount}); absent means not reported.
+    items: Mapped[dict[str, float]] = mapped_column(JSONB)
+    source: Mapped[str] = mapped_column(Text, default="")
+    submitted_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    submit_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class CompanyEvent(Base):
+    """A registered event about a company, idempotent by the sender's event id."""
+
+    __tablename__ = "company_events"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["country", "register_number"], ["companies.country", "companies.register_number"]
+        ),
+    )
+
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    event_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    type: Mapped[int] = mapped_column(SmallInteger)
+    occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reference: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    source: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
+    record_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class ModelActivation(Base):

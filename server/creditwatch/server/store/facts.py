@@ -1,0 +1,204 @@
+"""Company facts in PostgreSQL: master rows, statements, events and scores.
+
+These functions take the caller's session so an intake can write facts, read
+them back and store the resulting score in ONE transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import fields
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
+from creditwatch.server.store import models
+
+_S = cast(Table, models.Score.__table__)
+_F = cast(Table, models.FinancialStatement.__table__)
+_EV = cast(Table, models.CompanyEvent.__table__)
+_C = cast(Table, models.Company.__table__)
+
+# Company master data may arrive after the first fact (a statement from a
+# bureau feed, a bulk re-score); a bare row keeps foreign keys satisfied.
+_ENSURE_COMPANY = text(
+    """
+    INSERT INTO companies (country, register_number, name, industry_code, legal_form, status)
+    VALUES (:country, :number, '', '', '', 0)
+    ON CONFLICT (country, register_number) DO NOTHING
+    """
+)
+
+
+async def lock_company(session: AsyncSession, company: CompanyId) -> None:
+    """Create the company row if needed and lock it for this transaction, so
+    concurrent intakes about one company apply (and compare scores) in turn."""
+    await session.execute(
+        _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
+    )
+    await session.execute(
+        select(_C.c.country)
+        .where(_C.c.country == company.country, _C.c.register_number == company.register_number)
+        .with_for_update()
+    )
+
+
+async def company_known(session: AsyncSession, company: CompanyId) -> bool:
+    """Whether creditwatch has any row for the company."""
+    found = await session.scalar(
+        select(_C.c.country).where(
+            _C.c.country == company.country, _C.c.register_number == company.register_number
+        )
+    )
+    return found is not None
+
+
+async def put_statement(
+    session: AsyncSession,
+    company: CompanyId,
+    statement: FinancialStatement,
+    source: str,
+    submitted_by: uuid.UUID | None,
+) -> bool:
+    """Store a statement; returns True if it replaced one for the same period end."""
+    items = {name: getattr(statement, name) for name in LINE_ITEMS}
+    reported = {k: v for k, v in items.items() if v is not None}
+    values = {
+        "country": company.country,
+        "register_number": company.register_number,
+        "period_end": statement.period_end,
+        "period_start": statement.period_start,
+        "currency": statement.currency,
+        "items": reported,
+        "source": source,
+        "submitted_by": submitted_by,
+    }
+    insert_statement = pg_insert(_F).values(**values)
+    updated = ("period_start", "currency", "items", "source", "submitted_by")
+    query = insert_statement.on_conflict_do_update(
+        index_elements=["country", "register_number", "period_end"],
+        set_={k: insert_statement.excluded[k] for k in updated} | {"submit_time": text("now()")},
+    ).returning(text("(xmax <> 0) AS replaced"))
+    return bool(await session.scalar(query))
+
+
+async def add_event(
+    session: AsyncSession,
+    company: CompanyId,
+    event_id: str,
+    event: CompanyEvent,
+    detail: dict[str, Any],
+    source: str,
+    recorded_by: uuid.UUID | None,
+) -> bool:
+    """Store an event; False if this event id was already recorded for the company."""
+    query = (
+        pg_insert(_EV)
+        .values(
+            country=company.country,
+            register_number=company.register_number,
+            event_id=event_id,
+            type=int(event.type),
+            occurred_at=event.occurred_at,
+            reference=event.reference,
+            detail=detail,
+            source=source,
+            recorded_by=recorded_by,
+        )
+        .on_conflict_do_nothing()
+        .returning(_EV.c.event_id)
+    )
+    return await session.scalar(query) is not None
+
+
+async def latest_statement(session: AsyncSession, company: CompanyId) -> FinancialStatement | None:
+    """The statement with the latest period end."""
+    row = (
+        await session.execute(
+            select(_F)
+            .where(_F.c.country == company.country, _F.c.register_number == company.register_number)
+            .order_by(_F.c.period_end.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    known = {f.name for f in fields(FinancialStatement)}
+    items = {k: float(v) for k, v in row.items.items() if k in known}
+    return FinancialStatement(
+        period_start=row.period_start, period_end=row.period_end, currency=row.currency, **items
+    )
+
+
+async def events(session: AsyncSession, company: CompanyId) -> list[CompanyEvent]:
+    """Every recorded event of the company, oldest record first."""
+    rows = await session.execute(
+        select(_EV.c.type, _EV.c.occurred_at, _EV.c.reference)
+        .where(_EV.c.country == company.country, _EV.c.register_number == company.register_number)
+        .order_by(_EV.c.record_time, _EV.c.event_id)
+    )
+    return [CompanyEvent(EventType(r.type), r.occurred_at, r.reference) for r in rows]
+
+
+def _reasons_json(score: StoredScore) -> list[dict[str, Any]]:
+    return [
+        {
+            "code": r.code,
+            "description": r.description,
+            "kind": int(r.kind),
+            "pd_contribution": r.pd_contribution,
+        }
+        for r in score.reasons
+    ]
+
+
+async def add_score(session: AsyncSession, company: CompanyId, score: StoredScore) -> None:
+    """Append a score; it becomes the company's current one."""
+    await session.execute(
+        _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
+    )
+    await session.execute(
+        insert(_S).values(
+            country=company.country,
+            register_number=company.register_number,
+            probability_of_default=score.probability_of_default,
+            risk_class=int(score.risk_class),
+            model_risk_class=int(score.model_risk_class),
+            reasons=_reasons_json(score),
+            model_version=score.model_version,
+            data_as_of=score.data_as_of,
+            score_time=score.score_time,
+        )
+    )
+
+
+async def latest_score(session: AsyncSession, company: CompanyId) -> StoredScore | None:
+    """The company's current score, or None if it was never scored."""
+    row = (
+        await session.execute(
+            select(_S)
+            .where(_S.c.country == company.country, _S.c.register_number == company.register_number)
+            .order_by(_S.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredScore(
+        probability_of_default=row.probability_of_default,
+        risk_class=RiskClass(row.risk_class),
+        model_risk_class=RiskClass(row.model_risk_class),
+        reasons=tuple(
+            Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
+            for r in row.reasons
+        ),
+        model_version=row.model_version,
+        data_as_of=row.data_as_of,
+        score_time=row.score_time,
+    )

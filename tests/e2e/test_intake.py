@@ -1,0 +1,181 @@
+"""CompanyDataService intake: each fact is stored and the company re-scored in one call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.v1 import (
+    common_pb2,
+    companies_pb2,
+    companies_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+)
+from tests.conftest import TenantKey, new_tenant
+from tests.e2e.rpc_errors import field_violations
+from tests.e2e.test_scoring import distressed, healthy
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    """A data feed's key: granted company-data intake."""
+    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
+
+
+def _ref(number: str) -> common_pb2.CompanyRef:
+    return common_pb2.CompanyRef(country="NO", register_number=number)
+
+
+def _event(number: str, event_id: str, day: int, **detail: object) -> companies_pb2.CompanyEvent:
+    ts = Timestamp()
+    ts.FromDatetime(datetime(2026, 5, day, tzinfo=UTC))
+    return companies_pb2.CompanyEvent(
+        event_id=event_id,
+        company=_ref(number),
+        occurred_time=ts,
+        source="test",
+        **detail,  # type: ignore[arg-type]
+    )
+
+
+async def test_statement_then_events_rescore_the_company(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    scoring = scoring_pb2_grpc.ScoringServiceStub(channel)
+    number = norwegian_numbers(1, start=97_100_000)[0]
+
+    first = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=_ref(number), financial_statement=healthy()
+        ),
+        metadata=feed.metadata,
+    )
+    assert not first.replaced
+    assert first.effect.score.risk_class < 4
+    assert not first.effect.HasField("previous_score")
+
+    # Any tenant reads the current score without running the model.
+    looked_up = await scoring.ScoreCompany(
+        scoring_pb2.ScoreCompanyRequest(company=_ref(number)), metadata=tenant.metadata
+    )
+    assert not looked_up.computed
+    assert looked_up.score.probability_of_default == pytest.approx(
+        first.effect.score.probability_of_default
+    )
+
+    worse = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=_ref(number), financial_statement=distressed()
+        ),
+        metadata=feed.metadata,
+    )
+    assert worse.replaced  # same period end: the statement is replaced
+    assert worse.effect.score.risk_class == 4
+    assert worse.effect.previous_score.risk_class == first.effect.score.risk_class
+
+    events = companies_pb2.RecordEventsRequest(
+        events=[
+            _event(
+                number,
+                "bo-1",
+                2,
+                bankruptcy_opened=companies_pb2.BankruptcyOpened(court_name="Oslo tingrett"),
+            )
+        ]
+    )
+    recorded = await data.RecordEvents(events, metadata=feed.metadata)
+    assert recorded.recorded_count == 1
+    (effect,) = recorded.effects
+    assert effect.score.risk_class == 4
+    assert "OVERRIDE_BANKRUPTCY" in [r.code for r in effect.score.reasons]
+
+    again = await data.RecordEvents(events, metadata=feed.metadata)
+    assert (again.recorded_count, list(again.duplicate_event_ids), len(again.effects)) == (
+        0,
+        ["bo-1"],
+        0,
+    )
+
+
+async def test_events_alone_decide_a_class_only_when_they_force_one(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    scoring = scoring_pb2_grpc.ScoringServiceStub(channel)
+    remark_only, bankrupt_only = norwegian_numbers(2, start=97_200_000)
+    await data.RecordEvents(
+        companies_pb2.RecordEventsRequest(
+            events=[
+                _event(
+                    remark_only,
+                    "pr-1",
+                    3,
+                    payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id="r"),
+                ),
+                _event(
+                    bankrupt_only,
+                    "cd-1",
+                    4,
+                    compulsory_dissolution=companies_pb2.CompulsoryDissolution(),
+                ),
+            ]
+        ),
+        metadata=feed.metadata,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await scoring.ScoreCompany(
+            scoring_pb2.ScoreCompanyRequest(company=_ref(remark_only)), metadata=tenant.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    got = await scoring.ScoreCompany(
+        scoring_pb2.ScoreCompanyRequest(company=_ref(bankrupt_only)), metadata=tenant.metadata
+    )
+    assert got.score.risk_class == 4
+    assert "OVERRIDE_COMPULSORY_DISSOLUTION" in [r.code for r in got.score.reasons]
+
+
+async def test_intake_needs_the_grant_and_valid_input(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    number = norwegian_numbers(1, start=97_300_000)[0]
+    request = companies_pb2.SubmitFinancialStatementRequest(
+        company=_ref(number), financial_statement=healthy()
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.SubmitFinancialStatement(request, metadata=tenant.metadata)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    bad = companies_pb2.SubmitFinancialStatementRequest(
+        company=_ref("923609017"), financial_statement=healthy(total_assets=0)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.SubmitFinancialStatement(bad, metadata=feed.metadata)
+    assert "company.register_number" in field_violations(caught.value)
+
+    duplicate_ids = companies_pb2.RecordEventsRequest(
+        events=[
+            _event(number, "x", 1, bankruptcy_opened=companies_pb2.BankruptcyOpened()),
+            _event(number, "x", 2, bankruptcy_opened=companies_pb2.BankruptcyOpened()),
+            companies_pb2.CompanyEvent(event_id="y", company=_ref(number)),
+        ]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.RecordEvents(duplicate_ids, metadata=feed.metadata)
+    assert {"events[1].event_id", "events[2].detail"} <= set(field_violations(caught.value))
+    # Nothing of the refused call was written: the company is still unknown.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await scoring_pb2_grpc.ScoringServiceStub(channel).ScoreCompany(
+            scoring_pb2.ScoreCompanyRequest(company=_ref(number)), metadata=tenant.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
