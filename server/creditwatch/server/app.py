@@ -25,6 +25,7 @@ from creditwatch.server.intake import Intake
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, migrate
 from creditwatch.server.store.activations import ActivationStore
+from creditwatch.server.store.score_cache import ScoreCache
 from creditwatch.server.store.tenants import TenantStore
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import (
@@ -74,12 +75,14 @@ class Running:
     services: tuple[str, ...]
     executor: ThreadPoolExecutor
     background: asyncio.Task[None]
+    score_cache: ScoreCache
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         self.background.cancel()
+        await self.score_cache.stop()
         await self.engine.dispose()
         self.executor.shutdown(wait=False)
 
@@ -127,7 +130,9 @@ async def start(settings: Settings) -> Running:
     follower = asyncio.create_task(
         registry.follow(activations, settings.model_refresh_seconds), name="model-follower"
     )
-    intake = Intake(sessions, registry)
+    score_cache = ScoreCache(url)
+    score_cache.start()
+    intake = Intake(sessions, registry, score_cache)
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
         ScoringServicer(auth, registry, intake, activations), server
     )
@@ -172,7 +177,9 @@ async def start(settings: Settings) -> Running:
         "serving",
         extra={"port": port, "tls": credentials is not None, "services": len(services)},
     )
-    return Running(server, engine, health_servicer, port, tuple(services), executor, follower)
+    return Running(
+        server, engine, health_servicer, port, tuple(services), executor, follower, score_cache
+    )
 
 
 async def serve(settings: Settings) -> None:

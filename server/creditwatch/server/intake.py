@@ -22,6 +22,7 @@ from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.scoring.engine import ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import facts
+from creditwatch.server.store.score_cache import ScoreCache
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,15 @@ class IncomingEvent:
 class Intake:
     """Applies company facts and keeps each company's score current."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: ModelRegistry,
+        cache: ScoreCache | None = None,
+    ) -> None:
         self._sessions = sessions
         self._registry = registry
+        self._cache = cache
 
     async def _rescore(self, session: AsyncSession, company: CompanyId) -> Effect:
         previous = await facts.latest_score(session, company)
@@ -104,9 +111,16 @@ class Intake:
     async def score_company(self, company: CompanyId) -> tuple[StoredScore, bool]:
         """The current score, computing and storing one from stored facts if there
         is none; returns (score, computed)."""
+        if self._cache is not None:
+            cached = self._cache.get(company)
+            if cached is not None:
+                return cached, False
+            generation = self._cache.generation
         async with self._sessions() as session:
             stored = await facts.latest_score(session, company)
         if stored is not None:
+            if self._cache is not None:
+                self._cache.put(company, stored, generation)
             return stored, False
         async with self._sessions.begin() as session:
             if not await facts.company_known(session, company):

@@ -159,7 +159,8 @@ def _reasons_json(score: StoredScore) -> list[dict[str, Any]]:
 
 
 async def add_score(session: AsyncSession, company: CompanyId, score: StoredScore) -> None:
-    """Append a score; it becomes the company's current one."""
+    """Append a score; it becomes the company's current one. Replicas caching
+    scores hear about it when this transaction commits (NOTIFY)."""
     await session.execute(
         _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
     )
@@ -175,6 +176,9 @@ async def add_score(session: AsyncSession, company: CompanyId, score: StoredScor
             data_as_of=score.data_as_of,
             score_time=score.score_time,
         )
+    )
+    await session.execute(
+        text("SELECT pg_notify('creditwatch_scores', :key)"), {"key": company.key}
     )
 
 

@@ -1,0 +1,140 @@
+"""A per-replica cache of current scores, kept honest by PostgreSQL NOTIFY.
+
+ScoreCompany is a look-up that integrators call on hot paths, so a replica
+keeps companies' current scores in memory. Every score write sends
+`NOTIFY creditwatch_scores, '<country>-<number>'` in its own transaction, so
+the notice arrives only once the score is visible; each replica LISTENs and
+drops that company's entry. Notifications are lost while a listener is
+disconnected, so the cache is used only while the listening connection is up,
+and it is emptied whenever that connection is (re)established.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.scores import StoredScore
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "creditwatch_scores"
+
+
+def _connect_kwargs(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {
+        "user": parsed.username,
+        "password": parsed.password,
+        "database": parsed.database,
+    }
+    if "host" in parsed.query:
+        kwargs["host"] = parsed.query["host"]
+    else:
+        kwargs["host"] = parsed.host
+        kwargs["port"] = parsed.port
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+class ScoreCache:
+    """Current scores by company, invalidated by NOTIFY; bounded LRU."""
+
+    def __init__(self, url: str, capacity: int = 100_000) -> None:
+        self._connect = _connect_kwargs(url)
+        self._capacity = capacity
+        self._entries: OrderedDict[CompanyId, StoredScore] = OrderedDict()
+        self._connection: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._generation = 0
+        self.hits = 0
+
+    @property
+    def live(self) -> bool:
+        """Whether invalidations are being received (else the cache is bypassed)."""
+        return self._connection is not None and not self._connection.is_closed()
+
+    def get(self, company: CompanyId) -> StoredScore | None:
+        """The cached score, if the cache is live and has one."""
+        if not self.live:
+            return None
+        score = self._entries.get(company)
+        if score is not None:
+            self._entries.move_to_end(company)
+            self.hits += 1
+        return score
+
+    def put(self, company: CompanyId, score: StoredScore, generation: int) -> None:
+        """Remember a score read from the database at `generation` (see `generation`)."""
+        if not self.live or generation != self._generation:
+            return
+        self._entries[company] = score
+        self._entries.move_to_end(company)
+        if len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    @property
+    def generation(self) -> int:
+        """Read before a database look-up and pass to `put`: a look-up that raced
+        with an invalidation or a reconnect is not cached."""
+        return self._generation
+
+    def _invalidate(self, key: str) -> None:
+        self._generation += 1
+        try:
+            country, number = key.split("-", 1)
+        except ValueError:
+            self._entries.clear()
+            return
+        self._entries.pop(CompanyId(country, number), None)
+
+    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._invalidate(payload)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                connection = await asyncpg.connect(**self._connect)
+                await connection.add_listener(CHANNEL, self._on_notify)
+                self._entries.clear()
+                self._generation += 1
+                self._connection = connection
+                delay = 0.5
+                log.info("score cache listening")
+                while not connection.is_closed():
+                    await asyncio.sleep(1.0)
+                    await connection.execute("SELECT 1")  # notice a dead socket
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("score cache listener down", extra={"error": str(error)})
+            finally:
+                self._drop()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        self._entries.clear()
+        self._generation += 1
+        if connection is not None and not connection.is_closed():
+            connection.terminate()
+
+    def start(self) -> None:
+        """Begin listening in the background."""
+        self._task = asyncio.create_task(self._listen_forever(), name="score-cache")
+
+    async def stop(self) -> None:
+        """Stop listening and forget everything."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._drop()

@@ -1,0 +1,52 @@
+"""ScoreCache against a real PostgreSQL: LISTEN/NOTIFY invalidation and bypass when deaf."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.scores import RiskClass, StoredScore
+from creditwatch.server.store import database
+from creditwatch.server.store.score_cache import ScoreCache
+from creditwatch.server.store.scores import ScoreStore
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_a_score_write_anywhere_evicts_the_cached_entry(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    company = CompanyId("NO", norwegian_numbers(1, start=97_500_000)[0])
+    score = StoredScore(0.01, RiskClass.B, RiskClass.B, (), "m", None, datetime.now(UTC))
+    cache = ScoreCache(database.async_url(database_url))
+    assert cache.get(company) is None and not cache.live  # deaf: never serves
+    cache.put(company, score, cache.generation)
+    assert cache.get(company) is None
+
+    cache.start()
+    try:
+        await _until(lambda: cache.live)
+        cache.put(company, score, cache.generation)
+        assert cache.get(company) == score
+
+        stale_generation = cache.generation
+        await ScoreStore(sessions).record(company, score)  # NOTIFY at commit
+        await _until(lambda: cache.get(company) is None)
+        cache.put(company, score, stale_generation)  # a look-up that raced the write
+        assert cache.get(company) is None
+    finally:
+        await cache.stop()
+    assert not cache.live
