@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.errors import FailedPrecondition, NotFound
+from creditwatch.server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from creditwatch.server.domain.events import CompanyEvent, RiskState
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
@@ -43,6 +43,8 @@ class IncomingEvent:
     event: CompanyEvent
     detail: dict[str, Any]
     source: str
+    index: int
+    """Position in the request, for error messages."""
 
 
 class Intake:
@@ -97,9 +99,16 @@ class Intake:
                 await facts.lock_company(session, company)
                 new = 0
                 for item in by_company[company]:
-                    if await facts.add_event(
+                    stored = await facts.add_event(
                         session, company, item.event_id, item.event, item.detail, item.source, by
-                    ):
+                    )
+                    if stored is None:
+                        # Raising rolls the whole call back: nothing of it is written.
+                        raise InvalidArgument.single(
+                            f"events[{item.index}].event_id",
+                            f"{item.event_id!r} was recorded earlier with different content",
+                        )
+                    if stored:
                         new += 1
                     else:
                         duplicates.append(item.event_id)

@@ -106,7 +106,9 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
             kind = message.WhichOneof("detail")
             detail = json_format.MessageToDict(getattr(message, kind)) if kind else {}
             incoming.append(
-                IncomingEvent(company, message.event_id, domain_events[i], detail, message.source)
+                IncomingEvent(
+                    company, message.event_id, domain_events[i], detail, message.source, i
+                )
             )
         if problems:
             raise InvalidArgument(problems)

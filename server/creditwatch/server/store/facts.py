@@ -96,8 +96,10 @@ async def add_event(
     detail: dict[str, Any],
     source: str,
     recorded_by: uuid.UUID | None,
-) -> bool:
-    """Store an event; False if this event id was already recorded for the company."""
+) -> bool | None:
+    """Store an event. True if new; False if this event id was recorded before
+    with the same content (a harmless repeat); None if it was recorded with
+    different content (the caller must refuse the call)."""
     query = (
         pg_insert(_EV)
         .values(
@@ -114,7 +116,24 @@ async def add_event(
         .on_conflict_do_nothing()
         .returning(_EV.c.event_id)
     )
-    return await session.scalar(query) is not None
+    if await session.scalar(query) is not None:
+        return True
+    earlier = (
+        await session.execute(
+            select(_EV.c.type, _EV.c.occurred_at, _EV.c.reference, _EV.c.detail).where(
+                _EV.c.country == company.country,
+                _EV.c.register_number == company.register_number,
+                _EV.c.event_id == event_id,
+            )
+        )
+    ).one()
+    same = (earlier.type, earlier.occurred_at, earlier.reference, earlier.detail) == (
+        int(event.type),
+        event.occurred_at,
+        event.reference,
+        detail,
+    )
+    return False if same else None
 
 
 async def latest_statement(session: AsyncSession, company: CompanyId) -> FinancialStatement | None:
