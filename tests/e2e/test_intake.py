@@ -179,3 +179,37 @@ async def test_intake_needs_the_grant_and_valid_input(
             scoring_pb2.ScoreCompanyRequest(company=_ref(number)), metadata=tenant.metadata
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_get_company_shows_latest_statement_and_score(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    number = norwegian_numbers(1, start=97_600_000)[0]
+    statement = healthy()
+    submitted = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=_ref(number), financial_statement=statement
+        ),
+        metadata=feed.metadata,
+    )
+    got = (
+        await data.GetCompany(
+            companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+        )
+    ).company
+    assert got.name == f"companies/NO-{number}"
+    assert got.latest_financial_statement == statement  # every reported item round-trips
+    assert got.latest_score.probability_of_default == pytest.approx(
+        submitted.effect.score.probability_of_default
+    )
+    for name, code in [
+        (f"companies/NO-{norwegian_numbers(2, start=97_700_000)[1]}", grpc.StatusCode.NOT_FOUND),
+        ("companies/NO-923609017", grpc.StatusCode.INVALID_ARGUMENT),
+        ("company/NO-923609016", grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await data.GetCompany(
+                companies_pb2.GetCompanyRequest(name=name), metadata=tenant.metadata
+            )
+        assert caught.value.code() == code, name

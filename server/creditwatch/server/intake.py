@@ -144,3 +144,15 @@ class Intake:
                 f"{company.key} has no financial statement and no event that decides its class"
             )
         return effect.score, True
+
+    async def company(
+        self, company: CompanyId
+    ) -> tuple[facts.MasterData, StoredScore | None, FinancialStatement | None]:
+        """Master data, current score and latest statement; NotFound if never seen."""
+        async with self._sessions() as session:
+            master = await facts.master_data(session, company)
+            if master is None:
+                raise NotFound(f"companies/{company.key}")
+            score = await facts.latest_score(session, company)
+            statement = await facts.latest_statement(session, company)
+        return master, score, statement

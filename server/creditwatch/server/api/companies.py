@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -10,9 +11,10 @@ from google.protobuf import json_format
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
-from creditwatch.server.api.errors import unary_as_caller
+from creditwatch.server.api.errors import unary, unary_as_caller
 from creditwatch.server.domain.currency import UnsupportedCurrency, pln_per_unit
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
+from creditwatch.server.domain.identifiers import CompanyId, IdentifierError
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE, Caller
 from creditwatch.server.intake import Effect, IncomingEvent, Intake
 from creditwatch.v1 import companies_pb2, companies_pb2_grpc
@@ -127,13 +129,33 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
         await _not_yet(context, "UpsertCompany")
         raise AssertionError("unreachable")
 
+    @unary
     async def GetCompany(
-        self,
-        request: companies_pb2.GetCompanyRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: companies_pb2.GetCompanyRequest, tenant: uuid.UUID
     ) -> companies_pb2.GetCompanyResponse:
-        await _not_yet(context, "GetCompany")
-        raise AssertionError("unreachable")
+        prefix = "companies/"
+        if not request.name.startswith(prefix):
+            raise InvalidArgument.single("name", "must be 'companies/{country}-{register_number}'")
+        try:
+            company = CompanyId.parse_key(request.name[len(prefix) :])
+        except IdentifierError as error:
+            raise InvalidArgument.single("name", error.description) from None
+        master, score, statement = await self._intake.company(company)
+        message = companies_pb2.Company(
+            name=f"{prefix}{company.key}",
+            company=cv.company_ref(company),
+            legal_name=master.name,
+            industry_code=master.industry_code,
+            legal_form=master.legal_form,
+            status=companies_pb2.CompanyStatus.ValueType(master.status),
+            create_time=cv.timestamp(master.create_time),
+            update_time=cv.timestamp(master.update_time),
+        )
+        if score is not None:
+            message.latest_score.CopyFrom(cv.score_message(score, company))
+        if statement is not None:
+            message.latest_financial_statement.CopyFrom(sc.statement_message(statement))
+        return companies_pb2.GetCompanyResponse(company=message)
 
     async def ReportPaymentExperience(
         self,

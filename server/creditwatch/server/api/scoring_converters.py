@@ -63,6 +63,24 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     return domain
 
 
+def statement_message(value: FinancialStatement) -> companies_pb2.FinancialStatement:
+    """The wire form of a stored statement (only reported items are set)."""
+    message = companies_pb2.FinancialStatement(
+        period_start=date_pb2.Date(
+            year=value.period_start.year, month=value.period_start.month, day=value.period_start.day
+        ),
+        period_end=date_pb2.Date(
+            year=value.period_end.year, month=value.period_end.month, day=value.period_end.day
+        ),
+        currency_code=value.currency,
+    )
+    for name in LINE_ITEMS:
+        amount = getattr(value, name)
+        if amount is not None:
+            setattr(message, name, amount)
+    return message
+
+
 def events(messages: list[companies_pb2.CompanyEvent], field: str) -> list[CompanyEvent]:
     """Domain events; an event without a known detail is refused, naming its index."""
     out: list[CompanyEvent] = []

@@ -7,7 +7,8 @@ them back and store the resulting score in ONE transaction.
 from __future__ import annotations
 
 import uuid
-from dataclasses import fields
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, text
@@ -46,6 +47,34 @@ async def lock_company(session: AsyncSession, company: CompanyId) -> None:
         select(_C.c.country)
         .where(_C.c.country == company.country, _C.c.register_number == company.register_number)
         .with_for_update()
+    )
+
+
+@dataclass(frozen=True)
+class MasterData:
+    """A company's register master data as stored."""
+
+    name: str
+    industry_code: str
+    legal_form: str
+    status: int
+    create_time: datetime
+    update_time: datetime
+
+
+async def master_data(session: AsyncSession, company: CompanyId) -> MasterData | None:
+    """The company's master row, or None if creditwatch has never seen it."""
+    row = (
+        await session.execute(
+            select(_C).where(
+                _C.c.country == company.country, _C.c.register_number == company.register_number
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return MasterData(
+        row.name, row.industry_code, row.legal_form, row.status, row.create_time, row.update_time
     )
 
 
