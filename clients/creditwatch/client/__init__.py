@@ -1,7 +1,67 @@
-"""The creditwatch Python SDK.
+"""The creditwatch Python SDK: a typed async client over gRPC.
 
-`creditwatch.client.testing.ServerProcess` starts a real server for tests.
-The typed service clients are built on the generated stubs in `creditwatch.v1`.
+    from creditwatch.client import CreditwatchClient, entry
+
+    async with CreditwatchClient("localhost:50051", api_key) as client:
+        watch_list = await client.watch_lists.create("Key accounts", pd_threshold=0.05)
+        await client.watch_lists.add_entries(
+            watch_list.name, [entry("NO", "923609016", exposure=("NOK", 250_000))]
+        )
+        async for item in client.watch_lists.list_entries(watch_list.name, risk_classes=["D"]):
+            print(item.company.register_number, item.latest_score.probability_of_default)
+
+Methods return the generated protobuf messages of `creditwatch.v1` (typed,
+documented by the proto comments); single-field responses are unwrapped (a
+`WatchList`, an entry, a count). Failed calls raise `CreditwatchError`
+subclasses carrying the `google.rpc` details. `creditwatch.client.testing`
+starts a real server for tests.
 """
 
-__all__: list[str] = []
+from creditwatch.client._batches import MAX_BATCH
+from creditwatch.client._client import CreditwatchClient, PemSource
+from creditwatch.client._errors import (
+    AbortedError,
+    AlreadyExistsError,
+    CreditwatchError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from creditwatch.client._messages import Amount, MoneyLike, company, entry, entry_name, money
+from creditwatch.client._retry import RetryPolicy
+from creditwatch.client._watchlists import RiskClassLike, WatchListsClient
+
+__all__ = [
+    "MAX_BATCH",
+    "AbortedError",
+    "AlreadyExistsError",
+    "Amount",
+    "CreditwatchClient",
+    "CreditwatchError",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MoneyLike",
+    "NotFoundError",
+    "PemSource",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "RiskClassLike",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "UnimplementedError",
+    "WatchListsClient",
+    "company",
+    "entry",
+    "entry_name",
+    "money",
+]

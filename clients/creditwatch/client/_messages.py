@@ -1,0 +1,90 @@
+"""Small builders for the request messages integrators write most often.
+
+entry("NO", "923609016", exposure=("NOK", 250_000), labels={"segment": "sme"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TypeAlias
+
+from google.type import money_pb2
+
+from creditwatch.v1 import common_pb2, watchlists_pb2
+
+Amount: TypeAlias = int | str | Decimal | float
+"""An amount in major currency units: `250000`, `"1999.50"`, `Decimal("0.01")`."""
+
+MoneyLike: TypeAlias = money_pb2.Money | tuple[str, Amount]
+"""A `google.type.Money`, or `(currency_code, amount)` such as `("NOK", 250_000)`."""
+
+_NANOS = Decimal(1_000_000_000)
+
+
+def money(currency_code: str, amount: Amount) -> money_pb2.Money:
+    """A `google.type.Money` of `amount` major units of `currency_code` (ISO 4217).
+
+    Floats are taken at their shortest decimal form (`0.1` is 10 øre, not
+    0.1000000000000000055...). More than 9 decimals raise ValueError.
+    """
+    value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
+    if not value.is_finite():
+        raise ValueError(f"amount must be finite, not {amount!r}")
+    units = int(value)  # truncates toward zero, so units and nanos share the sign
+    nanos = (value - units) * _NANOS
+    if nanos != nanos.to_integral_value():
+        raise ValueError(f"amount {amount!r} has more than 9 decimals")
+    return money_pb2.Money(currency_code=currency_code, units=units, nanos=int(nanos))
+
+
+def company(country: str, register_number: str) -> common_pb2.CompanyRef:
+    """A company reference: ISO country code and register number with its check digit."""
+    return common_pb2.CompanyRef(country=country, register_number=register_number)
+
+
+def _money(value: MoneyLike) -> money_pb2.Money:
+    if isinstance(value, money_pb2.Money):
+        return value
+    currency_code, amount = value
+    return money(currency_code, amount)
+
+
+def entry(
+    country: str,
+    register_number: str,
+    *,
+    exposure: MoneyLike | None = None,
+    credit_limit: MoneyLike | None = None,
+    external_reference: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> watchlists_pb2.WatchListEntry:
+    """A watch-list entry for `add_entries`.
+
+    Args:
+        country: ISO 3166-1 alpha-2 code of the company's register ("NO", "SE", "FI", "DK").
+        register_number: the register number with its check digit.
+        exposure: the tenant's exposure, e.g. `("NOK", 250_000)`; None means zero.
+        credit_limit: the credit limit granted, if any, in the same forms.
+        external_reference: the tenant's own id of this customer (up to 200 characters).
+        labels: key/value labels (keys 1..63 characters, values up to 255).
+    """
+    message = watchlists_pb2.WatchListEntry(
+        company=company(country, register_number),
+        external_reference=external_reference,
+        labels=dict(labels or {}),
+    )
+    if exposure is not None:
+        message.exposure.CopyFrom(_money(exposure))
+    if credit_limit is not None:
+        message.credit_limit.CopyFrom(_money(credit_limit))
+    return message
+
+
+def entry_name(watch_list: str, country: str, register_number: str) -> str:
+    """The resource name of a company's entry on a watch list, for `get_entry`.
+
+    `watch_list` is the list's name ("watchLists/{id}"); the server accepts the
+    register number in any form it accepts in a `CompanyRef`.
+    """
+    return f"{watch_list}/entries/{country}-{register_number}"

@@ -1,0 +1,154 @@
+"""Deadlines, retries with exponential back-off, and error translation for unary calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import grpc
+
+from creditwatch.client._errors import CreditwatchError, error_from_rpc
+
+log = logging.getLogger("creditwatch.client")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class PageRequest(Protocol):
+    """A `List…` request: it carries the token of the page it asks for."""
+
+    page_token: str
+
+
+class PageResponse(Protocol):
+    """A `List…` response: it carries the token of the next page, empty on the last."""
+
+    next_page_token: str
+
+
+PageReq = TypeVar("PageReq", bound=PageRequest)
+PageResp = TypeVar("PageResp", bound=PageResponse)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the SDK retries a call that failed with UNAVAILABLE.
+
+    Only calls that are safe to repeat are retried: reads, updates, deletes, the
+    upserting `AddEntries`, `RemoveEntries`, and `CreateWatchList` (which always
+    carries a `request_id`, so a repeat returns the first result). Other codes
+    are never retried. Retries stop early when the call's timeout runs out.
+
+    Attempt `n` (1-based) that fails waits `min(max_backoff, initial_backoff *
+    multiplier ** (n - 1))` seconds, shortened by a random fraction of up to
+    `jitter` so that many clients do not retry in lockstep.
+
+    Attributes:
+        max_attempts: attempts in total, including the first; 1 disables retries.
+        initial_backoff: seconds before the first retry (before jitter).
+        max_backoff: upper bound of the wait between attempts, in seconds.
+        multiplier: growth of the wait per attempt.
+        jitter: 0..1, the largest fraction taken off each wait at random.
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.initial_backoff < 0 or self.max_backoff < self.initial_backoff:
+            raise ValueError("need 0 <= initial_backoff <= max_backoff")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be at least 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter must be within 0..1")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        return ceiling * (1.0 - self.jitter * random.random())
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What every call of one client shares: metadata, default timeout, retry policy."""
+
+    metadata: Sequence[tuple[str, str]]
+    default_timeout: float | None
+    retry: RetryPolicy
+
+    async def unary(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        retryable: bool,
+        rpc_timeout: float | None,
+    ) -> Resp:
+        """Call `method` once, retrying UNAVAILABLE when `retryable`.
+
+        `rpc_timeout` (None: the default) bounds the whole call, retries and
+        waits included; each attempt gets what is left of it as its deadline.
+        """
+        budget = self.default_timeout if rpc_timeout is None else rpc_timeout
+        deadline = None if budget is None else time.monotonic() + budget
+        attempts = self.retry.max_attempts if retryable else 1
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                return await method(request, timeout=remaining, metadata=self.metadata)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = error_from_rpc(rpc_error)
+                wait = self.retry.backoff(attempt)
+                if not self._should_retry(error, attempt, attempts, deadline, wait):
+                    raise error from rpc_error
+            log.info(
+                "retrying after UNAVAILABLE",
+                extra={"attempt": attempt, "wait_seconds": round(wait, 3), "error": str(error)},
+            )
+            await asyncio.sleep(wait)
+
+    @staticmethod
+    def _should_retry(
+        error: CreditwatchError,
+        attempt: int,
+        attempts: int,
+        deadline: float | None,
+        wait: float,
+    ) -> bool:
+        if error.code != grpc.StatusCode.UNAVAILABLE or attempt >= attempts:
+            return False
+        return deadline is None or time.monotonic() + wait < deadline
+
+    async def pages(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[PageReq, PageResp],
+        request: PageReq,
+        *,
+        rpc_timeout: float | None,
+    ) -> AsyncIterator[PageResp]:
+        """Every page of a `List…` call, following `next_page_token` (each page retried
+        on its own)."""
+        while True:
+            response = await self.unary(method, request, retryable=True, rpc_timeout=rpc_timeout)
+            yield response
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
