@@ -31,9 +31,10 @@ lint: install
 		npm install --no-audit --no-fund --silent && npx buf lint; \
 	else echo "buf lint skipped: npm not found"; fi
 
-## Regenerate clients/creditwatch/v1 from proto/.
+## Regenerate clients/creditwatch/v1 and docs/api.md from proto/.
 proto: install
 	$(PY) scripts/gen_proto.py
+	$(PY) scripts/gen_api_docs.py
 
 ## Benchmarks (not tests): print figures and ratios against in-run baselines.
 bench: install

@@ -77,3 +77,13 @@ def test_wheel_ships_generated_code_migrations_and_model(tmp_path: Path) -> None
     assert any(n.startswith("creditwatch/models/") and n.endswith(".onnx") for n in names)
     assert any(n.startswith("creditwatch/models/") and n.endswith(".json") for n in names)
     assert not any(n.startswith(("server/", "clients/", "tests/")) for n in names)
+
+
+def test_api_reference_is_up_to_date(tmp_path: Path) -> None:
+    out = tmp_path / "api.md"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_api_docs.py"), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_text() == (ROOT / "docs" / "api.md").read_text(), "run `make proto`"
