@@ -440,3 +440,38 @@ async def test_bad_paging_and_enums_are_named(channel: grpc.aio.Channel, tenant:
             metadata=tenant.metadata,
         )
     assert "update_mask.paths[0]" in field_violations(caught.value)
+
+
+async def test_forged_page_tokens_are_invalid_argument_not_internal(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    from creditwatch.server.domain.paging import encode_token, fingerprint
+
+    stub = _stub(channel)
+    name = await _create(stub, tenant)
+    list_id = name.split("/")[1]
+    forged = [
+        (
+            stub.ListWatchLists,
+            watchlists_pb2.ListWatchListsRequest(
+                page_token=encode_token(("not-a-time", "x"), fingerprint("watchLists"))
+            ),
+        ),
+        (
+            stub.ListWatchLists,
+            watchlists_pb2.ListWatchListsRequest(
+                page_token=encode_token((1,), fingerprint("watchLists"))
+            ),
+        ),
+        (
+            stub.ListEntries,
+            watchlists_pb2.ListEntriesRequest(
+                parent=name, page_token=encode_token((1, 2), fingerprint(list_id, [], ""))
+            ),
+        ),
+    ]
+    for call, request in forged:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(request, metadata=tenant.metadata)  # type: ignore[operator]
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in field_violations(caught.value)

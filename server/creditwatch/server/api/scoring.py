@@ -187,7 +187,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             request.page_size, request.page_token, filters, default_size=50, max_size=100
         )
         scorers = self._registry.all()
-        start = int(page.after[0]) if page.after else 0
+        after = page.key(int)
+        start = max(0, after[0]) if after else 0
         chosen = scorers[start : start + page.size]
         more = start + page.size < len(scorers)
         return scoring_pb2.ListModelsResponse(

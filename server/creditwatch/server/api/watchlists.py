@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -82,7 +83,15 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
         page = page_request(
             request.page_size, request.page_token, filters, default_size=100, max_size=1000
         )
-        rows = await self._store.list_page(tenant, page.size + 1, page.after)
+        after = page.key(str, str)
+        if after is not None:
+            try:
+                after = (datetime.fromisoformat(after[0]), uuid.UUID(after[1]))
+            except ValueError:
+                raise InvalidArgument.single(
+                    "page_token", "not a token this server issued"
+                ) from None
+        rows = await self._store.list_page(tenant, page.size + 1, after)
         token = ""
         if len(rows) > page.size:
             rows = rows[: page.size]
@@ -185,7 +194,7 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
             request.page_size, request.page_token, filters, default_size=1000, max_size=10_000
         )
         rows = await self._store.list_entries(
-            tenant, list_id, page.size + 1, page.after, classes, label
+            tenant, list_id, page.size + 1, page.key(str, str), classes, label
         )
         token = ""
         if len(rows) > page.size:

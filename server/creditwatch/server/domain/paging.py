@@ -28,6 +28,23 @@ class PageRequest:
     size: int
     after: tuple[Any, ...] | None
 
+    def key(self, *kinds: type) -> tuple[Any, ...] | None:
+        """`after`, checked to hold values of `kinds` (a decoded but forged or
+        foreign token must not reach a query)."""
+        if self.after is None:
+            return None
+        if len(self.after) != len(kinds) or not all(
+            type(value) is kind for value, kind in zip(self.after, kinds, strict=False)
+        ):
+            raise _foreign_token()
+        return self.after
+
+
+def _foreign_token() -> InvalidArgument:
+    return InvalidArgument.single(
+        "page_token", "not a token this server issued; start again with an empty token"
+    )
+
 
 def fingerprint(*filters: object) -> str:
     """A short stable digest of the filters a listing was asked with."""
@@ -64,9 +81,7 @@ def page_request(
         if not isinstance(key, list):
             raise ValueError("bad key")
     except (ValueError, KeyError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument.single(
-            "page_token", "not a token this server issued; start again with an empty token"
-        ) from None
+        raise _foreign_token() from None
     if body.get("f") != filters_fingerprint:
         raise InvalidArgument.single(
             "page_token", "was issued for different filters; repeat the same filters or start over"

@@ -182,13 +182,11 @@ class WatchListStore:
     async def list_page(
         self, tenant_id: uuid.UUID, limit: int, after: tuple[Any, ...] | None
     ) -> list[WatchList]:
-        """Watch lists ordered by (create_time, id), starting after the key `after`."""
+        """Watch lists ordered by (create_time, id), after the key `after` (a
+        (create_time, id) pair)."""
         query = select(models.WatchList).where(models.WatchList.tenant_id == tenant_id)
         if after is not None:
-            created, last_id = datetime.fromisoformat(after[0]), uuid.UUID(after[1])
-            query = query.where(
-                tuple_(models.WatchList.create_time, models.WatchList.id) > (created, last_id)
-            )
+            query = query.where(tuple_(models.WatchList.create_time, models.WatchList.id) > after)
         query = query.order_by(models.WatchList.create_time, models.WatchList.id).limit(limit)
         async with self._sessions() as session:
             return [_watch_list(r) for r in await session.scalars(query)]
