@@ -14,6 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from creditwatch.server.alerts.hub import AlertHub
+from creditwatch.server.api.alerts import AlertServicer
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.scoring import ScoringServicer
@@ -53,7 +55,6 @@ def _service_name(module: Any, service: str) -> str:
 # (pb2 module, service, add-to-server function) of the services later issues
 # implement; they answer UNIMPLEMENTED until then.
 _PENDING = (
-    (alerts_pb2, "AlertService", alerts_pb2_grpc.add_AlertServiceServicer_to_server),
     (limits_pb2, "CreditLimitService", limits_pb2_grpc.add_CreditLimitServiceServicer_to_server),
     (portfolio_pb2, "PortfolioService", portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server),
 )
@@ -76,10 +77,13 @@ class Running:
     executor: ThreadPoolExecutor
     background: asyncio.Task[None]
     score_cache: ScoreCache
+    hub: AlertHub
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting calls, let in-flight ones finish within `grace`, close the pool."""
+        """Stop accepting calls, let in-flight ones finish within `grace`, close the pool.
+        Alert streams end at once with UNAVAILABLE (clients resume elsewhere)."""
         await self.health.enter_graceful_shutdown()
+        await self.hub.stop()
         await self.server.stop(grace)
         self.background.cancel()
         await self.score_cache.stop()
@@ -132,14 +136,23 @@ async def start(settings: Settings) -> Running:
     )
     score_cache = ScoreCache(url)
     score_cache.start()
-    intake = Intake(sessions, registry, score_cache)
+    hub = AlertHub(
+        url, poll_interval=settings.alert_poll_seconds, buffer=settings.alert_stream_buffer
+    )
+    hub.start()
+    intake = Intake(sessions, registry, score_cache, on_alerts=hub.wake)
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
         ScoringServicer(auth, registry, intake, activations), server
     )
     companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(
         CompanyDataServicer(auth, intake), server
     )
+    watch_list_store = WatchListStore(sessions)
+    alerts_pb2_grpc.add_AlertServiceServicer_to_server(
+        AlertServicer(auth, sessions, hub, watch_list_store), server
+    )
     services = [
+        _service_name(alerts_pb2, "AlertService"),
         _service_name(watchlists_pb2, "WatchListService"),
         _service_name(scoring_pb2, "ScoringService"),
         _service_name(companies_pb2, "CompanyDataService"),
@@ -178,7 +191,15 @@ async def start(settings: Settings) -> Running:
         extra={"port": port, "tls": credentials is not None, "services": len(services)},
     )
     return Running(
-        server, engine, health_servicer, port, tuple(services), executor, follower, score_cache
+        server,
+        engine,
+        health_servicer,
+        port,
+        tuple(services),
+        executor,
+        follower,
+        score_cache,
+        hub,
     )
 
 

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often a replica checks which model version is active."
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="Threads running onnxruntime.")
+    alert_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often a replica polls the alert outbox when no NOTIFY wakes it.",
+    )
+    alert_stream_buffer: int = Field(
+        1000,
+        ge=10,
+        description="Alerts buffered per stream; a stream further behind is disconnected "
+        "with RESOURCE_EXHAUSTED and resumes from its cursor.",
+    )
+    alert_retention_days: float = Field(
+        90.0, gt=0, description="Alerts older than this are deleted; older cursors expire."
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )

@@ -1,0 +1,1 @@
+"""Alert fan-out: each replica tails the outbox and feeds its own subscribers."""

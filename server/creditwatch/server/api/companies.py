@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import uuid
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.type import date_pb2
 
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import scoring_converters as sc
@@ -14,9 +17,12 @@ from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import unary, unary_as_caller
 from creditwatch.server.domain.currency import UnsupportedCurrency, pln_per_unit
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
+from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId, IdentifierError
+from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE, Caller
-from creditwatch.server.intake import Effect, IncomingEvent, Intake
+from creditwatch.server.intake import Effect, IncomingEvent, Intake, PaymentReport
+from creditwatch.server.store import facts
 from creditwatch.v1 import companies_pb2, companies_pb2_grpc
 
 MAX_EVENTS_PER_CALL = 1_000
@@ -24,7 +30,9 @@ MAX_EVENT_ID = 200
 
 
 def _effect(effect: Effect) -> companies_pb2.IntakeEffect:
-    message = companies_pb2.IntakeEffect(company=cv.company_ref(effect.company))
+    message = companies_pb2.IntakeEffect(
+        company=cv.company_ref(effect.company), alerts_raised_count=effect.alerts_raised
+    )
     if effect.score is not None:
         message.score.CopyFrom(cv.score_message(effect.score, effect.company))
     if effect.previous is not None:
@@ -32,10 +40,157 @@ def _effect(effect: Effect) -> companies_pb2.IntakeEffect:
     return message
 
 
-async def _not_yet(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"creditwatch.v1.CompanyDataService.{method} is not implemented by this server version yet",
+_MASTER_FIELDS = (
+    "legal_name",
+    "industry_code",
+    "legal_form",
+    "status",
+    "registered_address",
+    "registration_date",
+)
+_INDUSTRY_CODE = re.compile(r"[0-9]{2}(\.?[0-9]{1,4})?")
+_LEGAL_FORM = re.compile(r"[A-Z0-9]{1,10}")
+MAX_INVOICE_ID = 128
+
+
+def _company_message(
+    company: CompanyId,
+    master: facts.MasterData,
+    score: StoredScore | None,
+    statement: FinancialStatement | None,
+) -> companies_pb2.Company:
+    message = companies_pb2.Company(
+        name=f"companies/{company.key}",
+        company=cv.company_ref(company),
+        legal_name=master.name,
+        industry_code=master.industry_code,
+        legal_form=master.legal_form,
+        status=companies_pb2.CompanyStatus.ValueType(master.status),
+        create_time=cv.timestamp(master.create_time),
+        update_time=cv.timestamp(master.update_time),
+    )
+    if master.address:
+        json_format.ParseDict(master.address, message.registered_address)
+    if master.registration_date is not None:
+        day = master.registration_date
+        message.registration_date.CopyFrom(
+            date_pb2.Date(year=day.year, month=day.month, day=day.day)
+        )
+    if score is not None:
+        message.latest_score.CopyFrom(cv.score_message(score, company))
+    if statement is not None:
+        message.latest_financial_statement.CopyFrom(sc.statement_message(statement))
+    return message
+
+
+def _day(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
+    try:
+        day = dt.date(value.year, value.month, value.day)
+    except ValueError:
+        problems.append(FieldViolation(field, "must be a complete calendar date"))
+        return None
+    if day > dt.date.today():
+        problems.append(FieldViolation(field, "must not be in the future"))
+        return None
+    return day
+
+
+def _master_values(
+    request: companies_pb2.UpsertCompanyRequest,
+) -> tuple[CompanyId, dict[str, Any]]:
+    """The company and the master-data values to write (Company field names)."""
+    problems: list[FieldViolation] = []
+    message = request.company
+    company = cv.company(message.company, "company.company", problems)
+    paths = list(request.update_mask.paths)
+    for i, path in enumerate(paths):
+        if path not in _MASTER_FIELDS:
+            problems.append(
+                FieldViolation(
+                    f"update_mask.paths[{i}]",
+                    f"{path!r} is not writable; use {', '.join(_MASTER_FIELDS)}",
+                )
+            )
+    if not paths:
+        paths = [
+            f
+            for f in _MASTER_FIELDS
+            if (
+                message.HasField(f)  # type: ignore[arg-type]
+                if f in ("registered_address", "registration_date")
+                else getattr(message, f)
+            )
+        ]
+    values: dict[str, Any] = {}
+    for path in paths:
+        field = f"company.{path}"
+        if path == "legal_name":
+            if not 1 <= len(message.legal_name) <= 500:
+                problems.append(FieldViolation(field, "1 to 500 characters"))
+            values[path] = message.legal_name
+        elif path == "industry_code":
+            if message.industry_code and not _INDUSTRY_CODE.fullmatch(message.industry_code):
+                problems.append(
+                    FieldViolation(field, "a NACE code such as '62.01' or a national code '62010'")
+                )
+            values[path] = message.industry_code
+        elif path == "legal_form":
+            if message.legal_form and not _LEGAL_FORM.fullmatch(message.legal_form):
+                problems.append(FieldViolation(field, "the register's code, upper case, up to 10"))
+            values[path] = message.legal_form
+        elif path == "status":
+            if message.status not in set(companies_pb2.CompanyStatus.values()):
+                problems.append(FieldViolation(field, f"unknown status {message.status}"))
+            values[path] = int(message.status)
+        elif path == "registered_address":
+            values[path] = json_format.MessageToDict(message.registered_address)
+        elif path == "registration_date":
+            values[path] = (
+                _day(message.registration_date, field, problems)
+                if message.HasField("registration_date")
+                else None
+            )
+    if problems or company is None:
+        raise InvalidArgument(problems)
+    return company, values
+
+
+def _payment_report(message: companies_pb2.PaymentExperience, field: str) -> PaymentReport:
+    problems: list[FieldViolation] = []
+    if not 1 <= len(message.invoice_id) <= MAX_INVOICE_ID:
+        problems.append(FieldViolation(f"{field}.invoice_id", f"1 to {MAX_INVOICE_ID} characters"))
+    company = cv.company(message.company, f"{field}.company", problems)
+    due = None
+    if not message.HasField("invoice_due_date"):
+        problems.append(FieldViolation(f"{field}.invoice_due_date", "required"))
+    else:
+        due = _day(message.invoice_due_date, f"{field}.invoice_due_date", problems)
+    if not 0 <= message.days_past_due <= 3_650:
+        problems.append(FieldViolation(f"{field}.days_past_due", "0 to 3,650"))
+    settled = None
+    if message.HasField("settled_date"):
+        settled = _day(message.settled_date, f"{field}.settled_date", problems)
+    amount = None
+    if not message.HasField("overdue_amount"):
+        problems.append(FieldViolation(f"{field}.overdue_amount", "required"))
+    else:
+        amount = cv.money(message.overdue_amount, field, None, "overdue_amount", problems)
+        if amount is not None and amount.amount == 0 and settled is None:
+            problems.append(
+                FieldViolation(f"{field}.overdue_amount", "must be greater than 0 while unsettled")
+            )
+    if problems or company is None or due is None or amount is None:
+        raise InvalidArgument(problems)
+    return PaymentReport(
+        message.invoice_id,
+        company,
+        {
+            "due_date": due,
+            "days_past_due": message.days_past_due,
+            "currency": amount.currency,
+            "amount": amount.amount,
+            "settled_date": settled,
+        },
     )
 
 
@@ -109,7 +264,13 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
             detail = json_format.MessageToDict(getattr(message, kind)) if kind else {}
             incoming.append(
                 IncomingEvent(
-                    company, message.event_id, domain_events[i], detail, message.source, i
+                    company,
+                    message.event_id,
+                    domain_events[i],
+                    detail,
+                    message.source,
+                    i,
+                    kind or "",
                 )
             )
         if problems:
@@ -121,13 +282,18 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
             effects=[_effect(e) for e in effects],
         )
 
+    @unary_as_caller
     async def UpsertCompany(
-        self,
-        request: companies_pb2.UpsertCompanyRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: companies_pb2.UpsertCompanyRequest, caller: Caller
     ) -> companies_pb2.UpsertCompanyResponse:
-        await _not_yet(context, "UpsertCompany")
-        raise AssertionError("unreachable")
+        caller.require(SCOPE_COMPANIES_WRITE)
+        company, values = _master_values(request)
+        created, master, effect = await self._intake.upsert_company(company, values)
+        return companies_pb2.UpsertCompanyResponse(
+            company=_company_message(company, master, effect.score, None),
+            created=created,
+            effect=_effect(effect),
+        )
 
     @unary
     async def GetCompany(
@@ -141,26 +307,16 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
         except IdentifierError as error:
             raise InvalidArgument.single("name", error.description) from None
         master, score, statement = await self._intake.company(company)
-        message = companies_pb2.Company(
-            name=f"{prefix}{company.key}",
-            company=cv.company_ref(company),
-            legal_name=master.name,
-            industry_code=master.industry_code,
-            legal_form=master.legal_form,
-            status=companies_pb2.CompanyStatus.ValueType(master.status),
-            create_time=cv.timestamp(master.create_time),
-            update_time=cv.timestamp(master.update_time),
-        )
-        if score is not None:
-            message.latest_score.CopyFrom(cv.score_message(score, company))
-        if statement is not None:
-            message.latest_financial_statement.CopyFrom(sc.statement_message(statement))
+        message = _company_message(company, master, score, statement)
         return companies_pb2.GetCompanyResponse(company=message)
 
+    @unary_as_caller
     async def ReportPaymentExperience(
-        self,
-        request: companies_pb2.ReportPaymentExperienceRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: companies_pb2.ReportPaymentExperienceRequest, caller: Caller
     ) -> companies_pb2.ReportPaymentExperienceResponse:
-        await _not_yet(context, "ReportPaymentExperience")
-        raise AssertionError("unreachable")
+        caller.require(SCOPE_COMPANIES_WRITE)
+        report = _payment_report(request.payment_experience, "payment_experience")
+        created, effect = await self._intake.report_payment(caller.tenant_id, report)
+        return companies_pb2.ReportPaymentExperienceResponse(
+            created=created, effect=_effect(effect)
+        )

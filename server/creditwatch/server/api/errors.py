@@ -32,6 +32,7 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -50,6 +51,18 @@ def status_for(error: errors.DomainError) -> tuple[grpc.StatusCode, str, bytes]:
         )
         packed = any_pb2.Any()
         packed.Pack(detail)
+        status.details.append(packed)
+    elif isinstance(error, errors.FailedPrecondition) and error.violations:
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=v.type, subject=v.subject, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(failure)
         status.details.append(packed)
     elif isinstance(error, errors.NotFound):
         info = error_details_pb2.ResourceInfo(
@@ -129,6 +142,27 @@ def unary_as_caller(
             extra={"rpc": name, "ms": round((time.perf_counter() - started) * 1000, 2)},
         )
         return response
+
+    return wrapper
+
+
+def server_stream(
+    method: Callable[[S, Req, uuid.UUID, Ctx], AsyncIterator[Resp]],
+) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
+    """Wrap a server-streaming RPC: authenticate, map errors raised while
+    streaming to statuses, log."""
+
+    @functools.wraps(method)
+    async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
+        name = method.__name__
+        try:
+            tenant = (await self.caller(context)).tenant_id
+            async for response in method(self, request, tenant, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _end_with(context, name, error)
 
     return wrapper
 

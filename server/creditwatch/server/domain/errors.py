@@ -55,8 +55,21 @@ class AlreadyExists(DomainError):
     """A resource with the same identity exists."""
 
 
+@dataclass(frozen=True)
+class PreconditionViolation:
+    """One failed precondition, as `google.rpc.PreconditionFailure` reports it."""
+
+    type: str
+    subject: str
+    description: str
+
+
 class FailedPrecondition(DomainError):
     """The system is not in a state where the call can run (e.g. an expired cursor)."""
+
+    def __init__(self, message: str, violations: Iterable[PreconditionViolation] = ()) -> None:
+        super().__init__(message)
+        self.violations = tuple(violations)
 
 
 class PermissionDenied(DomainError):
@@ -69,3 +82,7 @@ class Unauthenticated(DomainError):
 
 class ResourceExhausted(DomainError):
     """A limit was reached (e.g. a subscriber fell too far behind)."""
+
+
+class Unavailable(DomainError):
+    """Try again shortly (e.g. this replica is shutting down); nothing is lost."""

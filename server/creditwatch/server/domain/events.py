@@ -8,6 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+class CompanyStatus(enum.IntEnum):
+    """Register status; values match the wire enum CompanyStatus."""
+
+    UNSPECIFIED = 0
+    ACTIVE = 1
+    VOLUNTARY_LIQUIDATION = 2
+    COMPULSORY_DISSOLUTION = 3
+    BANKRUPT = 4
+    DELETED = 5
+
+
 class EventType(enum.IntEnum):
     """Kinds of company events; values match the wire enum CompanyEventType."""
 
@@ -68,6 +79,9 @@ class RiskState:
     compulsory_dissolution: bool = False
     open_payment_remarks: int = 0
     open_collection_cases: int = 0
+    seriously_overdue_invoices: int = 0
+    """Open invoices creditors report far past due (pooled over tenants; the
+    threshold is the override policy's `overdue_days`)."""
 
     @classmethod
     def of(cls, events: Iterable[CompanyEvent]) -> RiskState:
@@ -100,3 +114,12 @@ class RiskState:
             open_payment_remarks=remarks.count,
             open_collection_cases=cases.count,
         )
+
+
+# The register status an event leaves a company in.
+STATUS_AFTER: dict[EventType, CompanyStatus] = {
+    EventType.BANKRUPTCY_OPENED: CompanyStatus.BANKRUPT,
+    EventType.COMPULSORY_DISSOLUTION: CompanyStatus.COMPULSORY_DISSOLUTION,
+    EventType.VOLUNTARY_LIQUIDATION: CompanyStatus.VOLUNTARY_LIQUIDATION,
+    EventType.DELETED_FROM_REGISTER: CompanyStatus.DELETED,
+}

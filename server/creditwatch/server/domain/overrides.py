@@ -20,7 +20,9 @@ class OverridePolicy:
 
     Defaults: bankruptcy opened or compulsory dissolution → class D; any open
     payment remark → one class worse; any open debt collection case → one class
-    worse; the two notches add up, and a class never goes past D.
+    worse; any open invoice that creditors (tenants, pooled) report more than
+    `overdue_days` past due → one class worse; the notches add up, and a class
+    never goes past D.
     """
 
     version: str = "overrides-2026.11.1"
@@ -28,6 +30,8 @@ class OverridePolicy:
     dissolution_forces_d: bool = True
     payment_remark_notches: int = 1
     collection_case_notches: int = 1
+    overdue_days: int = 90
+    overdue_payment_notches: int = 1
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OverridePolicy:
@@ -37,7 +41,12 @@ class OverridePolicy:
         if unknown:
             raise ValueError(f"unknown override policy keys: {sorted(unknown)}")
         policy = cls(**data)
-        if policy.payment_remark_notches < 0 or policy.collection_case_notches < 0:
+        notches = (
+            policy.payment_remark_notches,
+            policy.collection_case_notches,
+            policy.overdue_payment_notches,
+        )
+        if min(notches) < 0 or policy.overdue_days < 0:
             raise ValueError("notches must not be negative")
         return policy
 
@@ -83,6 +92,18 @@ class OverridePolicy:
                     "OVERRIDE_COLLECTION_CASE",
                     f"{state.open_collection_cases} open debt collection case(s): "
                     f"{self.collection_case_notches} class(es) worse",
+                    ReasonKind.OVERRIDE,
+                    0.0,
+                )
+            )
+        if state.seriously_overdue_invoices and self.overdue_payment_notches:
+            notches += self.overdue_payment_notches
+            reasons.append(
+                Reason(
+                    "OVERRIDE_OVERDUE_PAYMENTS",
+                    f"{state.seriously_overdue_invoices} open invoice(s) more than "
+                    f"{self.overdue_days} days past due reported by creditors: "
+                    f"{self.overdue_payment_notches} class(es) worse",
                     ReasonKind.OVERRIDE,
                     0.0,
                 )

@@ -77,6 +77,11 @@ class Scorer:
         """The model version every score from this scorer records."""
         return self.model.info.version
 
+    @property
+    def policy(self) -> OverridePolicy:
+        """The override policy applied on top of the model."""
+        return self._policy
+
     def features(self, statement: FinancialStatement) -> npt.NDArray[np.float32]:
         """The model inputs for a statement (raises UnsupportedCurrency)."""
         return compute_features(statement, to_training_currency=pln_per_unit(statement.currency))

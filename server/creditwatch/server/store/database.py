@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -46,6 +47,22 @@ def resolve_url(database_url: str | None, data_dir: Path) -> str:
     if database_url:
         return async_url(database_url)
     return async_url(start_embedded(data_dir))
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """asyncpg.connect() arguments for a URL (dedicated LISTEN connections)."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {
+        "user": parsed.username,
+        "password": parsed.password,
+        "database": parsed.database,
+    }
+    if "host" in parsed.query:
+        kwargs["host"] = parsed.query["host"]
+    else:
+        kwargs["host"] = parsed.host
+        kwargs["port"] = parsed.port
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:

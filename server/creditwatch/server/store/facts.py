@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, text
@@ -25,6 +25,7 @@ _S = cast(Table, models.Score.__table__)
 _F = cast(Table, models.FinancialStatement.__table__)
 _EV = cast(Table, models.CompanyEvent.__table__)
 _C = cast(Table, models.Company.__table__)
+_P = cast(Table, models.PaymentExperience.__table__)
 
 # Company master data may arrive after the first fact (a statement from a
 # bureau feed, a bulk re-score); a bare row keeps foreign keys satisfied.
@@ -60,6 +61,8 @@ class MasterData:
     status: int
     create_time: datetime
     update_time: datetime
+    address: dict[str, Any]
+    registration_date: date | None
 
 
 async def master_data(session: AsyncSession, company: CompanyId) -> MasterData | None:
@@ -74,7 +77,14 @@ async def master_data(session: AsyncSession, company: CompanyId) -> MasterData |
     if row is None:
         return None
     return MasterData(
-        row.name, row.industry_code, row.legal_form, row.status, row.create_time, row.update_time
+        row.name,
+        row.industry_code,
+        row.legal_form,
+        row.status,
+        row.create_time,
+        row.update_time,
+        row.address,
+        row.registration_date,
     )
 
 
@@ -194,6 +204,40 @@ async def events(session: AsyncSession, company: CompanyId) -> list[CompanyEvent
     return [CompanyEvent(EventType(r.type), r.occurred_at, r.reference) for r in rows]
 
 
+def score_json(score: StoredScore) -> dict[str, Any]:
+    """A score as JSON (alerts keep the scores they compare)."""
+    return {
+        "probability_of_default": score.probability_of_default,
+        "risk_class": int(score.risk_class),
+        "model_risk_class": int(score.model_risk_class),
+        "reasons": _reasons_json(score),
+        "model_version": score.model_version,
+        "data_as_of": score.data_as_of.isoformat() if score.data_as_of else None,
+        "score_time": score.score_time.isoformat(),
+    }
+
+
+def score_from_json(value: dict[str, Any]) -> StoredScore:
+    """The inverse of `score_json`."""
+    as_of = value.get("data_as_of")
+    return StoredScore(
+        probability_of_default=value["probability_of_default"],
+        risk_class=RiskClass(value["risk_class"]),
+        model_risk_class=RiskClass(value["model_risk_class"]),
+        reasons=_reasons(value["reasons"]),
+        model_version=value["model_version"],
+        data_as_of=datetime.fromisoformat(as_of) if as_of else None,
+        score_time=datetime.fromisoformat(value["score_time"]),
+    )
+
+
+def _reasons(values: list[dict[str, Any]]) -> tuple[Reason, ...]:
+    return tuple(
+        Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
+        for r in values
+    )
+
+
 def _reasons_json(score: StoredScore) -> list[dict[str, Any]]:
     return [
         {
@@ -246,11 +290,101 @@ async def latest_score(session: AsyncSession, company: CompanyId) -> StoredScore
         probability_of_default=row.probability_of_default,
         risk_class=RiskClass(row.risk_class),
         model_risk_class=RiskClass(row.model_risk_class),
-        reasons=tuple(
-            Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
-            for r in row.reasons
-        ),
+        reasons=_reasons(row.reasons),
         model_version=row.model_version,
         data_as_of=row.data_as_of,
         score_time=row.score_time,
     )
+
+
+# Master-data columns by Company field name.
+MASTER_COLUMNS = {
+    "legal_name": "name",
+    "industry_code": "industry_code",
+    "legal_form": "legal_form",
+    "status": "status",
+    "registered_address": "address",
+    "registration_date": "registration_date",
+}
+_UNSET: dict[str, Any] = {
+    "name": "",
+    "industry_code": "",
+    "legal_form": "",
+    "status": 0,
+    "address": {},
+    "registration_date": None,
+}
+
+
+async def update_master(
+    session: AsyncSession, company: CompanyId, values: dict[str, Any]
+) -> tuple[bool, list[str], list[str]]:
+    """Write master-data fields (Company field names) of a locked company.
+    Returns (created, fields that changed from an earlier known value, fields
+    written with a new value)."""
+    row = (
+        await session.execute(
+            select(_C).where(
+                _C.c.country == company.country, _C.c.register_number == company.register_number
+            )
+        )
+    ).one()
+    created = all(getattr(row, column) == unset for column, unset in _UNSET.items())
+    updates: dict[str, Any] = {}
+    changed: list[str] = []
+    written: list[str] = []
+    for name, value in values.items():
+        column = MASTER_COLUMNS[name]
+        before = getattr(row, column)
+        if before == value:
+            continue
+        updates[column] = value
+        written.append(name)
+        if before != _UNSET[column]:
+            changed.append(name)
+    if updates:
+        await session.execute(
+            _C.update()
+            .where(_C.c.country == company.country, _C.c.register_number == company.register_number)
+            .values(**updates, update_time=text("now()"))
+        )
+    return created, changed, written
+
+
+async def payment_experience_put(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    invoice_id: str,
+    company: CompanyId,
+    values: dict[str, Any],
+) -> bool:
+    """Store a tenant's overdue invoice (upsert by invoice id); True if new.
+    An invoice id already reported for another company is moved to this one."""
+    statement = pg_insert(_P).values(
+        tenant_id=tenant,
+        invoice_id=invoice_id,
+        country=company.country,
+        register_number=company.register_number,
+        **values,
+    )
+    updated = ("country", "register_number", *values)
+    upsert = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "invoice_id"],
+        set_={k: statement.excluded[k] for k in updated} | {"report_time": text("now()")},
+    ).returning(text("(xmax = 0) AS created"))
+    return bool(await session.scalar(upsert))
+
+
+async def seriously_overdue(session: AsyncSession, company: CompanyId, days: int) -> int:
+    """Open invoices of any tenant more than `days` past due today (pooled)."""
+    found = await session.scalar(
+        text(
+            """
+            SELECT count(*) FROM payment_experiences
+            WHERE country = :country AND register_number = :number
+              AND settled_date IS NULL AND current_date - due_date > :days
+            """
+        ),
+        {"country": company.country, "number": company.register_number, "days": days},
+    )
+    return int(found or 0)

@@ -15,17 +15,20 @@ from typing import Any
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    CheckConstraint,
     Date,
     DateTime,
     Double,
     ForeignKeyConstraint,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     Numeric,
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -103,6 +106,11 @@ class Company(Base):
     industry_code: Mapped[str] = mapped_column(Text, default="")
     legal_form: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # google.type.PostalAddress as JSON ({} when unknown).
+    address: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, server_default=text("'{}'::jsonb"), default=dict
+    )
+    registration_date: Mapped[date | None] = mapped_column(Date)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -236,5 +244,106 @@ class IdempotencyKey(Base):
     request_id: Mapped[str] = mapped_column(Text, primary_key=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class Alert(Base):
+    """The alert outbox: one row per (fact, watch list that wants it).
+
+    Position = (xid, seq): `xid` is the writing transaction's id, `seq` an
+    identity. Readers take only rows of settled transactions (xid below the
+    snapshot xmin), so positions are read in an order no late commit can break.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+        UniqueConstraint("tenant_id", "id"),
+        Index("ix_alerts_position", "xid", "seq"),
+        Index("ix_alerts_tenant_create_time", "tenant_id", text("create_time DESC")),
+        Index(
+            "ix_alerts_tenant_priority",
+            "tenant_id",
+            text("priority DESC"),
+            text("severity DESC"),
+            text("create_time DESC"),
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID)
+    watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    country: Mapped[str] = mapped_column(CHAR(2))
+    register_number: Mapped[str] = mapped_column(String(16))
+    type: Mapped[int] = mapped_column(SmallInteger)
+    severity: Mapped[int] = mapped_column(SmallInteger)
+    priority: Mapped[float] = mapped_column(Double)
+    company_legal_name: Mapped[str] = mapped_column(Text)
+    external_reference: Mapped[str] = mapped_column(Text)
+    exposure_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    exposure_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    previous_score: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    score: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    suggested_action: Mapped[int] = mapped_column(SmallInteger)
+    summary: Mapped[str] = mapped_column(Text)
+    occurred_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class AlertConsumer(Base):
+    """A durable consumer's acknowledged position."""
+
+    __tablename__ = "alert_consumers"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    xid: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class AlertRetention(Base):
+    """One row: the newest alert position retention has deleted."""
+
+    __tablename__ = "alert_retention"
+    __table_args__ = (CheckConstraint("id = 1"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    purged_xid: Mapped[int] = mapped_column(BigInteger)
+    purged_seq: Mapped[int] = mapped_column(BigInteger)
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class PaymentExperience(Base):
+    """A tenant's own overdue invoice for a company; private to the tenant,
+    pooled (anonymously) into the company's risk state."""
+
+    __tablename__ = "payment_experiences"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+        Index("ix_payment_experiences_company", "country", "register_number"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    country: Mapped[str] = mapped_column(CHAR(2))
+    register_number: Mapped[str] = mapped_column(String(16))
+    due_date: Mapped[date] = mapped_column(Date)
+    days_past_due: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount: Mapped[Decimal] = mapped_column(AMOUNT)
+    settled_date: Mapped[date | None] = mapped_column(Date)
+    report_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

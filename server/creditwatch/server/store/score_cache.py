@@ -18,36 +18,21 @@ from collections import OrderedDict
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.store import database
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "creditwatch_scores"
 
 
-def _connect_kwargs(url: str) -> dict[str, Any]:
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {
-        "user": parsed.username,
-        "password": parsed.password,
-        "database": parsed.database,
-    }
-    if "host" in parsed.query:
-        kwargs["host"] = parsed.query["host"]
-    else:
-        kwargs["host"] = parsed.host
-        kwargs["port"] = parsed.port
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
 class ScoreCache:
     """Current scores by company, invalidated by NOTIFY; bounded LRU."""
 
     def __init__(self, url: str, capacity: int = 100_000) -> None:
-        self._connect = _connect_kwargs(url)
+        self._connect = database.connect_kwargs(url)
         self._capacity = capacity
         self._entries: OrderedDict[CompanyId, StoredScore] = OrderedDict()
         self._connection: asyncpg.Connection | None = None

@@ -1,0 +1,243 @@
+"""The per-replica alert hub: one tail of the outbox feeding every local stream.
+
+One task per replica reads settled alerts of all tenants in position order
+(`store.alerts.tail`) and hands each to the matching local subscriptions, so
+a thousand open streams cost one query per wake-up, not a thousand. It is
+woken by `NOTIFY creditwatch_alerts` but never trusts a notification to
+arrive: it also polls every `poll_interval` seconds, re-polls quickly while
+rows exist that are not yet settled, and re-reads from its position after a
+lost connection. The hub's position only moves forward, so a reconnect or a
+PostgreSQL restart loses nothing.
+
+A subscription buffers at most `buffer` alerts. A stream that cannot keep up
+overflows: the hub drops it (freeing its buffer) and the stream ends with
+RESOURCE_EXHAUSTED; the client resumes from its last cursor with nothing lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import asyncpg
+
+from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
+from creditwatch.server.domain.cursors import Position
+from creditwatch.server.store import alerts as store
+from creditwatch.server.store import database
+
+log = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One stream's view of the hub: a bounded buffer of matching alerts."""
+
+    __slots__ = ("_buffer", "_limit", "_wake", "filter", "registered_at", "state", "tenant")
+
+    def __init__(
+        self, tenant: uuid.UUID, wanted: AlertFilter, registered_at: Position, limit: int
+    ) -> None:
+        self.tenant = tenant
+        self.filter = wanted
+        self.registered_at = registered_at
+        """Hub position at registration: alerts after it come through the buffer;
+        alerts up to it must be read from the database."""
+        self._buffer: deque[StoredAlert] = deque()
+        self._limit = limit
+        self._wake = asyncio.Event()
+        self.state = "open"
+        """"open", "overflowed" (too slow) or "closed" (replica shutting down)."""
+
+    def offer(self, alert: StoredAlert) -> bool:
+        """Buffer an alert if it matches; False if the buffer overflowed."""
+        if not self.filter.matches(alert):
+            return True
+        if len(self._buffer) >= self._limit:
+            self.state = "overflowed"
+            self._buffer.clear()
+            self._wake.set()
+            return False
+        self._buffer.append(alert)
+        self._wake.set()
+        return True
+
+    def close(self) -> None:
+        """End the stream (replica shutting down)."""
+        self.state = "closed"
+        self._wake.set()
+
+    def pop(self) -> StoredAlert | None:
+        """The next buffered alert, if any."""
+        return self._buffer.popleft() if self._buffer else None
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until something is buffered or the state changes; False on timeout."""
+        if self._buffer or self.state != "open":
+            return True
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+class AlertHub:
+    """Tails the alert outbox for this replica and fans out to subscriptions."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_interval: float = 1.0,
+        batch: int = 1_000,
+        buffer: int = 1_000,
+    ) -> None:
+        self._connect = database.connect_kwargs(url)
+        self._poll_interval = poll_interval
+        self._batch = batch
+        self._buffer = buffer
+        self._position: Position | None = None
+        self._ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._by_tenant: dict[uuid.UUID, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.dispatched = 0
+        self.overflows = 0
+
+    @property
+    def position(self) -> Position:
+        """Every alert at or before this position has been handed to subscribers."""
+        if self._position is None:
+            raise RuntimeError("alert hub not ready")
+        return self._position
+
+    @property
+    def subscribers(self) -> int:
+        """Open subscriptions on this replica."""
+        return sum(len(s) for s in self._by_tenant.values())
+
+    async def ready(self, seconds: float) -> bool:
+        """Wait until the hub knows its position (first connection made)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), seconds)
+        return self._ready.is_set()
+
+    def subscribe(self, tenant: uuid.UUID, wanted: AlertFilter) -> Subscription:
+        """Register a stream; alerts after `registered_at` arrive in its buffer."""
+        subscription = Subscription(tenant, wanted, self.position, self._buffer)
+        self._by_tenant.setdefault(tenant, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Forget a stream (idempotent)."""
+        group = self._by_tenant.get(subscription.tenant)
+        if group is not None:
+            group.discard(subscription)
+            if not group:
+                del self._by_tenant[subscription.tenant]
+
+    def wake(self) -> None:
+        """Poll now (NOTIFY arrived, or a local write committed)."""
+        self._wake.set()
+
+    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._wake.set()
+
+    def _dispatch(self, alerts: list[StoredAlert]) -> None:
+        for alert in alerts:
+            group = self._by_tenant.get(alert.tenant_id)
+            if not group:
+                continue
+            for subscription in list(group):
+                if not subscription.offer(alert):
+                    self.overflows += 1
+                    self.unsubscribe(subscription)
+                    log.warning(
+                        "alert subscriber too slow; disconnecting",
+                        extra={"tenant": str(subscription.tenant)},
+                    )
+        self.dispatched += len(alerts)
+
+    async def _poll(self, connection: asyncpg.Connection) -> None:
+        """Read and dispatch until caught up with everything settled."""
+        delay = 0.002
+        while True:
+            page = await store.tail(connection, self.position, self._batch)
+            if page.alerts:
+                self._dispatch(page.alerts)
+            self._position = max(self.position, page.position)
+            if len(page.alerts) >= self._batch:
+                continue
+            if not await store.pending(connection, self.position):
+                return
+            # Rows exist whose transactions (or an older one) have not settled:
+            # look again soon, without waiting for a notification.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _session(self) -> None:
+        connection = await asyncpg.connect(**self._connect)
+        try:
+            await connection.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+            await connection.add_listener(store.CHANNEL, self._on_notify)
+            if self._position is None:
+                xmin = await connection.fetchval(
+                    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+                )
+                self._position = Position.settled_below(int(xmin))
+                self._ready.set()
+                log.info("alert hub tailing", extra={"position": str(self._position)})
+            last_log = time.monotonic()
+            while True:
+                self._wake.clear()
+                await self._poll(connection)
+                if time.monotonic() - last_log > 60:
+                    last_log = time.monotonic()
+                    log.info(
+                        "alert hub",
+                        extra={
+                            "subscribers": self.subscribers,
+                            "dispatched": self.dispatched,
+                            "overflows": self.overflows,
+                        },
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            connection.terminate()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("alert hub connection lost", extra={"error": str(error)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def start(self) -> None:
+        """Begin tailing in the background."""
+        self._task = asyncio.create_task(self._run(), name="alert-hub")
+
+    async def stop(self) -> None:
+        """Close every subscription (their streams end UNAVAILABLE) and stop tailing."""
+        for group in list(self._by_tenant.values()):
+            for subscription in list(group):
+                subscription.close()
+        self._by_tenant.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,425 @@
+"""AlertService: the resumable alert stream, durable consumers and alert history."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from creditwatch.server.alerts.hub import AlertHub, Subscription
+from creditwatch.server.api import converters as cv
+from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.errors import server_stream, unary
+from creditwatch.server.domain import cursors
+from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
+from creditwatch.server.domain.cursors import Position
+from creditwatch.server.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    ResourceExhausted,
+    Unavailable,
+)
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.money import Money
+from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.tenants import Caller
+from creditwatch.server.store import alerts as store
+from creditwatch.server.store.watchlists import WatchListStore
+from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc, common_pb2, companies_pb2
+
+MAX_FILTER_WATCH_LISTS = 100
+MAX_FILTER_COMPANIES = 1_000
+CATCH_UP_BATCH = 500
+_CONSUMER = re.compile(r"[a-z0-9-]{1,63}")
+_ALERT_NAME = re.compile(r"alerts/([0-9a-fA-F-]{36})")
+_ORDERS = {"": False, "create_time desc": False, "priority desc": True}
+
+
+def _company_event(value: dict[str, Any]) -> companies_pb2.CompanyEvent:
+    country, number = value["company"].split("-", 1)
+    message = companies_pb2.CompanyEvent(
+        event_id=value["event_id"],
+        company=common_pb2.CompanyRef(country=country, register_number=number),
+        source=value["source"],
+        type=companies_pb2.CompanyEventType.ValueType(value["type"]),
+    )
+    if value.get("occurred_at"):
+        message.occurred_time.FromDatetime(datetime.fromisoformat(value["occurred_at"]))
+    case = value.get("detail_case")
+    if case:
+        json_format.ParseDict(value["detail"], getattr(message, case), ignore_unknown_fields=True)
+    return message
+
+
+def _date(text: str) -> Any:
+    from google.type import date_pb2
+
+    day = datetime.fromisoformat(text).date()
+    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+def trigger_message(value: dict[str, Any]) -> alerts_pb2.AlertTrigger:
+    """The wire form of a stored trigger."""
+    if "event" in value:
+        return alerts_pb2.AlertTrigger(event=_company_event(value["event"]))
+    if "financial_statement" in value:
+        period = value["financial_statement"]
+        return alerts_pb2.AlertTrigger(
+            financial_statement=alerts_pb2.StatementPeriod(
+                period_start=_date(period["period_start"]), period_end=_date(period["period_end"])
+            )
+        )
+    if "rescoring" in value:
+        rescoring = value["rescoring"]
+        return alerts_pb2.AlertTrigger(
+            rescoring=alerts_pb2.Rescoring(
+                reason=alerts_pb2.RescoreReason.ValueType(rescoring["reason"]),
+                model_version=rescoring["model_version"],
+            )
+        )
+    if "master_data_change" in value:
+        return alerts_pb2.AlertTrigger(
+            master_data_change=alerts_pb2.MasterDataChange(
+                changed_fields=value["master_data_change"]["changed_fields"]
+            )
+        )
+    if "credit_limit" in value:
+        return alerts_pb2.AlertTrigger(credit_limit=value["credit_limit"])
+    return alerts_pb2.AlertTrigger()
+
+
+def alert_message(alert: StoredAlert) -> alerts_pb2.Alert:
+    """The wire form of a stored alert."""
+    message = alerts_pb2.Alert(
+        name=f"alerts/{alert.id}",
+        cursor=cursors.encode(alert.position, alert.tenant_id),
+        type=common_pb2.AlertType.ValueType(alert.type),
+        severity=common_pb2.Severity.ValueType(alert.severity),
+        priority=alert.priority,
+        company=cv.company_ref(alert.company),
+        company_legal_name=alert.company_legal_name,
+        watch_list=f"watchLists/{alert.watch_list_id}",
+        external_reference=alert.external_reference,
+        trigger=trigger_message(alert.trigger),
+        occurred_time=cv.timestamp(alert.occurred_time),
+        create_time=cv.timestamp(alert.create_time),
+        suggested_action=alerts_pb2.SuggestedAction.ValueType(alert.suggested_action),
+        summary=alert.summary,
+    )
+    if alert.exposure_currency is not None and alert.exposure_amount is not None:
+        message.exposure.CopyFrom(
+            cv.money_message(Money(alert.exposure_currency, alert.exposure_amount))
+        )
+    if alert.previous_score is not None:
+        message.previous_score.CopyFrom(cv.score_message(alert.previous_score, alert.company))
+    if alert.score is not None:
+        message.score.CopyFrom(cv.score_message(alert.score, alert.company))
+    return message
+
+
+def _heartbeat(position: Position, tenant: uuid.UUID) -> alerts_pb2.SubscribeAlertsResponse:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return alerts_pb2.SubscribeAlertsResponse(
+        heartbeat=alerts_pb2.Heartbeat(cursor=cursors.encode(position, tenant), server_time=now)
+    )
+
+
+def _expired(subject: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "the start position is older than alert retention; resynchronise: subscribe from "
+        "START_POSITION_NOW, then rebuild state with ListAlerts",
+        [
+            PreconditionViolation(
+                "CURSOR_EXPIRED", subject, "alerts after this position were deleted by retention"
+            )
+        ],
+    )
+
+
+def _consumer_name(name: str, field: str) -> str:
+    if not _CONSUMER.fullmatch(name):
+        raise InvalidArgument.single(field, "1 to 63 characters of a-z, 0-9 and '-'")
+    return name
+
+
+class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
+    """gRPC face of the alert outbox and this replica's hub."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        sessions: Any,
+        hub: AlertHub,
+        watch_lists: WatchListStore,
+    ) -> None:
+        self._auth = auth
+        self._sessions = sessions
+        self._hub = hub
+        self._watch_lists = watch_lists
+
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The calling tenant and its key's grants."""
+        return await self._auth.caller(context)
+
+    async def _filter(
+        self, message: alerts_pb2.AlertFilter, tenant: uuid.UUID, field: str
+    ) -> AlertFilter:
+        problems: list[FieldViolation] = []
+        if len(message.watch_lists) > MAX_FILTER_WATCH_LISTS:
+            problems.append(
+                FieldViolation(f"{field}.watch_lists", f"at most {MAX_FILTER_WATCH_LISTS}")
+            )
+        if len(message.companies) > MAX_FILTER_COMPANIES:
+            problems.append(FieldViolation(f"{field}.companies", f"at most {MAX_FILTER_COMPANIES}"))
+        lists: list[uuid.UUID] = []
+        for i, name in enumerate(message.watch_lists):
+            try:
+                lists.append(cv.watch_list_id(name, f"{field}.watch_lists[{i}]"))
+            except InvalidArgument as error:
+                problems.extend(error.violations)
+        known_types = set(common_pb2.AlertType.values())
+        for i, value in enumerate(message.alert_types):
+            if value not in known_types or value == 0:
+                problems.append(
+                    FieldViolation(f"{field}.alert_types[{i}]", f"unknown alert type {value}")
+                )
+        if message.minimum_severity not in set(common_pb2.Severity.values()):
+            problems.append(
+                FieldViolation(
+                    f"{field}.minimum_severity", f"unknown severity {message.minimum_severity}"
+                )
+            )
+        companies: list[CompanyId] = []
+        for i, ref in enumerate(message.companies):
+            company = cv.company(ref, f"{field}.companies[{i}]", problems)
+            if company is not None:
+                companies.append(company)
+        if problems:
+            raise InvalidArgument(problems)
+        for watch_list in lists:
+            await self._watch_lists.get(tenant, watch_list)  # NotFound for unknown/foreign
+        return AlertFilter(
+            watch_lists=frozenset(lists),
+            types=frozenset(int(t) for t in message.alert_types),
+            minimum_severity=int(message.minimum_severity),
+            companies=frozenset((c.country, c.register_number) for c in companies),
+        )
+
+    async def _start(
+        self, request: alerts_pb2.SubscribeAlertsRequest, tenant: uuid.UUID
+    ) -> Position:
+        """Where the stream starts, checked against retention."""
+        async with self._sessions() as session:
+            purged = await store.purged_position(session)
+        start = request.WhichOneof("start")
+        if start == "after_cursor":
+            position = cursors.decode(request.after_cursor, tenant, "after_cursor")
+            if position < purged:
+                raise _expired("after_cursor")
+            return position
+        if start == "position" and request.position != 0:
+            if request.position == alerts_pb2.START_POSITION_OLDEST_RETAINED:
+                return purged
+            if request.position == alerts_pb2.START_POSITION_NOW:
+                return self._hub.position
+            raise InvalidArgument.single("position", f"unknown start position {request.position}")
+        if request.consumer:
+            async with self._sessions.begin() as session:
+                stored = await store.consumer_position(session, tenant, request.consumer)
+                if stored is None:
+                    return await store.create_consumer(
+                        session, tenant, request.consumer, self._hub.position
+                    )
+            if stored < purged:
+                raise _expired("consumer")
+            return stored
+        return self._hub.position
+
+    async def _catch_up(
+        self,
+        subscription: Subscription,
+        position: Position,
+    ) -> AsyncIterator[StoredAlert]:
+        """Alerts between `position` and the hub position at registration, from
+        the database, in position order."""
+        while position < subscription.registered_at:
+            async with self._sessions() as session:
+                batch = await store.read_range(
+                    session,
+                    subscription.tenant,
+                    subscription.filter,
+                    position,
+                    subscription.registered_at,
+                    CATCH_UP_BATCH,
+                )
+            for alert in batch:
+                yield alert
+            if len(batch) < CATCH_UP_BATCH:
+                return
+            position = batch[-1].position
+
+    @server_stream
+    async def SubscribeAlerts(
+        self,
+        request: alerts_pb2.SubscribeAlertsRequest,
+        tenant: uuid.UUID,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[alerts_pb2.SubscribeAlertsResponse]:
+        interval = request.heartbeat_interval_seconds or 30
+        if not 5 <= interval <= 300:
+            raise InvalidArgument.single(
+                "heartbeat_interval_seconds", "5 to 300 seconds, or 0 for 30"
+            )
+        if request.consumer:
+            _consumer_name(request.consumer, "consumer")
+        wanted = await self._filter(request.filter, tenant, "filter")
+        if not await self._hub.ready(10.0):
+            raise Unavailable("the alert feed is not connected to the database yet; retry")
+        subscription = self._hub.subscribe(tenant, wanted)
+        try:
+            position = await self._start(request, tenant)
+            yield _heartbeat(position, tenant)
+            async for alert in self._catch_up(subscription, position):
+                yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
+                position = alert.position
+            position = max(position, subscription.registered_at)
+            last_sent = time.monotonic()
+            while True:
+                if subscription.state == "overflowed":
+                    raise ResourceExhausted(
+                        "this stream fell too far behind; reconnect after the last cursor received"
+                    )
+                if subscription.state == "closed":
+                    raise Unavailable(
+                        "this replica is shutting down; reconnect after the last cursor"
+                    )
+                live = subscription.pop()
+                if live is not None:
+                    if live.position > position:
+                        yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(live))
+                        position = live.position
+                        last_sent = time.monotonic()
+                    continue
+                remaining = interval - (time.monotonic() - last_sent)
+                if remaining > 0 and await subscription.wait(remaining):
+                    continue
+                # Quiet: everything up to the hub's position has been offered to us.
+                position = max(position, self._hub.position)
+                yield _heartbeat(position, tenant)
+                last_sent = time.monotonic()
+        finally:
+            self._hub.unsubscribe(subscription)
+
+    @unary
+    async def AcknowledgeAlerts(
+        self, request: alerts_pb2.AcknowledgeAlertsRequest, tenant: uuid.UUID
+    ) -> alerts_pb2.AcknowledgeAlertsResponse:
+        problems: list[FieldViolation] = []
+        if not _CONSUMER.fullmatch(request.consumer):
+            problems.append(FieldViolation("consumer", "1 to 63 characters of a-z, 0-9 and '-'"))
+        if not request.cursor:
+            problems.append(FieldViolation("cursor", "required"))
+        if problems:
+            raise InvalidArgument(problems)
+        position = cursors.decode(request.cursor, tenant, "cursor")
+        async with self._sessions.begin() as session:
+            stored = await store.acknowledge(session, tenant, request.consumer, position)
+        return alerts_pb2.AcknowledgeAlertsResponse(
+            acknowledged_cursor=cursors.encode(stored, tenant)
+        )
+
+    @unary
+    async def ListAlerts(
+        self, request: alerts_pb2.ListAlertsRequest, tenant: uuid.UUID
+    ) -> alerts_pb2.ListAlertsResponse:
+        if request.order_by.strip().lower() not in _ORDERS:
+            raise InvalidArgument.single(
+                "order_by", "'create_time desc' (default) or 'priority desc'"
+            )
+        by_priority = _ORDERS[request.order_by.strip().lower()]
+        wanted = await self._filter(request.filter, tenant, "filter")
+        low = (
+            request.min_create_time.ToDatetime(UTC) if request.HasField("min_create_time") else None
+        )
+        high = (
+            request.max_create_time.ToDatetime(UTC) if request.HasField("max_create_time") else None
+        )
+        digest = fingerprint(
+            sorted(map(str, wanted.watch_lists)),
+            sorted(wanted.types),
+            wanted.minimum_severity,
+            sorted(wanted.companies),
+            str(low),
+            str(high),
+            by_priority,
+        )
+        page = page_request(
+            request.page_size, request.page_token, digest, default_size=100, max_size=1_000
+        )
+        after = None
+        if page.after is not None:
+            kinds = (float, int, str, int, int) if by_priority else (str, int, int)
+            raw = page.key(*kinds)
+            assert raw is not None
+            stamp = raw[2] if by_priority else raw[0]
+            try:
+                when = datetime.fromisoformat(stamp)
+            except ValueError:
+                raise InvalidArgument.single(
+                    "page_token", "not a token this server issued"
+                ) from None
+            after = (raw[0], raw[1], when, *raw[3:]) if by_priority else (when, *raw[1:])
+        async with self._sessions() as session:
+            found = await store.list_page(
+                session,
+                tenant,
+                wanted,
+                min_create_time=low,
+                max_create_time=high,
+                by_priority=by_priority,
+                after=after,
+                limit=page.size + 1,
+            )
+        more = len(found) > page.size
+        found = found[: page.size]
+        token = ""
+        if more:
+            last = found[-1]
+            stamp = last.create_time.isoformat()
+            key: tuple[Any, ...] = (
+                (last.priority, int(last.severity), stamp, last.position.xid, last.position.seq)
+                if by_priority
+                else (stamp, last.position.xid, last.position.seq)
+            )
+            token = encode_token(key, digest)
+        return alerts_pb2.ListAlertsResponse(
+            alerts=[alert_message(a) for a in found], next_page_token=token
+        )
+
+    @unary
+    async def GetAlert(
+        self, request: alerts_pb2.GetAlertRequest, tenant: uuid.UUID
+    ) -> alerts_pb2.GetAlertResponse:
+        match = _ALERT_NAME.fullmatch(request.name)
+        if match is None:
+            raise InvalidArgument.single("name", "must be a resource name 'alerts/{id}'")
+        try:
+            alert_id = uuid.UUID(match[1])
+        except ValueError:
+            raise InvalidArgument.single("name", "alert id is not a UUID") from None
+        async with self._sessions() as session:
+            alert = await store.get(session, tenant, alert_id)
+        if alert is None:
+            raise NotFound(request.name)
+        return alerts_pb2.GetAlertResponse(alert=alert_message(alert))

@@ -1,0 +1,393 @@
+"""The alert outbox in PostgreSQL: write alerts with the fact, read them in order.
+
+Ordering without gaps. Sequence values are taken before commit, so rows
+become visible out of sequence order: a reader that remembers "the highest
+seq I saw" skips a row whose transaction commits late. Here every row also
+records its transaction id (`pg_current_xact_id()`), positions are ordered
+by (xid, seq), and readers take only rows of *settled* transactions: xid
+below the xmin of the reader's snapshot. No transaction that is still running
+(or will ever start) has an xid below that xmin, so the set of rows below it
+is final: reading it in (xid, seq) order and moving the position past it can
+never skip a row. The price: an open write transaction anywhere in the
+cluster holds delivery back until it ends, so keep write transactions short.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import asyncpg
+from sqlalchemy import ColumnElement, RowMapping, Table, and_, insert, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from creditwatch.server.domain.alerts import (
+    AlertFilter,
+    AlertType,
+    Change,
+    PlannedAlert,
+    Severity,
+    StoredAlert,
+    SuggestedAction,
+    Watcher,
+    plan,
+    trigger_json,
+)
+from creditwatch.server.domain.cursors import ORIGIN, Position
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.watchlists import AlertRules
+from creditwatch.server.store import models
+from creditwatch.server.store.facts import score_from_json, score_json
+
+CHANNEL = "creditwatch_alerts"
+
+_A = cast(Table, models.Alert.__table__)
+_AC = cast(Table, models.AlertConsumer.__table__)
+_R = cast(Table, models.AlertRetention.__table__)
+_XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+_WATCHERS = text(
+    """
+    SELECT e.tenant_id, e.watch_list_id, e.exposure_currency, e.exposure_amount,
+           e.external_reference, w.pd_threshold, w.alert_rules
+    FROM watch_list_entries e
+    JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
+    WHERE e.country = :country AND e.register_number = :number
+    """
+)
+
+_COLUMNS = (
+    "tenant_id, xid, seq, id, watch_list_id, country, register_number, type, severity, "
+    "priority, company_legal_name, external_reference, exposure_currency, exposure_amount, "
+    "previous_score, score, trigger, suggested_action, summary, occurred_time, create_time"
+)
+
+
+def _rules(value: Mapping[str, Any]) -> AlertRules:
+    return AlertRules(
+        alert_types=tuple(value.get("alert_types", ())),
+        minimum_severity=int(value.get("minimum_severity", 0)),
+        minimum_class_change=int(value.get("minimum_class_change", 0)),
+    )
+
+
+async def watchers(session: AsyncSession, company: CompanyId) -> list[Watcher]:
+    """Every watch list entry (of every tenant) that holds the company."""
+    rows = await session.execute(
+        _WATCHERS, {"country": company.country, "number": company.register_number}
+    )
+    return [
+        Watcher(
+            tenant_id=row.tenant_id,
+            watch_list_id=row.watch_list_id,
+            rules=_rules(row.alert_rules),
+            pd_threshold=row.pd_threshold,
+            exposure_currency=row.exposure_currency,
+            exposure_amount=row.exposure_amount,
+            external_reference=row.external_reference,
+        )
+        for row in rows
+    ]
+
+
+def _row(
+    alert: PlannedAlert, change: Change, company: CompanyId, legal_name: str, xid: int
+) -> dict[str, Any]:
+    watcher = alert.watcher
+    return {
+        "tenant_id": watcher.tenant_id,
+        "xid": xid,
+        "id": uuid.uuid4(),
+        "watch_list_id": watcher.watch_list_id,
+        "country": company.country,
+        "register_number": company.register_number,
+        "type": int(alert.type),
+        "severity": int(alert.severity),
+        "priority": alert.priority,
+        "company_legal_name": legal_name,
+        "external_reference": watcher.external_reference,
+        "exposure_currency": watcher.exposure_currency,
+        "exposure_amount": watcher.exposure_amount,
+        "previous_score": score_json(change.previous) if change.previous else None,
+        "score": score_json(change.score) if change.score else None,
+        "trigger": trigger_json(change.fact, company),
+        "suggested_action": int(alert.suggested_action),
+        "summary": alert.summary,
+        "occurred_time": change.occurred_at,
+    }
+
+
+async def write(
+    session: AsyncSession,
+    changes: Sequence[tuple[CompanyId, Change]],
+    legal_names: Mapping[CompanyId, str] | None = None,
+) -> dict[CompanyId, int]:
+    """Write the alerts the changes raise, in the caller's transaction; returns
+    the number written per company. Subscribers are woken at commit (NOTIFY)."""
+    rows: list[dict[str, Any]] = []
+    counts: dict[CompanyId, int] = {}
+    xid: int | None = None
+    for company, change in changes:
+        planned = plan(change, await watchers(session, company))
+        counts[company] = counts.get(company, 0) + len(planned)
+        if not planned:
+            continue
+        if xid is None:
+            xid = int(await session.scalar(text("SELECT pg_current_xact_id()::text::bigint")))
+        name = (legal_names or {}).get(company)
+        if name is None:
+            name = await session.scalar(
+                select(models.Company.name).where(
+                    models.Company.country == company.country,
+                    models.Company.register_number == company.register_number,
+                )
+            )
+        rows.extend(_row(alert, change, company, name or "", xid) for alert in planned)
+    if rows:
+        await session.execute(insert(_A), rows)
+        await session.execute(text(f"NOTIFY {CHANNEL}"))
+    return counts
+
+
+def alert_from_row(row: Mapping[str, Any] | RowMapping) -> StoredAlert:
+    """A stored alert from a row of `_COLUMNS` (SQLAlchemy mapping or asyncpg record)."""
+    previous, score, trigger = row["previous_score"], row["score"], row["trigger"]
+    if isinstance(trigger, str):  # raw asyncpg without a JSON codec
+        previous = json.loads(previous) if previous else None
+        score = json.loads(score) if score else None
+        trigger = json.loads(trigger)
+    return StoredAlert(
+        tenant_id=row["tenant_id"],
+        position=Position(row["xid"], row["seq"]),
+        id=row["id"],
+        watch_list_id=row["watch_list_id"],
+        company=CompanyId(row["country"], row["register_number"]),
+        type=AlertType(row["type"]),
+        severity=Severity(row["severity"]),
+        priority=row["priority"],
+        company_legal_name=row["company_legal_name"],
+        external_reference=row["external_reference"],
+        exposure_currency=row["exposure_currency"],
+        exposure_amount=row["exposure_amount"],
+        previous_score=score_from_json(previous) if previous else None,
+        score=score_from_json(score) if score else None,
+        trigger=trigger,
+        suggested_action=SuggestedAction(row["suggested_action"]),
+        summary=row["summary"],
+        occurred_time=row["occurred_time"],
+        create_time=row["create_time"],
+    )
+
+
+_TAIL = f"""
+WITH horizon AS (SELECT {_XMIN} AS xmin)
+SELECT horizon.xmin AS settled_xmin, a.*
+FROM horizon
+LEFT JOIN LATERAL (
+    SELECT {_COLUMNS} FROM alerts
+    WHERE (xid, seq) > ($1, $2) AND xid < horizon.xmin
+    ORDER BY xid, seq
+    LIMIT $3
+) a ON true
+"""
+
+
+@dataclass(frozen=True)
+class TailPage:
+    """Settled alerts after a position, and how far the read got."""
+
+    alerts: list[StoredAlert]
+    position: Position
+    """Every alert at or before this position has been read."""
+
+
+async def tail(connection: asyncpg.Connection, after: Position, limit: int) -> TailPage:
+    """The next settled alerts of all tenants after `after` (the replica hub's read)."""
+    rows = await connection.fetch(_TAIL, after.xid, after.seq, limit)
+    alerts = [alert_from_row(row) for row in rows if row["xid"] is not None]
+    if len(alerts) >= limit:
+        return TailPage(alerts, alerts[-1].position)
+    settled = Position.settled_below(rows[0]["settled_xmin"])
+    return TailPage(alerts, max(after, settled, *(a.position for a in alerts)))
+
+
+async def pending(connection: asyncpg.Connection, after: Position) -> bool:
+    """Whether rows exist after `after` that are not yet settled (or not yet read)."""
+    found = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM alerts WHERE (xid, seq) > ($1, $2))", after.xid, after.seq
+    )
+    return bool(found)
+
+
+async def settled_position(session: AsyncSession) -> Position:
+    """The position up to which every alert has settled right now."""
+    xmin = await session.scalar(text(f"SELECT {_XMIN}"))
+    return Position.settled_below(int(xmin))
+
+
+def _conditions(tenant: uuid.UUID, wanted: AlertFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = [_A.c.tenant_id == tenant]
+    if wanted.watch_lists:
+        where.append(_A.c.watch_list_id.in_(sorted(wanted.watch_lists)))
+    if wanted.types:
+        where.append(_A.c.type.in_(sorted(wanted.types)))
+    if wanted.minimum_severity:
+        where.append(_A.c.severity >= wanted.minimum_severity)
+    if wanted.companies:
+        where.append(tuple_(_A.c.country, _A.c.register_number).in_(sorted(wanted.companies)))
+    return where
+
+
+async def read_range(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    wanted: AlertFilter,
+    after: Position,
+    upto: Position,
+    limit: int,
+) -> list[StoredAlert]:
+    """The tenant's matching alerts in (after, upto], in position order. `upto`
+    must be a settled position (from the hub), so the range is final."""
+    query = (
+        select(_A)
+        .where(
+            *_conditions(tenant, wanted),
+            tuple_(_A.c.xid, _A.c.seq) > tuple_(after.xid, after.seq),
+            tuple_(_A.c.xid, _A.c.seq) <= tuple_(upto.xid, upto.seq),
+        )
+        .order_by(_A.c.xid, _A.c.seq)
+        .limit(limit)
+    )
+    return [alert_from_row(row._mapping) for row in await session.execute(query)]
+
+
+async def list_page(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    wanted: AlertFilter,
+    *,
+    min_create_time: datetime | None,
+    max_create_time: datetime | None,
+    by_priority: bool,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> list[StoredAlert]:
+    """One page of the tenant's alerts, newest first or by priority (keyset)."""
+    where = _conditions(tenant, wanted)
+    if min_create_time is not None:
+        where.append(_A.c.create_time >= min_create_time)
+    if max_create_time is not None:
+        where.append(_A.c.create_time < max_create_time)
+    if by_priority:
+        key = [_A.c.priority, _A.c.severity, _A.c.create_time, _A.c.xid, _A.c.seq]
+    else:
+        key = [_A.c.create_time, _A.c.xid, _A.c.seq]
+    if after is not None:
+        where.append(tuple_(*key) < tuple_(*after))
+    query = select(_A).where(*where).order_by(*(c.desc() for c in key)).limit(limit)
+    return [alert_from_row(row._mapping) for row in await session.execute(query)]
+
+
+async def get(session: AsyncSession, tenant: uuid.UUID, alert_id: uuid.UUID) -> StoredAlert | None:
+    """One alert of the tenant."""
+    row = (
+        await session.execute(select(_A).where(_A.c.tenant_id == tenant, _A.c.id == alert_id))
+    ).first()
+    return alert_from_row(row._mapping) if row else None
+
+
+async def purged_position(session: AsyncSession) -> Position:
+    """The newest position retention has deleted; older cursors are expired."""
+    row = (await session.execute(select(_R.c.purged_xid, _R.c.purged_seq))).first()
+    return Position(row.purged_xid, row.purged_seq) if row else ORIGIN
+
+
+async def purge(session: AsyncSession, older_than: datetime, batch: int = 10_000) -> int:
+    """Delete up to `batch` alerts created before `older_than` (oldest positions
+    first) and record the newest deleted position; returns how many."""
+    doomed = (
+        select(_A.c.tenant_id, _A.c.xid, _A.c.seq)
+        .where(_A.c.create_time < older_than)
+        .order_by(_A.c.xid, _A.c.seq)
+        .limit(batch)
+        .cte("doomed")
+    )
+    deleted = (
+        await session.execute(
+            _A.delete()
+            .where(
+                and_(
+                    _A.c.tenant_id == doomed.c.tenant_id,
+                    _A.c.xid == doomed.c.xid,
+                    _A.c.seq == doomed.c.seq,
+                )
+            )
+            .returning(_A.c.xid, _A.c.seq)
+        )
+    ).all()
+    if not deleted:
+        return 0
+    newest = max(Position(r.xid, r.seq) for r in deleted)
+    await session.execute(
+        text(
+            """
+            UPDATE alert_retention SET purged_xid = :xid, purged_seq = :seq, update_time = now()
+            WHERE (purged_xid, purged_seq) < (:xid, :seq)
+            """
+        ),
+        {"xid": newest.xid, "seq": newest.seq},
+    )
+    return len(deleted)
+
+
+async def consumer_position(session: AsyncSession, tenant: uuid.UUID, name: str) -> Position | None:
+    """A durable consumer's acknowledged position, or None if it does not exist."""
+    row = (
+        await session.execute(
+            select(_AC.c.xid, _AC.c.seq).where(_AC.c.tenant_id == tenant, _AC.c.name == name)
+        )
+    ).first()
+    return Position(row.xid, row.seq) if row else None
+
+
+async def acknowledge(
+    session: AsyncSession, tenant: uuid.UUID, name: str, position: Position
+) -> Position:
+    """Move a consumer forward to `position` (never back); creates it if new.
+    Returns the stored position."""
+    statement = pg_insert(_AC).values(
+        tenant_id=tenant, name=name, xid=position.xid, seq=position.seq
+    )
+    newer = tuple_(_AC.c.xid, _AC.c.seq) < tuple_(statement.excluded.xid, statement.excluded.seq)
+    statement = statement.on_conflict_do_update(
+        index_elements=["tenant_id", "name"],
+        set_={
+            "xid": statement.excluded.xid,
+            "seq": statement.excluded.seq,
+            "update_time": text("now()"),
+        },
+        where=newer,
+    )
+    await session.execute(statement)
+    stored = await consumer_position(session, tenant, name)
+    assert stored is not None
+    return stored
+
+
+async def create_consumer(
+    session: AsyncSession, tenant: uuid.UUID, name: str, position: Position
+) -> Position:
+    """Create a consumer at `position` unless it exists; returns its position."""
+    await session.execute(
+        pg_insert(_AC)
+        .values(tenant_id=tenant, name=name, xid=position.xid, seq=position.seq)
+        .on_conflict_do_nothing()
+    )
+    stored = await consumer_position(session, tenant, name)
+    assert stored is not None
+    return stored
