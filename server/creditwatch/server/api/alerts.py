@@ -57,7 +57,9 @@ def _company_event(value: dict[str, Any]) -> companies_pb2.CompanyEvent:
         message.occurred_time.FromDatetime(datetime.fromisoformat(value["occurred_at"]))
     case = value.get("detail_case")
     if case:
-        json_format.ParseDict(value["detail"], getattr(message, case), ignore_unknown_fields=True)
+        detail = getattr(message, case)
+        detail.SetInParent()  # an empty detail (e.g. BankruptcyOpened{}) still names the case
+        json_format.ParseDict(value["detail"], detail, ignore_unknown_fields=True)
     return message
 
 
