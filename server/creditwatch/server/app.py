@@ -149,7 +149,8 @@ async def start(settings: Settings) -> Running:
     )
     watch_list_store = WatchListStore(sessions)
     alerts_pb2_grpc.add_AlertServiceServicer_to_server(
-        AlertServicer(auth, sessions, hub, watch_list_store), server
+        AlertServicer(auth, sessions, hub, watch_list_store, settings.alert_max_lag_seconds),
+        server,
     )
     services = [
         _service_name(alerts_pb2, "AlertService"),

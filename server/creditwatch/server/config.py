@@ -57,8 +57,14 @@ class Settings(BaseSettings):
     alert_stream_buffer: int = Field(
         1000,
         ge=10,
-        description="Alerts buffered per stream; a stream further behind is disconnected "
-        "with RESOURCE_EXHAUSTED and resumes from its cursor.",
+        description="Alerts buffered per stream; past it the stream reads its gap "
+        "from the database instead.",
+    )
+    alert_max_lag_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A stream behind the live feed for longer than this is disconnected "
+        "with RESOURCE_EXHAUSTED (the client resumes from its cursor).",
     )
     alert_retention_days: float = Field(
         90.0, gt=0, description="Alerts older than this are deleted; older cursors expire."

@@ -9,9 +9,13 @@ rows exist that are not yet settled, and re-reads from its position after a
 lost connection. The hub's position only moves forward, so a reconnect or a
 PostgreSQL restart loses nothing.
 
-A subscription buffers at most `buffer` alerts. A stream that cannot keep up
-overflows: the hub drops it (freeing its buffer) and the stream ends with
+A subscription buffers at most `buffer` alerts. When a burst or a slow
+reader fills it, the subscription is marked lagging and its buffer freed: the
+stream then reads what it missed from the database, in pages, and rejoins the
+live feed. A stream that stays behind for longer than `max_lag` seconds (its
+client does not read fast enough to ever catch up) ends with
 RESOURCE_EXHAUSTED; the client resumes from its last cursor with nothing lost.
+Memory per stream is bounded either way.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ log = logging.getLogger(__name__)
 class Subscription:
     """One stream's view of the hub: a bounded buffer of matching alerts."""
 
-    __slots__ = ("_buffer", "_limit", "_wake", "filter", "registered_at", "state", "tenant")
+    __slots__ = (
+        "_buffer",
+        "_limit",
+        "_wake",
+        "filter",
+        "lagging_since",
+        "registered_at",
+        "state",
+        "tenant",
+    )
 
     def __init__(
         self, tenant: uuid.UUID, wanted: AlertFilter, registered_at: Position, limit: int
@@ -52,20 +65,29 @@ class Subscription:
         self._limit = limit
         self._wake = asyncio.Event()
         self.state = "open"
-        """"open", "overflowed" (too slow) or "closed" (replica shutting down)."""
+        """"open"; "lagging" (buffer overflowed: read the gap from the database,
+        then `AlertHub.rejoin`); or "closed" (replica shutting down)."""
+        self.lagging_since: float | None = None
+        """monotonic() of the first overflow since the stream was last caught up."""
 
     def offer(self, alert: StoredAlert) -> bool:
-        """Buffer an alert if it matches; False if the buffer overflowed."""
-        if not self.filter.matches(alert):
+        """Buffer an alert if it matches; False if the buffer just overflowed."""
+        if self.state != "open" or not self.filter.matches(alert):
             return True
         if len(self._buffer) >= self._limit:
-            self.state = "overflowed"
+            self.state = "lagging"
+            if self.lagging_since is None:
+                self.lagging_since = time.monotonic()
             self._buffer.clear()
             self._wake.set()
             return False
         self._buffer.append(alert)
         self._wake.set()
         return True
+
+    def caught_up(self) -> None:
+        """The stream has sent everything buffered: it is live, not lagging."""
+        self.lagging_since = None
 
     def close(self) -> None:
         """End the stream (replica shutting down)."""
@@ -135,6 +157,11 @@ class AlertHub:
         self._by_tenant.setdefault(tenant, set()).add(subscription)
         return subscription
 
+    def rejoin(self, subscription: Subscription) -> None:
+        """A lagging stream read its gap up to `registered_at`; buffer again from now."""
+        subscription.registered_at = self.position
+        subscription.state = "open"
+
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget a stream (idempotent)."""
         group = self._by_tenant.get(subscription.tenant)
@@ -155,14 +182,9 @@ class AlertHub:
             group = self._by_tenant.get(alert.tenant_id)
             if not group:
                 continue
-            for subscription in list(group):
+            for subscription in group:
                 if not subscription.offer(alert):
                     self.overflows += 1
-                    self.unsubscribe(subscription)
-                    log.warning(
-                        "alert subscriber too slow; disconnecting",
-                        extra={"tenant": str(subscription.tenant)},
-                    )
         self.dispatched += len(alerts)
 
     async def _poll(self, connection: asyncpg.Connection) -> None:

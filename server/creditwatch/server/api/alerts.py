@@ -164,7 +164,9 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         sessions: Any,
         hub: AlertHub,
         watch_lists: WatchListStore,
+        max_lag_seconds: float = 60.0,
     ) -> None:
+        self._max_lag = max_lag_seconds
         self._auth = auth
         self._sessions = sessions
         self._hub = hub
@@ -292,36 +294,48 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         try:
             position = await self._start(request, tenant)
             yield _heartbeat(position, tenant)
-            async for alert in self._catch_up(subscription, position):
-                yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
-                position = alert.position
-            position = max(position, subscription.registered_at)
             last_sent = time.monotonic()
             while True:
-                if subscription.state == "overflowed":
-                    raise ResourceExhausted(
-                        "this stream fell too far behind; reconnect after the last cursor received"
-                    )
+                # The gap up to the hub's position at (re)registration, from the database.
+                async for alert in self._catch_up(subscription, position):
+                    self._check_lag(subscription)
+                    yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
+                    position = alert.position
+                    last_sent = time.monotonic()
+                position = max(position, subscription.registered_at)
+                # Live: alerts the hub buffered for us.
+                while subscription.state == "open":
+                    live = subscription.pop()
+                    if live is not None:
+                        if live.position > position:
+                            yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(live))
+                            position = live.position
+                            last_sent = time.monotonic()
+                        continue
+                    subscription.caught_up()
+                    remaining = interval - (time.monotonic() - last_sent)
+                    if remaining > 0 and await subscription.wait(remaining):
+                        continue
+                    # Quiet: every alert up to the hub's position was offered to us.
+                    position = max(position, self._hub.position)
+                    yield _heartbeat(position, tenant)
+                    last_sent = time.monotonic()
                 if subscription.state == "closed":
                     raise Unavailable(
-                        "this replica is shutting down; reconnect after the last cursor"
+                        "this replica is shutting down; reconnect after the last cursor received"
                     )
-                live = subscription.pop()
-                if live is not None:
-                    if live.position > position:
-                        yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(live))
-                        position = live.position
-                        last_sent = time.monotonic()
-                    continue
-                remaining = interval - (time.monotonic() - last_sent)
-                if remaining > 0 and await subscription.wait(remaining):
-                    continue
-                # Quiet: everything up to the hub's position has been offered to us.
-                position = max(position, self._hub.position)
-                yield _heartbeat(position, tenant)
-                last_sent = time.monotonic()
+                self._check_lag(subscription)
+                self._hub.rejoin(subscription)
         finally:
             self._hub.unsubscribe(subscription)
+
+    def _check_lag(self, subscription: Subscription) -> None:
+        since = subscription.lagging_since
+        if since is not None and time.monotonic() - since > self._max_lag:
+            raise ResourceExhausted(
+                f"this stream has been behind for more than {self._max_lag:g} s; "
+                "reconnect after the last cursor received (nothing is lost)"
+            )
 
     @unary
     async def AcknowledgeAlerts(

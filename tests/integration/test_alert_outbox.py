@@ -1,0 +1,129 @@
+"""The outbox's ordering guarantee under concurrent writers, on a real PostgreSQL.
+
+The classic pitfall: positions from a sequence are taken before commit, so a
+row can become visible after a higher-numbered one; a reader that moved past
+the higher number never sees it. These tests make that happen on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.cursors import ORIGIN, Position
+from creditwatch.server.store import alerts, database
+from tests.conftest import new_tenant
+
+pytestmark = pytest.mark.asyncio
+
+_INSERT = """
+INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country, register_number, type,
+    severity, priority, company_legal_name, external_reference, trigger, suggested_action,
+    summary, occurred_time)
+VALUES ($1, pg_current_xact_id()::text::bigint, $2, $3, 'NO', '923609016', 9, 2, 0, '', '',
+    $4::jsonb, 2, 'test', now())
+RETURNING seq
+"""
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**database.connect_kwargs(database.async_url(url)))
+
+
+async def _insert(connection: asyncpg.Connection, tenant: uuid.UUID) -> tuple[uuid.UUID, int]:
+    alert_id = uuid.uuid4()
+    trigger = json.dumps({"rescoring": {"reason": 2, "model_version": "t"}})
+    seq = await connection.fetchval(_INSERT, tenant, alert_id, uuid.uuid4(), trigger)
+    return alert_id, int(seq)
+
+
+async def _read_all(
+    reader: asyncpg.Connection, after: Position
+) -> tuple[list[uuid.UUID], Position]:
+    seen: list[uuid.UUID] = []
+    while True:
+        page = await alerts.tail(reader, after, 100)
+        seen += [a.id for a in page.alerts]
+        after = page.position
+        if len(page.alerts) < 100:
+            return seen, after
+
+
+async def test_a_late_commit_is_not_skipped(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = (await new_tenant(sessions, "outbox")).tenant_id
+    early, late, reader = [await _connect(database_url) for _ in range(3)]
+    try:
+        _, start = await _read_all(reader, ORIGIN)
+        slow = early.transaction()
+        await slow.start()
+        slow_id, slow_seq = await _insert(early, tenant)  # takes the lower sequence number
+        fast_id, fast_seq = await _insert(late, tenant)  # autocommit: visible at once
+        assert slow_seq < fast_seq
+
+        # A naive reader ordered by seq would now see `fast` and move past slow_seq.
+        visible = await reader.fetchval("SELECT count(*) FROM alerts WHERE id = $1", fast_id)
+        assert visible == 1
+        seen, position = await _read_all(reader, start)
+        assert seen == []  # held back: an older transaction is still open
+
+        await slow.commit()
+        seen, _ = await _read_all(reader, position)
+        assert seen == [slow_id, fast_id]
+    finally:
+        for connection in (early, late, reader):
+            await connection.close()
+
+
+async def test_concurrent_writers_are_read_once_each_in_a_stable_order(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = (await new_tenant(sessions, "outbox concurrency")).tenant_id
+    writers = [await _connect(database_url) for _ in range(8)]
+    reader = await _connect(database_url)
+    _, start = await _read_all(reader, ORIGIN)
+    written: list[uuid.UUID] = []
+    rng = random.Random(7)
+
+    async def write(connection: asyncpg.Connection) -> None:
+        for _ in range(25):
+            async with connection.transaction():
+                alert_id, _ = await _insert(connection, tenant)
+                await asyncio.sleep(rng.random() * 0.02)  # commit at a random later time
+            written.append(alert_id)
+
+    seen: list[uuid.UUID] = []
+    positions: list[Position] = []
+    done = asyncio.Event()
+
+    async def tail() -> None:
+        position = start
+        while True:
+            finished = done.is_set()
+            page = await alerts.tail(reader, position, 10)
+            seen.extend(a.id for a in page.alerts if a.tenant_id == tenant)
+            positions.extend(a.position for a in page.alerts)
+            position = page.position
+            if finished and len(page.alerts) < 10:
+                return
+            await asyncio.sleep(0.001)
+
+    reading = asyncio.create_task(tail())
+    await asyncio.gather(*(write(c) for c in writers))
+    done.set()
+    await reading
+    try:
+        assert len(written) == 200
+        assert sorted(seen) == sorted(written)  # every alert, exactly once
+        assert positions == sorted(positions)  # in position order
+        assert len(set(positions)) == len(positions)
+    finally:
+        for connection in (*writers, reader):
+            await connection.close()
