@@ -8,9 +8,11 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.jobs.scheduler import purge_alerts
 from creditwatch.v1 import (
     alerts_pb2,
     alerts_pb2_grpc,
@@ -319,3 +321,40 @@ async def test_heartbeats_keep_an_idle_position_fresh(
     assert message.WhichOneof("payload") == "heartbeat"
     assert message.heartbeat.cursor != start.cursor
     call.cancel()
+
+
+async def test_a_cursor_older_than_retention_is_refused_with_resync_advice(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    number = norwegian_numbers(1, start=88_800_000)[0]
+    await watch(channel, tenant, [number])
+    call = subscribe(channel, tenant, consumer="old-bridge")
+    start = await alerting.first_heartbeat(call)
+    call.cancel()
+    await record(channel, feed, remark(number, "ret-1"))
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE alerts SET create_time = now() - interval '400 days' WHERE tenant_id = :t"
+            ),
+            {"t": tenant.tenant_id},
+        )
+    assert await purge_alerts(sessions, retention_days=90) == 1
+
+    for request, subject in (
+        ({"after_cursor": start.cursor}, "after_cursor"),
+        ({"consumer": "old-bridge"}, "consumer"),
+    ):
+        refused = subscribe(channel, tenant, **request)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await refused.read()
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _precondition(error.value) == [("CURSOR_EXPIRED", subject)]
+        assert "ListAlerts" in (error.value.details() or "")
+    # Resynchronising from "now" works.
+    fresh = subscribe(channel, tenant, position=alerts_pb2.START_POSITION_NOW)
+    await alerting.first_heartbeat(fresh)
+    fresh.cancel()

@@ -24,6 +24,7 @@ from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import Intake
+from creditwatch.server.jobs.scheduler import Jobs
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, migrate
 from creditwatch.server.store.activations import ActivationStore
@@ -78,11 +79,14 @@ class Running:
     background: asyncio.Task[None]
     score_cache: ScoreCache
     hub: AlertHub
+    jobs: Jobs | None
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool.
         Alert streams end at once with UNAVAILABLE (clients resume elsewhere)."""
         await self.health.enter_graceful_shutdown()
+        if self.jobs is not None:
+            self.jobs.stop()
         await self.hub.stop()
         await self.server.stop(grace)
         self.background.cancel()
@@ -141,6 +145,9 @@ async def start(settings: Settings) -> Running:
     )
     hub.start()
     intake = Intake(sessions, registry, score_cache, on_alerts=hub.wake)
+    jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake)
+    if settings.jobs_enabled:
+        jobs.start()
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
         ScoringServicer(auth, registry, intake, activations), server
     )
@@ -201,6 +208,7 @@ async def start(settings: Settings) -> Running:
         follower,
         score_cache,
         hub,
+        jobs if settings.jobs_enabled else None,
     )
 
 

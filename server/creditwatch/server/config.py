@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     alert_retention_days: float = Field(
         90.0, gt=0, description="Alerts older than this are deleted; older cursors expire."
     )
+    jobs_enabled: bool = Field(
+        True, description="Run scheduled jobs (re-scoring, retention) on this replica."
+    )
+    rescore_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often stale watched companies are re-scored."
+    )
+    rescore_stale_seconds: float = Field(
+        86400.0,
+        ge=0,
+        description="A score older than this (or from another model version) is re-scored.",
+    )
+    rescore_chunk: int = Field(
+        1000, ge=1, le=100_000, description="Companies re-scored per transaction."
+    )
+    retention_interval_seconds: float = Field(
+        3600.0, gt=0, description="How often alerts past retention are deleted."
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )

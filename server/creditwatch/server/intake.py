@@ -33,6 +33,7 @@ from creditwatch.server.domain.events import (
     CompanyEvent,
     CompanyStatus,
     RiskState,
+    risk_state,
 )
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
@@ -104,17 +105,12 @@ class Intake:
             self._on_alerts()
 
     async def _state(self, session: AsyncSession, company: CompanyId) -> RiskState:
-        state = RiskState.of(await facts.events(session, company))
         master = await facts.master_data(session, company)
         policy = self._registry.active.policy
-        overdue = await facts.seriously_overdue(session, company, policy.overdue_days)
-        status = master.status if master else CompanyStatus.UNSPECIFIED
-        return dataclasses.replace(
-            state,
-            bankruptcy_opened=state.bankruptcy_opened or status == CompanyStatus.BANKRUPT,
-            compulsory_dissolution=state.compulsory_dissolution
-            or status == CompanyStatus.COMPULSORY_DISSOLUTION,
-            seriously_overdue_invoices=overdue,
+        return risk_state(
+            await facts.events(session, company),
+            master.status if master else CompanyStatus.UNSPECIFIED,
+            await facts.seriously_overdue(session, company, policy.overdue_days),
         )
 
     async def _rescore(self, session: AsyncSession, company: CompanyId) -> Effect:

@@ -123,3 +123,18 @@ STATUS_AFTER: dict[EventType, CompanyStatus] = {
     EventType.VOLUNTARY_LIQUIDATION: CompanyStatus.VOLUNTARY_LIQUIDATION,
     EventType.DELETED_FROM_REGISTER: CompanyStatus.DELETED,
 }
+
+
+def risk_state(events: Iterable[CompanyEvent], status: int, overdue_invoices: int) -> RiskState:
+    """A company's risk state from its events, its register status (a status of
+    BANKRUPT or COMPULSORY_DISSOLUTION counts like the event) and the pooled
+    count of seriously overdue invoices."""
+    state = RiskState.of(events)
+    return RiskState(
+        bankruptcy_opened=state.bankruptcy_opened or status == CompanyStatus.BANKRUPT,
+        compulsory_dissolution=state.compulsory_dissolution
+        or status == CompanyStatus.COMPULSORY_DISSOLUTION,
+        open_payment_remarks=state.open_payment_remarks,
+        open_collection_cases=state.open_collection_cases,
+        seriously_overdue_invoices=overdue_invoices,
+    )

@@ -53,11 +53,13 @@ _XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 _WATCHERS = text(
     """
-    SELECT e.tenant_id, e.watch_list_id, e.exposure_currency, e.exposure_amount,
-           e.external_reference, w.pd_threshold, w.alert_rules
+    SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
+           e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules, c.name
     FROM watch_list_entries e
     JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
-    WHERE e.country = :country AND e.register_number = :number
+    LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
+    WHERE (e.country, e.register_number) IN
+          (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:numbers AS text[])))
     """
 )
 
@@ -76,23 +78,35 @@ def _rules(value: Mapping[str, Any]) -> AlertRules:
     )
 
 
-async def watchers(session: AsyncSession, company: CompanyId) -> list[Watcher]:
-    """Every watch list entry (of every tenant) that holds the company."""
+async def watchers(
+    session: AsyncSession, companies: Sequence[CompanyId]
+) -> tuple[dict[CompanyId, list[Watcher]], dict[CompanyId, str]]:
+    """Every watch list entry (of every tenant) holding each company, and the
+    companies' legal names; one query for any number of companies."""
+    found: dict[CompanyId, list[Watcher]] = {}
+    names: dict[CompanyId, str] = {}
     rows = await session.execute(
-        _WATCHERS, {"country": company.country, "number": company.register_number}
+        _WATCHERS,
+        {
+            "countries": [c.country for c in companies],
+            "numbers": [c.register_number for c in companies],
+        },
     )
-    return [
-        Watcher(
-            tenant_id=row.tenant_id,
-            watch_list_id=row.watch_list_id,
-            rules=_rules(row.alert_rules),
-            pd_threshold=row.pd_threshold,
-            exposure_currency=row.exposure_currency,
-            exposure_amount=row.exposure_amount,
-            external_reference=row.external_reference,
+    for row in rows:
+        company = CompanyId(row.country, row.register_number)
+        names[company] = row.name or ""
+        found.setdefault(company, []).append(
+            Watcher(
+                tenant_id=row.tenant_id,
+                watch_list_id=row.watch_list_id,
+                rules=_rules(row.alert_rules),
+                pd_threshold=row.pd_threshold,
+                exposure_currency=row.exposure_currency,
+                exposure_amount=row.exposure_amount,
+                external_reference=row.external_reference,
+            )
         )
-        for row in rows
-    ]
+    return found, names
 
 
 def _row(
@@ -123,31 +137,25 @@ def _row(
 
 
 async def write(
-    session: AsyncSession,
-    changes: Sequence[tuple[CompanyId, Change]],
-    legal_names: Mapping[CompanyId, str] | None = None,
+    session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]]
 ) -> dict[CompanyId, int]:
     """Write the alerts the changes raise, in the caller's transaction; returns
     the number written per company. Subscribers are woken at commit (NOTIFY)."""
+    if not changes:
+        return {}
+    held, names = await watchers(session, list(dict.fromkeys(c for c, _ in changes)))
     rows: list[dict[str, Any]] = []
     counts: dict[CompanyId, int] = {}
     xid: int | None = None
     for company, change in changes:
-        planned = plan(change, await watchers(session, company))
+        planned = plan(change, held.get(company, ()))
         counts[company] = counts.get(company, 0) + len(planned)
         if not planned:
             continue
         if xid is None:
             xid = int(await session.scalar(text("SELECT pg_current_xact_id()::text::bigint")))
-        name = (legal_names or {}).get(company)
-        if name is None:
-            name = await session.scalar(
-                select(models.Company.name).where(
-                    models.Company.country == company.country,
-                    models.Company.register_number == company.register_number,
-                )
-            )
-        rows.extend(_row(alert, change, company, name or "", xid) for alert in planned)
+        name = names.get(company, "")
+        rows.extend(_row(alert, change, company, name, xid) for alert in planned)
     if rows:
         await session.execute(insert(_A), rows)
         await session.execute(text(f"NOTIFY {CHANNEL}"))

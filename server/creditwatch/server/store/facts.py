@@ -26,6 +26,7 @@ _F = cast(Table, models.FinancialStatement.__table__)
 _EV = cast(Table, models.CompanyEvent.__table__)
 _C = cast(Table, models.Company.__table__)
 _P = cast(Table, models.PaymentExperience.__table__)
+INSERT_SCORE = insert(_S)
 
 # Company master data may arrive after the first fact (a statement from a
 # bureau feed, a bulk re-score); a bare row keeps foreign keys satisfied.
@@ -284,8 +285,11 @@ async def latest_score(session: AsyncSession, company: CompanyId) -> StoredScore
             .limit(1)
         )
     ).first()
-    if row is None:
-        return None
+    return None if row is None else score_from_row(row)
+
+
+def score_from_row(row: Any) -> StoredScore:
+    """A stored score from a `scores` row."""
     return StoredScore(
         probability_of_default=row.probability_of_default,
         risk_class=RiskClass(row.risk_class),

@@ -1,0 +1,141 @@
+"""Scheduled re-scoring: watched companies with a stale score, or one made by
+another model version, are re-scored in chunks, producing alerts like any
+other change.
+
+Each chunk is one transaction: lock the chunk's companies (skipping any an
+intake holds; that intake re-scores them itself), read their facts in a few
+bulk queries, run the model once for the chunk, store the scores and write
+the alerts (risk-class changes and PD-threshold crossings; the trigger says
+"re-scored" with the reason, MODEL_CHANGED or SCHEDULED).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
+from creditwatch.server.domain.events import risk_state
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.scoring.engine import ScoreRequest
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import alerts, rescoring
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RescoreResult:
+    """What a re-scoring run did."""
+
+    companies: int = 0
+    scored: int = 0
+    alerts: int = 0
+    skipped_locked: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Companies per second."""
+        return self.companies / self.seconds if self.seconds else 0.0
+
+
+class Rescorer:
+    """Re-scores watched companies whose score is stale or from another model."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: ModelRegistry,
+        *,
+        chunk: int = 1_000,
+        on_alerts: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._chunk = chunk
+        self._on_alerts = on_alerts
+
+    async def rescore(self, companies: list[CompanyId], result: RescoreResult) -> None:
+        """Re-score one chunk in one transaction."""
+        scorer = self._registry.active
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            locked = await rescoring.lock(session, companies)
+            result.skipped_locked += len(companies) - len(locked)
+            known = await rescoring.read(session, locked, scorer.policy.overdue_days)
+            requests = [
+                ScoreRequest(
+                    known.statements.get(c),
+                    risk_state(
+                        known.events.get(c, []), known.status.get(c, 0), known.overdue.get(c, 0)
+                    ),
+                )
+                for c in locked
+            ]
+            scores = await scorer.score_many(requests)
+            scored = [(c, s) for c, s in zip(locked, scores, strict=True) if s is not None]
+            await rescoring.add_scores(session, scored)
+            changes = []
+            for company, score in scored:
+                previous = known.scores.get(company)
+                reason = (
+                    RescoreReason.MODEL_CHANGED
+                    if previous is not None and previous.model_version != scorer.version
+                    else RescoreReason.SCHEDULED
+                )
+                fact = RescoreFact(reason, scorer.version)
+                changes.append((company, Change(fact, previous, score, now, fact_alert=False)))
+            counts = await alerts.write(session, changes)
+        written = sum(counts.values())
+        result.companies += len(companies)
+        result.scored += len(scored)
+        result.alerts += written
+        if written and self._on_alerts is not None:
+            self._on_alerts()
+
+    async def run(
+        self,
+        stale_after_seconds: float,
+        progress: Callable[[RescoreResult], None] | None = None,
+    ) -> RescoreResult:
+        """Re-score everything due now, chunk by chunk, in company order."""
+        started = time.perf_counter()
+        result = RescoreResult()
+        stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
+        version = self._registry.active.version
+        after: CompanyId | None = None
+        last_log = started
+        while True:
+            async with self._sessions() as session:
+                chunk = await rescoring.due(session, version, stale_before, after, self._chunk)
+            if not chunk:
+                break
+            await self.rescore(chunk, result)
+            after = chunk[-1]
+            result.seconds = time.perf_counter() - started
+            if progress is not None:
+                progress(result)
+            if time.perf_counter() - last_log > 5:
+                last_log = time.perf_counter()
+                log.info(
+                    "re-scoring",
+                    extra={"companies": result.companies, "alerts": result.alerts},
+                )
+        result.seconds = time.perf_counter() - started
+        log.info(
+            "re-scoring done",
+            extra={
+                "companies": result.companies,
+                "scored": result.scored,
+                "alerts": result.alerts,
+                "skipped_locked": result.skipped_locked,
+                "per_second": round(result.rate),
+            },
+        )
+        return result

@@ -1,0 +1,168 @@
+"""Scheduled jobs on a real PostgreSQL: re-scoring, leadership, retention."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.api.scoring_converters import statement
+from creditwatch.server.config import Settings
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.money import Money
+from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
+from creditwatch.server.intake import Intake
+from creditwatch.server.jobs.leader import Leadership
+from creditwatch.server.jobs.scheduler import Jobs, purge_alerts
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import alerts, database, facts
+from creditwatch.server.store.watchlists import WatchListStore
+from tests.conftest import new_tenant
+from tests.e2e.test_scoring import healthy
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module")
+async def registry() -> AsyncIterator[ModelRegistry]:
+    """The shipped model, as a server loads it."""
+    with ThreadPoolExecutor(1) as executor:
+        yield ModelRegistry.load(executor, OverridePolicy())
+
+
+async def _watched(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry, start: int, count: int
+) -> tuple[uuid.UUID, list[CompanyId]]:
+    tenant = (await new_tenant(sessions, "jobs")).tenant_id
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(count, start=start)]
+    store = WatchListStore(sessions)
+    watch_list = await store.create(tenant, WatchListSpec("jobs"))
+    await store.add_entries(
+        tenant,
+        uuid.UUID(watch_list.id),
+        EntryColumns.of(
+            [EntrySpec(c, exposure=Money("NOK", Decimal(1_000_000))) for c in companies]
+        ),
+    )
+    intake = Intake(sessions, registry)
+    for company in companies:
+        await intake.submit_statement(company, statement(healthy(), "s"), "test", tenant)
+    return tenant, companies
+
+
+def _settings(**values: object) -> Settings:
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_scores(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    tenant, companies = await _watched(sessions, registry, 86_100_000, 20)
+    # A creditor reports an invoice 200 days overdue for the first company; no
+    # intake re-scores it, so only the job notices.
+    async with sessions.begin() as session:
+        await facts.payment_experience_put(
+            session,
+            tenant,
+            "inv-1",
+            companies[0],
+            {
+                "due_date": date.today() - timedelta(days=200),
+                "days_past_due": 200,
+                "currency": "NOK",
+                "amount": Decimal(50_000),
+                "settled_date": None,
+            },
+        )
+    url = database.async_url(database_url)
+    jobs = Jobs(_settings(rescore_stale_seconds=0, rescore_chunk=7), url, sessions, registry)
+    result = await jobs.rescore()
+    assert result is not None
+    assert result.companies >= 20 and result.scored >= 20  # other tests' watched companies too
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                text("SELECT type, trigger FROM alerts WHERE tenant_id = :t"), {"t": tenant}
+            )
+        ).all()
+        latest = await facts.latest_score(session, companies[0])
+    rescored = [
+        (r.type, r.trigger["rescoring"]["reason"]) for r in rows if "rescoring" in r.trigger
+    ]
+    assert rescored == [(1, 2)]  # one risk-class downgrade, reason SCHEDULED
+    assert sum(1 for r in rows if r.type == 14) == 20  # the statements, at intake
+    assert latest is not None
+    assert any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in latest.reasons)
+
+    # Fresh scores from the active model are not due again.
+    fresh = Jobs(_settings(rescore_stale_seconds=3600), url, sessions, registry)
+    again = await fresh.rescore()
+    assert again is not None and again.companies == 0
+    # A score from another model version is due however fresh it is.
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE scores SET model_version = 'retired' WHERE country = 'NO' "
+                "AND register_number = :n"
+            ),
+            {"n": companies[1].register_number},
+        )
+    changed = await fresh.rescore()
+    assert changed is not None and changed.companies == 1
+
+
+async def test_only_one_replica_leads_a_job(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    url = database.async_url(database_url)
+    other_replica = Leadership(url)
+    jobs = Jobs(_settings(rescore_stale_seconds=3600), url, sessions, registry)
+    async with other_replica.lead("rescore") as leading:
+        assert leading
+        assert await jobs.rescore() is None  # skipped: another replica leads
+    assert await jobs.rescore() is not None  # lock released with its connection
+
+
+async def test_retention_deletes_old_alerts_and_records_the_purged_position(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "retention")).tenant_id
+    async with sessions.begin() as session:
+        for age in (200, 100, 1):
+            await session.execute(
+                text(
+                    """
+                    INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country,
+                        register_number, type, severity, priority, company_legal_name,
+                        external_reference, trigger, suggested_action, summary,
+                        occurred_time, create_time)
+                    VALUES (:t, pg_current_xact_id()::text::bigint, :id, :w, 'NO', '923609016',
+                        9, 2, 0, '', '', '{}'::jsonb, 2, 'old', now(), :created)
+                    """
+                ),
+                {
+                    "t": tenant,
+                    "id": uuid.uuid4(),
+                    "w": uuid.uuid4(),
+                    "created": datetime.now(UTC) - timedelta(days=age),
+                },
+            )
+    assert await purge_alerts(sessions, retention_days=90, batch=1) == 2
+    async with sessions() as session:
+        left = await session.scalar(
+            text("SELECT count(*) FROM alerts WHERE tenant_id = :t"), {"t": tenant}
+        )
+        purged = await alerts.purged_position(session)
+        newest_gone = await session.scalar(
+            text("SELECT max(seq) FROM alerts WHERE tenant_id = :t"), {"t": tenant}
+        )
+    assert left == 1
+    assert purged.seq == newest_gone - 1  # the 100-day-old alert, written just before
