@@ -1,0 +1,181 @@
+"""Alert rules, priorities and cursors: pure logic, checked case by case."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from creditwatch.server.domain import cursors
+from creditwatch.server.domain.alerts import (
+    AlertType,
+    Change,
+    EventFact,
+    RescoreFact,
+    RescoreReason,
+    Severity,
+    StatementFact,
+    SuggestedAction,
+    Watcher,
+    plan,
+)
+from creditwatch.server.domain.errors import InvalidArgument
+from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.scores import RiskClass, StoredScore
+from creditwatch.server.domain.watchlists import AlertRules
+
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+ANY_ALERT = AlertRules()
+
+
+def score(risk_class: RiskClass, pd: float) -> StoredScore:
+    return StoredScore(pd, risk_class, risk_class, (), "m1", None, NOW)
+
+
+def watcher(
+    rules: AlertRules = ANY_ALERT, threshold: float = 0.0, exposure: int | None = 100
+) -> Watcher:
+    return Watcher(
+        tenant_id=uuid.uuid4(),
+        watch_list_id=uuid.uuid4(),
+        rules=rules,
+        pd_threshold=threshold,
+        exposure_currency="NOK" if exposure is not None else None,
+        exposure_amount=Decimal(exposure) if exposure is not None else None,
+    )
+
+
+def event(kind: EventType) -> EventFact:
+    return EventFact("e1", CompanyEvent(kind, NOW), "x", {}, "test")
+
+
+def test_bankruptcy_raises_the_event_and_the_class_change() -> None:
+    change = Change(
+        event(EventType.BANKRUPTCY_OPENED), score(RiskClass.B, 0.02), score(RiskClass.D, 0.02), NOW
+    )
+    planned = plan(change, [watcher(exposure=1_000)])
+    assert [(p.type, p.severity, p.suggested_action, p.priority) for p in planned] == [
+        (AlertType.BANKRUPTCY_OPENED, Severity.CRITICAL, SuggestedAction.STOP_CREDIT, 16_000.0),
+        (
+            AlertType.RISK_CLASS_DOWNGRADE,
+            Severity.HIGH,
+            SuggestedAction.REQUIRE_PREPAYMENT,
+            8_000.0,
+        ),
+    ]
+    assert planned[0].summary == "Bankruptcy opened; risk class B → D"
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kind", "severity", "steps"),
+    [
+        (RiskClass.A, RiskClass.B, AlertType.RISK_CLASS_DOWNGRADE, Severity.LOW, 1),
+        (RiskClass.A, RiskClass.C, AlertType.RISK_CLASS_DOWNGRADE, Severity.MEDIUM, 2),
+        (RiskClass.C, RiskClass.D, AlertType.RISK_CLASS_DOWNGRADE, Severity.HIGH, 1),
+        (RiskClass.C, RiskClass.A, AlertType.RISK_CLASS_UPGRADE, Severity.LOW, 2),
+    ],
+)
+def test_class_changes_and_the_minimum_class_change_rule(
+    before: RiskClass, after: RiskClass, kind: AlertType, severity: Severity, steps: int
+) -> None:
+    fact = RescoreFact(RescoreReason.SCHEDULED, "m1")
+    change = Change(fact, score(before, 0.01), score(after, 0.01), NOW, fact_alert=False)
+    (only,) = plan(change, [watcher()])
+    assert (only.type, only.severity) == (kind, severity)
+    assert plan(change, [watcher(AlertRules(minimum_class_change=steps))]) != []
+    assert plan(change, [watcher(AlertRules(minimum_class_change=steps + 1))]) == []
+
+
+def test_upgrade_to_a_suggests_room_to_grow() -> None:
+    change = Change(
+        RescoreFact(RescoreReason.SCHEDULED, "m1"),
+        score(RiskClass.B, 0.01),
+        score(RiskClass.A, 0.001),
+        NOW,
+        fact_alert=False,
+    )
+    assert plan(change, [watcher()])[0].suggested_action == SuggestedAction.ROOM_TO_GROW
+
+
+def test_pd_threshold_is_raised_only_when_crossed_upwards() -> None:
+    fact = StatementFact(date(2025, 1, 1), date(2025, 12, 31))
+    rules = AlertRules(alert_types=(int(AlertType.PD_THRESHOLD_CROSSED),))
+    crossing = Change(fact, score(RiskClass.B, 0.04), score(RiskClass.B, 0.06), NOW)
+    (alert,) = plan(crossing, [watcher(rules, threshold=0.05)])
+    assert alert.severity == Severity.MEDIUM
+    assert "4.00 % → 6.00 %" in alert.summary
+    above_already = Change(fact, score(RiskClass.B, 0.06), score(RiskClass.B, 0.07), NOW)
+    assert plan(above_already, [watcher(rules, threshold=0.05)]) == []
+    falling = Change(fact, score(RiskClass.B, 0.06), score(RiskClass.B, 0.04), NOW)
+    assert plan(falling, [watcher(rules, threshold=0.05)]) == []
+    no_threshold = Change(fact, score(RiskClass.B, 0.04), score(RiskClass.B, 0.9), NOW)
+    assert plan(no_threshold, [watcher(rules, threshold=0.0)]) == []
+    first_score = Change(fact, None, score(RiskClass.B, 0.06), NOW)
+    assert len(plan(first_score, [watcher(rules, threshold=0.05)])) == 1
+
+
+def test_rules_filter_by_type_and_minimum_severity() -> None:
+    change = Change(
+        event(EventType.PAYMENT_REMARK_REGISTERED),
+        score(RiskClass.B, 0.02),
+        score(RiskClass.C, 0.02),
+        NOW,
+    )
+    everything = plan(change, [watcher()])
+    assert [p.type for p in everything] == [
+        AlertType.PAYMENT_REMARK_REGISTERED,
+        AlertType.RISK_CLASS_DOWNGRADE,
+    ]
+    only_remarks = AlertRules(alert_types=(int(AlertType.PAYMENT_REMARK_REGISTERED),))
+    assert [p.type for p in plan(change, [watcher(only_remarks)])] == [
+        AlertType.PAYMENT_REMARK_REGISTERED
+    ]
+    assert plan(change, [watcher(AlertRules(minimum_severity=int(Severity.MEDIUM)))]) == []
+
+
+def test_score_alerts_go_with_one_fact_only() -> None:
+    before, after = score(RiskClass.A, 0.01), score(RiskClass.C, 0.2)
+    first = Change(
+        event(EventType.PAYMENT_REMARK_REGISTERED), before, after, NOW, score_alerts=False
+    )
+    last = Change(event(EventType.DEBT_COLLECTION_OPENED), before, after, NOW)
+    kinds = [p.type for c in (first, last) for p in plan(c, [watcher(threshold=0.1)])]
+    assert kinds == [
+        AlertType.PAYMENT_REMARK_REGISTERED,
+        AlertType.COLLECTION_CASE_OPENED,
+        AlertType.RISK_CLASS_DOWNGRADE,
+        AlertType.PD_THRESHOLD_CROSSED,
+    ]
+
+
+def test_board_change_matters_more_in_a_risky_company() -> None:
+    fact = event(EventType.RESPONSIBLE_PERSON_CHANGED)
+    calm = Change(fact, score(RiskClass.A, 0.01), score(RiskClass.A, 0.01), NOW)
+    risky = Change(fact, score(RiskClass.C, 0.1), score(RiskClass.C, 0.1), NOW)
+    assert plan(calm, [watcher()])[0].severity == Severity.INFO
+    assert plan(risky, [watcher()])[0].severity == Severity.MEDIUM
+    assert plan(risky, [watcher()])[0].suggested_action == SuggestedAction.REVIEW
+
+
+def test_priority_without_exposure_is_zero() -> None:
+    change = Change(event(EventType.DELETED_FROM_REGISTER), None, None, NOW)
+    (alert,) = plan(change, [watcher(exposure=None)])
+    assert alert.priority == 0.0
+    assert alert.severity == Severity.CRITICAL
+
+
+def test_cursors_round_trip_and_are_bound_to_their_tenant() -> None:
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    position = cursors.Position(123_456, 7)
+    cursor = cursors.encode(position, tenant)
+    assert cursors.decode(cursor, tenant, "after_cursor") == position
+    with pytest.raises(InvalidArgument) as foreign:
+        cursors.decode(cursor, other, "after_cursor")
+    assert foreign.value.violations[0].field == "after_cursor"
+    for garbage in ("", "abc", cursor[:-2], "!!!!"):
+        with pytest.raises(InvalidArgument):
+            cursors.decode(garbage, tenant, "cursor")
+    assert cursors.Position(5, 1) < cursors.Position(5, 2) < cursors.Position(6, 0)
+    assert cursors.Position.settled_below(10) < cursors.Position(10, 0)
