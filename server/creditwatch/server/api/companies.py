@@ -314,7 +314,7 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
     async def ReportPaymentExperience(
         self, request: companies_pb2.ReportPaymentExperienceRequest, caller: Caller
     ) -> companies_pb2.ReportPaymentExperienceResponse:
-        caller.require(SCOPE_COMPANIES_WRITE)
+        # A tenant's own ledger: no grant needed, as with watch lists.
         report = _payment_report(request.payment_experience, "payment_experience")
         created, effect = await self._intake.report_payment(caller.tenant_id, report)
         return companies_pb2.ReportPaymentExperienceResponse(

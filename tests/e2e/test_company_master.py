@@ -1,0 +1,228 @@
+"""UpsertCompany and ReportPaymentExperience: master data and pooled payment data."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.type import date_pb2, money_pb2, postal_address_pb2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.v1 import alerts_pb2, common_pb2, companies_pb2, companies_pb2_grpc
+from tests.conftest import TenantKey, new_tenant
+from tests.e2e import alerting
+from tests.e2e.alerting import bankruptcy, record, ref, subscribe, watch
+from tests.e2e.rpc_errors import field_violations
+from tests.e2e.test_scoring import healthy
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    """A data feed's key: granted company-data intake."""
+    return await new_tenant(sessions, "register feed", scopes=(SCOPE_COMPANIES_WRITE,))
+
+
+def _day(value: dt.date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+async def test_upsert_creates_then_alerts_on_changed_master_data(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_500_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    company = companies_pb2.Company(
+        company=ref(number),
+        legal_name="Fjordkraft Verksted AS",
+        industry_code="25.620",
+        legal_form="AS",
+        status=companies_pb2.COMPANY_STATUS_ACTIVE,
+        registered_address=postal_address_pb2.PostalAddress(
+            region_code="NO", postal_code="5003", locality="Bergen", address_lines=["Strandkaien 2"]
+        ),
+        registration_date=_day(dt.date(2004, 3, 1)),
+    )
+    created = await data.UpsertCompany(
+        companies_pb2.UpsertCompanyRequest(company=company), metadata=feed.metadata
+    )
+    assert created.created
+    assert created.company.legal_name == "Fjordkraft Verksted AS"
+    assert created.effect.alerts_raised_count == 0
+
+    watch_list = await watch(channel, tenant, [number])
+    call = subscribe(channel, tenant)
+    await alerting.first_heartbeat(call)
+    renamed = await data.UpsertCompany(
+        companies_pb2.UpsertCompanyRequest(
+            company=companies_pb2.Company(company=ref(number), legal_name="Fjordkraft Holding AS"),
+            update_mask=field_mask_pb2.FieldMask(paths=["legal_name"]),
+        ),
+        metadata=feed.metadata,
+    )
+    assert not renamed.created
+    assert renamed.company.industry_code == "25.620"  # untouched by the mask
+    (alert,) = await alerting.alerts(call, 1)
+    assert alert.type == common_pb2.ALERT_TYPE_MASTER_DATA_CHANGED
+    assert list(alert.trigger.master_data_change.changed_fields) == ["legal_name"]
+    assert alert.company_legal_name == "Fjordkraft Holding AS"
+    assert alert.watch_list == watch_list
+
+    got = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert got.company.registered_address.locality == "Bergen"
+    assert got.company.registration_date == _day(dt.date(2004, 3, 1))
+
+    # Bankruptcy recorded as an event sets the register status.
+    await record(channel, feed, bankruptcy(number, "mb-1"))
+    got = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert got.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    call.cancel()
+
+
+async def test_a_bankrupt_status_forces_class_d(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_600_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=healthy()
+        ),
+        metadata=feed.metadata,
+    )
+    await watch(channel, tenant, [number])
+    status = await data.UpsertCompany(
+        companies_pb2.UpsertCompanyRequest(
+            company=companies_pb2.Company(
+                company=ref(number), status=companies_pb2.COMPANY_STATUS_BANKRUPT
+            )
+        ),
+        metadata=feed.metadata,
+    )
+    assert status.effect.score.risk_class == common_pb2.RISK_CLASS_D
+    assert any(r.code == "OVERRIDE_BANKRUPTCY" for r in status.effect.score.reasons)
+    assert status.effect.alerts_raised_count == 1  # the downgrade (status was unknown before)
+
+
+async def test_upsert_refuses_bad_fields_and_callers_without_the_grant(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_700_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    bad = companies_pb2.UpsertCompanyRequest(
+        company=companies_pb2.Company(
+            company=ref(number),
+            legal_form="aksjeselskap",
+            industry_code="banking",
+            status=99,  # type: ignore[arg-type]
+            registration_date=_day(tomorrow),
+        ),
+        update_mask=field_mask_pb2.FieldMask(
+            paths=["legal_form", "industry_code", "status", "registration_date", "latest_score"]
+        ),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await data.UpsertCompany(bad, metadata=feed.metadata)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(error.value)) == {
+        "company.legal_form",
+        "company.industry_code",
+        "company.status",
+        "company.registration_date",
+        "update_mask.paths[4]",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await data.UpsertCompany(
+            companies_pb2.UpsertCompanyRequest(
+                company=companies_pb2.Company(company=ref(number), legal_name="X AS")
+            ),
+            metadata=tenant.metadata,
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await data.GetCompany(
+            companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"),
+            metadata=tenant.metadata,
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND  # nothing was written
+
+
+def _invoice(number: str, invoice: str, days: int, amount: int) -> companies_pb2.PaymentExperience:
+    due = dt.date.today() - dt.timedelta(days=days)
+    return companies_pb2.PaymentExperience(
+        invoice_id=invoice,
+        company=ref(number),
+        invoice_due_date=_day(due),
+        days_past_due=days,
+        overdue_amount=money_pb2.Money(currency_code="NOK", units=amount),
+    )
+
+
+async def test_seriously_overdue_invoices_move_the_class_and_stay_private(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_800_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    first = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=healthy()
+        ),
+        metadata=feed.metadata,
+    )
+    before = first.effect.score.risk_class
+    await watch(channel, tenant, [number])
+    call = subscribe(channel, tenant)
+    await alerting.first_heartbeat(call)
+
+    # A tenant reports its own invoice (any tenant may: it is their ledger).
+    report = await data.ReportPaymentExperience(
+        companies_pb2.ReportPaymentExperienceRequest(
+            payment_experience=_invoice(number, "INV-77", 200, 81_234)
+        ),
+        metadata=other_tenant.metadata,
+    )
+    assert report.created
+    assert report.effect.score.risk_class == min(before + 1, common_pb2.RISK_CLASS_D)
+    assert any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in report.effect.score.reasons)
+    (alert,) = await alerting.alerts(call, 1)
+    assert alert.type == common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE
+    assert alert.trigger.rescoring.reason == alerts_pb2.RESCORE_REASON_PAYMENT_DATA
+    assert "INV-77" not in str(alert) and "81234" not in str(alert)
+
+    again = await data.ReportPaymentExperience(
+        companies_pb2.ReportPaymentExperienceRequest(
+            payment_experience=_invoice(number, "INV-77", 201, 81_234)
+        ),
+        metadata=other_tenant.metadata,
+    )
+    assert not again.created
+    assert again.effect.alerts_raised_count == 0  # nothing new for the class
+    call.cancel()
+
+
+async def test_payment_reports_are_validated(channel: grpc.aio.Channel, tenant: TenantKey) -> None:
+    number = norwegian_numbers(1, start=86_900_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    bad = _invoice(number, "", 4_000, 0)
+    bad.overdue_amount.units = -5
+    bad.invoice_due_date.CopyFrom(_day(dt.date.today() + dt.timedelta(days=3)))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await data.ReportPaymentExperience(
+            companies_pb2.ReportPaymentExperienceRequest(payment_experience=bad),
+            metadata=tenant.metadata,
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(error.value)
+    assert {"payment_experience.invoice_id", "payment_experience.days_past_due"} <= set(violations)
+    assert "payment_experience.invoice_due_date" in violations
+    assert any(f.startswith("payment_experience.overdue_amount") for f in violations)
