@@ -223,6 +223,24 @@ async def test_bad_check_digit_names_field_and_index_and_writes_nothing(
     assert len(page.entries) == 0
 
 
+async def test_a_batch_with_every_entry_wrong_still_gets_a_precise_status(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    stub = _stub(channel)
+    name = await _create(stub, tenant)
+    # 10,000 numbers that all fail the register's first-digit rule.
+    entries = [_entry(f"1{i:08d}") for i in range(10_000)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AddEntries(
+            watchlists_pb2.AddEntriesRequest(parent=name, entries=entries), metadata=tenant.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # not a trailer overflow
+    violations = field_violations(caught.value)
+    assert len(violations) == 21
+    assert "entries[0].company.register_number" in violations
+    assert "9,980 more" in violations[""]
+
+
 async def test_valid_identifiers_of_every_country_are_accepted(
     channel: grpc.aio.Channel, tenant: TenantKey
 ) -> None:

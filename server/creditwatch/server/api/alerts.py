@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -167,6 +168,10 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         max_lag_seconds: float = 60.0,
     ) -> None:
         self._max_lag = max_lag_seconds
+        # A live alert goes to every subscriber of its tenant: convert it once.
+        self._converted: OrderedDict[uuid.UUID, alerts_pb2.SubscribeAlertsResponse] = (
+            OrderedDict()
+        )
         self._auth = auth
         self._sessions = sessions
         self._hub = hub
@@ -308,7 +313,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                     live = subscription.pop()
                     if live is not None:
                         if live.position > position:
-                            yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(live))
+                            yield self._live_message(live)
                             position = live.position
                             last_sent = time.monotonic()
                         continue
@@ -328,6 +333,15 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 self._hub.rejoin(subscription)
         finally:
             self._hub.unsubscribe(subscription)
+
+    def _live_message(self, alert: StoredAlert) -> alerts_pb2.SubscribeAlertsResponse:
+        message = self._converted.get(alert.id)
+        if message is None:
+            message = alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
+            self._converted[alert.id] = message
+            if len(self._converted) > 10_000:
+                self._converted.popitem(last=False)
+        return message
 
     def _check_lag(self, subscription: Subscription) -> None:
         since = subscription.lagging_since

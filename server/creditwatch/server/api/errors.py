@@ -24,6 +24,11 @@ from creditwatch.server.domain.tenants import Caller
 
 log = logging.getLogger("creditwatch.rpc")
 
+# Details travel in trailers, which gRPC caps (8 KiB soft, 16 KiB hard by
+# default): a 10,000-entry batch with every entry wrong must still arrive as
+# INVALID_ARGUMENT, so only the first violations are listed.
+MAX_VIOLATIONS_SHOWN = 20
+
 _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
@@ -41,14 +46,20 @@ def status_for(error: errors.DomainError) -> tuple[grpc.StatusCode, str, bytes]:
     code = next(c for t, c in _CODES.items() if isinstance(error, t))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message)
     if isinstance(error, errors.InvalidArgument):
+        shown = error.violations[:MAX_VIOLATIONS_SHOWN]
         detail = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
+                    field=v.field, description=v.description[:300]
                 )
-                for v in error.violations
+                for v in shown
             ]
         )
+        hidden = len(error.violations) - len(shown)
+        if hidden > 0:
+            detail.field_violations.add(
+                field="", description=f"and {hidden:,} more violations like these, not listed"
+            )
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)

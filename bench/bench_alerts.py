@@ -1,0 +1,417 @@
+"""Alert delivery and re-scoring throughput, against baselines measured in the same run.
+
+One run measures, on this machine:
+  * intake → subscriber latency, p50/p99, with 1, 100 and 1,000 concurrent
+    SubscribeAlerts streams (time from the RecordEvents response, i.e. commit,
+    to the alert arriving at each subscriber; and from the call's start);
+  * sustained alerts/s: concurrent RecordEvents bursts, counted at a subscriber;
+  * server memory (RSS) with 1,000 idle streams open, per stream;
+  * a full re-score of 100,000 watched companies (facts read from PostgreSQL,
+    scores and alerts written back) in companies/s, beside raw onnxruntime
+    batch rows/s of the same model in the same run.
+Goals (issue #5): p99 <= 50 ms at 1,000 subscribers; <= 50 KB per idle stream;
+full re-score >= 25 % of the raw onnxruntime batch rate.
+
+The subscribers run in this (one) Python process, so at 1,000 streams the
+client's own CPU is part of the figure; the intake rate is paced so the client
+keeps up. Run: .venv/bin/python bench/bench_alerts.py [--companies 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import connect_kwargs, fresh_database, percentile, print_table, server_url
+from creditwatch.client.testing import ServerProcess
+from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
+from creditwatch.server.scoring.model import OnnxModel
+from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
+from creditwatch.server.store import database
+from creditwatch.server.store.tenants import TenantStore
+from creditwatch.v1 import (
+    alerts_pb2,
+    alerts_pb2_grpc,
+    common_pb2,
+    companies_pb2,
+    companies_pb2_grpc,
+    watchlists_pb2,
+    watchlists_pb2_grpc,
+)
+from tests.e2e.test_scoring import healthy
+from tests.identifiers import norwegian_numbers
+
+CHANNELS = 10  # subscriber streams are spread over this many connections
+
+
+def raw_batch_rows_per_second() -> float:
+    """onnxruntime on the shipped model, batches of 1,000 rows."""
+    model = OnnxModel(manifest_paths(None)[-1])
+    batch = np.random.default_rng(7).normal(size=(1000, 64)).astype(np.float32)
+    for _ in range(5):
+        model.run(batch)
+    started = time.perf_counter()
+    runs = 50
+    for _ in range(runs):
+        model.run(batch)
+    return 1000 * runs / (time.perf_counter() - started)
+
+
+async def keys(db_url: str) -> tuple[str, str]:
+    """(subscriber tenant key, feed key with companies:write)."""
+    engine = database.create_engine(database.async_url(db_url), 2)
+    try:
+        store = TenantStore(database.session_factory(engine))
+        bank = await store.create_tenant("bench bank")
+        feed = await store.create_tenant("bench feed")
+        return (
+            (await store.create_api_key(bank.id)).token,
+            (await store.create_api_key(feed.id, scopes=(SCOPE_COMPANIES_WRITE,))).token,
+        )
+    finally:
+        await engine.dispose()
+
+
+def meta(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def ref(number: str) -> common_pb2.CompanyRef:
+    return common_pb2.CompanyRef(country="NO", register_number=number)
+
+
+async def watch_all(channel: grpc.aio.Channel, key: str, numbers: list[str]) -> None:
+    stub = watchlists_pb2_grpc.WatchListServiceStub(channel)
+    created = await stub.CreateWatchList(
+        watchlists_pb2.CreateWatchListRequest(
+            watch_list=watchlists_pb2.WatchList(display_name="bench")
+        ),
+        metadata=meta(key),
+    )
+    for i in range(0, len(numbers), 10_000):
+        await stub.AddEntries(
+            watchlists_pb2.AddEntriesRequest(
+                parent=created.watch_list.name,
+                entries=[
+                    watchlists_pb2.WatchListEntry(company=ref(n)) for n in numbers[i : i + 10_000]
+                ],
+            ),
+            metadata=meta(key),
+        )
+
+
+def remark(number: str) -> companies_pb2.CompanyEvent:
+    event = companies_pb2.CompanyEvent(
+        event_id=uuid.uuid4().hex,
+        company=ref(number),
+        source="bench",
+        payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id="r"),
+    )
+    event.occurred_time.FromDatetime(datetime(2026, 5, 1, tzinfo=UTC))
+    return event
+
+
+class Subscriber:
+    """One stream, recording when each alert (by company) arrived."""
+
+    def __init__(self, channel: grpc.aio.Channel, key: str) -> None:
+        self.call = alerts_pb2_grpc.AlertServiceStub(channel).SubscribeAlerts(
+            alerts_pb2.SubscribeAlertsRequest(heartbeat_interval_seconds=300), metadata=meta(key)
+        )
+        self.arrivals: dict[str, float] = {}
+        self.ready = asyncio.Event()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.call:
+                if message.WhichOneof("payload") == "heartbeat":
+                    self.ready.set()
+                else:
+                    self.arrivals[message.alert.company.register_number] = time.perf_counter()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+
+    def close(self) -> None:
+        self.call.cancel()
+
+
+async def latency(
+    channels: list[grpc.aio.Channel], key: str, feed: str, numbers: list[str], subscribers: int
+) -> dict[str, float]:
+    """Open `subscribers` streams, send one alert at a time, measure arrival delays."""
+    streams = [Subscriber(channels[i % len(channels)], key) for i in range(subscribers)]
+    await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 120)
+    intake = companies_pb2_grpc.CompanyDataServiceStub(channels[0])
+    alerts = min(len(numbers), 100)
+    pace = max(0.02, subscribers / 20_000)  # the client must keep up with the fan-out
+    committed: dict[str, float] = {}
+    started: dict[str, float] = {}
+    for number in numbers[:alerts]:
+        started[number] = time.perf_counter()
+        await intake.RecordEvents(
+            companies_pb2.RecordEventsRequest(events=[remark(number)]), metadata=meta(feed)
+        )
+        committed[number] = time.perf_counter()
+        await asyncio.sleep(pace)
+    deadline = time.perf_counter() + 60
+    while any(len(s.arrivals) < alerts for s in streams) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    from_commit = [
+        (s.arrivals[n] - committed[n]) * 1000 for s in streams for n in committed if n in s.arrivals
+    ]
+    from_call = [
+        (s.arrivals[n] - started[n]) * 1000 for s in streams for n in started if n in s.arrivals
+    ]
+    missing = alerts * subscribers - len(from_commit)
+    for s in streams:
+        s.close()
+    await asyncio.gather(*(s.task for s in streams))
+    return {
+        "p50": percentile(from_commit, 50),
+        "p99": percentile(from_commit, 99),
+        "call_p50": percentile(from_call, 50),
+        "call_p99": percentile(from_call, 99),
+        "deliveries": len(from_commit),
+        "missing": missing,
+    }
+
+
+async def sustained(
+    channels: list[grpc.aio.Channel], key: str, feed: str, numbers: list[str]
+) -> tuple[float, float, int]:
+    """(alerts/s written, alerts/s delivered to one subscriber, alerts) for
+    concurrent bursts of 500-event RecordEvents calls."""
+    stream = Subscriber(channels[1], key)
+    await stream.ready.wait()
+    intake = companies_pb2_grpc.CompanyDataServiceStub(channels[0])
+    batches = [numbers[i : i + 500] for i in range(0, len(numbers), 500)]
+    started = time.perf_counter()
+
+    async def send(batch: list[str]) -> None:
+        await intake.RecordEvents(
+            companies_pb2.RecordEventsRequest(events=[remark(n) for n in batch]),
+            metadata=meta(feed),
+        )
+
+    for group in range(0, len(batches), 4):  # four concurrent writers
+        await asyncio.gather(*(send(b) for b in batches[group : group + 4]))
+    written = time.perf_counter() - started
+    deadline = time.perf_counter() + 120
+    while len(stream.arrivals) < len(numbers) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    delivered = max(stream.arrivals.values()) - started if stream.arrivals else float("nan")
+    stream.close()
+    await stream.task
+    return len(numbers) / written, len(stream.arrivals) / delivered, len(stream.arrivals)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def idle_memory(
+    channels: list[grpc.aio.Channel], key: str, pid: int, count: int
+) -> tuple[int, int]:
+    """(RSS before, RSS after) `count` idle streams are open, in KB."""
+    await asyncio.sleep(1)
+    before = rss_kb(pid)
+    streams = [Subscriber(channels[i % len(channels)], key) for i in range(count)]
+    await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 120)
+    await asyncio.sleep(2)
+    after = rss_kb(pid)
+    for s in streams:
+        s.close()
+    await asyncio.gather(*(s.task for s in streams))
+    return before, after
+
+
+async def seed_for_rescore(db_url: str, key: str, address: str, count: int) -> None:
+    """`count` watched companies with a statement and an old score of another
+    model version, bulk-loaded (COPY), so all are due for re-scoring."""
+    numbers = norwegian_numbers(count, start=81_000_000)
+    base = {k: v for k, v in json_format_items().items()}
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    try:
+        await conn.copy_records_to_table(
+            "companies",
+            columns=["country", "register_number", "name", "industry_code", "legal_form", "status"],
+            records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
+        )
+        statements = []
+        for n in numbers:
+            items = {k: v * rng.uniform(0.5, 1.5) for k, v in base.items()}
+            statements.append(
+                ("NO", n, date(2025, 12, 31), date(2025, 1, 1), "NOK", json.dumps(items), "bench")
+            )
+        await conn.copy_records_to_table(
+            "financial_statements",
+            columns=[
+                "country",
+                "register_number",
+                "period_end",
+                "period_start",
+                "currency",
+                "items",
+                "source",
+            ],
+            records=statements,
+        )
+        await conn.copy_records_to_table(
+            "scores",
+            columns=[
+                "country",
+                "register_number",
+                "probability_of_default",
+                "risk_class",
+                "model_risk_class",
+                "reasons",
+                "model_version",
+                "score_time",
+            ],
+            records=[
+                ("NO", n, 0.001, 1, 1, "[]", "retired", now - timedelta(days=2)) for n in numbers
+            ],
+        )
+    finally:
+        await conn.close()
+    async with grpc.aio.insecure_channel(address) as channel:
+        await watch_all(channel, key, numbers)
+
+
+def json_format_items() -> dict[str, float]:
+    statement = healthy()
+    return {
+        field.name: value for field, value in statement.ListFields() if isinstance(value, float)
+    }
+
+
+async def rescore(db_url: str) -> RescoreResult:
+    """The re-scoring job in this process, as the leading replica runs it."""
+    engine = database.create_engine(database.async_url(db_url), 4)
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="onnx") as executor:
+            registry = ModelRegistry.load(executor, OverridePolicy())
+            rescorer = Rescorer(database.session_factory(engine), registry, chunk=1000)
+
+            def progress(result: RescoreResult) -> None:
+                print(
+                    f"\r  re-scored {result.companies:,} companies, {result.alerts:,} alerts "
+                    f"({result.rate:,.0f}/s)",
+                    end="",
+                    flush=True,
+                )
+
+            result = await rescorer.run(stale_after_seconds=3600, progress=progress)
+            print()
+            return result
+    finally:
+        await engine.dispose()
+
+
+async def measure(db_url: str, server: ServerProcess, companies: int) -> None:
+    key, feed = await keys(db_url)
+    numbers = norwegian_numbers(12_000, start=80_100_000)
+    channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
+    try:
+        await watch_all(channels[0], key, numbers)
+        rows = []
+        offset = 0
+        for subscribers in (1, 100, 1000):
+            figures = await latency(
+                channels, key, feed, numbers[offset : offset + 100], subscribers
+            )
+            offset += 100
+            rows.append(
+                (
+                    subscribers,
+                    f"{figures['p50']:.1f}",
+                    f"{figures['p99']:.1f}",
+                    f"{figures['call_p50']:.1f}",
+                    f"{figures['call_p99']:.1f}",
+                    int(figures["deliveries"]),
+                    int(figures["missing"]),
+                )
+            )
+        print_table(
+            "Intake → subscriber latency (ms; 100 alerts, one at a time)",
+            (
+                "subscribers",
+                "p50",
+                "p99",
+                "from call p50",
+                "from call p99",
+                "deliveries",
+                "missing",
+            ),
+            rows,
+        )
+        written, delivered, count = await sustained(channels, key, feed, numbers[1_000:11_000])
+        print_table(
+            "Sustained alerts (10,000 alerts, 500 per RecordEvents, 4 concurrent writers)",
+            ("written alerts/s", "delivered alerts/s", "delivered"),
+            [(f"{written:,.0f}", f"{delivered:,.0f}", count)],
+        )
+        before, after = await idle_memory(channels, key, server.process.pid, 1000)  # type: ignore[union-attr]
+        print_table(
+            "Server memory with 1,000 idle streams",
+            ("RSS before (MB)", "RSS after (MB)", "per stream (KB)", "goal (KB)"),
+            [(f"{before / 1024:.1f}", f"{after / 1024:.1f}", f"{(after - before) / 1000:.1f}", 50)],
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    print(f"\nSeeding {companies:,} watched companies for the re-score (COPY)...")
+    await seed_for_rescore(db_url, key, server.address, companies)
+    raw = raw_batch_rows_per_second()
+    result = await rescore(db_url)
+    print_table(
+        f"Full re-score of {companies:,} watched companies",
+        ("companies/s", "alerts", "raw onnxruntime rows/s", "ratio", "goal"),
+        [
+            (
+                f"{result.rate:,.0f}",
+                f"{result.alerts:,}",
+                f"{raw:,.0f}",
+                f"{result.rate / raw:.1%}",
+                ">= 25 %",
+            )
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--companies", type=int, default=100_000)
+    args = parser.parse_args()
+    url, embedded = server_url()
+    with fresh_database(url) as db_url:
+        env = {"CREDITWATCH_LOG_LEVEL": "WARNING", "CREDITWATCH_JOBS_ENABLED": "false"}
+        with ServerProcess(db_url, env=env) as server:
+            asyncio.run(measure(db_url, server, args.companies))
+    del embedded
+
+
+if __name__ == "__main__":
+    main()
