@@ -14,6 +14,7 @@ import uuid
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.cursors import ORIGIN, Position
@@ -127,3 +128,30 @@ async def test_concurrent_writers_are_read_once_each_in_a_stable_order(
     finally:
         for connection in (*writers, reader):
             await connection.close()
+
+
+async def test_bulk_statements_run_inside_the_session_transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Raw asyncpg statements (COPY, arrays) must share the session's transaction:
+    SQLAlchemy begins lazily, and an early raw statement would autocommit."""
+    name = f"rolled back {uuid.uuid4()}"
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with sessions.begin() as session:
+            connection = await database.driver(session)  # the first statement of the session
+            raw_xid = await connection.fetchval("SELECT pg_current_xact_id()::text")
+            orm_xid = await session.scalar(text("SELECT pg_current_xact_id()::text"))
+            assert raw_xid == orm_xid
+            await connection.execute(
+                "INSERT INTO tenants (id, display_name) VALUES ($1, $2)", uuid.uuid4(), name
+            )
+            raise Abort
+    async with sessions() as session:
+        found = await session.scalar(
+            text("SELECT count(*) FROM tenants WHERE display_name = :n"), {"n": name}
+        )
+    assert found == 0

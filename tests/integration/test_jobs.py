@@ -105,7 +105,7 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
     # Fresh scores from the active model are not due again.
     fresh = Jobs(_settings(rescore_stale_seconds=3600), url, sessions, registry)
     again = await fresh.rescore()
-    assert again is not None and again.companies == 0
+    assert again is not None and again.scored == 0
     # A score from another model version is due however fresh it is.
     async with sessions.begin() as session:
         await session.execute(
@@ -116,7 +116,7 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
             {"n": companies[1].register_number},
         )
     changed = await fresh.rescore()
-    assert changed is not None and changed.companies == 1
+    assert changed is not None and changed.scored == 1
 
 
 async def test_only_one_replica_leads_a_job(

@@ -38,9 +38,9 @@ from creditwatch.server.domain.events import (
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
-from creditwatch.server.scoring.engine import ScoreRequest
+from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts, facts
+from creditwatch.server.store import alerts, facts, rescoring
 from creditwatch.server.store.score_cache import ScoreCache
 
 
@@ -82,6 +82,48 @@ class PaymentReport:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def score_companies(
+    session: AsyncSession, scorer: Scorer, companies: Sequence[CompanyId]
+) -> dict[CompanyId, Effect]:
+    """Re-score locked companies from their stored facts in bulk: one model run
+    and a handful of statements for the lot; stores the new scores."""
+    known = await rescoring.read(session, companies, scorer.policy.overdue_days)
+    requests = [
+        ScoreRequest(
+            known.statements.get(c),
+            risk_state(known.events.get(c, []), known.status.get(c, 0), known.overdue.get(c, 0)),
+        )
+        for c in companies
+    ]
+    scores = await scorer.score_many(requests)
+    await rescoring.add_scores(
+        session, [(c, s) for c, s in zip(companies, scores, strict=True) if s is not None]
+    )
+    return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
+
+
+def _master_after(events: Sequence[IncomingEvent]) -> dict[str, Any]:
+    """Master-data fields the (time-ordered) events set: register status and address."""
+    master: dict[str, Any] = {}
+    status = next(
+        (STATUS_AFTER[e.event.type] for e in reversed(events) if e.event.type in STATUS_AFTER),
+        None,
+    )
+    if status is not None:
+        master["status"] = int(status)
+    address = next(
+        (
+            e.detail.get("newAddress")
+            for e in reversed(events)
+            if e.detail_case == "address_changed"
+        ),
+        None,
+    )
+    if address:
+        master["registered_address"] = address
+    return master
 
 
 class Intake:
@@ -158,72 +200,59 @@ class Intake:
         self, incoming: Sequence[IncomingEvent], by: uuid.UUID
     ) -> tuple[int, list[str], list[Effect]]:
         """Store new events (duplicates by event id are skipped), re-score each
-        company that got one and raise its alerts; returns (recorded, duplicate
-        ids, effects in order of first appearance)."""
-        recorded = 0
-        duplicates: list[str] = []
-        effects: dict[CompanyId, Effect] = {}
-        by_company: dict[CompanyId, list[IncomingEvent]] = {}
-        for item in incoming:
-            by_company.setdefault(item.company, []).append(item)
+        company that got one and raise its alerts, all in one transaction and in
+        bulk; returns (recorded, duplicate ids, effects in order of first
+        appearance)."""
+        companies = list(dict.fromkeys(i.company for i in incoming))
         async with self._sessions.begin() as session:
-            # Sorted: concurrent calls lock companies in one order, never deadlock.
-            for company in sorted(by_company):
-                await facts.lock_company(session, company)
-                new: list[IncomingEvent] = []
-                for item in by_company[company]:
-                    stored = await facts.add_event(
-                        session, company, item.event_id, item.event, item.detail, item.source, by
+            await rescoring.ensure_and_lock(session, companies)
+            stored, conflicts = await rescoring.add_events(
+                session,
+                [
+                    rescoring.NewEvent(i.company, i.event_id, i.event, i.detail, i.source)
+                    for i in incoming
+                ],
+                by,
+            )
+            for item in incoming:
+                if (item.company, item.event_id) in conflicts:
+                    # Raising rolls the whole call back: nothing of it is written.
+                    raise InvalidArgument.single(
+                        f"events[{item.index}].event_id",
+                        f"{item.event_id!r} was recorded earlier with different content",
                     )
-                    if stored is None:
-                        # Raising rolls the whole call back: nothing of it is written.
-                        raise InvalidArgument.single(
-                            f"events[{item.index}].event_id",
-                            f"{item.event_id!r} was recorded earlier with different content",
-                        )
-                    if stored:
-                        new.append(item)
-                    else:
-                        duplicates.append(item.event_id)
-                recorded += len(new)
-                if not new:
-                    continue
-                new.sort(key=lambda e: (e.event.occurred_at or _now(), e.index))
-                status = next(
-                    (
-                        STATUS_AFTER[e.event.type]
-                        for e in reversed(new)
-                        if e.event.type in STATUS_AFTER
-                    ),
-                    None,
-                )
-                master: dict[str, Any] = {}
-                if status is not None:
-                    master["status"] = int(status)
-                address = next(
-                    (
-                        e.detail.get("newAddress")
-                        for e in reversed(new)
-                        if e.detail_case == "address_changed"
-                    ),
-                    None,
-                )
-                if address:
-                    master["registered_address"] = address
+            new: dict[CompanyId, list[IncomingEvent]] = {}
+            duplicates: list[str] = []
+            for item in incoming:
+                if (item.company, item.event_id) in stored:
+                    new.setdefault(item.company, []).append(item)
+                else:
+                    duplicates.append(item.event_id)
+            for company, items in new.items():
+                items.sort(key=lambda e: (e.event.occurred_at or _now(), e.index))
+                master = _master_after(items)
                 if master:
                     await facts.update_master(session, company, master)
-                effect = await self._rescore(session, company)
-                happened = [
-                    (
+            changed = [c for c in companies if c in new]
+            effects = await score_companies(session, self._registry.active, changed)
+            changes = [
+                (
+                    company,
+                    Change(
                         EventFact(e.event_id, e.event, e.detail_case, e.detail, e.source),
+                        effects[company].previous,
+                        effects[company].score,
                         e.event.occurred_at or _now(),
-                    )
-                    for e in new
-                ]
-                effects[company] = await self._alert(session, effect, happened)
-        ordered = [effects[c] for c in dict.fromkeys(i.company for i in incoming) if c in effects]
+                        score_alerts=i == len(new[company]) - 1,
+                    ),
+                )
+                for company in changed
+                for i, e in enumerate(new[company])
+            ]
+            counts = await alerts.write(session, changes)
+        ordered = [dataclasses.replace(effects[c], alerts_raised=counts.get(c, 0)) for c in changed]
         self._written(ordered)
-        return recorded, duplicates, ordered
+        return len(stored), duplicates, ordered
 
     async def upsert_company(
         self, company: CompanyId, values: dict[str, Any]

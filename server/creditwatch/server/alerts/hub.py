@@ -194,6 +194,10 @@ class AlertHub:
             page = await store.tail(connection, self.position, self._batch)
             if page.alerts:
                 self._dispatch(page.alerts)
+                log.debug(
+                    "alert hub dispatched",
+                    extra={"alerts": len(page.alerts), "position": str(page.position)},
+                )
             self._position = max(self.position, page.position)
             if len(page.alerts) >= self._batch:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -37,6 +38,8 @@ from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.store import alerts as store
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc, common_pb2, companies_pb2
+
+log = logging.getLogger(__name__)
 
 MAX_FILTER_WATCH_LISTS = 100
 MAX_FILTER_COMPANIES = 1_000
@@ -169,9 +172,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
     ) -> None:
         self._max_lag = max_lag_seconds
         # A live alert goes to every subscriber of its tenant: convert it once.
-        self._converted: OrderedDict[uuid.UUID, alerts_pb2.SubscribeAlertsResponse] = (
-            OrderedDict()
-        )
+        self._converted: OrderedDict[uuid.UUID, alerts_pb2.SubscribeAlertsResponse] = OrderedDict()
         self._auth = auth
         self._sessions = sessions
         self._hub = hub
@@ -331,6 +332,10 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                     )
                 self._check_lag(subscription)
                 self._hub.rejoin(subscription)
+                log.debug(
+                    "alert stream rejoined",
+                    extra={"from": str(position), "to": str(subscription.registered_at)},
+                )
         finally:
             self._hub.unsubscribe(subscription)
 

@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
-from creditwatch.server.domain.events import risk_state
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.scoring.engine import ScoreRequest
+from creditwatch.server.intake import score_companies
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts, rescoring
 
@@ -68,33 +67,27 @@ class Rescorer:
         async with self._sessions.begin() as session:
             locked = await rescoring.lock(session, companies)
             result.skipped_locked += len(companies) - len(locked)
-            known = await rescoring.read(session, locked, scorer.policy.overdue_days)
-            requests = [
-                ScoreRequest(
-                    known.statements.get(c),
-                    risk_state(
-                        known.events.get(c, []), known.status.get(c, 0), known.overdue.get(c, 0)
-                    ),
-                )
-                for c in locked
-            ]
-            scores = await scorer.score_many(requests)
-            scored = [(c, s) for c, s in zip(locked, scores, strict=True) if s is not None]
-            await rescoring.add_scores(session, scored)
+            effects = await score_companies(session, scorer, locked)
             changes = []
-            for company, score in scored:
-                previous = known.scores.get(company)
+            scored = 0
+            for company, effect in effects.items():
+                if effect.score is None:
+                    continue
+                scored += 1
+                previous = effect.previous
                 reason = (
                     RescoreReason.MODEL_CHANGED
                     if previous is not None and previous.model_version != scorer.version
                     else RescoreReason.SCHEDULED
                 )
                 fact = RescoreFact(reason, scorer.version)
-                changes.append((company, Change(fact, previous, score, now, fact_alert=False)))
+                changes.append(
+                    (company, Change(fact, previous, effect.score, now, fact_alert=False))
+                )
             counts = await alerts.write(session, changes)
         written = sum(counts.values())
         result.companies += len(companies)
-        result.scored += len(scored)
+        result.scored += scored
         result.alerts += written
         if written and self._on_alerts is not None:
             self._on_alerts()

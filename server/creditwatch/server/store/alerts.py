@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import ColumnElement, RowMapping, Table, and_, insert, select, text, tuple_
+from sqlalchemy import ColumnElement, RowMapping, Table, and_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,6 @@ from creditwatch.server.domain.alerts import (
     AlertFilter,
     AlertType,
     Change,
-    PlannedAlert,
     Severity,
     StoredAlert,
     SuggestedAction,
@@ -40,8 +39,10 @@ from creditwatch.server.domain.alerts import (
 )
 from creditwatch.server.domain.cursors import ORIGIN, Position
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
 from creditwatch.server.store import models
+from creditwatch.server.store.database import driver
 from creditwatch.server.store.facts import score_from_json, score_json
 
 CHANNEL = "creditwatch_alerts"
@@ -51,30 +52,49 @@ _AC = cast(Table, models.AlertConsumer.__table__)
 _R = cast(Table, models.AlertRetention.__table__)
 _XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
-_WATCHERS = text(
-    """
-    SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
-           e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules, c.name
-    FROM watch_list_entries e
-    JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
-    LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
-    WHERE (e.country, e.register_number) IN
-          (SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:numbers AS text[])))
-    """
-)
+_WATCHERS = """
+SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
+       e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules, c.name
+FROM watch_list_entries e
+JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
+LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
+WHERE (e.country, e.register_number) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
 
 _COLUMNS = (
     "tenant_id, xid, seq, id, watch_list_id, country, register_number, type, severity, "
     "priority, company_legal_name, external_reference, exposure_currency, exposure_amount, "
     "previous_score, score, trigger, suggested_action, summary, occurred_time, create_time"
 )
+_COPY_COLUMNS = (
+    "tenant_id",
+    "xid",
+    "id",
+    "watch_list_id",
+    "country",
+    "register_number",
+    "type",
+    "severity",
+    "priority",
+    "company_legal_name",
+    "external_reference",
+    "exposure_currency",
+    "exposure_amount",
+    "previous_score",
+    "score",
+    "trigger",
+    "suggested_action",
+    "summary",
+    "occurred_time",
+)
 
 
-def _rules(value: Mapping[str, Any]) -> AlertRules:
+def _rules(value: Mapping[str, Any] | str) -> AlertRules:
+    parsed: Mapping[str, Any] = json.loads(value) if isinstance(value, str) else value
     return AlertRules(
-        alert_types=tuple(value.get("alert_types", ())),
-        minimum_severity=int(value.get("minimum_severity", 0)),
-        minimum_class_change=int(value.get("minimum_class_change", 0)),
+        alert_types=tuple(parsed.get("alert_types", ())),
+        minimum_severity=int(parsed.get("minimum_severity", 0)),
+        minimum_class_change=int(parsed.get("minimum_class_change", 0)),
     )
 
 
@@ -85,55 +105,33 @@ async def watchers(
     companies' legal names; one query for any number of companies."""
     found: dict[CompanyId, list[Watcher]] = {}
     names: dict[CompanyId, str] = {}
-    rows = await session.execute(
-        _WATCHERS,
-        {
-            "countries": [c.country for c in companies],
-            "numbers": [c.register_number for c in companies],
-        },
+    connection = await driver(session)
+    rows = await connection.fetch(
+        _WATCHERS, [c.country for c in companies], [c.register_number for c in companies]
     )
+    rules: dict[Any, AlertRules] = {}
     for row in rows:
-        company = CompanyId(row.country, row.register_number)
-        names[company] = row.name or ""
+        company = CompanyId(row["country"], row["register_number"])
+        names[company] = row["name"] or ""
+        key = row["watch_list_id"]
+        if key not in rules:
+            rules[key] = _rules(row["alert_rules"])
         found.setdefault(company, []).append(
             Watcher(
-                tenant_id=row.tenant_id,
-                watch_list_id=row.watch_list_id,
-                rules=_rules(row.alert_rules),
-                pd_threshold=row.pd_threshold,
-                exposure_currency=row.exposure_currency,
-                exposure_amount=row.exposure_amount,
-                external_reference=row.external_reference,
+                tenant_id=row["tenant_id"],
+                watch_list_id=key,
+                rules=rules[key],
+                pd_threshold=row["pd_threshold"],
+                exposure_currency=row["exposure_currency"],
+                exposure_amount=row["exposure_amount"],
+                external_reference=row["external_reference"],
             )
         )
     return found, names
 
 
-def _row(
-    alert: PlannedAlert, change: Change, company: CompanyId, legal_name: str, xid: int
-) -> dict[str, Any]:
-    watcher = alert.watcher
-    return {
-        "tenant_id": watcher.tenant_id,
-        "xid": xid,
-        "id": uuid.uuid4(),
-        "watch_list_id": watcher.watch_list_id,
-        "country": company.country,
-        "register_number": company.register_number,
-        "type": int(alert.type),
-        "severity": int(alert.severity),
-        "priority": alert.priority,
-        "company_legal_name": legal_name,
-        "external_reference": watcher.external_reference,
-        "exposure_currency": watcher.exposure_currency,
-        "exposure_amount": watcher.exposure_amount,
-        "previous_score": score_json(change.previous) if change.previous else None,
-        "score": score_json(change.score) if change.score else None,
-        "trigger": trigger_json(change.fact, company),
-        "suggested_action": int(alert.suggested_action),
-        "summary": alert.summary,
-        "occurred_time": change.occurred_at,
-    }
+def _score_text(score: StoredScore | None) -> str | None:
+    return json.dumps(score_json(score)) if score is not None else None
 
 
 async def write(
@@ -144,21 +142,51 @@ async def write(
     if not changes:
         return {}
     held, names = await watchers(session, list(dict.fromkeys(c for c, _ in changes)))
-    rows: list[dict[str, Any]] = []
+    records: list[tuple[Any, ...]] = []
     counts: dict[CompanyId, int] = {}
-    xid: int | None = None
     for company, change in changes:
         planned = plan(change, held.get(company, ()))
         counts[company] = counts.get(company, 0) + len(planned)
         if not planned:
             continue
-        if xid is None:
-            xid = int(await session.scalar(text("SELECT pg_current_xact_id()::text::bigint")))
+        # Serialised once per change, shared by its alerts.
+        previous, current = _score_text(change.previous), _score_text(change.score)
+        trigger = json.dumps(trigger_json(change.fact, company))
         name = names.get(company, "")
-        rows.extend(_row(alert, change, company, name, xid) for alert in planned)
-    if rows:
-        await session.execute(insert(_A), rows)
-        await session.execute(text(f"NOTIFY {CHANNEL}"))
+        for alert in planned:
+            watcher = alert.watcher
+            records.append(
+                (
+                    watcher.tenant_id,
+                    0,  # xid, set below
+                    uuid.uuid4(),
+                    watcher.watch_list_id,
+                    company.country,
+                    company.register_number,
+                    int(alert.type),
+                    int(alert.severity),
+                    alert.priority,
+                    name,
+                    watcher.external_reference,
+                    watcher.exposure_currency,
+                    watcher.exposure_amount,
+                    previous,
+                    current,
+                    trigger,
+                    int(alert.suggested_action),
+                    alert.summary,
+                    change.occurred_at,
+                )
+            )
+    if records:
+        connection = await driver(session)
+        xid = int(await connection.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+        await connection.copy_records_to_table(
+            "alerts",
+            columns=_COPY_COLUMNS,
+            records=[(r[0], xid, *r[2:]) for r in records],
+        )
+        await connection.execute(f"NOTIFY {CHANNEL}")
     return counts
 
 

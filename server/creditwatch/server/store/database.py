@@ -7,8 +7,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +87,21 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def driver(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under a session, for bulk statements (COPY,
+    arrays) inside the session's transaction. JSONB parameters are JSON text.
+
+    SQLAlchemy sends BEGIN lazily, with the first statement it runs itself; a
+    statement sent straight to asyncpg before that would run in autocommit,
+    outside the transaction. So the first use in a session runs one cheap
+    statement through SQLAlchemy to open the transaction."""
+    transaction = session.get_transaction()
+    if transaction is None or session.info.get("creditwatch_begun") is not transaction:
+        await session.execute(text("SELECT 1"))
+        session.info["creditwatch_begun"] = session.get_transaction()
+    raw = await (await session.connection()).get_raw_connection()
+    connection = raw.driver_connection
+    assert connection is not None
+    return connection

@@ -1,18 +1,21 @@
-"""Bulk reads and writes for re-scoring many companies in one transaction.
+"""Bulk reads and writes for scoring many companies in one transaction.
 
-The per-company functions in `facts` cost a few round trips each; a re-score
-of a million watched companies needs a handful of queries per chunk instead.
-Every query here takes the chunk as two parallel arrays (countries, numbers).
+The per-company functions in `facts` cost a few round trips each; a
+RecordEvents call of 1,000 events or a re-score of a million watched
+companies needs a handful of statements per chunk instead. Everything here
+runs on the session's asyncpg connection (arrays in, COPY out) inside the
+caller's transaction, and takes a chunk as two parallel arrays.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.events import CompanyEvent, EventType
@@ -20,38 +23,34 @@ from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.store import facts
+from creditwatch.server.store.database import driver
 
-_IN_CHUNK = (
-    "(country, register_number) IN "
-    "(SELECT * FROM unnest(CAST(:countries AS text[]), CAST(:numbers AS text[])))"
-)
+_CHUNK = "(SELECT * FROM unnest($1::text[], $2::text[]))"
+_IN_CHUNK = f"(country, register_number) IN {_CHUNK}"
 
-_DUE = text(
-    """
-    SELECT c.country, c.register_number
-    FROM companies c
-    JOIN LATERAL (
-        SELECT model_version, score_time FROM scores s
-        WHERE s.country = c.country AND s.register_number = c.register_number
-        ORDER BY s.id DESC LIMIT 1
-    ) latest ON true
-    WHERE (c.country, c.register_number) > (:after_country, :after_number)
-      AND EXISTS (
-        SELECT 1 FROM watch_list_entries e
-        WHERE e.country = c.country AND e.register_number = c.register_number
-      )
-      AND (latest.model_version <> :version OR latest.score_time < :stale_before)
-    ORDER BY c.country, c.register_number
-    LIMIT :limit
-    """
-)
+_DUE = """
+SELECT c.country, c.register_number
+FROM companies c
+JOIN LATERAL (
+    SELECT model_version, score_time FROM scores s
+    WHERE s.country = c.country AND s.register_number = c.register_number
+    ORDER BY s.id DESC LIMIT 1
+) latest ON true
+WHERE (c.country, c.register_number) > ($1, $2)
+  AND EXISTS (
+    SELECT 1 FROM watch_list_entries e
+    WHERE e.country = c.country AND e.register_number = c.register_number
+  )
+  AND (latest.model_version <> $3 OR latest.score_time < $4)
+ORDER BY c.country, c.register_number
+LIMIT $5
+"""
+
+_KNOWN_ITEMS = frozenset(f.name for f in fields(FinancialStatement))
 
 
-def _arrays(companies: Sequence[CompanyId]) -> dict[str, list[str]]:
-    return {
-        "countries": [c.country for c in companies],
-        "numbers": [c.register_number for c in companies],
-    }
+def _arrays(companies: Sequence[CompanyId]) -> tuple[list[str], list[str]]:
+    return [c.country for c in companies], [c.register_number for c in companies]
 
 
 async def due(
@@ -63,32 +62,52 @@ async def due(
 ) -> list[CompanyId]:
     """Watched companies (in key order, after `after`) whose current score was
     made by another model version or before `stale_before`."""
-    rows = await session.execute(
+    connection = await driver(session)
+    rows = await connection.fetch(
         _DUE,
-        {
-            "version": version,
-            "stale_before": stale_before,
-            "after_country": after.country if after else "",
-            "after_number": after.register_number if after else "",
-            "limit": limit,
-        },
+        after.country if after else "",
+        after.register_number if after else "",
+        version,
+        stale_before,
+        limit,
     )
-    return [CompanyId(r.country, r.register_number) for r in rows]
+    return [CompanyId(r["country"], r["register_number"]) for r in rows]
 
 
 async def lock(session: AsyncSession, companies: Sequence[CompanyId]) -> list[CompanyId]:
     """Lock the companies' rows for this transaction, skipping any an intake holds
     (that intake re-scores them itself); returns the ones locked."""
-    rows = await session.execute(
-        text(
-            f"""
-            SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
-            ORDER BY country, register_number FOR UPDATE SKIP LOCKED
-            """
-        ),
-        _arrays(companies),
+    connection = await driver(session)
+    rows = await connection.fetch(
+        f"""
+        SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
+        ORDER BY country, register_number FOR UPDATE SKIP LOCKED
+        """,
+        *_arrays(companies),
     )
-    return [CompanyId(r.country, r.register_number) for r in rows]
+    return [CompanyId(r["country"], r["register_number"]) for r in rows]
+
+
+async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
+    """Create missing company rows and lock all of them, in key order (so
+    concurrent intakes never deadlock)."""
+    connection = await driver(session)
+    arrays = _arrays(sorted(set(companies)))
+    await connection.execute(
+        """
+        INSERT INTO companies (country, register_number, name, industry_code, legal_form, status)
+        SELECT c, n, '', '', '', 0 FROM unnest($1::text[], $2::text[]) AS t(c, n)
+        ON CONFLICT (country, register_number) DO NOTHING
+        """,
+        *arrays,
+    )
+    await connection.execute(
+        f"""
+        SELECT 1 FROM companies WHERE {_IN_CHUNK}
+        ORDER BY country, register_number FOR UPDATE
+        """,
+        *arrays,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,96 +121,213 @@ class Facts:
     scores: dict[CompanyId, StoredScore]
 
 
+def _statement(row: Any) -> FinancialStatement:
+    items = row["items"]
+    if isinstance(items, str):
+        items = json.loads(items)
+    values = {k: float(v) for k, v in items.items() if k in _KNOWN_ITEMS}
+    return FinancialStatement(
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        currency=row["currency"],
+        **values,
+    )
+
+
 async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int) -> Facts:
     """Latest statement, events, status, pooled overdue invoices and current
     score of every company in the chunk, in five queries."""
-    params = _arrays(companies)
-    known = {f.name for f in fields(FinancialStatement)}
-    statements: dict[CompanyId, FinancialStatement] = {}
-    for r in await session.execute(
-        text(
+    connection = await driver(session)
+    arrays = _arrays(companies)
+    statements = {
+        CompanyId(r["country"], r["register_number"]): _statement(r)
+        for r in await connection.fetch(
             f"""
             SELECT DISTINCT ON (country, register_number)
                    country, register_number, period_start, period_end, currency, items
             FROM financial_statements WHERE {_IN_CHUNK}
             ORDER BY country, register_number, period_end DESC
-            """
-        ),
-        params,
-    ):
-        items = {k: float(v) for k, v in r.items.items() if k in known}
-        statements[CompanyId(r.country, r.register_number)] = FinancialStatement(
-            period_start=r.period_start, period_end=r.period_end, currency=r.currency, **items
+            """,
+            *arrays,
         )
+    }
     events: dict[CompanyId, list[CompanyEvent]] = {}
-    for r in await session.execute(
-        text(
-            f"""
-            SELECT country, register_number, type, occurred_at, reference
-            FROM company_events WHERE {_IN_CHUNK}
-            ORDER BY country, register_number, record_time, event_id
-            """
-        ),
-        params,
+    for r in await connection.fetch(
+        f"""
+        SELECT country, register_number, type, occurred_at, reference
+        FROM company_events WHERE {_IN_CHUNK}
+        ORDER BY country, register_number, record_time, event_id
+        """,
+        *arrays,
     ):
-        events.setdefault(CompanyId(r.country, r.register_number), []).append(
-            CompanyEvent(EventType(r.type), r.occurred_at, r.reference)
+        events.setdefault(CompanyId(r["country"], r["register_number"]), []).append(
+            CompanyEvent(EventType(r["type"]), r["occurred_at"], r["reference"])
         )
     status = {
-        CompanyId(r.country, r.register_number): int(r.status)
-        for r in await session.execute(
-            text(f"SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}"),
-            params,
+        CompanyId(r["country"], r["register_number"]): int(r["status"])
+        for r in await connection.fetch(
+            f"SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}", *arrays
         )
     }
     overdue = {
-        CompanyId(r.country, r.register_number): int(r.n)
-        for r in await session.execute(
-            text(
-                f"""
-                SELECT country, register_number, count(*) AS n FROM payment_experiences
-                WHERE {_IN_CHUNK} AND settled_date IS NULL AND current_date - due_date > :days
-                GROUP BY country, register_number
-                """
-            ),
-            params | {"days": overdue_days},
+        CompanyId(r["country"], r["register_number"]): int(r["n"])
+        for r in await connection.fetch(
+            f"""
+            SELECT country, register_number, count(*) AS n FROM payment_experiences
+            WHERE {_IN_CHUNK} AND settled_date IS NULL AND current_date - due_date > $3
+            GROUP BY country, register_number
+            """,
+            *arrays,
+            overdue_days,
         )
     }
     scores: dict[CompanyId, StoredScore] = {}
-    for r in await session.execute(
-        text(
-            f"""
-            SELECT DISTINCT ON (country, register_number) *
-            FROM scores WHERE {_IN_CHUNK}
-            ORDER BY country, register_number, id DESC
-            """
-        ),
-        params,
+    for r in await connection.fetch(
+        f"""
+        SELECT DISTINCT ON (country, register_number)
+               country, register_number, probability_of_default, risk_class,
+               model_risk_class, reasons, model_version, data_as_of, score_time
+        FROM scores WHERE {_IN_CHUNK}
+        ORDER BY country, register_number, id DESC
+        """,
+        *arrays,
     ):
-        scores[CompanyId(r.country, r.register_number)] = facts.score_from_row(r)
+        scores[CompanyId(r["country"], r["register_number"])] = facts.score_from_row(_Row(r))
     return Facts(statements, events, status, overdue, scores)
+
+
+class _Row:
+    """Attribute access over an asyncpg record, as `facts.score_from_row` reads rows."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._record[name]
+        if name == "reasons" and isinstance(value, str):
+            return json.loads(value)
+        return value
+
+
+_SCORE_COLUMNS = (
+    "country",
+    "register_number",
+    "probability_of_default",
+    "risk_class",
+    "model_risk_class",
+    "reasons",
+    "model_version",
+    "data_as_of",
+    "score_time",
+)
 
 
 async def add_scores(
     session: AsyncSession, scored: Sequence[tuple[CompanyId, StoredScore]]
 ) -> None:
-    """Append many scores; replicas' score caches are told to forget everything."""
+    """Append many scores (COPY); they become the companies' current ones."""
     if not scored:
         return
-    rows: list[dict[str, Any]] = [
-        {
-            "country": company.country,
-            "register_number": company.register_number,
-            "probability_of_default": score.probability_of_default,
-            "risk_class": int(score.risk_class),
-            "model_risk_class": int(score.model_risk_class),
-            "reasons": facts.score_json(score)["reasons"],
-            "model_version": score.model_version,
-            "data_as_of": score.data_as_of,
-            "score_time": score.score_time,
+    connection = await driver(session)
+    await connection.copy_records_to_table(
+        "scores",
+        columns=_SCORE_COLUMNS,
+        records=[
+            (
+                company.country,
+                company.register_number,
+                score.probability_of_default,
+                int(score.risk_class),
+                int(score.model_risk_class),
+                json.dumps(facts.score_json(score)["reasons"]),
+                score.model_version,
+                score.data_as_of,
+                score.score_time,
+            )
+            for company, score in scored
+        ],
+    )
+    # Replicas' score caches drop these companies at commit; past a thousand,
+    # one "*" notice empties the caches instead.
+    if len(scored) <= 1_000:
+        await connection.execute(
+            "SELECT pg_notify('creditwatch_scores', k) FROM unnest($1::text[]) AS k",
+            [company.key for company, _ in scored],
+        )
+    else:
+        await connection.execute("SELECT pg_notify('creditwatch_scores', '*')")
+
+
+_ADD_EVENTS = """
+INSERT INTO company_events (country, register_number, event_id, type, occurred_at, reference,
+                            detail, source, recorded_by)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[], $5::timestamptz[],
+                     $6::text[], $7::jsonb[], $8::text[], $9::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING country, register_number, event_id
+"""
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to store."""
+
+    company: CompanyId
+    event_id: str
+    event: CompanyEvent
+    detail: dict[str, Any]
+    source: str
+
+
+async def add_events(
+    session: AsyncSession, items: Sequence[NewEvent], recorded_by: uuid.UUID | None
+) -> tuple[set[tuple[CompanyId, str]], set[tuple[CompanyId, str]]]:
+    """Store events idempotently. Returns (stored now, repeats with different
+    content); the rest were stored earlier with the same content."""
+    connection = await driver(session)
+    rows = await connection.fetch(
+        _ADD_EVENTS,
+        [i.company.country for i in items],
+        [i.company.register_number for i in items],
+        [i.event_id for i in items],
+        [int(i.event.type) for i in items],
+        [i.event.occurred_at for i in items],
+        [i.event.reference for i in items],
+        [json.dumps(i.detail) for i in items],
+        [i.source for i in items],
+        [recorded_by] * len(items),
+    )
+    stored = {(CompanyId(r["country"], r["register_number"]), r["event_id"]) for r in rows}
+    repeats = [i for i in items if (i.company, i.event_id) not in stored]
+    conflicts: set[tuple[CompanyId, str]] = set()
+    if repeats:
+        earlier = {
+            (CompanyId(r["country"], r["register_number"]), r["event_id"]): r
+            for r in await connection.fetch(
+                """
+                SELECT country, register_number, event_id, type, occurred_at, reference, detail
+                FROM company_events
+                WHERE (country, register_number, event_id) IN
+                      (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                """,
+                [i.company.country for i in repeats],
+                [i.company.register_number for i in repeats],
+                [i.event_id for i in repeats],
+            )
         }
-        for company, score in scored
-    ]
-    await session.execute(facts.INSERT_SCORE, rows)
-    # One notice for the whole chunk: "*" empties every replica's score cache.
-    await session.execute(text("SELECT pg_notify('creditwatch_scores', '*')"))
+        for item in repeats:
+            row = earlier[(item.company, item.event_id)]
+            detail = row["detail"]
+            if isinstance(detail, str):
+                detail = json.loads(detail)
+            same = (row["type"], row["occurred_at"], row["reference"], detail) == (
+                int(item.event.type),
+                item.event.occurred_at,
+                item.event.reference,
+                item.detail,
+            )
+            if not same:
+                conflicts.add((item.company, item.event_id))
+    return stored, conflicts
