@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditwatch.server.alerts.hub import AlertHub
 from creditwatch.server.api.alerts import AlertServicer
+from creditwatch.server.api.alerts import add_to_server as add_alert_service
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.scoring import ScoringServicer
@@ -33,7 +34,6 @@ from creditwatch.server.store.tenants import TenantStore
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import (
     alerts_pb2,
-    alerts_pb2_grpc,
     companies_pb2,
     companies_pb2_grpc,
     limits_pb2,
@@ -155,7 +155,7 @@ async def start(settings: Settings) -> Running:
         CompanyDataServicer(auth, intake), server
     )
     watch_list_store = WatchListStore(sessions)
-    alerts_pb2_grpc.add_AlertServiceServicer_to_server(
+    add_alert_service(
         AlertServicer(auth, sessions, hub, watch_list_store, settings.alert_max_lag_seconds),
         server,
     )

@@ -171,8 +171,9 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         max_lag_seconds: float = 60.0,
     ) -> None:
         self._max_lag = max_lag_seconds
-        # A live alert goes to every subscriber of its tenant: convert it once.
-        self._converted: OrderedDict[uuid.UUID, alerts_pb2.SubscribeAlertsResponse] = OrderedDict()
+        # A live alert goes to every subscriber of its tenant: convert and
+        # serialise it once (see `add_to_server`).
+        self._converted: OrderedDict[uuid.UUID, bytes] = OrderedDict()
         self._auth = auth
         self._sessions = sessions
         self._hub = hub
@@ -280,12 +281,12 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             position = batch[-1].position
 
     @server_stream
-    async def SubscribeAlerts(
+    async def SubscribeAlerts(  # type: ignore[override]
         self,
         request: alerts_pb2.SubscribeAlertsRequest,
         tenant: uuid.UUID,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[alerts_pb2.SubscribeAlertsResponse]:
+    ) -> AsyncIterator[alerts_pb2.SubscribeAlertsResponse | bytes]:
         interval = request.heartbeat_interval_seconds or 30
         if not 5 <= interval <= 300:
             raise InvalidArgument.single(
@@ -339,10 +340,12 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         finally:
             self._hub.unsubscribe(subscription)
 
-    def _live_message(self, alert: StoredAlert) -> alerts_pb2.SubscribeAlertsResponse:
+    def _live_message(self, alert: StoredAlert) -> bytes:
         message = self._converted.get(alert.id)
         if message is None:
-            message = alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
+            message = alerts_pb2.SubscribeAlertsResponse(
+                alert=alert_message(alert)
+            ).SerializeToString()
             self._converted[alert.id] = message
             if len(self._converted) > 10_000:
                 self._converted.popitem(last=False)
@@ -458,3 +461,41 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         if alert is None:
             raise NotFound(request.name)
         return alerts_pb2.GetAlertResponse(alert=alert_message(alert))
+
+
+def _serialize(message: alerts_pb2.SubscribeAlertsResponse | bytes) -> bytes:
+    """Stream messages may come pre-serialised (a live alert shared by many streams)."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_to_server(servicer: AlertServicer, server: grpc.aio.Server) -> None:
+    """Register the service like the generated `add_AlertServiceServicer_to_server`,
+    except that SubscribeAlerts accepts pre-serialised messages."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "SubscribeAlerts": grpc.unary_stream_rpc_method_handler(
+            servicer.SubscribeAlerts,
+            request_deserializer=alerts_pb2.SubscribeAlertsRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "AcknowledgeAlerts": grpc.unary_unary_rpc_method_handler(
+            servicer.AcknowledgeAlerts,
+            request_deserializer=alerts_pb2.AcknowledgeAlertsRequest.FromString,
+            response_serializer=alerts_pb2.AcknowledgeAlertsResponse.SerializeToString,
+        ),
+        "ListAlerts": grpc.unary_unary_rpc_method_handler(
+            servicer.ListAlerts,
+            request_deserializer=alerts_pb2.ListAlertsRequest.FromString,
+            response_serializer=alerts_pb2.ListAlertsResponse.SerializeToString,
+        ),
+        "GetAlert": grpc.unary_unary_rpc_method_handler(
+            servicer.GetAlert,
+            request_deserializer=alerts_pb2.GetAlertRequest.FromString,
+            response_serializer=alerts_pb2.GetAlertResponse.SerializeToString,
+        ),
+    }
+    name = alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
+    assert set(handlers) == set(
+        alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].methods_by_name
+    ), "a new AlertService method needs a handler here"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)

@@ -14,7 +14,6 @@ cluster holds delivery back until it ends, so keep write transactions short.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
+import orjson
 from sqlalchemy import ColumnElement, RowMapping, Table, and_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,7 +42,7 @@ from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
 from creditwatch.server.store import models
-from creditwatch.server.store.database import driver
+from creditwatch.server.store.database import driver, dumps
 from creditwatch.server.store.facts import score_from_json, score_json
 
 CHANNEL = "creditwatch_alerts"
@@ -58,7 +58,7 @@ SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_cu
 FROM watch_list_entries e
 JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
 LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
-WHERE (e.country, e.register_number) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+WHERE (e.country, e.register_number) IN (SELECT * FROM unnest($1::char(2)[], $2::varchar[]))
 """
 
 _COLUMNS = (
@@ -90,7 +90,7 @@ _COPY_COLUMNS = (
 
 
 def _rules(value: Mapping[str, Any] | str) -> AlertRules:
-    parsed: Mapping[str, Any] = json.loads(value) if isinstance(value, str) else value
+    parsed: Mapping[str, Any] = orjson.loads(value) if isinstance(value, str) else value
     return AlertRules(
         alert_types=tuple(parsed.get("alert_types", ())),
         minimum_severity=int(parsed.get("minimum_severity", 0)),
@@ -131,7 +131,7 @@ async def watchers(
 
 
 def _score_text(score: StoredScore | None) -> str | None:
-    return json.dumps(score_json(score)) if score is not None else None
+    return dumps(score_json(score)) if score is not None else None
 
 
 async def write(
@@ -151,7 +151,7 @@ async def write(
             continue
         # Serialised once per change, shared by its alerts.
         previous, current = _score_text(change.previous), _score_text(change.score)
-        trigger = json.dumps(trigger_json(change.fact, company))
+        trigger = dumps(trigger_json(change.fact, company))
         name = names.get(company, "")
         for alert in planned:
             watcher = alert.watcher
@@ -194,9 +194,9 @@ def alert_from_row(row: Mapping[str, Any] | RowMapping) -> StoredAlert:
     """A stored alert from a row of `_COLUMNS` (SQLAlchemy mapping or asyncpg record)."""
     previous, score, trigger = row["previous_score"], row["score"], row["trigger"]
     if isinstance(trigger, str):  # raw asyncpg without a JSON codec
-        previous = json.loads(previous) if previous else None
-        score = json.loads(score) if score else None
-        trigger = json.loads(trigger)
+        previous = orjson.loads(previous) if previous else None
+        score = orjson.loads(score) if score else None
+        trigger = orjson.loads(trigger)
     return StoredAlert(
         tenant_id=row["tenant_id"],
         position=Position(row["xid"], row["seq"]),

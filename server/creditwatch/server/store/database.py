@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -72,11 +73,20 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def dumps(value: Any) -> str:
+    """JSON text for a JSONB parameter."""
+    return orjson.dumps(value).decode()
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """An async engine with a bounded pool; connections are checked before use so a
     restarted PostgreSQL does not surface as errors in the first calls after it."""
     return create_async_engine(
         url,
+        # orjson: JSONB columns (statements' line items, reasons, alert
+        # triggers) are decoded and encoded on every bulk path.
+        json_serializer=dumps,
+        json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

@@ -9,13 +9,13 @@ caller's transaction, and takes a chunk as two parallel arrays.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.events import CompanyEvent, EventType
@@ -23,9 +23,9 @@ from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.store import facts
-from creditwatch.server.store.database import driver
+from creditwatch.server.store.database import driver, dumps
 
-_CHUNK = "(SELECT * FROM unnest($1::text[], $2::text[]))"
+_CHUNK = "(SELECT * FROM unnest($1::char(2)[], $2::varchar[]))"
 _IN_CHUNK = f"(country, register_number) IN {_CHUNK}"
 
 _DUE = """
@@ -124,7 +124,7 @@ class Facts:
 def _statement(row: Any) -> FinancialStatement:
     items = row["items"]
     if isinstance(items, str):
-        items = json.loads(items)
+        items = orjson.loads(items)
     values = {k: float(v) for k, v in items.items() if k in _KNOWN_ITEMS}
     return FinancialStatement(
         period_start=row["period_start"],
@@ -207,7 +207,7 @@ class _Row:
     def __getattr__(self, name: str) -> Any:
         value = self._record[name]
         if name == "reasons" and isinstance(value, str):
-            return json.loads(value)
+            return orjson.loads(value)
         return value
 
 
@@ -241,7 +241,7 @@ async def add_scores(
                 score.probability_of_default,
                 int(score.risk_class),
                 int(score.model_risk_class),
-                json.dumps(facts.score_json(score)["reasons"]),
+                dumps(facts.score_json(score)["reasons"]),
                 score.model_version,
                 score.data_as_of,
                 score.score_time,
@@ -295,7 +295,7 @@ async def add_events(
         [int(i.event.type) for i in items],
         [i.event.occurred_at for i in items],
         [i.event.reference for i in items],
-        [json.dumps(i.detail) for i in items],
+        [dumps(i.detail) for i in items],
         [i.source for i in items],
         [recorded_by] * len(items),
     )
@@ -310,7 +310,7 @@ async def add_events(
                 SELECT country, register_number, event_id, type, occurred_at, reference, detail
                 FROM company_events
                 WHERE (country, register_number, event_id) IN
-                      (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                      (SELECT * FROM unnest($1::char(2)[], $2::varchar[], $3::text[]))
                 """,
                 [i.company.country for i in repeats],
                 [i.company.register_number for i in repeats],
@@ -321,7 +321,7 @@ async def add_events(
             row = earlier[(item.company, item.event_id)]
             detail = row["detail"]
             if isinstance(detail, str):
-                detail = json.loads(detail)
+                detail = orjson.loads(detail)
             same = (row["type"], row["occurred_at"], row["reference"], detail) == (
                 int(item.event.type),
                 item.event.occurred_at,
