@@ -125,7 +125,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 return await self._stored(_company(item.company, "company"))
             if subject == "financial_statement":
                 statement = sc.statement(item.financial_statement, "financial_statement")
-                scorer.features(statement)  # surfaces an unsupported currency per item
+                scorer.conversion_rate(statement)  # surfaces an unsupported currency per item
                 return ScoreRequest(statement, RiskState.of(sc.events(list(item.events), "events")))
             return InvalidArgument.single(
                 "subject", "a company or a financial_statement is required"
