@@ -7,6 +7,7 @@ import math
 import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 
+from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import LINE_ITEMS, REQUIRED_ITEMS, FinancialStatement
 from creditwatch.server.domain.overrides import OverridePolicy
@@ -23,6 +25,7 @@ from creditwatch.server.scoring.engine import (
     COLUMNS_FROM,
     INLINE_STATEMENTS,
     MAX_MODEL_REASONS,
+    PIPELINE_CHUNK,
     Scorer,
     ScoreRequest,
     pd_contributions,
@@ -80,7 +83,9 @@ async def test_shipped_model_explains_itself(scorer: Scorer) -> None:
     assert outputs.shape == (1, 1 + 65)
 
 
-@pytest.mark.parametrize("count", [1, COLUMNS_FROM + 1, INLINE_STATEMENTS + 50])
+@pytest.mark.parametrize(
+    "count", [1, COLUMNS_FROM + 1, INLINE_STATEMENTS + 50, 2 * PIPELINE_CHUNK + 7]
+)
 async def test_a_batch_scores_each_request_as_if_alone(scorer: Scorer, count: int) -> None:
     statements = varied_statements(count)
     requests = [ScoreRequest(s, RiskState()) for s in statements]
@@ -105,6 +110,34 @@ async def test_a_batch_scores_each_request_as_if_alone(scorer: Scorer, count: in
         assert [r.code for r in together.reasons] == [r.code for r in alone.reasons]
         for a, b in zip(together.reasons, alone.reasons, strict=True):
             assert a.pd_contribution == pytest.approx(b.pd_contribution, abs=1e-7)
+
+
+async def test_an_unsupported_currency_fails_a_large_batch_as_a_whole(scorer: Scorer) -> None:
+    statements = varied_statements(PIPELINE_CHUNK + 10)
+    statements[-1] = replace(statements[-1], currency="XAU")
+    with pytest.raises(UnsupportedCurrency, match="XAU"):
+        await scorer.score_many([ScoreRequest(s, RiskState()) for s in statements])
+
+
+async def test_a_failed_model_run_fails_the_batch_and_leaves_the_scorer_working(
+    pool: ThreadPoolExecutor,
+) -> None:
+    model = OnnxModel(MANIFEST)
+    calls = []
+
+    def flaky(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise RuntimeError("onnxruntime fell over")
+        return model.evaluate(rows)
+
+    scorer = Scorer(model, MicroBatcher(flaky, pool), OverridePolicy())
+    requests = [ScoreRequest(s, RiskState()) for s in varied_statements(3 * PIPELINE_CHUNK)]
+    with pytest.raises(RuntimeError, match="fell over"):
+        await scorer.score_many(requests)
+    assert len(calls) <= 3  # the chunks after the failure are not run
+    again = await scorer.score_many(requests[: INLINE_STATEMENTS + 1])
+    assert all(score is not None for score in again)
 
 
 async def test_reasons_are_the_largest_contributions_in_pd_units(scorer: Scorer) -> None:

@@ -46,11 +46,6 @@ class MicroBatcher:
         self.batches = 0
         self.rows = 0
 
-    @property
-    def executor(self) -> Executor:
-        """Where large runs go; other blocking work of the same model may use it too."""
-        return self._executor
-
     async def predict(self, rows: Matrix) -> npt.NDArray[np.float32]:
         """Model outputs for `rows` (shape (n, features)); runs with whatever else is queued."""
         loop = asyncio.get_running_loop()

@@ -19,8 +19,9 @@ replaced by its training median and the model is run again, in the same batch
 as the row itself; the PD difference is that input's contribution.
 
 Many statements are scored together: features as numpy columns, one model
-run, reasons chosen with numpy. Large batches do their feature maths and
-reason texts in the scoring executor, off the event loop.
+run, reasons chosen with numpy. Large batches (a stream chunk, a re-score) do
+their Python work in a worker thread, off the event loop, in chunks that
+overlap with the model runs of their neighbours.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -54,17 +55,20 @@ if TYPE_CHECKING:
 MAX_MODEL_REASONS = 5
 # Contributions smaller than this (absolute PD) are noise, not reasons.
 MIN_CONTRIBUTION = 1e-4
-# Batches with more statements than this prepare features and reasons in the
-# scoring executor: a stream chunk or a re-score must not stall other calls,
-# while a single score is quicker on the loop than through a thread.
+# Batches with more statements than this compute features and reasons in a
+# worker thread: a stream chunk or a re-score must not stall other calls, while
+# a single score is quicker on the loop than through a thread.
 INLINE_STATEMENTS = 64
+# Requests per chunk of a large batch's pipeline (see Scorer._pipeline).
+PIPELINE_CHUNK = 1024
 # Below this many statements, numpy's cost per call (one per formula step) is
 # more than the plain-float formulas statement by statement: ~230 µs against
 # ~15 µs per statement.
 COLUMNS_FROM = 16
 
 Matrix = npt.NDArray[np.float64]
-_T = TypeVar("_T")
+Features = npt.NDArray[np.float32]
+Outputs = npt.NDArray[np.float32]
 
 
 def _code(formula: str) -> str:
@@ -181,20 +185,50 @@ class Scorer:
         return (await self.score_many([request]))[0]
 
     async def score_many(self, requests: Sequence[ScoreRequest]) -> list[StoredScore | None]:
-        """Score many at once: one model run for all their statements."""
+        """Score many at once (raises UnsupportedCurrency if any statement's
+        currency has no rate, before scoring any)."""
         statements = [r.statement for r in requests if r.statement is not None]
-        if not statements:
-            now = datetime.now(UTC)
-            return [self._events_only(r, now) for r in requests]
-        inline = len(statements) <= INLINE_STATEMENTS
-        x, rows = await self._blocking(inline, self._inputs, statements)
-        outputs = await self._batcher.predict(rows)
-        return await self._blocking(inline, self._assemble, requests, x, outputs)
+        if len(statements) <= INLINE_STATEMENTS:
+            x, rows = self._inputs(statements)
+            outputs = await self._batcher.predict(rows) if statements else rows
+            return self._assemble(requests, x, outputs)
+        for statement in {s.currency: s for s in statements}.values():
+            self.conversion_rate(statement)  # fail before any work, not after some
+        return await self._pipeline(requests)
 
-    async def _blocking(self, inline: bool, work: Callable[..., _T], *args: object) -> _T:
-        if inline:
-            return work(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._batcher.executor, work, *args)
+    async def _pipeline(self, requests: Sequence[ScoreRequest]) -> list[StoredScore | None]:
+        """A large batch in chunks through three stages: features, the model,
+        reasons. The Python stages run in a worker thread, off the event loop,
+        and onnxruntime (which releases the GIL) in the scoring executor, so
+        one chunk's model run overlaps the next chunk's features and the
+        previous chunk's reasons."""
+        out: list[StoredScore | None] = []
+        runs: list[asyncio.Task[Outputs]] = []
+        previous: tuple[Sequence[ScoreRequest], Features, asyncio.Task[Outputs]] | None = None
+        try:
+            for start in range(0, len(requests), PIPELINE_CHUNK):
+                chunk = requests[start : start + PIPELINE_CHUNK]
+                statements = [r.statement for r in chunk if r.statement is not None]
+                x, rows = await asyncio.to_thread(self._inputs, statements)
+                runs.append(asyncio.create_task(self._run(rows)))
+                if previous is not None:
+                    out += await self._finish(*previous)
+                previous = chunk, x, runs[-1]
+            if previous is not None:
+                out += await self._finish(*previous)
+        finally:
+            for run in runs:
+                run.cancel()  # a no-op for finished runs; the others lost their caller
+        return out
+
+    async def _run(self, rows: Features) -> Outputs:
+        return await self._batcher.predict(rows) if len(rows) else rows
+
+    async def _finish(
+        self, chunk: Sequence[ScoreRequest], x: Features, run: asyncio.Task[Outputs]
+    ) -> list[StoredScore | None]:
+        outputs = await run
+        return await asyncio.to_thread(self._assemble, chunk, x, outputs)
 
     def _inputs(
         self, statements: list[FinancialStatement]
@@ -283,8 +317,10 @@ class Scorer:
         x: npt.NDArray[np.float32],
         outputs: npt.NDArray[np.float32],
     ) -> list[StoredScore | None]:
-        pds, contributions = self._contributions(x, outputs)
-        model_reasons = self._model_reasons(x, contributions)
+        scored: Iterator[tuple[float, tuple[Reason, ...]]] = iter(())
+        if len(x):
+            pds, contributions = self._contributions(x, outputs)
+            scored = zip(pds.tolist(), self._model_reasons(x, contributions), strict=True)
         now = datetime.now(UTC)
         as_of: dict[date, datetime] = {}
         # The policy is a pure function of class and state, and most companies
@@ -292,7 +328,6 @@ class Scorer:
         policy: dict[tuple[RiskClass, RiskState], tuple[RiskClass, tuple[Reason, ...]]] = {}
         classify, version = self.model.info.bands.classify, self.version
         out: list[StoredScore | None] = []
-        scored = iter(zip(pds.tolist(), model_reasons, strict=True))
         for request in requests:
             statement = request.statement
             if statement is None:
