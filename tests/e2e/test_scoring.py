@@ -316,6 +316,31 @@ async def test_stream_scores_answers_each_chunk_in_order_with_per_item_errors(
     ]
 
 
+async def test_stream_scores_applies_each_items_events(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    bankrupt = _event(bankruptcy_opened=companies_pb2.BankruptcyOpened())
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield scoring_pb2.StreamScoresRequest(
+            items=[
+                scoring_pb2.ScoreItem(correlation_id="plain", financial_statement=healthy()),
+                scoring_pb2.ScoreItem(
+                    correlation_id="bankrupt", financial_statement=healthy(), events=[bankrupt]
+                ),
+            ]
+        )
+
+    (response,) = [
+        r async for r in _stub(channel).StreamScores(requests(), metadata=tenant.metadata)
+    ]
+    plain, bankrupt_score = (r.score for r in response.results)
+    assert "OVERRIDE_BANKRUPTCY" not in [r.code for r in plain.reasons]
+    assert bankrupt_score.risk_class == common_pb2.RISK_CLASS_D
+    assert bankrupt_score.reasons[-1].code == "OVERRIDE_BANKRUPTCY"
+    assert bankrupt_score.probability_of_default == plain.probability_of_default
+
+
 async def test_stream_scores_refuses_an_empty_chunk(
     channel: grpc.aio.Channel, tenant: TenantKey
 ) -> None:
