@@ -226,8 +226,13 @@ def saabas_from_dump(booster: lgb.Booster, x: np.ndarray) -> tuple[np.ndarray, f
 
 
 @pytest.fixture(scope="module")
+def booster(manifest: dict[str, Any]) -> lgb.Booster:
+    return lgb.Booster(model_file=str(MODELS / manifest["files"]["booster"]))
+
+
+@pytest.fixture(scope="module")
 def saabas(
-    manifest: dict[str, Any], training_data: tuple[np.ndarray, np.ndarray]
+    booster: lgb.Booster, training_data: tuple[np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows: the training data, then it again with 30 % holes; their Saabas
     contributions; their raw scores), all from the booster."""
@@ -235,7 +240,6 @@ def saabas(
     holes = x.copy()
     holes[np.random.default_rng(1).random(x.shape) < 0.3] = np.nan
     rows = np.concatenate([x, holes])
-    booster = lgb.Booster(model_file=str(MODELS / manifest["files"]["booster"]))
     phi, base = saabas_from_dump(booster, rows)
     raw = booster.predict(rows, raw_score=True)
     # The reference itself is right: LightGBM's own raw scores are base + contributions.
@@ -271,12 +275,12 @@ def test_contributions_add_up_to_the_calibrated_log_odds(
 def test_contribution_base_is_lightgbms_expected_value(
     manifest: dict[str, Any],
     session: ort.InferenceSession,
+    booster: lgb.Booster,
     training_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     # The same base as LightGBM's TreeSHAP (pred_contrib's last column): the
     # training rows' mean raw score, calibrated.
     x, _ = training_data
-    booster = lgb.Booster(model_file=str(MODELS / manifest["files"]["booster"]))
     expected_value = booster.predict(x[:5], pred_contrib=True)[:, -1]
     calibration = manifest["calibration"]
     base = contributions(session, x[:5])[:, 64]
@@ -287,14 +291,13 @@ def test_contribution_base_is_lightgbms_expected_value(
 
 
 def test_strongest_contribution_is_one_treeshap_ranks_high(
-    manifest: dict[str, Any],
     session: ort.InferenceSession,
+    booster: lgb.Booster,
     training_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     # Saabas is not TreeSHAP (it favours splits near the root), but reason codes
     # built on it must name what TreeSHAP names: measured 96 % and 3.8 of 5.
     x, _ = training_data
-    booster = lgb.Booster(model_file=str(MODELS / manifest["files"]["booster"]))
     shap = np.abs(booster.predict(x, pred_contrib=True)[:, :64])
     ours = np.abs(contributions(session, x)[:, :64])
     shap_top5 = np.argsort(-shap, axis=1)[:, :5]
