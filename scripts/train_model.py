@@ -12,10 +12,13 @@ count): 5-fold stratified cross-validation repeated 3 times for the ROC AUC;
 Platt calibration fitted on the out-of-fold raw scores (never on rows a model
 was trained on); a final LightGBM model on all rows; an ONNX graph that maps
 the 64 features straight to the calibrated PD; risk-class PD bands from the
-out-of-fold PDs. It writes, all derived from the same run:
+out-of-fold PDs; per-feature contributions to the score (Saabas path
+attributions) computed by the same ONNX graph, for reason codes. It writes, all
+derived from the same run:
 
 - models/default-pd-v1.onnx     the model the service loads (input "features"
-                                float32 [N, 64], output "pd" float32 [N])
+                                float32 [N, 64]; outputs "pd" float32 [N] and
+                                "contributions" float32 [N, 65])
 - models/default-pd-v1.json     the manifest: features, bands, metrics, provenance
 - models/MODEL_CARD.md          the same facts for people
 - models/default-pd-v1.lgb.txt  the LightGBM booster, for the ONNX parity test
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import sys
 import time
@@ -63,6 +67,9 @@ STEM = "default-pd-v1"
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "pd"
+CONTRIBUTIONS_NAME = "contributions"
+# One column per feature, then the base log-odds that they are measured from.
+N_CONTRIBUTIONS = N_FEATURES + 1
 # The newest opset onnxmltools 1.16 accepts; onnxruntime has run it since 1.10.
 ONNX_OPSET = 15
 
@@ -239,16 +246,119 @@ def class_default_rates(
     return rates
 
 
-def to_onnx(booster: lgb.Booster, a: float, b: float) -> onnx.ModelProto:
-    """The booster as ONNX, followed by the Platt calibration: features -> PD.
+def _expected(node: dict[str, Any]) -> tuple[float, int]:
+    """Set `node["expected"]`, the mean raw score of the training rows that reach
+    the node, on it and its subtree; returns it with the number of those rows.
+
+    Rows are counted (leaf_count), not hessian-weighted: that is LightGBM's own
+    expected value in `predict(pred_contrib=True)`, so the base of the
+    contributions equals TreeSHAP's.
+    """
+    if "split_feature" not in node:
+        node["expected"] = float(node["leaf_value"])
+        return node["expected"], int(node.get("leaf_count", 0))
+    left, n_left = _expected(node["left_child"])
+    right, n_right = _expected(node["right_child"])
+    node["expected"] = (left * n_left + right * n_right) / (n_left + n_right)
+    return node["expected"], n_left + n_right
+
+
+def contribution_ensemble(
+    classifier: onnx.NodeProto, booster: lgb.Booster, output: str
+) -> tuple[onnx.NodeProto, float]:
+    """The classifier's trees as a TreeEnsembleRegressor with N_CONTRIBUTIONS targets:
+    each feature's Saabas contribution to the raw score, then the raw score itself;
+    and the base (the training rows' mean raw score) the contributions start from.
+
+    Saabas: on the path a row takes through a tree, each split moves the expected
+    raw score from the node's to the child's; the move is credited to the
+    split's feature. A leaf's credits depend only on the leaf, so they are its
+    target weights, and one pass through the trees gives the raw score and all
+    contributions. Per tree they add up to leaf value - root expectation, so a
+    row's contributions add up to raw score - base. (Exact TreeSHAP also depends
+    on the splits a row does not take, so no leaf table can hold it.)
+
+    The node arrays (thresholds, missing-value directions) are the classifier's
+    own, so both route every row alike; walking them beside LightGBM's dump
+    checks that the two describe the same trees.
+    """
+    attrs = {a.name: helper.get_attribute_value(a) for a in classifier.attribute}
+    position = {
+        key: i
+        for i, key in enumerate(zip(attrs["nodes_treeids"], attrs["nodes_nodeids"], strict=True))
+    }
+    leaf_value = {
+        (tree, node): weight
+        for tree, node, weight in zip(
+            attrs["class_treeids"], attrs["class_nodeids"], attrs["class_weights"], strict=True
+        )
+    }
+    targets: list[tuple[int, int, int, float]] = []  # tree, node, target, weight
+    base = 0.0
+    for tree_id, info in enumerate(booster.dump_model()["tree_info"]):
+        root = info["tree_structure"]
+        base += _expected(root)[0]
+        stack: list[tuple[dict[str, Any], int, dict[int, float]]] = [(root, 0, {})]
+        while stack:
+            node, node_id, credit = stack.pop()
+            i = position[(tree_id, node_id)]
+            if "split_feature" not in node:
+                value = leaf_value[(tree_id, node_id)]
+                if attrs["nodes_modes"][i] != b"LEAF" or value != np.float32(node["leaf_value"]):
+                    raise SystemExit(f"tree {tree_id}: ONNX leaf {node_id} differs from LightGBM")
+                targets.extend((tree_id, node_id, f, v) for f, v in credit.items() if v != 0.0)
+                targets.append((tree_id, node_id, N_FEATURES, value))
+                continue
+            feature = int(node["split_feature"])
+            if (attrs["nodes_modes"][i], attrs["nodes_featureids"][i]) != (b"BRANCH_LEQ", feature):
+                raise SystemExit(f"tree {tree_id}: ONNX node {node_id} differs from LightGBM")
+            # onnxmltools makes LightGBM's left child (x <= threshold) the true branch.
+            for child, child_id in (
+                (node["left_child"], attrs["nodes_truenodeids"][i]),
+                (node["right_child"], attrs["nodes_falsenodeids"][i]),
+            ):
+                moved = dict(credit)
+                moved[feature] = moved.get(feature, 0.0) + child["expected"] - node["expected"]
+                stack.append((child, child_id, moved))
+    targets.sort()
+    tree_ids, node_ids, target_ids, weights = zip(*targets, strict=True)
+    regressor = helper.make_node(
+        "TreeEnsembleRegressor",
+        [INPUT_NAME],
+        [output],
+        name="contribution_ensemble",
+        domain="ai.onnx.ml",
+        n_targets=N_CONTRIBUTIONS,
+        aggregate_function="SUM",
+        post_transform="NONE",
+        target_treeids=list(tree_ids),
+        target_nodeids=list(node_ids),
+        target_ids=list(target_ids),
+        target_weights=[float(w) for w in weights],
+        **{name: value for name, value in attrs.items() if name.startswith("nodes_")},
+    )
+    return regressor, base
+
+
+def to_onnx(
+    booster: lgb.Booster, a: float, b: float, *, contributions: bool = True
+) -> onnx.ModelProto:
+    """The booster as ONNX, followed by the Platt calibration: features -> PD, and
+    (unless `contributions` is false) each feature's contribution to it.
 
     onnxmltools gives a TreeEnsembleClassifier whose LOGISTIC post-transform
     returns sigmoid(raw) as float32. Going back from that probability to the
     log-odds the calibration needs loses up to 0.07 of log-odds where PDs are
-    tiny (float32 cannot resolve 1e-6 finely), so the post-transform is switched
-    off instead: onnxruntime then returns [-raw, raw] for a binary ensemble, and
-    the graph applies sigmoid(a * raw + b) to column 1. The parity check in
-    `main` and tests/unit/test_model.py hold it to the booster.
+    tiny (float32 cannot resolve 1e-6 finely), so the graph works on the raw
+    score instead and applies sigmoid(a * raw + b) itself. With contributions,
+    the classifier is replaced by `contribution_ensemble` (same trees; raw score
+    in its last column), and the contributions output is a * (Saabas
+    contributions), then the base a * base + b: a row adds up to logit(PD).
+    Without, the classifier's post-transform is switched off (onnxruntime then
+    returns [-raw, raw] for a binary ensemble) and only the PD is computed: the
+    model as shipped before contributions, kept for the benchmark's baseline.
+    The parity checks in `main` and tests/unit/test_model.py hold the graph to
+    the booster.
     """
     model: onnx.ModelProto = convert_lightgbm(
         booster,
@@ -268,12 +378,42 @@ def to_onnx(booster: lgb.Booster, a: float, b: float) -> onnx.ModelProto:
     (post_transform,) = [a for a in ensemble.attribute if a.name == "post_transform"]
     if post_transform.s != b"LOGISTIC":
         raise SystemExit(f"unexpected post_transform {post_transform.s!r}")
-    post_transform.s = b"NONE"
-    scores = next(o.name for o in graph.output if o.name != "label")
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None])]
+    if contributions:
+        scores, raw_column = "tree_outputs", N_FEATURES
+        regressor, base = contribution_ensemble(ensemble, booster, scores)
+        graph.node.insert(list(graph.node).index(ensemble), regressor)
+        graph.node.remove(ensemble)
+        scale = np.append(np.full(N_FEATURES, a), 0.0).astype(np.float32)
+        offset = np.append(np.zeros(N_FEATURES), a * base + b).astype(np.float32)
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale, "contributions_scale"),
+                numpy_helper.from_array(offset, "contributions_offset"),
+            ]
+        )
+        # Not the regressor's base_values: onnxruntime leaves a target that no
+        # leaf feeds at 0 whatever its base value.
+        graph.node.extend(
+            [
+                helper.make_node("Mul", [scores, "contributions_scale"], ["contributions_scaled"]),
+                helper.make_node(
+                    "Add", ["contributions_scaled", "contributions_offset"], [CONTRIBUTIONS_NAME]
+                ),
+            ]
+        )
+        outputs.append(
+            helper.make_tensor_value_info(
+                CONTRIBUTIONS_NAME, TensorProto.FLOAT, [None, N_CONTRIBUTIONS]
+            )
+        )
+    else:
+        post_transform.s = b"NONE"
+        scores, raw_column = next(o.name for o in graph.output if o.name != "label"), 1
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "pd_class_start"),
-            numpy_helper.from_array(np.array([2], dtype=np.int64), "pd_class_end"),
+            numpy_helper.from_array(np.array([raw_column], dtype=np.int64), "pd_class_start"),
+            numpy_helper.from_array(np.array([raw_column + 1], dtype=np.int64), "pd_class_end"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "pd_class_axis"),
             numpy_helper.from_array(np.array(a, dtype=np.float32), "pd_platt_a"),
             numpy_helper.from_array(np.array(b, dtype=np.float32), "pd_platt_b"),
@@ -292,34 +432,46 @@ def to_onnx(booster: lgb.Booster, a: float, b: float) -> onnx.ModelProto:
         ]
     )
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None]))
+    graph.output.extend(outputs)
     _drop_unused_nodes(graph)
     model.doc_string = (
         f"creditwatch {MODEL_ID} {VERSION}: 12-month probability of default from the "
         f"64 ratios of the UCI Polish bankruptcy data (CC BY 4.0). Input '{INPUT_NAME}' "
         f"float32 [N, 64] in FEATURE_FORMULAS order, NaN = missing; output "
-        f"'{OUTPUT_NAME}' float32 [N], calibrated PD."
+        f"'{OUTPUT_NAME}' float32 [N], calibrated PD"
+        + (
+            f"; output '{CONTRIBUTIONS_NAME}' float32 [N, {N_CONTRIBUTIONS}], each "
+            "feature's contribution to the calibrated log-odds, then the base log-odds."
+            if contributions
+            else "."
+        )
     )
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
 def _drop_unused_nodes(graph: onnx.GraphProto) -> None:
-    """Remove nodes none of whose outputs is used (the converter's label branch)."""
+    """Remove nodes none of whose outputs is used (the converter's label branch),
+    then the initializers no node reads."""
     while True:
         used = {name for node in graph.node for name in node.input}
         used |= {output.name for output in graph.output}
         unused = [node for node in graph.node if not used.intersection(node.output)]
         if not unused:
-            return
+            break
         for node in unused:
             graph.node.remove(node)
+    for initializer in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(initializer)
 
 
-def onnx_pd(model: onnx.ModelProto, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def onnx_run(
+    model: onnx.ModelProto, x: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(PD, contributions) of the graph for `x`."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    (pd,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
-    return np.asarray(pd)
+    pd, contributions = session.run([OUTPUT_NAME, CONTRIBUTIONS_NAME], {INPUT_NAME: x})
+    return np.asarray(pd), np.asarray(contributions)
 
 
 def versions() -> dict[str, str]:
@@ -346,11 +498,15 @@ def build_manifest(
     reliability: list[dict[str, float | int]],
     class_rates: dict[str, dict[str, float | int]],
     parity: float,
+    additivity: float,
+    treeshap_agreement: float,
+    base_log_odds: float,
     importance: npt.NDArray[np.float64],
 ) -> dict[str, Any]:
-    # `median` is the baseline the service substitutes for an input when it
-    # computes reason codes; `importance` (share of the final model's total
-    # split gain) picks which inputs are worth explaining.
+    # `median` is the typical value reason codes quote, and the baseline the
+    # service substitutes for an input to explain a model without the
+    # contributions output; `importance` (share of the final model's total
+    # split gain) picks which inputs that substitution explains.
     medians = np.nanmedian(x, axis=0)
     shares = importance / importance.sum()
     features = [
@@ -383,6 +539,21 @@ def build_manifest(
             "dtype": "float32",
             "shape": [None],
             "meaning": "calibrated 12-month probability of default, in [0, 1]",
+        },
+        "contributions": {
+            "name": CONTRIBUTIONS_NAME,
+            "dtype": "float32",
+            "shape": [None, N_CONTRIBUTIONS],
+            "method": "saabas",
+            "meaning": (
+                f"columns 0-{N_FEATURES - 1}: each feature's contribution to the calibrated "
+                "log-odds a * raw + b, in FEATURE_FORMULAS order (Saabas: along the row's "
+                "path through every tree, each split's change of the expected raw score "
+                f"of the training rows, credited to the split's feature, times a); column "
+                f"{N_FEATURES}: the base log-odds a * E[raw] + b, E[raw] the training rows' "
+                "mean raw score. A row adds up to logit(pd)."
+            ),
+            "base_log_odds": base_log_odds,
         },
         "missing_value": "NaN",
         "features": features,
@@ -423,6 +594,8 @@ def build_manifest(
             ),
             "class_default_rates": class_rates,
             "onnx_vs_booster_max_abs_diff": parity,
+            "onnx_contributions_sum_vs_booster_log_odds_max_abs_diff": additivity,
+            "contributions_top_feature_in_treeshap_top3": treeshap_agreement,
         },
         "training": {
             "data_file": DATA_FILE.relative_to(REPO).as_posix(),
@@ -443,6 +616,7 @@ def build_manifest(
 def model_card(m: dict[str, Any]) -> str:
     metrics = m["metrics"]
     cal = m["calibration"]
+    contrib = m["contributions"]
     lines = [
         f"# Model card — {m['model_id']} {m['version']}",
         "",
@@ -477,6 +651,22 @@ def model_card(m: dict[str, Any]) -> str:
         f"output `{m['output']['name']}` float32 [N], the calibrated PD.",
         f"Calibration: Platt, {cal['formula']}, a = {cal['a']:.6f}, b = {cal['b']:.6f},",
         f"fitted on {cal['fitted_on']}; it is part of the ONNX graph.",
+        "",
+        "## Contributions (reason codes)",
+        "",
+        f"Second ONNX output `{contrib['name']}` float32 [N, {N_CONTRIBUTIONS}]: "
+        f"{contrib['meaning']}",
+        "Computed by the same tree pass as the PD (each leaf carries its path's",
+        "contributions), so explaining a score costs no extra model rows. Saabas, not",
+        "TreeSHAP: a leaf cannot hold TreeSHAP values, which also depend on the splits a",
+        "row does not take; Saabas credits features near the root more than TreeSHAP does.",
+        "On the training data, a row's largest contribution is one of LightGBM's TreeSHAP",
+        "(`pred_contrib`) three largest for "
+        f"{metrics['contributions_top_feature_in_treeshap_top3']:.1%} of rows.",
+        f"Base log-odds {contrib['base_log_odds']:.4f} "
+        f"(PD {1 / (1 + math.exp(-contrib['base_log_odds'])):.4%}); largest gap between a row's",
+        f"sum and the booster's log-odds on the training data: "
+        f"{metrics['onnx_contributions_sum_vs_booster_log_odds_max_abs_diff']:.1e}.",
         "",
         "## Features",
         "",
@@ -582,17 +772,28 @@ def main(argv: list[str] | None = None) -> int:
     print("final model on all rows", flush=True)
     booster = train(x, y)
     model = to_onnx(booster, a, b)
-    expected = expit(a * np.asarray(booster.predict(x, raw_score=True)) + b)
-    parity = float(np.max(np.abs(onnx_pd(model, x) - expected)))
+    log_odds = a * np.asarray(booster.predict(x, raw_score=True)) + b
+    pd, contributions = onnx_run(model, x)
+    parity = float(np.max(np.abs(pd - expit(log_odds))))
     if parity > 1e-5:
         raise SystemExit(f"ONNX and LightGBM disagree by {parity:.2e}")
+    # Contributions add up to the calibrated log-odds (float32 sums of 300 trees).
+    additivity = float(np.max(np.abs(contributions.astype(np.float64).sum(axis=1) - log_odds)))
+    if additivity > 1e-3:
+        raise SystemExit(f"contributions miss the log-odds by {additivity:.2e}")
+    treeshap = np.abs(np.asarray(booster.predict(x, pred_contrib=True))[:, :N_FEATURES])
+    shap_top3 = np.argsort(-treeshap, axis=1, kind="stable")[:, :3]
+    our_top = np.argmax(np.abs(contributions[:, :N_FEATURES]), axis=1)
+    agreement = float(np.mean((shap_top3 == our_top[:, np.newaxis]).any(axis=1)))
 
     onnx_path = out / f"{STEM}.onnx"
     onnx_path.write_bytes(model.SerializeToString())
     booster.save_model(str(out / f"{STEM}.lgb.txt"))
     manifest = build_manifest(
         onnx_sha256=sha256(onnx_path),
-        onnx_opsets={o.domain or "ai.onnx": int(o.version) for o in model.opset_import},
+        onnx_opsets=dict(
+            sorted((o.domain or "ai.onnx", int(o.version)) for o in model.opset_import)
+        ),
         data_sha256=sha256(DATA_FILE),
         x=x,
         y=y,
@@ -603,6 +804,9 @@ def main(argv: list[str] | None = None) -> int:
         reliability=reliability,
         class_rates=class_rates,
         parity=float(f"{parity:.2e}"),
+        additivity=float(f"{additivity:.2e}"),
+        treeshap_agreement=round(agreement, 4),
+        base_log_odds=round(float(contributions[0, N_FEATURES]), 6),
         importance=np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64),
     )
     write_json(out / f"{STEM}.json", manifest)
@@ -612,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"AUC {metrics['auc_mean']:.4f} ± {metrics['auc_std']:.4f}, "
         f"Brier {brier['calibrated']:.4f} (cross-fitted {brier['cross_fitted']:.4f}), "
-        f"bands {bands}, ONNX parity {parity:.1e}, "
+        f"bands {bands}, ONNX parity {parity:.1e}, contributions' sum {additivity:.1e}, "
         f"{time.monotonic() - started:.0f} s",
         flush=True,
     )

@@ -112,13 +112,21 @@ async def test_distressed_company_scores_riskier_than_healthy_one(
     assert bad.risk_class == common_pb2.RISK_CLASS_D
     assert good.model_version and good.model_version == bad.model_version
     assert good.data_as_of.ToDatetime(UTC).date().isoformat() == "2025-12-31"
-    # Reasons come from the model: signed PD contributions, strongest first.
+    # Reasons come from the model's own per-feature contributions: signed
+    # shares of the PD's distance from the model's base PD, strongest first.
     assert bad.reasons, "a D company gets reasons"
     contributions = [r.pd_contribution for r in bad.reasons]
     assert all(r.kind == common_pb2.REASON_KIND_MODEL_FEATURE for r in bad.reasons)
     assert all(r.code.startswith("FEATURE_") for r in bad.reasons)
+    assert len(bad.reasons) <= 5
     assert contributions == sorted(contributions, key=abs, reverse=True)
     assert max(contributions) > 0  # something pushes a distressed company's PD up
+    assert all(abs(c) < bad.probability_of_default for c in contributions)
+    for reason in bad.reasons:
+        verb = "raises" if reason.pd_contribution > 0 else "lowers"
+        assert f"{verb} the PD by {abs(reason.pd_contribution) * 100:.2f} percentage" in (
+            reason.description
+        )
 
 
 async def test_class_follows_the_manifest_bands(
@@ -299,6 +307,38 @@ async def test_stream_scores_answers_each_chunk_in_order_with_per_item_errors(
     assert first[2].score.probability_of_default > first[0].score.probability_of_default
     assert all(x.HasField("score") for x in responses[1].results)
     assert responses[2].results[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    # A big chunk is scored in one batch, with the same figures as one at a time.
+    alone = await _score(channel, tenant, healthy(net_profit=1_000_000))
+    streamed = responses[1].results[0].score
+    assert streamed.probability_of_default == pytest.approx(alone.probability_of_default)
+    assert [(r.code, r.description) for r in streamed.reasons] == [
+        (r.code, r.description) for r in alone.reasons
+    ]
+
+
+async def test_stream_scores_applies_each_items_events(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    bankrupt = _event(bankruptcy_opened=companies_pb2.BankruptcyOpened())
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield scoring_pb2.StreamScoresRequest(
+            items=[
+                scoring_pb2.ScoreItem(correlation_id="plain", financial_statement=healthy()),
+                scoring_pb2.ScoreItem(
+                    correlation_id="bankrupt", financial_statement=healthy(), events=[bankrupt]
+                ),
+            ]
+        )
+
+    (response,) = [
+        r async for r in _stub(channel).StreamScores(requests(), metadata=tenant.metadata)
+    ]
+    plain, bankrupt_score = (r.score for r in response.results)
+    assert "OVERRIDE_BANKRUPTCY" not in [r.code for r in plain.reasons]
+    assert bankrupt_score.risk_class == common_pb2.RISK_CLASS_D
+    assert bankrupt_score.reasons[-1].code == "OVERRIDE_BANKRUPTCY"
+    assert bankrupt_score.probability_of_default == plain.probability_of_default
 
 
 async def test_stream_scores_refuses_an_empty_chunk(

@@ -235,6 +235,46 @@ def test_matrix_rows_equal_single_statements() -> None:
     assert compute_feature_matrix([]).shape == (0, 64)
 
 
+# Each one hits a different way for a ratio to be undefined or extreme.
+AWKWARD: list[dict[str, Any]] = [
+    {},
+    {"short_term_liabilities": 0.0},
+    {"sales": 0.0},
+    {"total_assets": 0.0},
+    {"total_liabilities": 0.0},
+    {"fixed_assets": 0.0, "inventory": 0.0, "receivables": 0.0, "equity": 0.0},
+    {"operating_expenses": 50_000.0, "depreciation": 50_000.0},  # X5: difference is 0
+    {"operating_profit": -50_000.0, "depreciation": 50_000.0},  # X41
+    {"gross_profit": -50_000.0, "depreciation": 50_000.0},  # X13, X15, X16
+    {"inventory": None, "receivables": None, "cash": None},
+    {"constant_capital": 650_000.0},
+    {"constant_capital": None, "equity": None},
+    {"sales_previous_year": 0.0, "cost_of_products_sold": 0.0, "total_sales": 0.0},
+    {"financial_expenses": 0.0, "long_term_liabilities": 0.0},
+    {"equity": -300_000.0, "net_profit": -400_000.0, "retained_earnings": -900_000.0},
+    {"total_assets": -1.0},
+    {"current_assets": 1e300, "short_term_liabilities": 1e-300},  # overflows float64
+    {"current_assets": 1e39, "short_term_liabilities": 1.0},  # overflows float32 only
+    {"total_assets": 1e-320, "net_profit": 1e-320},  # subnormal
+    {name: None for name in LINE_ITEMS},
+    {name: 0.0 for name in LINE_ITEMS},
+]
+
+
+def test_matrix_equals_single_statements_on_awkward_statements() -> None:
+    stmts = [statement(**changes) for changes in AWKWARD]
+    rates = [1.0, 4.25, 0.37] * 7
+    matrix = compute_feature_matrix(stmts, to_training_currency=rates)
+    for row, stmt, rate in zip(matrix, stmts, rates, strict=True):
+        np.testing.assert_array_equal(row, compute_features(stmt, to_training_currency=rate))
+    assert np.isnan(matrix).any() and not np.isinf(matrix).any()
+
+
+def test_matrix_rejects_a_non_positive_conversion_rate() -> None:
+    with pytest.raises(ValueError, match="to_training_currency"):
+        compute_feature_matrix([statement(), statement()], to_training_currency=[1.0, 0.0])
+
+
 # --- The feature code reproduces the training data --------------------------------
 
 
@@ -338,6 +378,24 @@ def test_finite_for_positive_complete_statements(stmt: FinancialStatement) -> No
     # (operating expenses - depreciation).
     assume(stmt.operating_expenses != stmt.depreciation)
     assert np.isfinite(compute_features(stmt)).all()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            statements(_maybe_amount | _positive),
+            st.floats(min_value=1e-3, max_value=1e3, allow_nan=False),
+        ),
+        max_size=20,
+    )
+)
+def test_matrix_rows_equal_compute_features(rows: list[tuple[FinancialStatement, float]]) -> None:
+    stmts = [stmt for stmt, _ in rows]
+    rates = np.array([rate for _, rate in rows])
+    matrix = compute_feature_matrix(stmts, to_training_currency=rates)
+    assert matrix.shape == (len(rows), 64)
+    for row, (stmt, rate) in zip(matrix, rows, strict=True):
+        np.testing.assert_array_equal(row, compute_features(stmt, to_training_currency=rate))
 
 
 @given(statements(_maybe_amount))

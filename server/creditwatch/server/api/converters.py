@@ -38,11 +38,22 @@ _ENTRY_NAME = re.compile(r"watchLists/([0-9a-fA-F-]{36})/entries/([A-Za-z]{2}-[0
 
 def timestamp(value: datetime | None) -> Timestamp | None:
     """A protobuf Timestamp, or None for None."""
-    if value is None:
-        return None
+    return None if value is None else _timestamp(value)
+
+
+def _timestamp(value: datetime) -> Timestamp:
     # Faster than Timestamp.FromDatetime, which matters on 10,000-entry pages.
     seconds = calendar.timegm(value.utctimetuple())
     return Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
+
+
+def _memo_timestamp(value: datetime | None, times: dict[datetime, Timestamp]) -> Timestamp | None:
+    if value is None:
+        return None
+    converted = times.get(value)
+    if converted is None:
+        converted = times[value] = _timestamp(value)
+    return converted
 
 
 def watch_list_id(name: str, field: str) -> uuid.UUID:
@@ -109,8 +120,16 @@ def company_ref(value: CompanyId) -> common_pb2.CompanyRef:
     return common_pb2.CompanyRef(country=value.country, register_number=value.register_number)
 
 
-def score_message(score: StoredScore, of: CompanyId | None) -> common_pb2.Score:
-    """The wire form of a stored score."""
+def score_message(
+    score: StoredScore, of: CompanyId | None, times: dict[datetime, Timestamp] | None = None
+) -> common_pb2.Score:
+    """The wire form of a stored score. `times`, when given, memoises the
+    conversion of times that many scores share (a batch's score and as-of times)."""
+    if times is None:
+        data_as_of, score_time = timestamp(score.data_as_of), timestamp(score.score_time)
+    else:
+        data_as_of = _memo_timestamp(score.data_as_of, times)
+        score_time = _memo_timestamp(score.score_time, times)
     message = common_pb2.Score(
         probability_of_default=score.probability_of_default,
         risk_class=common_pb2.RiskClass.ValueType(score.risk_class),
@@ -125,8 +144,8 @@ def score_message(score: StoredScore, of: CompanyId | None) -> common_pb2.Score:
             )
             for r in score.reasons
         ],
-        data_as_of=timestamp(score.data_as_of),
-        score_time=timestamp(score.score_time),
+        data_as_of=data_as_of,
+        score_time=score_time,
     )
     if of is not None:
         message.company.CopyFrom(company_ref(of))

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
 from creditwatch.server.api import converters as cv
@@ -125,7 +127,9 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 return await self._stored(_company(item.company, "company"))
             if subject == "financial_statement":
                 statement = sc.statement(item.financial_statement, "financial_statement")
-                scorer.features(statement)  # surfaces an unsupported currency per item
+                scorer.conversion_rate(statement)  # surfaces an unsupported currency per item
+                if not item.events:  # most items; replaying no events is the clean state
+                    return ScoreRequest(statement, RiskState())
                 return ScoreRequest(statement, RiskState.of(sc.events(list(item.events), "events")))
             return InvalidArgument.single(
                 "subject", "a company or a financial_statement is required"
@@ -149,21 +153,21 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             prepared = [await self._score_item(item, scorer) for item in chunk.items]
             to_run = [p for p in prepared if isinstance(p, ScoreRequest)]
             computed = iter(await scorer.score_many(to_run)) if to_run else iter(())
-            results = []
+            times: dict[datetime, Timestamp] = {}  # the chunk's scores share their times
+            response = scoring_pb2.StreamScoresResponse()
             for item, outcome in zip(chunk.items, prepared, strict=True):
-                result = scoring_pb2.ScoreItemResult(correlation_id=item.correlation_id)
+                result = response.results.add(correlation_id=item.correlation_id)
                 if isinstance(outcome, ScoreRequest):
                     score = next(computed)
                     assert score is not None
-                    result.score.CopyFrom(cv.score_message(score, None))
+                    result.score.CopyFrom(cv.score_message(score, None, times))
                 elif isinstance(outcome, StoredScore):
                     result.score.CopyFrom(
                         cv.score_message(outcome, _company(item.company, "company"))
                     )
                 else:
                     result.error.CopyFrom(_error_status(outcome))
-                results.append(result)
-            yield scoring_pb2.StreamScoresResponse(results=results)
+            yield response
 
     def _model(self, scorer: Scorer) -> scoring_pb2.Model:
         active = scorer is self._registry.active

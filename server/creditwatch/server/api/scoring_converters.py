@@ -31,6 +31,14 @@ _DETAIL_TYPES: dict[str, EventType] = {
 }
 
 
+# Line items by field descriptor (all `optional double`): a dict lookup per
+# reported field, not a name comparison, is what StreamScores' 1,000-statement
+# chunks need.
+_ITEM_FIELDS = {
+    companies_pb2.FinancialStatement.DESCRIPTOR.fields_by_name[name]: name for name in LINE_ITEMS
+}
+
+
 def _date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
     try:
         return dt.date(value.year, value.month, value.day)
@@ -48,8 +56,9 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     end = _date(message.period_end, f"{field}.period_end", problems)
     items: dict[str, float | None] = dict.fromkeys(LINE_ITEMS)
     for descriptor, value in message.ListFields():  # only the items actually reported
-        if descriptor.name in items:
-            items[descriptor.name] = float(value)
+        name = _ITEM_FIELDS.get(descriptor)
+        if name is not None:
+            items[name] = value
     if problems or start is None or end is None:
         raise InvalidArgument(problems)
     domain = FinancialStatement(

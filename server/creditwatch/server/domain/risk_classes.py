@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from creditwatch.server.domain.scores import RiskClass
 
+# Indexing is cheaper than the enum's call by value, and a re-score classifies
+# every company.
+_BY_BAND = (RiskClass.A, RiskClass.B, RiskClass.C, RiskClass.D)
+
 
 @dataclass(frozen=True)
 class PdBands:
@@ -26,8 +30,7 @@ class PdBands:
 
     def classify(self, pd: float) -> RiskClass:
         """The class whose band holds `pd` (lower bounds inclusive)."""
-        index = bisect.bisect_right((self.a_below, self.b_below, self.c_below), pd)
-        return RiskClass(index + 1)
+        return _BY_BAND[bisect.bisect_right((self.a_below, self.b_below, self.c_below), pd)]
 
     def bounds(self, risk_class: RiskClass) -> tuple[float, float]:
         """(min inclusive, max exclusive) PD of a class; D's max is 1."""

@@ -23,7 +23,7 @@ class ReasonKind(enum.IntEnum):
     OVERRIDE = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reason:
     """One explanation of a score."""
 
@@ -33,7 +33,7 @@ class Reason:
     pd_contribution: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredScore:
     """A company's score as kept in the store."""
 

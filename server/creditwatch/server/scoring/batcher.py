@@ -7,9 +7,9 @@ run, and under load each run carries many rows, which is where onnxruntime's
 per-call overhead is amortised.
 
 Large batches run in a worker thread so the event loop keeps serving other
-calls. Small ones (up to `inline_rows`, default 32: one score with its reason
-rows takes ~70 µs) run on the loop itself, because handing work to a thread
-and back costs more (~200 µs measured) than the model run.
+calls. Small ones (up to `inline_rows`, default 32: one score is one row,
+~20 µs, and 32 rows take ~200 µs) run on the loop itself, because handing work
+to a thread and back costs about as much (~200 µs measured) as the model run.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ Runner = Callable[[Matrix], npt.NDArray[np.float32]]
 
 
 class MicroBatcher:
-    """Coalesces `predict` calls into batched runs of `runner` (rows in, one value per row out)."""
+    """Coalesces `predict` calls into batched runs of `runner` (rows in, one
+    output value or output row per input row out)."""
 
     def __init__(
         self, runner: Runner, executor: Executor, max_rows: int = 4096, inline_rows: int = 32

@@ -30,12 +30,14 @@ the result is not finite. It is never infinite.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from creditwatch.server.domain.financials import FinancialStatement
+from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 
 FEATURE_FORMULAS: tuple[str, ...] = (
     "net profit / total assets",
@@ -113,6 +115,12 @@ TRAINING_AMOUNT_UNIT = 1000.0
 
 _NAN = math.nan
 
+Column = npt.NDArray[np.float64]
+# A line item or ratio: one statement's float, or a column with one per statement.
+Value = TypeVar("Value", float, Column)
+
+_ITEMS = operator.attrgetter(*LINE_ITEMS)
+
 
 def _div(numerator: float, denominator: float) -> float:
     """Quotient, or NaN when either side is missing or the denominator is zero."""
@@ -129,6 +137,131 @@ def _item(value: float | None) -> float:
     return _NAN if value is None else float(value)
 
 
+def _div_columns(numerator: Column, denominator: Column) -> Column:
+    """`_div` for columns (NaN propagates through the division by itself)."""
+    zero = denominator == 0.0
+    return np.where(zero, _NAN, numerator / np.where(zero, 1.0, denominator))
+
+
+def _log10_columns(value: Column) -> Column:
+    positive = value > 0.0
+    return np.where(positive, np.log10(np.where(positive, value, 1.0)), _NAN)
+
+
+def _ratios(
+    item: dict[str, Value],
+    scale: Value,
+    div: Callable[[Value, Value], Value],
+    log10: Callable[[Value], Value],
+) -> tuple[Value, ...]:
+    """The 64 features, in order, from line items (NaN = missing) and `scale`
+    (training-currency thousands per statement-currency unit); one formula for
+    one statement (floats) and for many (columns)."""
+    ta = item["total_assets"]
+    tl = item["total_liabilities"]
+    stl = item["short_term_liabilities"]
+    ltl = item["long_term_liabilities"]
+    ca = item["current_assets"]
+    fa = item["fixed_assets"]
+    inv = item["inventory"]
+    rec = item["receivables"]
+    cash = item["cash"]
+    sts = item["short_term_securities"]
+    eq = item["equity"]
+    sc = item["share_capital"]
+    re_ = item["retained_earnings"]
+    cc = item["constant_capital"]  # derived from equity + long-term liabilities if missing
+    s = item["sales"]
+    s_prev = item["sales_previous_year"]
+    ts = item["total_sales"]
+    cogs = item["cost_of_products_sold"]
+    opex = item["operating_expenses"]
+    tc = item["total_costs"]
+    gp = item["gross_profit"]
+    gp3 = item["gross_profit_last_3_years"]
+    pos = item["profit_on_sales"]
+    op = item["operating_profit"]
+    ebit = item["ebit"]
+    dep = item["depreciation"]
+    finexp = item["financial_expenses"]
+    interest = item["interest"]
+    extra = item["extraordinary_items"]
+    np_ = item["net_profit"]
+
+    wc = ca - stl
+    receivable_days = div(rec * 365.0, s)
+    inventory_days = div(inv * 365.0, s)
+
+    return (
+        div(np_, ta),  # X1
+        div(tl, ta),
+        div(wc, ta),
+        div(ca, stl),
+        div(cash + sts + rec - stl, opex - dep) * 360.0,  # X5, data: 360 days
+        div(re_, ta),
+        div(ebit, ta),
+        div(eq, tl),
+        div(s, ta),
+        div(eq, ta),  # X10
+        div(gp + extra + finexp, ta),
+        div(gp, stl),
+        div(gp + dep, s),
+        div(gp + interest, ta),
+        div(tl * 365.0, gp + dep),
+        div(gp + dep, tl),
+        div(ta, tl),
+        div(gp, ta),
+        div(gp, s),
+        inventory_days,  # X20
+        div(s, s_prev),
+        div(op, ta),
+        div(np_, s),
+        div(gp3, ta),
+        div(eq - sc, ta),
+        div(np_ + dep, tl),
+        div(op, finexp),
+        div(wc, fa),
+        log10(ta * scale),  # X29, base 10, thousands of PLN
+        div(tl - cash, s),  # X30
+        div(gp + interest, s),
+        div(stl * 365.0, cogs),
+        div(opex, stl),
+        div(opex, tl),
+        div(pos, ta),
+        div(ts, ta),
+        div(ca - inv, ltl),
+        div(cc, ta),
+        div(pos, s),
+        div(ca - inv - rec, stl),  # X40
+        div(tl, (op + dep) * (365.0 / 12.0)),  # X41, data: 365/12, not 12/365
+        div(op, s),
+        receivable_days + inventory_days,
+        receivable_days,
+        div(np_, inv),
+        div(ca - inv, stl),
+        div(inv * 365.0, cogs),
+        # X48/X49: the name says EBITDA but defines it as operating profit
+        # *minus* depreciation, and the data agrees with the definition.
+        div(op - dep, ta),
+        div(op - dep, s),
+        div(ca, tl),  # X50
+        div(stl, ta),
+        div(stl, cogs),  # X52, data: no * 365
+        div(eq, fa),
+        div(cc, fa),
+        wc * scale,  # X55, thousands of PLN
+        div(s - cogs, s),
+        div(np_, eq),  # X57, data: net profit / equity
+        div(tc, ts),
+        div(ltl, eq),
+        div(s, inv),  # X60
+        div(s, rec),
+        div(stl * 365.0, s),
+        div(s, stl),
+        div(s, fa),
+    )
+
+
 def compute_features(
     stmt: FinancialStatement, *, to_training_currency: float = 1.0
 ) -> npt.NDArray[np.float32]:
@@ -140,112 +273,10 @@ def compute_features(
     """
     if not (math.isfinite(to_training_currency) and to_training_currency > 0.0):
         raise ValueError(f"to_training_currency must be positive, got {to_training_currency!r}")
-    ta = _item(stmt.total_assets)
-    tl = _item(stmt.total_liabilities)
-    stl = _item(stmt.short_term_liabilities)
-    ltl = _item(stmt.long_term_liabilities)
-    ca = _item(stmt.current_assets)
-    fa = _item(stmt.fixed_assets)
-    inv = _item(stmt.inventory)
-    rec = _item(stmt.receivables)
-    cash = _item(stmt.cash)
-    sts = _item(stmt.short_term_securities)
-    eq = _item(stmt.equity)
-    sc = _item(stmt.share_capital)
-    re_ = _item(stmt.retained_earnings)
-    cc = _item(stmt.constant_capital)
-    if math.isnan(cc):
-        cc = eq + ltl
-    s = _item(stmt.sales)
-    s_prev = _item(stmt.sales_previous_year)
-    ts = _item(stmt.total_sales)
-    cogs = _item(stmt.cost_of_products_sold)
-    opex = _item(stmt.operating_expenses)
-    tc = _item(stmt.total_costs)
-    gp = _item(stmt.gross_profit)
-    gp3 = _item(stmt.gross_profit_last_3_years)
-    pos = _item(stmt.profit_on_sales)
-    op = _item(stmt.operating_profit)
-    ebit = _item(stmt.ebit)
-    dep = _item(stmt.depreciation)
-    finexp = _item(stmt.financial_expenses)
-    interest = _item(stmt.interest)
-    extra = _item(stmt.extraordinary_items)
-    np_ = _item(stmt.net_profit)
-
-    wc = ca - stl
-    scale = to_training_currency / TRAINING_AMOUNT_UNIT
-    receivable_days = _div(rec * 365.0, s)
-    inventory_days = _div(inv * 365.0, s)
-
-    values = (
-        _div(np_, ta),  # X1
-        _div(tl, ta),
-        _div(wc, ta),
-        _div(ca, stl),
-        _div(cash + sts + rec - stl, opex - dep) * 360.0,  # X5, data: 360 days
-        _div(re_, ta),
-        _div(ebit, ta),
-        _div(eq, tl),
-        _div(s, ta),
-        _div(eq, ta),  # X10
-        _div(gp + extra + finexp, ta),
-        _div(gp, stl),
-        _div(gp + dep, s),
-        _div(gp + interest, ta),
-        _div(tl * 365.0, gp + dep),
-        _div(gp + dep, tl),
-        _div(ta, tl),
-        _div(gp, ta),
-        _div(gp, s),
-        inventory_days,  # X20
-        _div(s, s_prev),
-        _div(op, ta),
-        _div(np_, s),
-        _div(gp3, ta),
-        _div(eq - sc, ta),
-        _div(np_ + dep, tl),
-        _div(op, finexp),
-        _div(wc, fa),
-        _log10(ta * scale),  # X29, base 10, thousands of PLN
-        _div(tl - cash, s),  # X30
-        _div(gp + interest, s),
-        _div(stl * 365.0, cogs),
-        _div(opex, stl),
-        _div(opex, tl),
-        _div(pos, ta),
-        _div(ts, ta),
-        _div(ca - inv, ltl),
-        _div(cc, ta),
-        _div(pos, s),
-        _div(ca - inv - rec, stl),  # X40
-        _div(tl, (op + dep) * (365.0 / 12.0)),  # X41, data: 365/12, not 12/365
-        _div(op, s),
-        receivable_days + inventory_days,
-        receivable_days,
-        _div(np_, inv),
-        _div(ca - inv, stl),
-        _div(inv * 365.0, cogs),
-        # X48/X49: the name says EBITDA but defines it as operating profit
-        # *minus* depreciation, and the data agrees with the definition.
-        _div(op - dep, ta),
-        _div(op - dep, s),
-        _div(ca, tl),  # X50
-        _div(stl, ta),
-        _div(stl, cogs),  # X52, data: no * 365
-        _div(eq, fa),
-        _div(cc, fa),
-        wc * scale,  # X55, thousands of PLN
-        _div(s - cogs, s),
-        _div(np_, eq),  # X57, data: net profit / equity
-        _div(tc, ts),
-        _div(ltl, eq),
-        _div(s, inv),  # X60
-        _div(s, rec),
-        _div(stl * 365.0, s),
-        _div(s, stl),
-        _div(s, fa),
-    )
+    item = {name: _item(value) for name, value in zip(LINE_ITEMS, _ITEMS(stmt), strict=True)}
+    if math.isnan(item["constant_capital"]):
+        item["constant_capital"] = item["equity"] + item["long_term_liabilities"]
+    values = _ratios(item, to_training_currency / TRAINING_AMOUNT_UNIT, _div, _log10)
     # Huge quotients overflow float64 or the float32 cast; the model has no
     # notion of infinity, so they become missing like any undefined ratio.
     with np.errstate(over="ignore", invalid="ignore"):
@@ -255,10 +286,34 @@ def compute_features(
 
 
 def compute_feature_matrix(
-    statements: Sequence[FinancialStatement], *, to_training_currency: float = 1.0
+    statements: Sequence[FinancialStatement],
+    *,
+    to_training_currency: float | Sequence[float] | npt.NDArray[np.float64] = 1.0,
 ) -> npt.NDArray[np.float32]:
-    """`compute_features` for many statements: float32, shape ``(len(statements), 64)``."""
-    matrix = np.full((len(statements), N_FEATURES), np.nan, dtype=np.float32)
-    for row, stmt in enumerate(statements):
-        matrix[row] = compute_features(stmt, to_training_currency=to_training_currency)
-    return matrix
+    """`compute_features` for many statements at once: float32, shape
+    ``(len(statements), 64)``, row ``i`` equal to ``compute_features(statements[i])``.
+
+    The arithmetic runs on columns (one numpy operation per formula step for
+    all statements), not statement by statement. ``to_training_currency`` is
+    one rate for all statements or one per statement.
+    """
+    count = len(statements)
+    rates = np.broadcast_to(np.asarray(to_training_currency, dtype=np.float64), (count,))
+    if not (np.isfinite(rates) & (rates > 0.0)).all():
+        raise ValueError(f"to_training_currency must be positive, got {to_training_currency!r}")
+    out = np.empty((count, N_FEATURES), dtype=np.float32)
+    if count == 0:
+        return out
+    # None becomes NaN in a float array; one contiguous row per line item.
+    table = np.array([_ITEMS(stmt) for stmt in statements], dtype=np.float64).T.copy()
+    item = dict(zip(LINE_ITEMS, table, strict=True))
+    derived = item["equity"] + item["long_term_liabilities"]
+    item["constant_capital"] = np.where(
+        np.isnan(item["constant_capital"]), derived, item["constant_capital"]
+    )
+    with np.errstate(all="ignore"):
+        values = _ratios(item, rates / TRAINING_AMOUNT_UNIT, _div_columns, _log10_columns)
+        for column, value in enumerate(values):
+            out[:, column] = value
+    out[~np.isfinite(out)] = np.nan
+    return out

@@ -1,10 +1,13 @@
 """An ONNX default model and its manifest: what it needs, what it returns, how it did.
 
 A model is two files side by side: `<stem>.onnx` (input `features`, float32
-[n, 64], NaN for missing; output `pd`, calibrated 12-month PD per row) and
-`<stem>.json`, the manifest written by scripts/train_model.py. The manifest
-gives the feature order, the PD bands of the risk classes, training metrics and
-per-feature baselines for reason codes.
+[n, 64], NaN for missing; output `pd`, calibrated 12-month PD per row; and,
+for models trained since reason codes come from the model's own trees, output
+`contributions`, float32 [n, 65]: each feature's contribution to the
+calibrated log-odds, then the base log-odds) and `<stem>.json`, the manifest
+written by scripts/train_model.py. The manifest gives the feature order, the
+PD bands of the risk classes, training metrics, the outputs, and per-feature
+typical values (training medians) and importances.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class ModelInfo:
     data_sha256: str
     input_name: str
     output_name: str
+    contributions_name: str | None
+    """The per-feature contributions output; None for models without one."""
 
 
 def _bands(raw: dict[str, list[float]]) -> PdBands:
@@ -132,6 +137,9 @@ def read_manifest(path: Path) -> ModelInfo:
         data_sha256=str(data["training"]["data_sha256"]),
         input_name=str(data["input"]["name"]),
         output_name=str(data["output"]["name"]),
+        contributions_name=(
+            str(data["contributions"]["name"]) if "contributions" in data else None
+        ),
     )
 
 
@@ -154,9 +162,27 @@ class OnnxModel:
         )
         self._input = self.info.input_name
         self._outputs = [self.info.output_name]
+        contributions = self.info.contributions_name
+        if contributions is not None:
+            if contributions not in {o.name for o in self._session.get_outputs()}:
+                raise ValueError(f"{onnx_path}: the manifest's output {contributions!r} is missing")
+            self._outputs.append(contributions)
         self.baselines = np.array([f.baseline for f in self.info.features], dtype=np.float32)
+
+    @property
+    def explains(self) -> bool:
+        """Whether the model computes each feature's contribution to its PD itself."""
+        return len(self._outputs) > 1
 
     def run(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Calibrated PDs for `rows` (blocking; call from a worker thread)."""
-        (pd,) = self._session.run(self._outputs, {self._input: rows})
+        (pd,) = self._session.run(self._outputs[:1], {self._input: rows})
         return np.asarray(pd, dtype=np.float32).reshape(-1)
+
+    def evaluate(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One output row per input row (blocking; call from a worker thread):
+        column 0 the calibrated PD; when the model `explains`, then its 65
+        contributions (64 features' contributions to the calibrated log-odds,
+        then the base log-odds)."""
+        outputs = self._session.run(self._outputs, {self._input: rows})
+        return np.column_stack([np.asarray(o, dtype=np.float32) for o in outputs])

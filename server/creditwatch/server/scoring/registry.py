@@ -63,7 +63,7 @@ class ModelRegistry:
         scorers = []
         for path in manifest_paths(extra_dir):
             model = OnnxModel(path)
-            scorers.append(Scorer(model, MicroBatcher(model.run, executor), policy))
+            scorers.append(Scorer(model, MicroBatcher(model.evaluate, executor), policy))
             log.info("model loaded", extra={"version": model.info.version, "path": str(path)})
         return cls(scorers, default_version)
 
