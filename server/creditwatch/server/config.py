@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     rescore_chunk: int = Field(
         1000, ge=1, le=100_000, description="Companies re-scored per transaction."
     )
+    rescore_workers: int = Field(
+        2, ge=1, le=32, description="Chunks re-scored concurrently by the leading replica."
+    )
     retention_interval_seconds: float = Field(
         3600.0, gt=0, description="How often alerts past retention are deleted."
     )

@@ -11,6 +11,7 @@ the alerts (risk-class changes and PD-threshold crossings; the trigger says
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -53,8 +54,10 @@ class Rescorer:
         registry: ModelRegistry,
         *,
         chunk: int = 1_000,
+        workers: int = 2,
         on_alerts: Callable[[], None] | None = None,
     ) -> None:
+        self._workers = workers
         self._sessions = sessions
         self._registry = registry
         self._chunk = chunk
@@ -97,29 +100,47 @@ class Rescorer:
         stale_after_seconds: float,
         progress: Callable[[RescoreResult], None] | None = None,
     ) -> RescoreResult:
-        """Re-score everything due now, chunk by chunk, in company order."""
+        """Re-score everything due now, in company order. One task pages through
+        the due companies; `workers` tasks re-score chunks concurrently, each in
+        its own transaction, so database round trips overlap the model runs."""
         started = time.perf_counter()
         result = RescoreResult()
         stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
         version = self._registry.active.version
-        after: CompanyId | None = None
+        chunks: asyncio.Queue[list[CompanyId] | None] = asyncio.Queue(maxsize=self._workers)
         last_log = started
-        while True:
-            async with self._sessions() as session:
-                chunk = await rescoring.due(session, version, stale_before, after, self._chunk)
-            if not chunk:
-                break
-            await self.rescore(chunk, result)
-            after = chunk[-1]
-            result.seconds = time.perf_counter() - started
-            if progress is not None:
-                progress(result)
-            if time.perf_counter() - last_log > 5:
-                last_log = time.perf_counter()
-                log.info(
-                    "re-scoring",
-                    extra={"companies": result.companies, "alerts": result.alerts},
-                )
+
+        async def page() -> None:
+            after: CompanyId | None = None
+            try:
+                while True:
+                    async with self._sessions() as session:
+                        chunk = await rescoring.due(
+                            session, version, stale_before, after, self._chunk
+                        )
+                    if not chunk:
+                        break
+                    await chunks.put(chunk)
+                    after = chunk[-1]
+            finally:
+                for _ in range(self._workers):
+                    await chunks.put(None)
+
+        async def work() -> None:
+            nonlocal last_log
+            while (chunk := await chunks.get()) is not None:
+                await self.rescore(chunk, result)
+                result.seconds = time.perf_counter() - started
+                if progress is not None:
+                    progress(result)
+                if time.perf_counter() - last_log > 5:
+                    last_log = time.perf_counter()
+                    log.info(
+                        "re-scoring",
+                        extra={"companies": result.companies, "alerts": result.alerts},
+                    )
+
+        await asyncio.gather(page(), *(work() for _ in range(self._workers)))
         result.seconds = time.perf_counter() - started
         log.info(
             "re-scoring done",

@@ -55,7 +55,11 @@ class Jobs:
         self._sessions = sessions
         self._leadership = Leadership(url)
         self.rescorer = Rescorer(
-            sessions, registry, chunk=settings.rescore_chunk, on_alerts=on_alerts
+            sessions,
+            registry,
+            chunk=settings.rescore_chunk,
+            workers=settings.rescore_workers,
+            on_alerts=on_alerts,
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
 
