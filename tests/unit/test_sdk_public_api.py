@@ -14,6 +14,8 @@ from creditwatch.client import CreditwatchError, RetryPolicy, entry, money
 PUBLIC = [
     "MAX_BATCH",
     "AbortedError",
+    "AlertStream",
+    "AlertsClient",
     "AlreadyExistsError",
     "Amount",
     "CreditwatchClient",
@@ -33,6 +35,7 @@ PUBLIC = [
     "UnavailableError",
     "UnimplementedError",
     "WatchListsClient",
+    "alert_filter",
     "company",
     "entry",
     "entry_name",

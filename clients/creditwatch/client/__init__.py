@@ -17,6 +17,7 @@ subclasses carrying the `google.rpc` details. `creditwatch.client.testing`
 starts a real server for tests.
 """
 
+from creditwatch.client._alerts import AlertsClient, AlertStream, alert_filter
 from creditwatch.client._batches import MAX_BATCH
 from creditwatch.client._client import CreditwatchClient, PemSource
 from creditwatch.client._errors import (
@@ -41,6 +42,8 @@ from creditwatch.client._watchlists import RiskClassLike, WatchListsClient
 __all__ = [
     "MAX_BATCH",
     "AbortedError",
+    "AlertStream",
+    "AlertsClient",
     "AlreadyExistsError",
     "Amount",
     "CreditwatchClient",
@@ -60,6 +63,7 @@ __all__ = [
     "UnavailableError",
     "UnimplementedError",
     "WatchListsClient",
+    "alert_filter",
     "company",
     "entry",
     "entry_name",

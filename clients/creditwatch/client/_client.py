@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from creditwatch.client._alerts import AlertsClient
 from creditwatch.client._retry import CallContext, RetryPolicy
 from creditwatch.client._watchlists import WatchListsClient
 
@@ -122,6 +123,8 @@ class CreditwatchClient:
         self.target = target
         self.watch_lists = WatchListsClient(self._channel, context)
         """Watch lists and their entries."""
+        self.alerts = AlertsClient(self._channel, context)
+        """The alert stream, durable consumers and alert history."""
 
     @property
     def channel(self) -> grpc.aio.Channel:
