@@ -145,7 +145,7 @@ async def start(settings: Settings) -> Running:
     )
     hub.start()
     intake = Intake(sessions, registry, score_cache, on_alerts=hub.wake)
-    jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake)
+    jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake, intake=intake)
     if settings.jobs_enabled:
         jobs.start()
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(

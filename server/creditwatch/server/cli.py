@@ -168,5 +168,92 @@ def create_api_key(
         click.echo("Store the key now: it is not shown again.", err=True)
 
 
+@main.group()
+def registers() -> None:
+    """Official register feeds (Norway's Enhetsregisteret)."""
+
+
+@registers.command("sync")
+@click.option("--once", is_flag=True, help="One pass over the feeds, then exit.")
+@click.option("--base-url", help="Register API base URL. Env: CREDITWATCH_BRREG_BASE_URL.")
+@click.option("--every-company", is_flag=True, default=None, help="Not only watched companies.")
+@click.option("--json", "as_json", is_flag=True, help="Print the totals as JSON.")
+def registers_sync(
+    once: bool, base_url: str | None, every_company: bool | None, as_json: bool
+) -> None:
+    """Apply register changes through the intake path (alerts included), now.
+
+    Runs beside the servers (its own database connection); replicas' scheduled
+    runs and this command never apply a feed at the same time (advisory lock).
+    """
+    settings = _settings(
+        brreg_enabled=True, brreg_base_url=base_url, registers_every_company=every_company
+    )
+    logs.configure("WARNING" if as_json else settings.log_level, "text")
+
+    def progress(feed: str, result: Any) -> None:
+        if not as_json:
+            click.echo(
+                f"{feed}: {result.pages} pages, {result.updates:,} updates, "
+                f"{result.events_recorded:,} events, {result.alerts_raised:,} alerts "
+                f"(cursor {result.cursors.get(feed)})"
+            )
+
+    try:
+        results = asyncio.run(_sync_registers(settings, once, progress))
+    except Exception as error:
+        _fail(f"register sync failed: {error}")
+        return
+    totals = {
+        "pages": sum(r.pages for r in results),
+        "updates": sum(r.updates for r in results),
+        "events": sum(r.events_recorded for r in results),
+        "master_updates": sum(r.master_updates for r in results),
+        "alerts": sum(r.alerts_raised for r in results),
+    }
+    if as_json:
+        click.echo(json.dumps(totals))
+    else:
+        click.echo(
+            f"done: {totals['updates']:,} updates, {totals['events']:,} events, "
+            f"{totals['alerts']:,} alerts"
+        )
+
+
+async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from creditwatch.server.domain.overrides import OverridePolicy
+    from creditwatch.server.intake import Intake
+    from creditwatch.server.jobs.leader import Leadership
+    from creditwatch.server.jobs.scheduler import sync_registers
+    from creditwatch.server.scoring.registry import ModelRegistry
+    from creditwatch.server.store import database, migrate
+    from creditwatch.server.store.activations import ActivationStore
+
+    url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
+    await migrate.upgrade_async(url)
+    engine = database.create_engine(url, 4)
+    sessions = database.session_factory(engine)
+    results: list[Any] = []
+    try:
+        with ThreadPoolExecutor(1) as executor:
+            registry = ModelRegistry.load(
+                executor, OverridePolicy(), settings.model_dir, settings.model_version
+            )
+            await registry.sync(ActivationStore(sessions))
+            intake = Intake(sessions, registry)
+            while True:
+                async with Leadership(url).lead("registers") as leader:
+                    if not leader:
+                        raise RuntimeError("another process is applying the register feeds")
+                    results += await sync_registers(settings, sessions, intake, progress)
+                if once:
+                    return results
+                await asyncio.sleep(settings.registers_interval_seconds)
+    finally:
+        await engine.dispose()
+
+
 if __name__ == "__main__":
     main()

@@ -89,6 +89,21 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(
         3600.0, gt=0, description="How often alerts past retention are deleted."
     )
+    brreg_enabled: bool = Field(
+        False,
+        description="Follow Norway's Enhetsregisteret update feeds (units and roles).",
+    )
+    brreg_base_url: str = Field(
+        "https://data.brreg.no", description="Base URL of the Enhetsregisteret API."
+    )
+    brreg_page_size: int = Field(500, ge=1, le=10_000, description="Updates per feed request.")
+    registers_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the register feeds are polled."
+    )
+    registers_every_company: bool = Field(
+        False,
+        description="Apply register changes for every company, not only watched ones.",
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )

@@ -197,7 +197,7 @@ class Intake:
         return replaced, effect
 
     async def record_events(
-        self, incoming: Sequence[IncomingEvent], by: uuid.UUID
+        self, incoming: Sequence[IncomingEvent], by: uuid.UUID | None
     ) -> tuple[int, list[str], list[Effect]]:
         """Store new events (duplicates by event id are skipped), re-score each
         company that got one and raise its alerts, all in one transaction and in

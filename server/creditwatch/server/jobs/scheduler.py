@@ -2,7 +2,7 @@
 
 Every replica schedules every job; a run first takes the job's advisory lock
 (`Leadership`) and skips if another replica holds it. Jobs: re-scoring of
-stale watched companies, and alert retention.
+stale watched companies, alert retention, and the official register feeds.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.config import Settings
+from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.leader import Leadership
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
+from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
+from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts
 
@@ -40,6 +43,32 @@ async def purge_alerts(
     return total
 
 
+async def sync_registers(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    progress: Callable[[str, SyncResult], None] | None = None,
+) -> list[SyncResult]:
+    """One pass over every enabled register feed."""
+    results = []
+    if settings.brreg_enabled:
+        http = RegisterHttp(settings.brreg_base_url)
+        try:
+            adapter = Enhetsregisteret(http, page_size=settings.brreg_page_size)
+            results.append(
+                await sync(
+                    adapter,
+                    sessions,
+                    intake,
+                    every_company=settings.registers_every_company,
+                    progress=progress,
+                )
+            )
+        finally:
+            await http.close()
+    return results
+
+
 class Jobs:
     """The replica's scheduler and its jobs."""
 
@@ -50,8 +79,10 @@ class Jobs:
         sessions: async_sessionmaker[AsyncSession],
         registry: ModelRegistry,
         on_alerts: Callable[[], None] | None = None,
+        intake: Intake | None = None,
     ) -> None:
         self._settings = settings
+        self._intake = intake
         self._sessions = sessions
         self._leadership = Leadership(url)
         self.rescorer = Rescorer(
@@ -77,6 +108,15 @@ class Jobs:
             if not leader:
                 return None
             return await purge_alerts(self._sessions, self._settings.alert_retention_days)
+
+    async def registers(self) -> list[SyncResult] | None:
+        """One pass over the register feeds if this replica leads it."""
+        if self._intake is None:
+            return None
+        async with self._leadership.lead("registers") as leader:
+            if not leader:
+                return None
+            return await sync_registers(self._settings, self._sessions, self._intake)
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[object]]) -> None:
         try:
@@ -104,6 +144,17 @@ class Jobs:
             max_instances=1,
             coalesce=True,
         )
+        if self._settings.brreg_enabled and self._intake is not None:
+            self._scheduler.add_job(
+                self._guarded,
+                "interval",
+                args=("registers", self.registers),
+                seconds=self._settings.registers_interval_seconds,
+                id="registers",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=datetime.now(UTC) + timedelta(seconds=5),
+            )
         self._scheduler.start()
 
     def run_soon(self, job: str) -> None:

@@ -347,3 +347,16 @@ class PaymentExperience(Base):
     report_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class RegisterCursor(Base):
+    """The last update id of an official register's change feed that was applied."""
+
+    __tablename__ = "register_cursors"
+
+    register: Mapped[str] = mapped_column(Text, primary_key=True)
+    feed: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
