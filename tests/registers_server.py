@@ -108,8 +108,8 @@ class Register:
 
 
 @contextmanager
-def serve(register: Register) -> Iterator[str]:
-    """Serve `register` on a free loopback port; yields the base URL."""
+def serve(register: Register, port: int = 0) -> Iterator[str]:
+    """Serve `register` on a loopback port (0: a free one); yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -125,7 +125,7 @@ def serve(register: Register) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.client.testing import ServerProcess
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import Intake
 from creditwatch.server.registers.base import RegisterHttp, sync
@@ -216,3 +217,71 @@ async def test_a_unit_removed_from_the_register_is_a_deletion(
             .all()
         )
     assert kinds == [10, 12]  # responsible person changed (roles feed), deleted
+
+
+async def test_a_server_with_the_feed_enabled_raises_alerts_by_itself(
+    channel: grpc.aio.Channel,
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+) -> None:
+    await _reset_cursors(sessions)
+    numbers = _numbers(83_500_000)
+    await watch(channel, tenant, [numbers["W1"], numbers["W2"], numbers["W3"]])
+    register = Register(numbers)
+    with serve(register) as url:
+        env = {
+            "CREDITWATCH_BRREG_ENABLED": "true",
+            "CREDITWATCH_BRREG_BASE_URL": url,
+            "CREDITWATCH_REGISTERS_INTERVAL_SECONDS": "2",
+        }
+        with ServerProcess(database_url, env=env) as polling:
+            async with grpc.aio.insecure_channel(polling.address) as polling_channel:
+                call = subscribe(polling_channel, tenant)
+                await alerting.first_heartbeat(call)
+                got = await alerting.alerts(call, 4, seconds=30)
+                assert [(a.company.register_number, a.type) for a in got] == [
+                    (numbers[key], kind) for key, kind in EXPECTED
+                ]
+                call.cancel()
+            assert "register page applied" in polling.log_text()
+
+
+async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    await _reset_cursors(sessions)
+    numbers = _numbers(83_600_000)
+    await watch(channel, tenant, [numbers["W2"]])
+    register = Register(numbers)
+    with serve(register) as url:
+        http = RegisterHttp(url)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        call = subscribe(channel, tenant)
+        await alerting.first_heartbeat(call)
+        # The register reclassifies the company and converts it to a public company.
+        unit = register.units[numbers["W2"]]
+        unit["naeringskode1"] = {"kode": "52.291", "beskrivelse": "Spedisjon"}
+        unit["organisasjonsform"] = {"kode": "ASA", "beskrivelse": "Allmennaksjeselskap"}
+        register.updates.append(
+            {
+                "oppdateringsid": 24310020,
+                "dato": "2026-11-24T06:00:00.000Z",
+                "organisasjonsnummer": numbers["W2"],
+                "endringstype": "Endring",
+                "endringer": [
+                    {"op": "replace", "path": "/naeringskode1/kode", "value": "52.291"},
+                    {"op": "replace", "path": "/organisasjonsform/kode", "value": "ASA"},
+                ],
+            }
+        )
+        result = await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await http.close()
+    assert result.alerts_raised == 1
+    (alert,) = await alerting.alerts(call, 1)
+    assert alert.type == A.ALERT_TYPE_MASTER_DATA_CHANGED
+    assert list(alert.trigger.master_data_change.changed_fields) == ["industry_code", "legal_form"]
+    call.cancel()
