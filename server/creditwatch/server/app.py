@@ -19,6 +19,7 @@ from creditwatch.server.api.alerts import AlertServicer
 from creditwatch.server.api.alerts import add_to_server as add_alert_service
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.companies import CompanyDataServicer
+from creditwatch.server.api.limits import CreditLimitServicer
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.unimplemented import NotYetImplemented
 from creditwatch.server.api.watchlists import WatchListServicer
@@ -56,7 +57,6 @@ def _service_name(module: Any, service: str) -> str:
 # (pb2 module, service, add-to-server function) of the services later issues
 # implement; they answer UNIMPLEMENTED until then.
 _PENDING = (
-    (limits_pb2, "CreditLimitService", limits_pb2_grpc.add_CreditLimitServiceServicer_to_server),
     (portfolio_pb2, "PortfolioService", portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server),
 )
 
@@ -159,8 +159,12 @@ async def start(settings: Settings) -> Running:
         AlertServicer(auth, sessions, hub, watch_list_store, settings.alert_max_lag_seconds),
         server,
     )
+    limits_pb2_grpc.add_CreditLimitServiceServicer_to_server(
+        CreditLimitServicer(auth, sessions, intake), server
+    )
     services = [
         _service_name(alerts_pb2, "AlertService"),
+        _service_name(limits_pb2, "CreditLimitService"),
         _service_name(watchlists_pb2, "WatchListService"),
         _service_name(scoring_pb2, "ScoringService"),
         _service_name(companies_pb2, "CompanyDataService"),

@@ -41,6 +41,7 @@ from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts, facts, rescoring
+from creditwatch.server.store import limits as credit_limits
 from creditwatch.server.store.score_cache import ScoreCache
 
 
@@ -126,6 +127,18 @@ def _master_after(events: Sequence[IncomingEvent]) -> dict[str, Any]:
     return master
 
 
+async def write_alerts(
+    session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]]
+) -> dict[CompanyId, int]:
+    """Re-decide the standing credit limits of companies whose risk got worse,
+    then write every alert the changes and those limit changes raise; all in
+    the caller's transaction."""
+    limits = await credit_limits.redecide_on_risk(
+        session, [(c, change) for c, change in changes if change.score_alerts], _now()
+    )
+    return await alerts.write(session, changes, limits)
+
+
 class Intake:
     """Applies company facts, keeps each company's score current, raises alerts."""
 
@@ -176,7 +189,7 @@ class Intake:
             )
             for i, (fact, at) in enumerate(facts_)
         ]
-        counts = await alerts.write(session, changes)
+        counts = await write_alerts(session, changes)
         return dataclasses.replace(effect, alerts_raised=counts.get(effect.company, 0))
 
     async def submit_statement(
@@ -249,7 +262,7 @@ class Intake:
                 for company in changed
                 for i, e in enumerate(new[company])
             ]
-            counts = await alerts.write(session, changes)
+            counts = await write_alerts(session, changes)
         ordered = [dataclasses.replace(effects[c], alerts_raised=counts.get(c, 0)) for c in changed]
         self._written(ordered)
         return len(stored), duplicates, ordered
@@ -270,7 +283,7 @@ class Intake:
                 change = Change(
                     fact, effect.previous, effect.score, _now(), fact_alert=bool(changed)
                 )
-                counts = await alerts.write(session, [(company, change)])
+                counts = await write_alerts(session, [(company, change)])
                 effect = dataclasses.replace(effect, alerts_raised=counts.get(company, 0))
             else:
                 latest = await facts.latest_score(session, company)

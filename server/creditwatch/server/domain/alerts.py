@@ -433,3 +433,38 @@ def trigger_json(fact: Fact, company: CompanyId) -> dict[str, Any]:
     if isinstance(fact, RescoreFact):
         return {"rescoring": {"reason": int(fact.reason), "model_version": fact.model_version}}
     return {"master_data_change": {"changed_fields": list(fact.changed_fields)}}
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """A standing credit limit a risk change reduced or withdrew."""
+
+    tenant_id: Any
+    company: CompanyId
+    credit_limit: str
+    """"creditLimits/{id}"."""
+    withdrawn: bool
+    summary: str
+    change: Change
+
+
+def plan_limit(limit: LimitChange, watchers: Iterable[Watcher]) -> list[PlannedAlert]:
+    """Alerts for a reduced or withdrawn limit, on the owning tenant's watch lists."""
+    if limit.withdrawn:
+        candidate = Candidate(AlertType.CREDIT_LIMIT_WITHDRAWN, Severity.HIGH, limit.summary)
+        action = SuggestedAction.STOP_CREDIT
+    else:
+        candidate = Candidate(AlertType.CREDIT_LIMIT_REDUCED, Severity.MEDIUM, limit.summary)
+        action = SuggestedAction.REDUCE_LIMIT
+    return [
+        PlannedAlert(
+            watcher=watcher,
+            type=candidate.type,
+            severity=candidate.severity,
+            priority=priority(candidate.severity, watcher.exposure_amount),
+            suggested_action=action,
+            summary=candidate.summary,
+        )
+        for watcher in watchers
+        if watcher.tenant_id == limit.tenant_id and wanted(watcher.rules, candidate)
+    ]

@@ -86,3 +86,7 @@ class ResourceExhausted(DomainError):
 
 class Unavailable(DomainError):
     """Try again shortly (e.g. this replica is shutting down); nothing is lost."""
+
+
+class Aborted(DomainError):
+    """A concurrent change won (e.g. an optimistic-concurrency version check)."""

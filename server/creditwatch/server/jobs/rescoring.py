@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.intake import score_companies
+from creditwatch.server.intake import score_companies, write_alerts
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts, rescoring
+from creditwatch.server.store import rescoring
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Rescorer:
                 changes.append(
                     (company, Change(fact, previous, effect.score, now, fact_alert=False))
                 )
-            counts = await alerts.write(session, changes)
+            counts = await write_alerts(session, changes)
         written = sum(counts.values())
         result.companies += len(companies)
         result.scored += scored

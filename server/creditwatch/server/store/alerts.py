@@ -30,11 +30,14 @@ from creditwatch.server.domain.alerts import (
     AlertFilter,
     AlertType,
     Change,
+    LimitChange,
+    PlannedAlert,
     Severity,
     StoredAlert,
     SuggestedAction,
     Watcher,
     plan,
+    plan_limit,
     trigger_json,
 )
 from creditwatch.server.domain.cursors import ORIGIN, Position
@@ -135,23 +138,38 @@ def _score_text(score: StoredScore | None) -> str | None:
 
 
 async def write(
-    session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]]
+    session: AsyncSession,
+    changes: Sequence[tuple[CompanyId, Change]],
+    limits: Sequence[LimitChange] = (),
 ) -> dict[CompanyId, int]:
-    """Write the alerts the changes raise, in the caller's transaction; returns
-    the number written per company. Subscribers are woken at commit (NOTIFY)."""
-    if not changes:
+    """Write the alerts the changes (and the credit-limit changes they caused)
+    raise, in the caller's transaction; returns the number written per company.
+    Subscribers are woken at commit (NOTIFY)."""
+    if not changes and not limits:
         return {}
-    held, names = await watchers(session, list(dict.fromkeys(c for c, _ in changes)))
+    companies = [c for c, _ in changes] + [limit.company for limit in limits]
+    held, names = await watchers(session, list(dict.fromkeys(companies)))
     records: list[tuple[Any, ...]] = []
     counts: dict[CompanyId, int] = {}
-    for company, change in changes:
-        planned = plan(change, held.get(company, ()))
+    planned_changes: list[tuple[CompanyId, Change, list[PlannedAlert], dict[str, Any] | None]] = [
+        (company, change, plan(change, held.get(company, ())), None) for company, change in changes
+    ]
+    planned_changes += [
+        (
+            limit.company,
+            limit.change,
+            plan_limit(limit, held.get(limit.company, ())),
+            {"credit_limit": limit.credit_limit},
+        )
+        for limit in limits
+    ]
+    for company, change, planned, trigger_override in planned_changes:
         counts[company] = counts.get(company, 0) + len(planned)
         if not planned:
             continue
         # Serialised once per change, shared by its alerts.
         previous, current = _score_text(change.previous), _score_text(change.score)
-        trigger = dumps(trigger_json(change.fact, company))
+        trigger = dumps(trigger_override or trigger_json(change.fact, company))
         name = names.get(company, "")
         for alert in planned:
             watcher = alert.watcher

@@ -360,3 +360,44 @@ class RegisterCursor(Base):
     update_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class CreditPolicyVersion(Base):
+    """One version of a tenant's credit policy (the newest is current)."""
+
+    __tablename__ = "credit_policies"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    update_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class CreditLimit(Base):
+    """A tenant's standing credit limit on one buyer."""
+
+    __tablename__ = "credit_limits"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+        UniqueConstraint("tenant_id", "country", "register_number"),
+        Index("ix_credit_limits_company", "country", "register_number"),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    country: Mapped[str] = mapped_column(CHAR(2))
+    register_number: Mapped[str] = mapped_column(String(16))
+    external_reference: Mapped[str] = mapped_column(Text)
+    state: Mapped[int] = mapped_column(SmallInteger)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount: Mapped[Decimal] = mapped_column(AMOUNT)
+    max_payment_terms_days: Mapped[int] = mapped_column(Integer)
+    valid_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exposure_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    exposure_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    latest_decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

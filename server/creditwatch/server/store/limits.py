@@ -1,0 +1,335 @@
+"""Credit policies and standing credit limits in PostgreSQL, and the
+re-decision of standing limits when a company's risk worsens.
+
+Everything here is per tenant, except `redecide_on_risk`, which an intake
+calls in its own transaction for the companies whose class got worse: each
+tenant's ACTIVE limit on such a company is decided again under that tenant's
+current policy; a decline withdraws it, a lower amount or shorter terms
+reduce it, and nothing is ever raised automatically.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from sqlalchemy import Table, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from creditwatch.server.domain.alerts import Change, LimitChange
+from creditwatch.server.domain.errors import Aborted, NotFound
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.limits import (
+    DEFAULT_POLICY,
+    CreditPolicy,
+    Decision,
+    LimitState,
+    Origin,
+    Outcome,
+    Request,
+    decide,
+)
+from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.store import facts, models
+
+_P = cast(Table, models.CreditPolicyVersion.__table__)
+_L = cast(Table, models.CreditLimit.__table__)
+
+
+async def policy(session: AsyncSession, tenant: uuid.UUID, version: int = 0) -> CreditPolicy:
+    """The tenant's current policy (or `version`); the default is version 1."""
+    query = select(_P).where(_P.c.tenant_id == tenant)
+    if version:
+        query = query.where(_P.c.version == version)
+    row = (await session.execute(query.order_by(_P.c.version.desc()).limit(1))).first()
+    if row is None:
+        if version in (0, 1):
+            return DEFAULT_POLICY
+        raise NotFound(f"creditPolicy (version {version})")
+    return CreditPolicy.from_json(row.policy, row.version, row.update_time)
+
+
+async def save_policy(
+    session: AsyncSession, tenant: uuid.UUID, new: CreditPolicy, expected_version: int
+) -> CreditPolicy:
+    """Store `new` as the next version; ABORTED if `expected_version` (non-zero)
+    is not the current one, or another update won the race."""
+    current = await policy(session, tenant)
+    if expected_version and expected_version != current.version:
+        raise Aborted(
+            f"creditPolicy is at version {current.version}, not {expected_version}; "
+            "read it again and reapply the change"
+        )
+    version = current.version + 1
+    try:
+        async with session.begin_nested():
+            await session.execute(
+                _P.insert().values(tenant_id=tenant, version=version, policy=new.to_json())
+            )
+    except IntegrityError:
+        raise Aborted("creditPolicy was changed concurrently; read it again") from None
+    return await policy(session, tenant)
+
+
+@dataclass(frozen=True)
+class StandingLimit:
+    """A stored standing limit."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    company: CompanyId
+    external_reference: str
+    state: LimitState
+    currency: str
+    amount: Decimal
+    max_payment_terms_days: int
+    valid_until: datetime
+    exposure_currency: str | None
+    exposure_amount: Decimal | None
+    latest_decision: dict[str, Any]
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def name(self) -> str:
+        """The resource name."""
+        return f"creditLimits/{self.id}"
+
+
+def _limit(row: Any) -> StandingLimit:
+    return StandingLimit(
+        tenant_id=row.tenant_id,
+        id=row.id,
+        company=CompanyId(row.country, row.register_number),
+        external_reference=row.external_reference,
+        state=LimitState(row.state),
+        currency=row.currency,
+        amount=row.amount,
+        max_payment_terms_days=row.max_payment_terms_days,
+        valid_until=row.valid_until,
+        exposure_currency=row.exposure_currency,
+        exposure_amount=row.exposure_amount,
+        latest_decision=row.latest_decision,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def decision_json(
+    decision: Decision,
+    request: Request,
+    *,
+    origin: Origin,
+    company: CompanyId,
+    score: StoredScore | None,
+    policy_version: int,
+    now: datetime,
+    credit_limit: str,
+) -> dict[str, Any]:
+    """A decision as stored and returned."""
+    return {
+        "credit_limit": credit_limit,
+        "company": company.key,
+        "origin": int(origin),
+        "outcome": int(decision.outcome),
+        "currency": request.currency,
+        "requested_amount": str(request.amount),
+        "requested_payment_terms_days": request.payment_terms_days,
+        "approved_amount": str(decision.approved),
+        "max_payment_terms_days": decision.max_payment_terms_days,
+        "valid_until": decision.valid_until.isoformat() if decision.valid_until else None,
+        "reasons": [list(r) for r in decision.reasons],
+        "score": facts.score_json(score) if score is not None else None,
+        "policy_version": policy_version,
+        "decide_time": now.isoformat(),
+    }
+
+
+async def standing(
+    session: AsyncSession, tenant: uuid.UUID, company: CompanyId, *, lock: bool = False
+) -> StandingLimit | None:
+    """The tenant's standing limit on a company, if any."""
+    query = select(_L).where(
+        _L.c.tenant_id == tenant,
+        _L.c.country == company.country,
+        _L.c.register_number == company.register_number,
+    )
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).first()
+    return _limit(row) if row else None
+
+
+async def grant(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    company: CompanyId,
+    decision: Decision,
+    request: Request,
+    external_reference: str,
+    decided: dict[str, Any],
+    now: datetime,
+) -> StandingLimit:
+    """Make an approving decision the tenant's standing limit on the company."""
+    earlier = await standing(session, tenant, company, lock=True)
+    limit_id = earlier.id if earlier else uuid.uuid4()
+    decided = decided | {"credit_limit": f"creditLimits/{limit_id}"}
+    values = {
+        "external_reference": external_reference or (earlier.external_reference if earlier else ""),
+        "state": int(LimitState.ACTIVE),
+        "currency": request.currency,
+        "amount": decision.approved,
+        "max_payment_terms_days": decision.max_payment_terms_days,
+        "valid_until": decision.valid_until,
+        "exposure_currency": request.currency if request.exposure is not None else None,
+        "exposure_amount": request.exposure,
+        "latest_decision": decided,
+        "update_time": now,
+    }
+    if earlier is None:
+        await session.execute(
+            _L.insert().values(
+                tenant_id=tenant,
+                id=limit_id,
+                country=company.country,
+                register_number=company.register_number,
+                create_time=now,
+                **values,
+            )
+        )
+    else:
+        await session.execute(
+            _L.update().where(_L.c.tenant_id == tenant, _L.c.id == limit_id).values(**values)
+        )
+    found = await get(session, tenant, limit_id)
+    assert found is not None
+    return found
+
+
+async def get(
+    session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID
+) -> StandingLimit | None:
+    """One standing limit of the tenant."""
+    row = (
+        await session.execute(select(_L).where(_L.c.tenant_id == tenant, _L.c.id == limit_id))
+    ).first()
+    return _limit(row) if row else None
+
+
+async def list_page(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    states: Sequence[int],
+    company: CompanyId | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[StandingLimit]:
+    """The tenant's limits, newest first (keyset on create_time, id)."""
+    query = select(_L).where(_L.c.tenant_id == tenant)
+    if states:
+        query = query.where(_L.c.state.in_(list(states)))
+    if company is not None:
+        query = query.where(
+            _L.c.country == company.country, _L.c.register_number == company.register_number
+        )
+    if after is not None:
+        query = query.where(tuple_(_L.c.create_time, _L.c.id) < tuple_(*after))
+    rows = await session.execute(
+        query.order_by(_L.c.create_time.desc(), _L.c.id.desc()).limit(limit)
+    )
+    return [_limit(r) for r in rows]
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:,.0f} {currency}"
+
+
+async def redecide_on_risk(
+    session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]], now: datetime
+) -> list[LimitChange]:
+    """Re-decide every ACTIVE standing limit on companies whose class got worse;
+    returns the limits reduced or withdrawn (their alerts are the caller's to write)."""
+    worse = {
+        company: change
+        for company, change in changes
+        if change.previous is not None
+        and change.score is not None
+        and change.score.risk_class > change.previous.risk_class
+    }
+    if not worse:
+        return []
+    rows = await session.execute(
+        select(_L)
+        .where(
+            tuple_(_L.c.country, _L.c.register_number).in_(
+                [(c.country, c.register_number) for c in worse]
+            ),
+            _L.c.state == int(LimitState.ACTIVE),
+        )
+        .order_by(_L.c.tenant_id, _L.c.id)
+        .with_for_update()
+    )
+    limits = [_limit(r) for r in rows]
+    statements = {c: await facts.latest_statement(session, c) for c in {x.company for x in limits}}
+    policies: dict[uuid.UUID, CreditPolicy] = {}
+    out: list[LimitChange] = []
+    for limit in limits:
+        change = worse[limit.company]
+        if limit.tenant_id not in policies:
+            policies[limit.tenant_id] = await policy(session, limit.tenant_id)
+        rules = policies[limit.tenant_id]
+        request = Request(
+            limit.currency, limit.amount, limit.max_payment_terms_days, limit.exposure_amount
+        )
+        decision = decide(request, change.score, statements[limit.company], rules, now)
+        if decision.outcome == Outcome.REFERRED:
+            continue  # the rules cannot decide: the limit stays as it is
+        withdrawn = decision.outcome == Outcome.DECLINED
+        reduced = decision.approved < limit.amount or (
+            decision.max_payment_terms_days < limit.max_payment_terms_days
+        )
+        if not withdrawn and not reduced:
+            continue
+        decided = decision_json(
+            decision,
+            request,
+            origin=Origin.RISK_CHANGE,
+            company=limit.company,
+            score=change.score,
+            policy_version=rules.version,
+            now=now,
+            credit_limit=limit.name,
+        )
+        amount = Decimal(0) if withdrawn else min(decision.approved, limit.amount)
+        terms = (
+            0 if withdrawn else min(decision.max_payment_terms_days, limit.max_payment_terms_days)
+        )
+        await session.execute(
+            _L.update()
+            .where(_L.c.tenant_id == limit.tenant_id, _L.c.id == limit.id)
+            .values(
+                state=int(LimitState.WITHDRAWN if withdrawn else LimitState.ACTIVE),
+                amount=amount,
+                max_payment_terms_days=terms,
+                latest_decision=decided,
+                update_time=now,
+            )
+        )
+        assert change.previous is not None and change.score is not None
+        moved = f"risk class {change.previous.risk_class.name} → {change.score.risk_class.name}"
+        if withdrawn:
+            summary = f"Credit limit of {_money(limit.amount, limit.currency)} withdrawn ({moved})"
+        else:
+            summary = (
+                f"Credit limit reduced from {_money(limit.amount, limit.currency)} "
+                f"to {_money(amount, limit.currency)}, terms {terms} days ({moved})"
+            )
+        out.append(
+            LimitChange(limit.tenant_id, limit.company, limit.name, withdrawn, summary, change)
+        )
+    return out

@@ -1,0 +1,309 @@
+"""CreditLimitService: decisions under the tenant's policy, standing limits that
+follow risk, and policy versions; checked against hand-computed figures."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.type import date_pb2, money_pb2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.v1 import (
+    common_pb2,
+    companies_pb2,
+    companies_pb2_grpc,
+    limits_pb2,
+    limits_pb2_grpc,
+)
+from tests.conftest import TenantKey, new_tenant
+from tests.e2e import alerting
+from tests.e2e.alerting import bankruptcy, record, ref, remark, subscribe, watch
+from tests.e2e.rpc_errors import field_violations
+from tests.e2e.test_scoring import healthy
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+LIM = limits_pb2
+# The default policy, restated: (share of equity, share of sales, max terms) per class.
+DEFAULT = {1: (0.20, 0.10, 90), 2: (0.10, 0.05, 60), 3: (0.05, 0.02, 30)}
+EQUITY, SALES = 30_000_000, 80_000_000  # of tests.e2e.test_scoring.healthy()
+
+
+def strong() -> companies_pb2.FinancialStatement:
+    """A statement the shipped model puts in class A (checked below)."""
+    return healthy(
+        equity=42_000_000, retained_earnings=32_000_000, total_liabilities=8_000_000,
+        short_term_liabilities=5_000_000, long_term_liabilities=3_000_000, net_profit=9_000_000,
+        operating_profit=11_000_000, ebit=10_500_000, gross_profit=10_000_000,
+        profit_on_sales=11_000_000, cash=15_000_000,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    """A data feed's key: granted company-data intake."""
+    return await new_tenant(sessions, "limits feed", scopes=(SCOPE_COMPANIES_WRITE,))
+
+
+async def _statement(
+    channel: grpc.aio.Channel, feed: TenantKey, number: str, statement: object
+) -> companies_pb2.SubmitFinancialStatementResponse:
+    stub = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    response: companies_pb2.SubmitFinancialStatementResponse = await stub.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=statement
+        ),
+        metadata=feed.metadata,
+    )
+    return response
+
+
+def _ask(
+    number: str, amount: int, days: int = 60, currency: str = "NOK", **extra: object
+) -> limits_pb2.DecideCreditLimitRequest:
+    return limits_pb2.DecideCreditLimitRequest(
+        company=ref(number),
+        requested_amount=money_pb2.Money(currency_code=currency, units=amount),
+        requested_payment_terms_days=days,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_decision_matches_the_hand_computed_cap(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_510_000)[0]
+    scored = await _statement(channel, feed, number, healthy())
+    risk_class = scored.effect.score.risk_class
+    equity_share, sales_share, terms = DEFAULT[risk_class]
+    cap = min(equity_share * EQUITY, sales_share * SALES)
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+
+    small = await stub.DecideCreditLimit(
+        _ask(number, 100_000, days=min(terms, 30), external_reference="cust-7"),
+        metadata=tenant.metadata,
+    )
+    assert small.decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_APPROVED
+    assert small.decision.approved_amount.units == 100_000
+    assert small.decision.policy_version == 1
+    assert small.decision.score.risk_class == risk_class
+    assert small.decision.credit_limit.startswith("creditLimits/")
+
+    big = await stub.DecideCreditLimit(
+        _ask(
+            number,
+            50_000_000,
+            days=120,
+            current_exposure=money_pb2.Money(currency_code="NOK", units=int(cap) + 5),
+        ),
+        metadata=tenant.metadata,
+    )
+    decision = big.decision
+    assert decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_PARTIALLY_APPROVED
+    assert decision.approved_amount.units == int(cap)
+    assert decision.max_payment_terms_days == terms
+    codes = [r.code for r in decision.reasons]
+    binding = (
+        "CAPPED_BY_EQUITY" if equity_share * EQUITY <= sales_share * SALES else "CAPPED_BY_SALES"
+    )
+    assert codes == [binding, "TERMS_CAPPED", "EXPOSURE_ABOVE_LIMIT"]
+    # The same standing limit, now with the new amount.
+    assert decision.credit_limit == small.decision.credit_limit
+    got = await stub.GetCreditLimit(
+        limits_pb2.GetCreditLimitRequest(name=decision.credit_limit), metadata=tenant.metadata
+    )
+    limit = got.credit_limit
+    assert limit.state == LIM.CREDIT_LIMIT_STATE_ACTIVE
+    assert limit.amount.units == int(cap)
+    assert limit.external_reference == "cust-7"  # kept from the earlier request
+    assert limit.latest_decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_PARTIALLY_APPROVED
+    listed = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(company=ref(number)), metadata=tenant.metadata
+    )
+    assert [x.name for x in listed.credit_limits] == [limit.name]
+
+
+async def test_declined_referred_and_idempotent_decisions(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    fresh, old, bankrupt, unknown = norwegian_numbers(4, start=81_520_000)
+    await _statement(channel, feed, fresh, healthy())
+    stale = healthy()
+    stale.period_start.CopyFrom(date_pb2.Date(year=2020, month=1, day=1))
+    stale.period_end.CopyFrom(date_pb2.Date(year=2020, month=12, day=31))
+    await _statement(channel, feed, old, stale)
+    await _statement(channel, feed, bankrupt, healthy())
+    await record(channel, feed, bankruptcy(bankrupt, "lim-b1"))
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+
+    async def outcome(request: limits_pb2.DecideCreditLimitRequest) -> tuple[int, list[str]]:
+        response = await stub.DecideCreditLimit(request, metadata=tenant.metadata)
+        return response.decision.outcome, [r.code for r in response.decision.reasons]
+
+    assert await outcome(_ask(bankrupt, 1_000)) == (
+        LIM.CREDIT_LIMIT_OUTCOME_DECLINED,
+        ["DECLINE_CLASS"],
+    )
+    assert await outcome(_ask(old, 1_000)) == (
+        LIM.CREDIT_LIMIT_OUTCOME_REFERRED,
+        ["STATEMENT_TOO_OLD"],
+    )
+    assert await outcome(_ask(fresh, 1_000, currency="EUR")) == (
+        LIM.CREDIT_LIMIT_OUTCOME_REFERRED,
+        ["CURRENCY_MISMATCH"],
+    )
+    assert await outcome(_ask(unknown, 1_000)) == (LIM.CREDIT_LIMIT_OUTCOME_REFERRED, ["NO_SCORE"])
+    # None of those created a standing limit.
+    listed = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(), metadata=tenant.metadata
+    )
+    assert listed.credit_limits == []
+
+    first = await stub.DecideCreditLimit(
+        _ask(fresh, 10_000, request_id="r-1"), metadata=tenant.metadata
+    )
+    again = await stub.DecideCreditLimit(
+        _ask(fresh, 20_000, request_id="r-1"), metadata=tenant.metadata
+    )
+    assert again.decision == first.decision  # the first decision, not a new one
+
+
+async def test_standing_limits_follow_worsening_risk_with_alerts(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_530_000)[0]
+    scored = await _statement(channel, feed, number, strong())
+    assert scored.effect.score.risk_class == common_pb2.RISK_CLASS_A
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    granted = await stub.DecideCreditLimit(
+        _ask(number, 5_000_000, days=90), metadata=tenant.metadata
+    )
+    assert granted.decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_APPROVED
+    watch_list = await watch(channel, tenant, [number])
+    call = subscribe(
+        channel,
+        tenant,
+        filter=alerting.alerts_pb2.AlertFilter(
+            alert_types=[
+                common_pb2.ALERT_TYPE_CREDIT_LIMIT_REDUCED,
+                common_pb2.ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN,
+            ]
+        ),
+    )
+    await alerting.first_heartbeat(call)
+
+    # A payment remark: class A -> B; B allows min(0.10 x 42M equity, 0.05 x 80M sales)
+    # = 4.0M and 60 days.
+    await record(channel, feed, remark(number, "lim-r1"))
+    (reduced,) = await alerting.alerts(call, 1)
+    assert reduced.type == common_pb2.ALERT_TYPE_CREDIT_LIMIT_REDUCED
+    assert reduced.trigger.credit_limit == granted.decision.credit_limit
+    assert reduced.watch_list == watch_list
+    assert "5,000,000 NOK to 4,000,000 NOK, terms 60 days" in reduced.summary
+    limit = (
+        await stub.GetCreditLimit(
+            limits_pb2.GetCreditLimitRequest(name=granted.decision.credit_limit),
+            metadata=tenant.metadata,
+        )
+    ).credit_limit
+    assert (limit.amount.units, limit.max_payment_terms_days) == (4_000_000, 60)
+    assert limit.latest_decision.origin == LIM.DECISION_ORIGIN_RISK_CHANGE
+
+    # Bankruptcy: class D, the decline class: withdrawn.
+    await record(channel, feed, bankruptcy(number, "lim-b2"))
+    (withdrawn,) = await alerting.alerts(call, 1)
+    assert withdrawn.type == common_pb2.ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN
+    assert withdrawn.severity == common_pb2.SEVERITY_HIGH
+    limit = (
+        await stub.GetCreditLimit(
+            limits_pb2.GetCreditLimitRequest(name=granted.decision.credit_limit),
+            metadata=tenant.metadata,
+        )
+    ).credit_limit
+    assert limit.state == LIM.CREDIT_LIMIT_STATE_WITHDRAWN
+    assert limit.amount.units == 0
+    call.cancel()
+
+    # Another tenant sees none of it.
+    with pytest.raises(grpc.aio.AioRpcError) as foreign:
+        await stub.GetCreditLimit(
+            limits_pb2.GetCreditLimitRequest(name=granted.decision.credit_limit),
+            metadata=other_tenant.metadata,
+        )
+    assert foreign.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_policy_versions_and_their_use(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_540_000)[0]
+    scored = await _statement(channel, feed, number, healthy())
+    risk_class = scored.effect.score.risk_class
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    current = (
+        await stub.GetCreditPolicy(limits_pb2.GetCreditPolicyRequest(), metadata=tenant.metadata)
+    ).credit_policy
+    assert current.version == 1 and current.decline_class == common_pb2.RISK_CLASS_D
+    assert [p.risk_class for p in current.class_policies] == [1, 2, 3, 4]
+
+    # Decline the company's class from now on.
+    changed = await stub.UpdateCreditPolicy(
+        limits_pb2.UpdateCreditPolicyRequest(
+            credit_policy=limits_pb2.CreditPolicy(version=1, decline_class=risk_class),
+            update_mask=field_mask_pb2.FieldMask(paths=["decline_class"]),
+        ),
+        metadata=tenant.metadata,
+    )
+    assert changed.credit_policy.version == 2
+    decision = (
+        await stub.DecideCreditLimit(_ask(number, 1_000), metadata=tenant.metadata)
+    ).decision
+    assert decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_DECLINED
+    assert decision.policy_version == 2
+    old = await stub.GetCreditPolicy(
+        limits_pb2.GetCreditPolicyRequest(version=1), metadata=tenant.metadata
+    )
+    assert old.credit_policy.decline_class == common_pb2.RISK_CLASS_D
+
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await stub.UpdateCreditPolicy(
+            limits_pb2.UpdateCreditPolicyRequest(
+                credit_policy=limits_pb2.CreditPolicy(version=1, decision_validity_days=30),
+                update_mask=field_mask_pb2.FieldMask(paths=["decision_validity_days"]),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.UpdateCreditPolicy(
+            limits_pb2.UpdateCreditPolicyRequest(
+                credit_policy=limits_pb2.CreditPolicy(
+                    decision_validity_days=0, refer_statement_older_than_months=99
+                ),
+                update_mask=field_mask_pb2.FieldMask(
+                    paths=["decision_validity_days", "refer_statement_older_than_months", "version"]
+                ),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(bad.value)) == {"update_mask.paths[2]"}
+
+
+async def test_bad_requests_name_the_field(channel: grpc.aio.Channel, tenant: TenantKey) -> None:
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    bad = limits_pb2.DecideCreditLimitRequest(
+        company=common_pb2.CompanyRef(country="NO", register_number="923609017"),
+        requested_amount=money_pb2.Money(currency_code="NOK", units=-5),
+        requested_payment_terms_days=0,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.DecideCreditLimit(bad, metadata=tenant.metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(caught.value)
+    assert "company.register_number" in violations
+    assert "requested_payment_terms_days" in violations
+    assert any(f.startswith("requested_amount") for f in violations)
