@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from creditwatch.client.testing import ServerProcess
 from creditwatch.v1 import (
-    portfolio_pb2,
-    portfolio_pb2_grpc,
+    limits_pb2,
+    limits_pb2_grpc,
     watchlists_pb2,
     watchlists_pb2_grpc,
 )
@@ -80,13 +80,13 @@ def test_reflection_serves_file_descriptors_without_protos(server: ServerProcess
 async def test_services_of_later_issues_answer_unimplemented(
     channel: grpc.aio.Channel, tenant: TenantKey
 ) -> None:
-    stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetPortfolioSummary(
-            portfolio_pb2.GetPortfolioSummaryRequest(), metadata=tenant.metadata
+        await stub.ReportOverduePayment(
+            limits_pb2.ReportOverduePaymentRequest(), metadata=tenant.metadata
         )
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "PortfolioService.GetPortfolioSummary" in (caught.value.details() or "")
+    assert "CreditLimitService.ReportOverduePayment" in (caught.value.details() or "")
 
 
 @pytest.mark.asyncio

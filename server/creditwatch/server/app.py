@@ -7,7 +7,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,8 +20,8 @@ from creditwatch.server.api.alerts import add_to_server as add_alert_service
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.limits import CreditLimitServicer
+from creditwatch.server.api.portfolio import PortfolioServicer
 from creditwatch.server.api.scoring import ScoringServicer
-from creditwatch.server.api.unimplemented import NotYetImplemented
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
@@ -52,13 +52,6 @@ log = logging.getLogger("creditwatch.server")
 
 def _service_name(module: Any, service: str) -> str:
     return str(module.DESCRIPTOR.services_by_name[service].full_name)
-
-
-# (pb2 module, service, add-to-server function) of the services later issues
-# implement; they answer UNIMPLEMENTED until then.
-_PENDING = (
-    (portfolio_pb2, "PortfolioService", portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server),
-)
 
 
 def _read(path: Any) -> bytes:
@@ -162,17 +155,17 @@ async def start(settings: Settings) -> Running:
     limits_pb2_grpc.add_CreditLimitServiceServicer_to_server(
         CreditLimitServicer(auth, sessions, intake), server
     )
+    portfolio_pb2_grpc.add_PortfolioServiceServicer_to_server(
+        PortfolioServicer(auth, sessions, watch_list_store, registry), server
+    )
     services = [
+        _service_name(portfolio_pb2, "PortfolioService"),
         _service_name(alerts_pb2, "AlertService"),
         _service_name(limits_pb2, "CreditLimitService"),
         _service_name(watchlists_pb2, "WatchListService"),
         _service_name(scoring_pb2, "ScoringService"),
         _service_name(companies_pb2, "CompanyDataService"),
     ]
-    for module, service, add in _PENDING:
-        name = _service_name(module, service)
-        add(cast(Any, NotYetImplemented(name)), server)
-        services.append(name)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -2,14 +2,16 @@
 
 Every replica schedules every job; a run first takes the job's advisory lock
 (`Leadership`) and skips if another replica holds it. Jobs: re-scoring of
-stale watched companies, alert retention, and the official register feeds.
+stale watched companies, alert retention, daily portfolio snapshots (00:00
+UTC), and the official register feeds.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,7 +23,7 @@ from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
 from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts
+from creditwatch.server.store import alerts, portfolio
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,22 @@ async def sync_registers(
         finally:
             await http.close()
     return results
+
+
+async def take_snapshots(sessions: async_sessionmaker[AsyncSession], day: date) -> int:
+    """Snapshot every watch list for `day` (idempotent); returns entries written."""
+    started = time.perf_counter()
+    async with sessions.begin() as session:
+        written = await portfolio.take(session, day)
+    log.info(
+        "portfolio snapshots taken",
+        extra={
+            "day": day.isoformat(),
+            "entries": written,
+            "seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    return written
 
 
 class Jobs:
@@ -118,6 +136,13 @@ class Jobs:
                 return None
             return await sync_registers(self._settings, self._sessions, self._intake)
 
+    async def snapshots(self, day: date | None = None) -> int | None:
+        """Today's portfolio snapshots of every watch list, if this replica leads it."""
+        async with self._leadership.lead("portfolio-snapshots") as leader:
+            if not leader:
+                return None
+            return await take_snapshots(self._sessions, day or datetime.now(UTC).date())
+
     async def _guarded(self, name: str, job: Callable[[], Awaitable[object]]) -> None:
         try:
             await job()
@@ -143,6 +168,17 @@ class Jobs:
             id="alert-retention",
             max_instances=1,
             coalesce=True,
+        )
+        self._scheduler.add_job(
+            self._guarded,
+            "cron",
+            args=("portfolio-snapshots", self.snapshots),
+            hour=0,
+            minute=0,
+            id="portfolio-snapshots",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=6 * 3600,
         )
         if self._settings.brreg_enabled and self._intake is not None:
             self._scheduler.add_job(

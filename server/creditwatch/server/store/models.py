@@ -401,3 +401,32 @@ class CreditLimit(Base):
     latest_decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PortfolioSnapshot(Base):
+    """One watch list entry on one day: exposure and the score it had."""
+
+    __tablename__ = "portfolio_snapshots"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    exposure_currency: Mapped[str | None] = mapped_column(CHAR(3))
+    exposure_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
+    probability_of_default: Mapped[float | None] = mapped_column(Double)
+    risk_class: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class PortfolioSnapshotDay(Base):
+    """That a watch list has a snapshot for a day (even an empty one)."""
+
+    __tablename__ = "portfolio_snapshot_days"
+    __table_args__ = (ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    entry_count: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,436 @@
+"""PortfolioService: which companies drive a watch list's risk, now and over time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import grpc
+from google.type import date_pb2
+
+from creditwatch.server.api import converters as cv
+from creditwatch.server.api.auth import Authenticator
+from creditwatch.server.api.errors import unary
+from creditwatch.server.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+)
+from creditwatch.server.domain.money import Money, MoneyError
+from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.portfolio import (
+    DEFAULT_LGD,
+    SEGMENT_ACTION,
+    ClassRow,
+    Position,
+    Segment,
+    cents,
+    segment_of,
+    segments,
+    summarize,
+    upper_median,
+)
+from creditwatch.server.domain.tenants import Caller
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import portfolio as store
+from creditwatch.server.store.watchlists import WatchListStore
+from creditwatch.v1 import alerts_pb2, common_pb2, portfolio_pb2, portfolio_pb2_grpc
+
+MAX_TREND_DAYS = 731
+
+
+def _money(value: Decimal, currency: str) -> Any:
+    return cv.money_message(Money(currency, cents(value)))
+
+
+def _date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
+    try:
+        return dt.date(value.year, value.month, value.day)
+    except ValueError:
+        problems.append(FieldViolation(field, "must be a complete calendar date"))
+        return None
+
+
+def _date_message(value: dt.date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def _no_snapshot(field: str, day: dt.date) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"no portfolio snapshot for {day}",
+        [
+            PreconditionViolation(
+                "NO_SNAPSHOT",
+                field,
+                "snapshots are taken daily at 00:00 UTC from the day a watch list exists",
+            )
+        ],
+    )
+
+
+def _currency(value: str, problems: list[FieldViolation]) -> str:
+    if not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
+        problems.append(
+            FieldViolation("reporting_currency", "required: a 3-letter ISO 4217 code such as NOK")
+        )
+    return value
+
+
+def _lgd(request: Any, problems: list[FieldViolation]) -> float:
+    if not request.HasField("loss_given_default"):
+        return DEFAULT_LGD
+    if not 0 <= request.loss_given_default <= 1:
+        problems.append(FieldViolation("loss_given_default", "0..1"))
+    return float(request.loss_given_default)
+
+
+def _class_rows(rows: list[ClassRow], currency: str) -> list[portfolio_pb2.ClassBreakdown]:
+    return [
+        portfolio_pb2.ClassBreakdown(
+            risk_class=common_pb2.RiskClass.ValueType(row.risk_class),
+            entry_count=row.entry_count,
+            exposure=_money(row.exposure, currency),
+            exposure_share=row.exposure_share,
+            expected_loss=_money(row.expected_loss, currency),
+        )
+        for row in rows
+    ]
+
+
+def _entry(
+    watch_list: str,
+    position: Position,
+    currency: str,
+    loss: Decimal,
+    share: float,
+) -> portfolio_pb2.PortfolioEntry:
+    return portfolio_pb2.PortfolioEntry(
+        watch_list_entry=f"{watch_list}/entries/{position.company.key}",
+        company=cv.company_ref(position.company),
+        company_legal_name=position.legal_name,
+        external_reference=position.external_reference,
+        exposure=_money(position.amount, currency),
+        probability_of_default=position.pd or 0.0,
+        risk_class=common_pb2.RiskClass.ValueType(position.risk_class or 0),
+        expected_loss=_money(loss, currency),
+        expected_loss_share=share,
+    )
+
+
+class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
+    """gRPC face of the portfolio view."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        sessions: Any,
+        watch_lists: WatchListStore,
+        registry: ModelRegistry,
+    ) -> None:
+        self._auth = auth
+        self._sessions = sessions
+        self._watch_lists = watch_lists
+        self._registry = registry
+
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The calling tenant and its key's grants."""
+        return await self._auth.caller(context)
+
+    async def _watch_list(self, name: str, tenant: uuid.UUID) -> tuple[uuid.UUID, float]:
+        """The watch list's id and PD threshold (NOT_FOUND for another tenant's)."""
+        watch_list = cv.watch_list_id(name, "watch_list")
+        found = await self._watch_lists.get(tenant, watch_list)
+        return watch_list, found.spec.pd_threshold
+
+    async def _current(self, tenant: uuid.UUID, watch_list: uuid.UUID) -> list[Position]:
+        async with self._sessions() as session:
+            return await store.positions(session, tenant, watch_list)
+
+    async def _snapshot(
+        self, tenant: uuid.UUID, watch_list: uuid.UUID, day: dt.date, field: str
+    ) -> list[Position]:
+        async with self._sessions() as session:
+            found = await store.snapshots(session, tenant, watch_list, day, day)
+        if day not in found:
+            raise _no_snapshot(field, day)
+        return found[day]
+
+    @unary
+    async def GetPortfolioSummary(
+        self, request: portfolio_pb2.GetPortfolioSummaryRequest, tenant: uuid.UUID
+    ) -> portfolio_pb2.GetPortfolioSummaryResponse:
+        problems: list[FieldViolation] = []
+        currency = _currency(request.reporting_currency, problems)
+        lgd = _lgd(request, problems)
+        if not 0 <= request.top_contributor_count <= 100:
+            problems.append(FieldViolation("top_contributor_count", "0..100"))
+        since = None
+        if request.HasField("since_date"):
+            since = _date(request.since_date, "since_date", problems)
+            if since is not None and since >= dt.datetime.now(dt.UTC).date():
+                problems.append(FieldViolation("since_date", "must be before today"))
+        if problems:
+            raise InvalidArgument(problems)
+        watch_list, _ = await self._watch_list(request.watch_list, tenant)
+        positions = await self._current(tenant, watch_list)
+        summary = summarize(positions, currency, lgd, request.top_contributor_count or 10)
+        response = portfolio_pb2.GetPortfolioSummaryResponse(
+            watch_list=request.watch_list,
+            reporting_currency=currency,
+            loss_given_default=lgd,
+            entry_count=summary.entry_count,
+            scored_entry_count=summary.scored_entry_count,
+            excluded_entry_count=summary.excluded_entry_count,
+            total_exposure=_money(summary.total_exposure, currency),
+            expected_loss=_money(summary.expected_loss, currency),
+            classes=_class_rows(summary.classes, currency),
+            top_contributors=[
+                _entry(request.watch_list, p, currency, loss, share)
+                for p, loss, share in summary.top
+            ],
+        )
+        response.compute_time.GetCurrentTime()
+        if summary.exposure_weighted_pd is not None:
+            response.exposure_weighted_pd = summary.exposure_weighted_pd
+        if since is not None:
+            then = await self._snapshot(tenant, watch_list, since, "since_date")
+            response.since_date.CopyFrom(_date_message(since))
+            earlier = summarize(then, currency, lgd, 0).exposure_weighted_pd
+            if earlier is not None:
+                response.exposure_weighted_pd_at_since_date = earlier
+        return response
+
+    @unary
+    async def GetMigrationMatrix(
+        self, request: portfolio_pb2.GetMigrationMatrixRequest, tenant: uuid.UUID
+    ) -> portfolio_pb2.GetMigrationMatrixResponse:
+        problems: list[FieldViolation] = []
+        currency = _currency(request.reporting_currency, problems)
+        first = _date(request.from_date, "from_date", problems)
+        last = _date(request.to_date, "to_date", problems)
+        if first is not None and last is not None:
+            if last <= first:
+                problems.append(FieldViolation("to_date", "must be after from_date"))
+            if last > dt.datetime.now(dt.UTC).date():
+                problems.append(FieldViolation("to_date", "must not be in the future"))
+        if problems or first is None or last is None:
+            raise InvalidArgument(problems)
+        watch_list, _ = await self._watch_list(request.watch_list, tenant)
+        before = {
+            p.company: p for p in await self._snapshot(tenant, watch_list, first, "from_date")
+        }
+        after = {p.company: p for p in await self._snapshot(tenant, watch_list, last, "to_date")}
+        cells: dict[tuple[int, int], tuple[int, Decimal]] = {}
+        excluded = 0
+        for company in before.keys() | after.keys():
+            old, new = before.get(company), after.get(company)
+            if (old is not None and not old.counted_in(currency)) or (
+                new is not None and not new.counted_in(currency)
+            ):
+                excluded += 1
+                continue
+            key = (
+                (old.risk_class or 0) if old is not None and old.scored else 0,
+                (new.risk_class or 0) if new is not None and new.scored else 0,
+            )
+            exposure = (new if new is not None else old).amount  # type: ignore[union-attr]
+            count, total = cells.get(key, (0, Decimal(0)))
+            cells[key] = (count + 1, total + exposure)
+        return portfolio_pb2.GetMigrationMatrixResponse(
+            reporting_currency=currency,
+            cells=[
+                portfolio_pb2.MigrationCell(
+                    from_risk_class=common_pb2.RiskClass.ValueType(a),
+                    to_risk_class=common_pb2.RiskClass.ValueType(b),
+                    entry_count=count,
+                    exposure=_money(total, currency),
+                )
+                for (a, b), (count, total) in sorted(cells.items())
+            ],
+            excluded_entry_count=excluded,
+        )
+
+    @unary
+    async def GetRiskTrend(
+        self, request: portfolio_pb2.GetRiskTrendRequest, tenant: uuid.UUID
+    ) -> portfolio_pb2.GetRiskTrendResponse:
+        problems: list[FieldViolation] = []
+        currency = _currency(request.reporting_currency, problems)
+        first = _date(request.start_date, "start_date", problems)
+        last = _date(request.end_date, "end_date", problems)
+        if first is not None and last is not None:
+            if last < first:
+                problems.append(FieldViolation("end_date", "must not be before start_date"))
+            elif (last - first).days > MAX_TREND_DAYS:
+                problems.append(FieldViolation("end_date", f"at most {MAX_TREND_DAYS} days"))
+            if last > dt.datetime.now(dt.UTC).date():
+                problems.append(FieldViolation("end_date", "must not be in the future"))
+        if problems or first is None or last is None:
+            raise InvalidArgument(problems)
+        watch_list, _ = await self._watch_list(request.watch_list, tenant)
+        async with self._sessions() as session:
+            days = await store.snapshots(session, tenant, watch_list, first, last)
+        if not days:
+            raise _no_snapshot("start_date", first)
+        points = []
+        for day in sorted(days):
+            summary = summarize(days[day], currency, DEFAULT_LGD, 0)
+            point = portfolio_pb2.RiskTrendPoint(
+                date=_date_message(day),
+                total_exposure=_money(summary.total_exposure, currency),
+                classes=_class_rows(summary.classes, currency),
+                excluded_entry_count=summary.excluded_entry_count,
+            )
+            if summary.exposure_weighted_pd is not None:
+                point.exposure_weighted_pd = summary.exposure_weighted_pd
+            points.append(point)
+        return portfolio_pb2.GetRiskTrendResponse(reporting_currency=currency, points=points)
+
+    def _splits(
+        self,
+        given: portfolio_pb2.SegmentSplits,
+        currency: str,
+        threshold: float,
+        positions: list[Position],
+        problems: list[FieldViolation],
+        field: str,
+    ) -> tuple[float, Decimal]:
+        if given.HasField("pd_split"):
+            pd_split = given.pd_split
+            if not 0 <= pd_split <= 1:
+                problems.append(FieldViolation(f"{field}.pd_split", "0..1"))
+        elif threshold > 0:
+            pd_split = threshold
+        else:
+            pd_split = self._registry.active.model.info.bands.b_below  # lowest PD of class C
+        if given.HasField("exposure_split"):
+            try:
+                split = Money.from_parts(
+                    given.exposure_split.currency_code,
+                    given.exposure_split.units,
+                    given.exposure_split.nanos,
+                )
+            except MoneyError as error:
+                problems.append(
+                    FieldViolation(f"{field}.exposure_split.{error.field}", error.description)
+                )
+                return pd_split, Decimal(0)
+            if split.currency != currency:
+                problems.append(
+                    FieldViolation(
+                        f"{field}.exposure_split.currency_code", "must be the reporting currency"
+                    )
+                )
+            return pd_split, split.amount
+        scored = [p.amount for p in positions if p.scored and p.counted_in(currency)]
+        return pd_split, upper_median(scored)
+
+    def _splits_message(
+        self, pd_split: float, exposure_split: Decimal, currency: str
+    ) -> portfolio_pb2.SegmentSplits:
+        return portfolio_pb2.SegmentSplits(
+            pd_split=pd_split, exposure_split=cv.money_message(Money(currency, exposure_split))
+        )
+
+    @unary
+    async def ListSegments(
+        self, request: portfolio_pb2.ListSegmentsRequest, tenant: uuid.UUID
+    ) -> portfolio_pb2.ListSegmentsResponse:
+        problems: list[FieldViolation] = []
+        currency = _currency(request.reporting_currency, problems)
+        lgd = _lgd(request, problems)
+        if problems:
+            raise InvalidArgument(problems)
+        watch_list, threshold = await self._watch_list(request.watch_list, tenant)
+        positions = await self._current(tenant, watch_list)
+        pd_split, exposure_split = self._splits(
+            request.splits, currency, threshold, positions, problems, "splits"
+        )
+        if problems:
+            raise InvalidArgument(problems)
+        rows, unscored, excluded = segments(positions, currency, lgd, pd_split, exposure_split)
+        summaries = []
+        for row in rows:
+            summary = portfolio_pb2.SegmentSummary(
+                segment=portfolio_pb2.Segment.ValueType(row.segment),
+                suggested_action=alerts_pb2.SuggestedAction.ValueType(SEGMENT_ACTION[row.segment]),
+                entry_count=len(row.entries),
+                exposure=_money(row.exposure, currency),
+                expected_loss=_money(row.expected_loss, currency),
+            )
+            if row.exposure_weighted_pd is not None:
+                summary.exposure_weighted_pd = row.exposure_weighted_pd
+            summaries.append(summary)
+        return portfolio_pb2.ListSegmentsResponse(
+            reporting_currency=currency,
+            splits=self._splits_message(pd_split, exposure_split, currency),
+            segments=summaries,
+            unscored_entry_count=unscored,
+            excluded_entry_count=excluded,
+        )
+
+    @unary
+    async def ListSegmentEntries(
+        self, request: portfolio_pb2.ListSegmentEntriesRequest, tenant: uuid.UUID
+    ) -> portfolio_pb2.ListSegmentEntriesResponse:
+        problems: list[FieldViolation] = []
+        currency = _currency(request.reporting_currency, problems)
+        lgd = _lgd(request, problems)
+        if request.segment not in set(int(s) for s in Segment):
+            problems.append(FieldViolation("segment", "required: one of the four segments"))
+        if problems:
+            raise InvalidArgument(problems)
+        digest = fingerprint(
+            request.watch_list,
+            currency,
+            int(request.segment),
+            lgd,
+            request.splits.SerializeToString().hex(),
+        )
+        page = page_request(
+            request.page_size, request.page_token, digest, default_size=1_000, max_size=10_000
+        )
+        watch_list, threshold = await self._watch_list(request.watch_list, tenant)
+        positions = await self._current(tenant, watch_list)
+        if page.after is None:
+            offset = 0
+            pd_split, exposure_split = self._splits(
+                request.splits, currency, threshold, positions, problems, "splits"
+            )
+            if problems:
+                raise InvalidArgument(problems)
+        else:
+            offset, pd_split, split_text = page.key(int, float, str)  # type: ignore[misc]
+            exposure_split = Decimal(split_text)
+        segment = Segment(request.segment)
+        lgd_d = Decimal(repr(lgd))
+        counted = [p for p in positions if p.counted_in(currency)]
+        total_loss = sum((p.expected_loss(lgd_d) for p in counted), Decimal(0))
+        chosen = [
+            (p, p.expected_loss(lgd_d))
+            for p in counted
+            if p.scored and segment_of(p, pd_split, exposure_split) == segment
+        ]
+        chosen.sort(key=lambda pair: (-pair[1], pair[0].company.register_number))
+        window = chosen[offset : offset + page.size]
+        token = ""
+        if offset + page.size < len(chosen):
+            token = encode_token((offset + page.size, pd_split, str(exposure_split)), digest)
+        return portfolio_pb2.ListSegmentEntriesResponse(
+            entries=[
+                _entry(
+                    request.watch_list,
+                    p,
+                    currency,
+                    loss,
+                    float(loss / total_loss) if total_loss else 0.0,
+                )
+                for p, loss in window
+            ],
+            next_page_token=token,
+            splits=self._splits_message(pd_split, exposure_split, currency),
+            suggested_action=alerts_pb2.SuggestedAction.ValueType(SEGMENT_ACTION[segment]),
+        )
