@@ -1,0 +1,250 @@
+"""Portfolio view at scale, against baselines measured in the same run.
+
+One run measures, on this machine:
+  * GetPortfolioSummary on a watch list of 100,000 entries (every company
+    scored): p50 and p90 over repeated calls over gRPC, beside the bare SQL read
+    of the same rows (entries joined with each company's latest score);
+  * the daily snapshot job over 1,000,000 watch list entries (ten lists of
+    100,000), beside a bare INSERT ... SELECT copy of the entries table.
+Data is bulk-loaded with COPY. Run: .venv/bin/python bench/bench_portfolio.py
+[--entries 100000] [--snapshot-entries 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import connect_kwargs, fresh_database, print_table, server_url
+from creditwatch.client.testing import ServerProcess
+from creditwatch.server.jobs.scheduler import take_snapshots
+from creditwatch.server.store import database
+from creditwatch.server.store.tenants import TenantStore
+from creditwatch.v1 import portfolio_pb2, portfolio_pb2_grpc
+from tests.identifiers import norwegian_numbers
+
+
+async def seed(db_url: str, tenant: uuid.UUID, lists: int, per_list: int) -> list[uuid.UUID]:
+    """`lists` watch lists of `per_list` entries over distinct scored companies (COPY)."""
+    numbers = norwegian_numbers(per_list, start=80_000_000)
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    ids = [uuid.uuid4() for _ in range(lists)]
+    try:
+        await conn.copy_records_to_table(
+            "companies",
+            columns=["country", "register_number", "name", "industry_code", "legal_form", "status"],
+            records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
+        )
+        await conn.copy_records_to_table(
+            "scores",
+            columns=[
+                "country",
+                "register_number",
+                "probability_of_default",
+                "risk_class",
+                "model_risk_class",
+                "reasons",
+                "model_version",
+                "score_time",
+            ],
+            records=[
+                ("NO", n, pd, c, c, "[]", "bench", now)
+                for n in numbers
+                for pd in [rng.betavariate(0.6, 25)]
+                for c in [1 if pd < 0.0083 else 2 if pd < 0.0335 else 3 if pd < 0.1646 else 4]
+            ],
+        )
+        await conn.copy_records_to_table(
+            "watch_lists",
+            columns=[
+                "tenant_id",
+                "id",
+                "display_name",
+                "description",
+                "pd_threshold",
+                "alert_rules",
+                "labels",
+                "entry_count",
+                "create_time",
+                "update_time",
+            ],
+            records=[
+                (tenant, i, f"bench {k}", "", 0.0, "{}", "{}", per_list, now, now)
+                for k, i in enumerate(ids)
+            ],
+        )
+        for watch_list in ids:
+            await conn.copy_records_to_table(
+                "watch_list_entries",
+                columns=[
+                    "tenant_id",
+                    "watch_list_id",
+                    "country",
+                    "register_number",
+                    "exposure_currency",
+                    "exposure_amount",
+                    "external_reference",
+                    "labels",
+                    "create_time",
+                    "update_time",
+                ],
+                records=[
+                    (
+                        tenant,
+                        watch_list,
+                        "NO",
+                        n,
+                        "NOK",
+                        Decimal(rng.randint(1, 5_000) * 1_000),
+                        f"c-{n}",
+                        "{}",
+                        now,
+                        now,
+                    )
+                    for n in numbers
+                ],
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return ids
+
+
+async def bare_read(db_url: str, tenant: uuid.UUID, watch_list: uuid.UUID) -> float:
+    """Seconds for the bare SQL read of the summary's rows."""
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    try:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await conn.fetch(
+                """
+                SELECT e.country, e.register_number, e.exposure_currency, e.exposure_amount,
+                       s.probability_of_default, s.risk_class
+                FROM watch_list_entries e
+                LEFT JOIN LATERAL (
+                    SELECT probability_of_default, risk_class FROM scores
+                    WHERE scores.country = e.country
+                      AND scores.register_number = e.register_number
+                    ORDER BY id DESC LIMIT 1
+                ) s ON true
+                WHERE e.tenant_id = $1 AND e.watch_list_id = $2
+                """,
+                tenant,
+                watch_list,
+            )
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        await conn.close()
+
+
+async def summary_latency(address: str, key: str, watch_list: uuid.UUID) -> list[float]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+        request = portfolio_pb2.GetPortfolioSummaryRequest(
+            watch_list=f"watchLists/{watch_list}", reporting_currency="NOK"
+        )
+        metadata = (("authorization", f"Bearer {key}"),)
+        await stub.GetPortfolioSummary(request, metadata=metadata)  # warm-up
+        times = []
+        for _ in range(9):
+            started = time.perf_counter()
+            response = await stub.GetPortfolioSummary(request, metadata=metadata)
+            times.append(time.perf_counter() - started)
+        assert response.entry_count > 0
+        return times
+
+
+async def bare_copy(db_url: str) -> float:
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    try:
+        started = time.perf_counter()
+        await conn.execute("CREATE TABLE bench_copy AS SELECT * FROM watch_list_entries")
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def snapshot_seconds(db_url: str) -> tuple[float, int]:
+    engine = database.create_engine(database.async_url(db_url), 2)
+    try:
+        started = time.perf_counter()
+        written = await take_snapshots(database.session_factory(engine), date(2026, 1, 1))
+        return time.perf_counter() - started, written
+    finally:
+        await engine.dispose()
+
+
+async def tenant_key(db_url: str) -> tuple[uuid.UUID, str]:
+    engine = database.create_engine(database.async_url(db_url), 2)
+    try:
+        store = TenantStore(database.session_factory(engine))
+        tenant = await store.create_tenant("bench")
+        return tenant.id, (await store.create_api_key(tenant.id)).token
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--snapshot-entries", type=int, default=1_000_000)
+    args = parser.parse_args()
+    url, embedded = server_url()
+    lists = max(1, args.snapshot_entries // args.entries)
+    with fresh_database(url) as db_url:
+        tenant, key = asyncio.run(tenant_key(db_url))
+        print(f"Seeding {lists} watch lists of {args.entries:,} scored entries (COPY)...")
+        ids = asyncio.run(seed(db_url, tenant, lists, args.entries))
+        env = {"CREDITWATCH_LOG_LEVEL": "WARNING", "CREDITWATCH_JOBS_ENABLED": "false"}
+        with ServerProcess(db_url, env=env) as server:
+            times = asyncio.run(summary_latency(server.address, key, ids[0]))
+        bare = asyncio.run(bare_read(db_url, tenant, ids[0]))
+        p50 = statistics.median(times)
+        print_table(
+            f"GetPortfolioSummary, {args.entries:,} entries",
+            ("p50 (ms)", "p90 (ms)", "bare SQL read (ms)", "ratio"),
+            [
+                (
+                    f"{p50 * 1000:.0f}",
+                    f"{sorted(times)[int(len(times) * 0.9)] * 1000:.0f}",
+                    f"{bare * 1000:.0f}",
+                    f"{p50 / bare:.1f}x",
+                )
+            ],
+        )
+        seconds, written = asyncio.run(snapshot_seconds(db_url))
+        copy = asyncio.run(bare_copy(db_url))
+        print_table(
+            f"Daily snapshot job, {lists * args.entries:,} entries",
+            ("seconds", "entries/s", "bare copy of entries (s)", "ratio"),
+            [
+                (
+                    f"{seconds:.1f}",
+                    f"{written / seconds:,.0f}",
+                    f"{copy:.1f}",
+                    f"{seconds / copy:.1f}x",
+                )
+            ],
+        )
+    del embedded
+
+
+if __name__ == "__main__":
+    main()
