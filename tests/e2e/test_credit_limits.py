@@ -3,6 +3,8 @@ follow risk, and policy versions; checked against hand-computed figures."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -10,6 +12,7 @@ from google.type import date_pb2, money_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.jobs.scheduler import run_claims_clock
 from creditwatch.v1 import (
     common_pb2,
     companies_pb2,
@@ -307,3 +310,95 @@ async def test_bad_requests_name_the_field(channel: grpc.aio.Channel, tenant: Te
     assert "company.register_number" in violations
     assert "requested_payment_terms_days" in violations
     assert any(f.startswith("requested_amount") for f in violations)
+
+
+async def test_claims_clock_for_an_insured_overdue_invoice(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    feed: TenantKey,
+    tenant: TenantKey,
+) -> None:
+    number = norwegian_numbers(1, start=81_550_000)[0]
+    await _statement(channel, feed, number, strong())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    granted = await stub.DecideCreditLimit(
+        _ask(number, 1_000_000, days=60), metadata=tenant.metadata
+    )
+    limit = granted.decision.credit_limit
+    await watch(channel, tenant, [number])
+    today = dt.datetime.now(dt.UTC).date()
+
+    def invoice(
+        invoiced: dt.date, due: dt.date, invoice_id: str = "INV-9001", **extra: object
+    ) -> limits_pb2.OverduePayment:
+        return limits_pb2.OverduePayment(
+            invoice_id=invoice_id,
+            invoice_date=date_pb2.Date(year=invoiced.year, month=invoiced.month, day=invoiced.day),
+            invoice_due_date=date_pb2.Date(year=due.year, month=due.month, day=due.day),
+            overdue_amount=money_pb2.Money(currency_code="NOK", units=250_000),
+            **extra,  # type: ignore[arg-type]
+        )
+
+    reported = await stub.ReportOverduePayment(
+        limits_pb2.ReportOverduePaymentRequest(parent=limit, overdue_payment=invoice(today, today)),
+        metadata=tenant.metadata,
+    )
+    payment = reported.overdue_payment
+    assert reported.created
+    assert payment.state == LIM.OVERDUE_PAYMENT_STATE_WAITING
+    assert payment.claim_basis == LIM.CLAIM_BASIS_PROTRACTED_DEFAULT
+    eligible = today + dt.timedelta(days=180)  # the default protracted-default wait
+    assert payment.claim_eligible_date == date_pb2.Date(
+        year=eligible.year, month=eligible.month, day=eligible.day
+    )
+
+    # The buyer goes bankrupt (opened 2026-05-01): insolvency basis, 30 days, already past.
+    call = subscribe(
+        channel,
+        tenant,
+        filter=alerting.alerts_pb2.AlertFilter(alert_types=[common_pb2.ALERT_TYPE_CLAIM_ELIGIBLE]),
+    )
+    await alerting.first_heartbeat(call)
+    await record(channel, feed, bankruptcy(number, "claim-b1"))
+    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) >= 1
+    (alert,) = await alerting.alerts(call, 1)
+    assert alert.trigger.overdue_payment == payment.name
+    assert alert.severity == common_pb2.SEVERITY_HIGH
+    assert "INV-9001" in alert.summary and "bankruptcy" in alert.summary
+    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) == 0  # once only
+    call.cancel()
+
+    settled = await stub.ReportOverduePayment(
+        limits_pb2.ReportOverduePaymentRequest(
+            parent=limit,
+            overdue_payment=invoice(
+                today,
+                today,
+                settled_date=date_pb2.Date(year=today.year, month=today.month, day=today.day),
+            ),
+        ),
+        metadata=tenant.metadata,
+    )
+    assert not settled.created
+    assert settled.overdue_payment.state == LIM.OVERDUE_PAYMENT_STATE_SETTLED
+    assert not settled.overdue_payment.HasField("claim_eligible_date")
+
+    with pytest.raises(grpc.aio.AioRpcError) as uninsured:
+        await stub.ReportOverduePayment(
+            limits_pb2.ReportOverduePaymentRequest(
+                parent=limit,
+                overdue_payment=invoice(
+                    today - dt.timedelta(days=30), today - dt.timedelta(days=1), "INV-OLD"
+                ),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert uninsured.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.ReportOverduePayment(
+            limits_pb2.ReportOverduePaymentRequest(
+                parent=limit, overdue_payment=invoice(today, today - dt.timedelta(days=3))
+            ),
+            metadata=tenant.metadata,
+        )
+    assert "overdue_payment.invoice_due_date" in field_violations(bad.value)

@@ -1,4 +1,4 @@
-"""The server as an operator sees it: health, reflection, unimplemented services,
+"""The server as an operator sees it: health, reflection,
 graceful shutdown, and the embedded PostgreSQL of a newcomer's first run."""
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from creditwatch.client.testing import ServerProcess
 from creditwatch.v1 import (
-    limits_pb2,
-    limits_pb2_grpc,
     watchlists_pb2,
     watchlists_pb2_grpc,
 )
@@ -74,19 +72,6 @@ def test_reflection_serves_file_descriptors_without_protos(server: ServerProcess
         )
         reply = next(iter(replies))
     assert reply.file_descriptor_response.file_descriptor_proto
-
-
-@pytest.mark.asyncio
-async def test_services_of_later_issues_answer_unimplemented(
-    channel: grpc.aio.Channel, tenant: TenantKey
-) -> None:
-    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ReportOverduePayment(
-            limits_pb2.ReportOverduePaymentRequest(), metadata=tenant.metadata
-        )
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "CreditLimitService.ReportOverduePayment" in (caught.value.details() or "")
 
 
 @pytest.mark.asyncio

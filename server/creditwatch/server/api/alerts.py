@@ -101,6 +101,8 @@ def trigger_message(value: dict[str, Any]) -> alerts_pb2.AlertTrigger:
         )
     if "credit_limit" in value:
         return alerts_pb2.AlertTrigger(credit_limit=value["credit_limit"])
+    if "overdue_payment" in value:
+        return alerts_pb2.AlertTrigger(overdue_payment=value["overdue_payment"])
     return alerts_pb2.AlertTrigger()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
+from google.type import date_pb2
 
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api.auth import Authenticator
@@ -28,7 +30,7 @@ from creditwatch.server.domain.paging import encode_token, fingerprint, page_req
 from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.intake import Intake
-from creditwatch.server.store import facts, idempotency
+from creditwatch.server.store import alerts, facts, idempotency
 from creditwatch.server.store import limits as store
 from creditwatch.server.store.facts import score_from_json
 from creditwatch.v1 import alerts_pb2, common_pb2, limits_pb2, limits_pb2_grpc
@@ -141,6 +143,86 @@ def _class_policies(
             SuggestedAction(p.suggested_action) if p.suggested_action else SuggestedAction.NONE,
         )
     return out
+
+
+def _insured_on(limit: store.StandingLimit, day: dt.date) -> bool:
+    """Whether the limit was ACTIVE on `day` (granted by then, not yet withdrawn or lapsed)."""
+    if limit.create_time.date() > day or limit.valid_until.date() < day:
+        return False
+    return not (limit.state == LimitState.WITHDRAWN and limit.update_time.date() <= day)
+
+
+def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str, Any]:
+    problems: list[FieldViolation] = []
+    if not 1 <= len(message.invoice_id) <= 128:
+        problems.append(FieldViolation(f"{field}.invoice_id", "1 to 128 characters"))
+    today = datetime.now(UTC).date()
+
+    def day(name: str, required: bool) -> dt.date | None:
+        if not message.HasField(name):  # type: ignore[arg-type]
+            if required:
+                problems.append(FieldViolation(f"{field}.{name}", "required"))
+            return None
+        value = getattr(message, name)
+        try:
+            parsed = dt.date(value.year, value.month, value.day)
+        except ValueError:
+            problems.append(FieldViolation(f"{field}.{name}", "must be a complete calendar date"))
+            return None
+        if parsed > today:
+            problems.append(FieldViolation(f"{field}.{name}", "must not be in the future"))
+        return parsed
+
+    invoiced = day("invoice_date", True)
+    due = day("invoice_due_date", True)
+    settled = day("settled_date", False)
+    if invoiced is not None and due is not None and due < invoiced:
+        problems.append(
+            FieldViolation(f"{field}.invoice_due_date", "must not be before invoice_date")
+        )
+    amount = None
+    if not message.HasField("overdue_amount"):
+        problems.append(FieldViolation(f"{field}.overdue_amount", "required"))
+    else:
+        amount = cv.money(message.overdue_amount, field, None, "overdue_amount", problems)
+        if amount is not None and amount.amount == 0 and settled is None:
+            problems.append(
+                FieldViolation(f"{field}.overdue_amount", "must be greater than 0 while unpaid")
+            )
+    if problems or amount is None:
+        raise InvalidArgument(problems)
+    return {
+        "invoice_id": message.invoice_id,
+        "invoice_date": invoiced,
+        "due_date": due,
+        "currency": amount.currency,
+        "amount": amount.amount,
+        "settled_date": settled,
+    }
+
+
+def overdue_message(payment: store.Overdue) -> limits_pb2.OverduePayment:
+    """The wire form of an overdue payment."""
+
+    def day(value: dt.date) -> date_pb2.Date:
+        return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+    message = limits_pb2.OverduePayment(
+        name=payment.name,
+        invoice_id=payment.invoice_id,
+        invoice_date=day(payment.invoice_date),
+        invoice_due_date=day(payment.due_date),
+        overdue_amount=_money(payment.amount, payment.currency),
+        claim_basis=limits_pb2.ClaimBasis.ValueType(payment.claim_basis),
+        state=limits_pb2.OverduePaymentState.ValueType(payment.state),
+        create_time=cv.timestamp(payment.create_time),
+        update_time=cv.timestamp(payment.update_time),
+    )
+    if payment.settled_date is not None:
+        message.settled_date.CopyFrom(day(payment.settled_date))
+    if payment.claim_eligible_date is not None:
+        message.claim_eligible_date.CopyFrom(day(payment.claim_eligible_date))
+    return message
 
 
 class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
@@ -288,17 +370,40 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             credit_limits=[limit_message(x) for x in found], next_page_token=token
         )
 
+    @unary
     async def ReportOverduePayment(
-        self,
-        request: limits_pb2.ReportOverduePaymentRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: limits_pb2.ReportOverduePaymentRequest, tenant: uuid.UUID
     ) -> limits_pb2.ReportOverduePaymentResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "creditwatch.v1.CreditLimitService.ReportOverduePayment (the claims clock) "
-            "is not implemented by this server version yet",
+        match = _LIMIT_NAME.fullmatch(request.parent)
+        if match is None:
+            raise InvalidArgument.single("parent", "must be a resource name 'creditLimits/{id}'")
+        try:
+            limit_id = uuid.UUID(match[1])
+        except ValueError:
+            raise InvalidArgument.single("parent", "credit limit id is not a UUID") from None
+        values = _overdue_values(request.overdue_payment, "overdue_payment")
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            limit = await store.get(session, tenant, limit_id)
+            if limit is None:
+                raise NotFound(request.parent)
+            # An invoice reported before was insured then; later reports (aging,
+            # settlement) update it whatever happened to the limit since.
+            known = await store.overdue_known(session, tenant, limit.id, values["invoice_id"])
+            if not known and not _insured_on(limit, values["invoice_date"]):
+                raise FailedPrecondition(
+                    f"{request.parent} was not ACTIVE on {values['invoice_date']}: "
+                    "the invoice is not insured"
+                )
+            policy = await store.policy(session, tenant)
+            payment, created, claim = await store.report_overdue(
+                session, tenant, limit, values, policy, now
+            )
+            if claim is not None:
+                await alerts.write(session, [], claims=[claim])
+        return limits_pb2.ReportOverduePaymentResponse(
+            overdue_payment=overdue_message(payment), created=created
         )
-        raise AssertionError("unreachable")
 
     @unary
     async def GetCreditPolicy(

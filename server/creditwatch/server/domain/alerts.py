@@ -46,6 +46,7 @@ class AlertType(enum.IntEnum):
     DELETED_FROM_REGISTER = 17
     ADDRESS_CHANGED = 18
     MASTER_DATA_CHANGED = 19
+    CLAIM_ELIGIBLE = 20
 
 
 class Severity(enum.IntEnum):
@@ -468,3 +469,32 @@ def plan_limit(limit: LimitChange, watchers: Iterable[Watcher]) -> list[PlannedA
         for watcher in watchers
         if watcher.tenant_id == limit.tenant_id and wanted(watcher.rules, candidate)
     ]
+
+
+def plan_claim(tenant_id: Any, summary: str, watchers: Iterable[Watcher]) -> list[PlannedAlert]:
+    """A claim-eligible alert on the owning tenant's watch lists."""
+    candidate = Candidate(AlertType.CLAIM_ELIGIBLE, Severity.HIGH, summary)
+    return [
+        PlannedAlert(
+            watcher=watcher,
+            type=candidate.type,
+            severity=candidate.severity,
+            priority=priority(candidate.severity, watcher.exposure_amount),
+            suggested_action=SuggestedAction.REVIEW,
+            summary=summary,
+        )
+        for watcher in watchers
+        if watcher.tenant_id == tenant_id and wanted(watcher.rules, candidate)
+    ]
+
+
+@dataclass(frozen=True)
+class ClaimDue:
+    """An insured overdue payment that became eligible for a claim."""
+
+    tenant_id: Any
+    company: CompanyId
+    overdue_payment: str
+    """"creditLimits/{id}/overduePayments/{id}"."""
+    summary: str
+    occurred_at: datetime

@@ -299,3 +299,48 @@ def decide(
         now + timedelta(days=policy.decision_validity_days),
         reasons,
     )
+
+
+class ClaimBasis(enum.IntEnum):
+    """Wire enum ClaimBasis."""
+
+    PROTRACTED_DEFAULT = 1
+    INSOLVENCY = 2
+
+
+class PaymentState(enum.IntEnum):
+    """Wire enum OverduePaymentState."""
+
+    WAITING = 1
+    CLAIM_ELIGIBLE = 2
+    SETTLED = 3
+
+
+@dataclass(frozen=True)
+class ClaimClock:
+    """When a claim on an overdue insured invoice can be filed."""
+
+    basis: ClaimBasis
+    eligible: date | None
+    state: PaymentState
+
+
+def claim_clock(
+    due: date,
+    settled: date | None,
+    bankruptcy: date | None,
+    policy: CreditPolicy,
+    today: date,
+) -> ClaimClock:
+    """Protracted default: due date + its waiting days; insolvency: bankruptcy
+    date + its waiting days, when earlier. Settled stops the clock."""
+    protracted = due + timedelta(days=policy.protracted_default_waiting_days)
+    basis, eligible = ClaimBasis.PROTRACTED_DEFAULT, protracted
+    if bankruptcy is not None:
+        insolvency = bankruptcy + timedelta(days=policy.insolvency_waiting_days)
+        if insolvency < protracted:
+            basis, eligible = ClaimBasis.INSOLVENCY, insolvency
+    if settled is not None:
+        return ClaimClock(basis, None, PaymentState.SETTLED)
+    state = PaymentState.CLAIM_ELIGIBLE if eligible <= today else PaymentState.WAITING
+    return ClaimClock(basis, eligible, state)

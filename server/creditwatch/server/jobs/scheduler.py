@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +25,7 @@ from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts, portfolio
+from creditwatch.server.store import limits as credit_limits
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,25 @@ async def take_snapshots(sessions: async_sessionmaker[AsyncSession], day: date) 
     return written
 
 
+async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
+    """Mark insured overdue payments eligible for a claim as of `now` and alert
+    on them, in one transaction; returns how many became eligible."""
+    async with sessions.begin() as session:
+        policies: dict[Any, Any] = {}
+
+        async def rules_of(tenant: Any) -> Any:
+            if tenant not in policies:
+                policies[tenant] = await credit_limits.policy(session, tenant)
+            return policies[tenant]
+
+        due = await credit_limits.claims_due(session, rules_of, now)
+        if due:
+            await alerts.write(session, [], claims=due)
+    if due:
+        log.info("claims became eligible", extra={"count": len(due)})
+    return len(due)
+
+
 class Jobs:
     """The replica's scheduler and its jobs."""
 
@@ -143,6 +164,13 @@ class Jobs:
                 return None
             return await take_snapshots(self._sessions, day or datetime.now(UTC).date())
 
+    async def claims(self) -> int | None:
+        """The claims clock, if this replica leads it."""
+        async with self._leadership.lead("claims-clock") as leader:
+            if not leader:
+                return None
+            return await run_claims_clock(self._sessions, datetime.now(UTC))
+
     async def _guarded(self, name: str, job: Callable[[], Awaitable[object]]) -> None:
         try:
             await job()
@@ -176,6 +204,17 @@ class Jobs:
             hour=0,
             minute=0,
             id="portfolio-snapshots",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=6 * 3600,
+        )
+        self._scheduler.add_job(
+            self._guarded,
+            "cron",
+            args=("claims-clock", self.claims),
+            hour=0,
+            minute=5,
+            id="claims-clock",
             max_instances=1,
             coalesce=True,
             misfire_grace_time=6 * 3600,

@@ -30,6 +30,7 @@ from creditwatch.server.domain.alerts import (
     AlertFilter,
     AlertType,
     Change,
+    ClaimDue,
     LimitChange,
     PlannedAlert,
     Severity,
@@ -37,6 +38,7 @@ from creditwatch.server.domain.alerts import (
     SuggestedAction,
     Watcher,
     plan,
+    plan_claim,
     plan_limit,
     trigger_json,
 )
@@ -141,35 +143,69 @@ async def write(
     session: AsyncSession,
     changes: Sequence[tuple[CompanyId, Change]],
     limits: Sequence[LimitChange] = (),
+    claims: Sequence[ClaimDue] = (),
 ) -> dict[CompanyId, int]:
-    """Write the alerts the changes (and the credit-limit changes they caused)
-    raise, in the caller's transaction; returns the number written per company.
-    Subscribers are woken at commit (NOTIFY)."""
-    if not changes and not limits:
+    """Write the alerts the changes (and the credit-limit changes they caused, and
+    claims that became due) raise, in the caller's transaction; returns the number
+    written per company. Subscribers are woken at commit (NOTIFY)."""
+    if not changes and not limits and not claims:
         return {}
-    companies = [c for c, _ in changes] + [limit.company for limit in limits]
+    companies = [c for c, _ in changes] + [x.company for x in limits] + [x.company for x in claims]
     held, names = await watchers(session, list(dict.fromkeys(companies)))
+    # (company, previous score, score, occurred, trigger JSON, alerts)
+    batches: list[
+        tuple[
+            CompanyId,
+            StoredScore | None,
+            StoredScore | None,
+            datetime,
+            dict[str, Any],
+            list[PlannedAlert],
+        ]
+    ] = []
+    for company, change in changes:
+        planned = plan(change, held.get(company, ()))
+        batches.append(
+            (
+                company,
+                change.previous,
+                change.score,
+                change.occurred_at,
+                trigger_json(change.fact, company) if planned else {},
+                planned,
+            )
+        )
+    for limit in limits:
+        batches.append(
+            (
+                limit.company,
+                limit.change.previous,
+                limit.change.score,
+                limit.change.occurred_at,
+                {"credit_limit": limit.credit_limit},
+                plan_limit(limit, held.get(limit.company, ())),
+            )
+        )
+    for claim in claims:
+        batches.append(
+            (
+                claim.company,
+                None,
+                None,
+                claim.occurred_at,
+                {"overdue_payment": claim.overdue_payment},
+                plan_claim(claim.tenant_id, claim.summary, held.get(claim.company, ())),
+            )
+        )
     records: list[tuple[Any, ...]] = []
     counts: dict[CompanyId, int] = {}
-    planned_changes: list[tuple[CompanyId, Change, list[PlannedAlert], dict[str, Any] | None]] = [
-        (company, change, plan(change, held.get(company, ())), None) for company, change in changes
-    ]
-    planned_changes += [
-        (
-            limit.company,
-            limit.change,
-            plan_limit(limit, held.get(limit.company, ())),
-            {"credit_limit": limit.credit_limit},
-        )
-        for limit in limits
-    ]
-    for company, change, planned, trigger_override in planned_changes:
+    for company, before, after, occurred, trigger_value, planned in batches:
         counts[company] = counts.get(company, 0) + len(planned)
         if not planned:
             continue
         # Serialised once per change, shared by its alerts.
-        previous, current = _score_text(change.previous), _score_text(change.score)
-        trigger = dumps(trigger_override or trigger_json(change.fact, company))
+        previous, current = _score_text(before), _score_text(after)
+        trigger = dumps(trigger_value)
         name = names.get(company, "")
         for alert in planned:
             watcher = alert.watcher
@@ -193,7 +229,7 @@ async def write(
                     trigger,
                     int(alert.suggested_action),
                     alert.summary,
-                    change.occurred_at,
+                    occurred,
                 )
             )
     if records:

@@ -13,25 +13,30 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, select, tuple_
+from sqlalchemy import Table, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from creditwatch.server.domain.alerts import Change, LimitChange
+from creditwatch.server.domain.alerts import Change, ClaimDue, LimitChange
 from creditwatch.server.domain.errors import Aborted, NotFound
+from creditwatch.server.domain.events import EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import (
     DEFAULT_POLICY,
+    ClaimBasis,
+    ClaimClock,
     CreditPolicy,
     Decision,
     LimitState,
     Origin,
     Outcome,
+    PaymentState,
     Request,
+    claim_clock,
     decide,
 )
 from creditwatch.server.domain.scores import StoredScore
@@ -333,3 +338,214 @@ async def redecide_on_risk(
             LimitChange(limit.tenant_id, limit.company, limit.name, withdrawn, summary, change)
         )
     return out
+
+
+_O = cast(Table, models.OverduePayment.__table__)
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A stored insured overdue payment."""
+
+    tenant_id: uuid.UUID
+    id: uuid.UUID
+    credit_limit_id: uuid.UUID
+    company: CompanyId
+    invoice_id: str
+    invoice_date: date
+    due_date: date
+    currency: str
+    amount: Decimal
+    settled_date: date | None
+    claim_basis: ClaimBasis
+    claim_eligible_date: date | None
+    state: PaymentState
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def name(self) -> str:
+        """The resource name."""
+        return f"creditLimits/{self.credit_limit_id}/overduePayments/{self.id}"
+
+
+def _overdue(row: Any) -> Overdue:
+    return Overdue(
+        tenant_id=row.tenant_id,
+        id=row.id,
+        credit_limit_id=row.credit_limit_id,
+        company=CompanyId(row.country, row.register_number),
+        invoice_id=row.invoice_id,
+        invoice_date=row.invoice_date,
+        due_date=row.due_date,
+        currency=row.currency,
+        amount=row.amount,
+        settled_date=row.settled_date,
+        claim_basis=ClaimBasis(row.claim_basis),
+        claim_eligible_date=row.claim_eligible_date,
+        state=PaymentState(row.state),
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+async def bankruptcy_dates(
+    session: AsyncSession, companies: Sequence[CompanyId]
+) -> dict[CompanyId, date]:
+    """The day bankruptcy was opened, for the companies that have one recorded."""
+    if not companies:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT country, register_number, min(coalesce(occurred_at, record_time)) AS opened
+            FROM company_events
+            WHERE type = :opened AND (country, register_number) IN
+                  (SELECT * FROM unnest(CAST(:countries AS char(2)[]),
+                                        CAST(:numbers AS varchar[])))
+            GROUP BY country, register_number
+            """
+        ),
+        {
+            "opened": int(EventType.BANKRUPTCY_OPENED),
+            "countries": [c.country for c in companies],
+            "numbers": [c.register_number for c in companies],
+        },
+    )
+    return {CompanyId(r.country, r.register_number): r.opened.date() for r in rows}
+
+
+def _claim_summary(payment: Overdue, clock: ClaimClock) -> str:
+    basis = (
+        "bankruptcy of the buyer" if clock.basis == ClaimBasis.INSOLVENCY else "protracted default"
+    )
+    return (
+        f"Claim can be filed for invoice {payment.invoice_id} "
+        f"({_money(payment.amount, payment.currency)}, {basis}) from {clock.eligible}"
+    )
+
+
+async def overdue_known(
+    session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID, invoice_id: str
+) -> bool:
+    """Whether this invoice was reported on the limit before."""
+    found = await session.scalar(
+        select(_O.c.id).where(
+            _O.c.tenant_id == tenant,
+            _O.c.credit_limit_id == limit_id,
+            _O.c.invoice_id == invoice_id,
+        )
+    )
+    return found is not None
+
+
+async def report_overdue(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    limit: StandingLimit,
+    values: dict[str, Any],
+    rules: CreditPolicy,
+    now: datetime,
+) -> tuple[Overdue, bool, ClaimDue | None]:
+    """Record (or update, by invoice id) an overdue insured invoice and compute its
+    claims clock; returns (payment, created, claim due now if it just became eligible)."""
+    today = now.date()
+    bankrupt = (await bankruptcy_dates(session, [limit.company])).get(limit.company)
+    clock = claim_clock(values["due_date"], values["settled_date"], bankrupt, rules, today)
+    earlier = (
+        await session.execute(
+            select(_O)
+            .where(
+                _O.c.tenant_id == tenant,
+                _O.c.credit_limit_id == limit.id,
+                _O.c.invoice_id == values["invoice_id"],
+            )
+            .with_for_update()
+        )
+    ).first()
+    was_alerted = bool(earlier.alerted) if earlier else False
+    alert_now = clock.state == PaymentState.CLAIM_ELIGIBLE and not was_alerted
+    stored = {
+        **values,
+        "claim_basis": int(clock.basis),
+        "claim_eligible_date": clock.eligible,
+        "state": int(clock.state),
+        "alerted": was_alerted or alert_now,
+        "update_time": now,
+    }
+    if earlier is None:
+        payment_id = uuid.uuid4()
+        await session.execute(
+            _O.insert().values(
+                tenant_id=tenant,
+                id=payment_id,
+                credit_limit_id=limit.id,
+                country=limit.company.country,
+                register_number=limit.company.register_number,
+                create_time=now,
+                **stored,
+            )
+        )
+    else:
+        payment_id = earlier.id
+        await session.execute(
+            _O.update().where(_O.c.tenant_id == tenant, _O.c.id == payment_id).values(**stored)
+        )
+    row = (
+        await session.execute(select(_O).where(_O.c.tenant_id == tenant, _O.c.id == payment_id))
+    ).one()
+    payment = _overdue(row)
+    claim = (
+        ClaimDue(tenant, limit.company, payment.name, _claim_summary(payment, clock), now)
+        if alert_now
+        else None
+    )
+    return payment, earlier is None, claim
+
+
+async def claims_due(session: AsyncSession, rules_of: Any, now: datetime) -> list[ClaimDue]:
+    """Recompute the clocks of waiting payments (a bankruptcy may have shortened
+    them) and return those eligible by today, marked alerted; `rules_of(tenant)`
+    gives a tenant's policy."""
+    rows = (
+        await session.execute(
+            select(_O).where(_O.c.state == int(PaymentState.WAITING)).with_for_update()
+        )
+    ).all()
+    payments = [_overdue(r) for r in rows]
+    bankrupt = await bankruptcy_dates(session, list({p.company for p in payments}))
+    due: list[ClaimDue] = []
+    for payment in payments:
+        rules = await rules_of(payment.tenant_id)
+        clock = claim_clock(
+            payment.due_date, payment.settled_date, bankrupt.get(payment.company), rules, now.date()
+        )
+        if (clock.basis, clock.eligible, clock.state) == (
+            payment.claim_basis,
+            payment.claim_eligible_date,
+            payment.state,
+        ):
+            continue
+        eligible = clock.state == PaymentState.CLAIM_ELIGIBLE
+        await session.execute(
+            _O.update()
+            .where(_O.c.tenant_id == payment.tenant_id, _O.c.id == payment.id)
+            .values(
+                claim_basis=int(clock.basis),
+                claim_eligible_date=clock.eligible,
+                state=int(clock.state),
+                alerted=eligible,
+                update_time=now,
+            )
+        )
+        if eligible:
+            due.append(
+                ClaimDue(
+                    payment.tenant_id,
+                    payment.company,
+                    payment.name,
+                    _claim_summary(payment, clock),
+                    now,
+                )
+            )
+    return due

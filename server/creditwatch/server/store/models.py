@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     CHAR,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -430,3 +431,40 @@ class PortfolioSnapshotDay(Base):
     watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
     snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
     entry_count: Mapped[int] = mapped_column(BigInteger)
+
+
+class OverduePayment(Base):
+    """An insured invoice the buyer has not paid on time, with its claims clock."""
+
+    __tablename__ = "overdue_payments"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "credit_limit_id"],
+            ["credit_limits.tenant_id", "credit_limits.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("tenant_id", "credit_limit_id", "invoice_id"),
+        Index(
+            "ix_overdue_payments_waiting",
+            "claim_eligible_date",
+            postgresql_where=text("state = 1"),
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
+    credit_limit_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    country: Mapped[str] = mapped_column(CHAR(2))
+    register_number: Mapped[str] = mapped_column(String(16))
+    invoice_id: Mapped[str] = mapped_column(Text)
+    invoice_date: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    currency: Mapped[str] = mapped_column(CHAR(3))
+    amount: Mapped[Decimal] = mapped_column(AMOUNT)
+    settled_date: Mapped[date | None] = mapped_column(Date)
+    claim_basis: Mapped[int] = mapped_column(SmallInteger)
+    claim_eligible_date: Mapped[date | None] = mapped_column(Date)
+    state: Mapped[int] = mapped_column(SmallInteger)
+    alerted: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
