@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from creditwatch.server import metrics
 from creditwatch.server.alerts.hub import AlertHub
 from creditwatch.server.api.alerts import AlertServicer
 from creditwatch.server.api.alerts import add_to_server as add_alert_service
@@ -137,6 +138,9 @@ async def start(settings: Settings) -> Running:
         url, poll_interval=settings.alert_poll_seconds, buffer=settings.alert_stream_buffer
     )
     hub.start()
+    metrics.watch_subscribers(lambda: hub.subscribers)
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port, settings.host)
     intake = Intake(sessions, registry, score_cache, on_alerts=hub.wake)
     jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake, intake=intake)
     if settings.jobs_enabled:

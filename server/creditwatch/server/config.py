@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         False,
         description="Apply register changes for every company, not only watched ones.",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this HTTP port (unset: no metrics endpoint).",
+    )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import (
     Change,
     EventFact,
@@ -86,7 +87,10 @@ def _now() -> datetime:
 
 
 async def score_companies(
-    session: AsyncSession, scorer: Scorer, companies: Sequence[CompanyId]
+    session: AsyncSession,
+    scorer: Scorer,
+    companies: Sequence[CompanyId],
+    origin: str = "intake",
 ) -> dict[CompanyId, Effect]:
     """Re-score locked companies from their stored facts in bulk: one model run
     and a handful of statements for the lot; stores the new scores."""
@@ -99,9 +103,9 @@ async def score_companies(
         for c in companies
     ]
     scores = await scorer.score_many(requests)
-    await rescoring.add_scores(
-        session, [(c, s) for c, s in zip(companies, scores, strict=True) if s is not None]
-    )
+    scored = [(c, s) for c, s in zip(companies, scores, strict=True) if s is not None]
+    await rescoring.add_scores(session, scored)
+    metrics.SCORES.labels(origin).inc(len(scored))
     return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
 
 
@@ -175,6 +179,7 @@ class Intake:
         score = await self._registry.active.score(ScoreRequest(statement, state))
         if score is not None:
             await facts.add_score(session, company, score)
+            metrics.SCORES.labels("intake").inc()
         return Effect(company, score, previous)
 
     async def _alert(
@@ -207,6 +212,7 @@ class Intake:
             fact = StatementFact(statement.period_start, statement.period_end)
             effect = await self._alert(session, effect, [(fact, _now())])
         self._written([effect])
+        metrics.INTAKE.labels("financial_statement").inc()
         return replaced, effect
 
     async def record_events(
@@ -265,6 +271,7 @@ class Intake:
             counts = await write_alerts(session, changes)
         ordered = [dataclasses.replace(effects[c], alerts_raised=counts.get(c, 0)) for c in changed]
         self._written(ordered)
+        metrics.INTAKE.labels("event").inc(len(stored))
         return len(stored), duplicates, ordered
 
     async def upsert_company(
@@ -295,6 +302,7 @@ class Intake:
             master = await facts.master_data(session, company)
         assert master is not None
         self._written([effect])
+        metrics.INTAKE.labels("master_data").inc()
         return created, master, effect
 
     async def report_payment(self, tenant: uuid.UUID, report: PaymentReport) -> tuple[bool, Effect]:
@@ -309,6 +317,7 @@ class Intake:
             fact = RescoreFact(RescoreReason.PAYMENT_DATA, self._registry.active.version)
             effect = await self._alert(session, effect, [(fact, _now())])
         self._written([effect])
+        metrics.INTAKE.labels("payment_experience").inc()
         return created, effect
 
     async def score_company(self, company: CompanyId) -> tuple[StoredScore, bool]:

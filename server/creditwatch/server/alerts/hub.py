@@ -27,10 +27,12 @@ import logging
 import time
 import uuid
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
+from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
 from creditwatch.server.domain.cursors import Position
 from creditwatch.server.store import alerts as store
@@ -185,7 +187,12 @@ class AlertHub:
             for subscription in group:
                 if not subscription.offer(alert):
                     self.overflows += 1
+                    metrics.ALERT_STREAM_LAGGING.inc()
         self.dispatched += len(alerts)
+        metrics.ALERTS_DISPATCHED.inc(len(alerts))
+        now = datetime.now(UTC)
+        for alert in alerts:
+            metrics.ALERT_LAG_SECONDS.observe(max(0.0, (now - alert.create_time).total_seconds()))
 
     async def _poll(self, connection: asyncpg.Connection) -> None:
         """Read and dispatch until caught up with everything settled."""

@@ -8,6 +8,7 @@ sees exception text.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -19,6 +20,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from creditwatch.server import metrics
 from creditwatch.server.domain import errors
 from creditwatch.server.domain.tenants import Caller
 
@@ -92,6 +94,16 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: errors.Domai
     await context.abort(code, message, trailing_metadata=(("grpc-status-details-bin", details),))
 
 
+def _observe(rpc: str, code: str, started: float) -> None:
+    metrics.RPC_SECONDS.labels(rpc, code).observe(time.perf_counter() - started)
+
+
+def _code_name(error: Exception) -> str:
+    if isinstance(error, errors.DomainError):
+        return next(c for t, c in _CODES.items() if isinstance(error, t)).name
+    return "INTERNAL"
+
+
 async def _end_with(
     context: grpc.aio.ServicerContext[Any, Any], rpc: str, error: Exception
 ) -> None:
@@ -145,10 +157,13 @@ def unary_as_caller(
             caller = await self.caller(context)
             response = await method(self, request, caller)
         except grpc.aio.AbortError:
+            _observe(name, "ABORTED_BY_HANDLER", started)
             raise
         except Exception as error:
+            _observe(name, _code_name(error), started)
             await _end_with(context, name, error)
             raise AssertionError("unreachable") from None
+        _observe(name, "OK", started)
         log.debug(
             "rpc ok",
             extra={"rpc": name, "ms": round((time.perf_counter() - started) * 1000, 2)},
@@ -167,14 +182,23 @@ def server_stream(
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
         name = method.__name__
+        started = time.perf_counter()
+        code = "OK"
         try:
             tenant = (await self.caller(context)).tenant_id
             async for response in method(self, request, tenant, context):
                 yield response
         except grpc.aio.AbortError:
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as error:
+            code = _code_name(error)
             await _end_with(context, name, error)
+        finally:
+            _observe(name, code, started)
 
     return wrapper
 
@@ -187,13 +211,22 @@ def bidi_stream(
     @functools.wraps(method)
     async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
         name = method.__name__
+        started = time.perf_counter()
+        code = "OK"
         try:
             tenant = (await self.caller(context)).tenant_id
             async for response in method(self, requests, tenant):
                 yield response
         except grpc.aio.AbortError:
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as error:
+            code = _code_name(error)
             await _end_with(context, name, error)
+        finally:
+            _observe(name, code, started)
 
     return wrapper

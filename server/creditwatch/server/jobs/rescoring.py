@@ -70,7 +70,7 @@ class Rescorer:
         async with self._sessions.begin() as session:
             locked = await rescoring.lock(session, companies)
             result.skipped_locked += len(companies) - len(locked)
-            effects = await score_companies(session, scorer, locked)
+            effects = await score_companies(session, scorer, locked, origin="rescoring")
             changes = []
             scored = 0
             for company, effect in effects.items():

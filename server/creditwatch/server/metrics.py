@@ -1,0 +1,56 @@
+"""Prometheus metrics: one place that defines them, every component updates them.
+
+Exposed over HTTP on `CREDITWATCH_METRICS_PORT` (unset: no metrics endpoint).
+Names follow Prometheus conventions: `_seconds` histograms, `_total` counters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+RPC_SECONDS = Histogram(
+    "creditwatch_rpc_seconds",
+    "Time to answer an RPC (streams: until the stream ends), by method and status code.",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+ALERTS_DISPATCHED = Counter(
+    "creditwatch_alerts_dispatched_total",
+    "Alerts this replica's hub read from the outbox and offered to its streams.",
+)
+ALERT_LAG_SECONDS = Histogram(
+    "creditwatch_alert_lag_seconds",
+    "From an alert's transaction start to this replica's hub offering it to streams.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ALERT_STREAM_LAGGING = Counter(
+    "creditwatch_alert_stream_overflows_total",
+    "Times a stream's buffer overflowed and it fell back to reading from the database.",
+)
+SCORES = Counter("creditwatch_scores_total", "Scores computed and stored, by origin.", ["origin"])
+INTAKE = Counter(
+    "creditwatch_intake_total",
+    "Company facts taken in (each in one transaction with its re-score and alerts), by kind.",
+    ["kind"],
+)
+SUBSCRIBERS = Gauge(
+    "creditwatch_alert_subscribers", "Open SubscribeAlerts streams on this replica."
+)
+
+
+def watch_subscribers(count: Callable[[], int]) -> None:
+    """Report the open-stream count from `count()` at every scrape."""
+    SUBSCRIBERS.set_function(count)
+
+
+def serve(port: int, host: str = "0.0.0.0") -> Any:
+    """Start the /metrics HTTP endpoint in a background thread."""
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics endpoint", extra={"port": server.server_port})
+    return server
