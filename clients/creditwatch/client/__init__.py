@@ -37,6 +37,7 @@ from creditwatch.client._errors import (
 )
 from creditwatch.client._messages import Amount, MoneyLike, company, entry, entry_name, money
 from creditwatch.client._retry import RetryPolicy
+from creditwatch.client._services import CreditLimitsClient, PortfolioClient, ScoringClient
 from creditwatch.client._watchlists import RiskClassLike, WatchListsClient
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "AlertsClient",
     "AlreadyExistsError",
     "Amount",
+    "CreditLimitsClient",
     "CreditwatchClient",
     "CreditwatchError",
     "DeadlineExceededError",
@@ -56,9 +58,11 @@ __all__ = [
     "NotFoundError",
     "PemSource",
     "PermissionDeniedError",
+    "PortfolioClient",
     "ResourceExhaustedError",
     "RetryPolicy",
     "RiskClassLike",
+    "ScoringClient",
     "UnauthenticatedError",
     "UnavailableError",
     "UnimplementedError",

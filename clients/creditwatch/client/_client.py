@@ -12,6 +12,7 @@ import grpc
 
 from creditwatch.client._alerts import AlertsClient
 from creditwatch.client._retry import CallContext, RetryPolicy
+from creditwatch.client._services import CreditLimitsClient, PortfolioClient, ScoringClient
 from creditwatch.client._watchlists import WatchListsClient
 
 PemSource: TypeAlias = bytes | str | os.PathLike[str]
@@ -125,6 +126,12 @@ class CreditwatchClient:
         """Watch lists and their entries."""
         self.alerts = AlertsClient(self._channel, context)
         """The alert stream, durable consumers and alert history."""
+        self.scoring = ScoringClient(self._channel, context)
+        """Company scores."""
+        self.limits = CreditLimitsClient(self._channel, context)
+        """Credit-limit decisions and standing limits."""
+        self.portfolio = PortfolioClient(self._channel, context)
+        """The portfolio view of a watch list."""
 
     @property
     def channel(self) -> grpc.aio.Channel:

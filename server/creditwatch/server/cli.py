@@ -255,5 +255,14 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
         await engine.dispose()
 
 
+def _add_client_commands() -> None:
+    from creditwatch.client.cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_client_commands()
+
 if __name__ == "__main__":
     main()

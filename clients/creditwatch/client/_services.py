@@ -1,0 +1,119 @@
+"""Typed clients of ScoringService, CreditLimitService and PortfolioService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from creditwatch.client._messages import MoneyLike, _money, company
+from creditwatch.client._retry import CallContext
+from creditwatch.v1 import (
+    common_pb2,
+    limits_pb2,
+    limits_pb2_grpc,
+    portfolio_pb2,
+    portfolio_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+)
+
+
+class ScoringClient:
+    """Scores (`ScoringService`); get it as `client.scoring`."""
+
+    def __init__(self, channel: grpc.aio.Channel, context: CallContext) -> None:
+        self._stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        self._call = context
+
+    async def score_company(
+        self, country: str, register_number: str, *, rpc_timeout: float | None = None
+    ) -> common_pb2.Score:
+        """The company's current score (computed and stored if it has none yet)."""
+        response = await self._call.unary(
+            self._stub.ScoreCompany,
+            scoring_pb2.ScoreCompanyRequest(company=company(country, register_number)),
+            retryable=True,
+            rpc_timeout=rpc_timeout,
+        )
+        return response.score
+
+
+class CreditLimitsClient:
+    """Credit limits (`CreditLimitService`); get it as `client.limits`."""
+
+    def __init__(self, channel: grpc.aio.Channel, context: CallContext) -> None:
+        self._stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+        self._call = context
+
+    async def decide(
+        self,
+        country: str,
+        register_number: str,
+        amount: MoneyLike,
+        payment_terms_days: int,
+        *,
+        current_exposure: MoneyLike | None = None,
+        external_reference: str = "",
+        request_id: str = "",
+        rpc_timeout: float | None = None,
+    ) -> limits_pb2.CreditLimitDecision:
+        """Decide a requested credit limit; with `request_id` a retry returns the
+        first decision (retried on UNAVAILABLE only then)."""
+        request = limits_pb2.DecideCreditLimitRequest(
+            company=company(country, register_number),
+            requested_amount=_money(amount),
+            requested_payment_terms_days=payment_terms_days,
+            external_reference=external_reference,
+            request_id=request_id,
+        )
+        if current_exposure is not None:
+            request.current_exposure.CopyFrom(_money(current_exposure))
+        response = await self._call.unary(
+            self._stub.DecideCreditLimit,
+            request,
+            retryable=bool(request_id),
+            rpc_timeout=rpc_timeout,
+        )
+        return response.decision
+
+    async def list(
+        self, *, page_size: int = 500, rpc_timeout: float | None = None
+    ) -> AsyncIterator[limits_pb2.CreditLimit]:
+        """Every standing limit of the tenant, newest first."""
+        request = limits_pb2.ListCreditLimitsRequest(page_size=page_size)
+        async for page in self._call.pages(
+            self._stub.ListCreditLimits, request, rpc_timeout=rpc_timeout
+        ):
+            for limit in page.credit_limits:
+                yield limit
+
+
+class PortfolioClient:
+    """The portfolio view (`PortfolioService`); get it as `client.portfolio`."""
+
+    def __init__(self, channel: grpc.aio.Channel, context: CallContext) -> None:
+        self._stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+        self._call = context
+
+    async def summary(
+        self,
+        watch_list: str,
+        reporting_currency: str,
+        *,
+        loss_given_default: float | None = None,
+        top_contributor_count: int = 10,
+        rpc_timeout: float | None = None,
+    ) -> portfolio_pb2.GetPortfolioSummaryResponse:
+        """Count, exposure and expected loss by class, and the top contributors."""
+        request = portfolio_pb2.GetPortfolioSummaryRequest(
+            watch_list=watch_list,
+            reporting_currency=reporting_currency,
+            top_contributor_count=top_contributor_count,
+        )
+        if loss_given_default is not None:
+            request.loss_given_default = loss_given_default
+        response: portfolio_pb2.GetPortfolioSummaryResponse = await self._call.unary(
+            self._stub.GetPortfolioSummary, request, retryable=True, rpc_timeout=rpc_timeout
+        )
+        return response

@@ -1,0 +1,522 @@
+"""Client commands of the `creditwatch` command line, over the SDK.
+
+Every command takes `--address` (env CREDITWATCH_ADDRESS, default
+localhost:50051) and `--api-key` (env CREDITWATCH_API_KEY), prints tables for
+people and `--json` for scripts, and reports refusals and unreachable servers
+as one clear line on stderr with exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import click
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from creditwatch.client._alerts import alert_filter
+from creditwatch.client._client import CreditwatchClient
+from creditwatch.client._errors import CreditwatchError, UnavailableError
+from creditwatch.client._messages import entry
+from creditwatch.client._retry import RetryPolicy
+from creditwatch.v1 import common_pb2, limits_pb2, watchlists_pb2
+
+T = TypeVar("T")
+CLASS_LETTER = {0: "-", 1: "A", 2: "B", 3: "C", 4: "D"}
+CSV_COLUMNS = (
+    "country",
+    "register_number",
+    "exposure_amount",
+    "exposure_currency",
+    "external_reference",
+)
+
+
+class Connection:
+    """What every client command needs to reach the server."""
+
+    def __init__(self, address: str, api_key: str | None, tls: bool, ca_file: Path | None) -> None:
+        self.address = address
+        self.api_key = api_key
+        self.tls = tls
+        self.ca_file = ca_file
+
+    def client(self) -> CreditwatchClient:
+        if not self.api_key:
+            raise click.UsageError("an API key is needed: --api-key or CREDITWATCH_API_KEY")
+        return CreditwatchClient(
+            self.address,
+            self.api_key,
+            tls=True if self.tls or self.ca_file else None,
+            root_certificates=self.ca_file,
+            default_timeout=30.0,
+            retry=RetryPolicy(max_attempts=3, initial_backoff=0.2, max_backoff=1.0),
+        )
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--address, --api-key, --tls and --ca-file, passed on as `connection`."""
+
+    @click.option(
+        "--address",
+        envvar="CREDITWATCH_ADDRESS",
+        default="localhost:50051",
+        show_default=True,
+        help="Server host:port. Env: CREDITWATCH_ADDRESS.",
+    )
+    @click.option("--api-key", envvar="CREDITWATCH_API_KEY", help="Env: CREDITWATCH_API_KEY.")
+    @click.option("--tls", is_flag=True, help="Use TLS (public roots unless --ca-file).")
+    @click.option(
+        "--ca-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="PEM CA bundle that signed the server's certificate (implies --tls).",
+    )
+    @functools.wraps(command)
+    def wrapper(
+        address: str, api_key: str | None, tls: bool, ca_file: Path | None, **kwargs: Any
+    ) -> Any:
+        return command(connection=Connection(address, api_key, tls, ca_file), **kwargs)
+
+    return wrapper
+
+
+def run(connection: Connection, action: Callable[[CreditwatchClient], Awaitable[T]]) -> T:
+    """Run `action` with a client; refusals become one line on stderr and exit 1."""
+
+    async def go() -> T:
+        async with connection.client() as client:
+            return await action(client)
+
+    try:
+        return asyncio.run(go())
+    except UnavailableError as error:
+        click.echo(
+            f"error: cannot reach the creditwatch server at {connection.address} ({error.message})",
+            err=True,
+        )
+    except CreditwatchError as error:
+        click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
+def emit_json(value: Message | dict[str, Any] | list[Any]) -> None:
+    """One JSON document on stdout."""
+    if isinstance(value, Message):
+        value = json_format.MessageToDict(value)
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+def table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """A plain aligned table on stdout."""
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for i, row in enumerate(cells):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+def watch_list_name(value: str) -> str:
+    """Accept "watchLists/{id}" or a bare id."""
+    return value if value.startswith("watchLists/") else f"watchLists/{value}"
+
+
+def company_arg(value: str) -> tuple[str, str]:
+    """ "NO-923609016", "NO:923609016" or "NO 923609016" → (country, number)."""
+    for separator in ("-", ":", " "):
+        if separator in value:
+            country, number = value.split(separator, 1)
+            return country.upper(), number
+    raise click.BadParameter("write the company as COUNTRY-NUMBER, e.g. NO-923609016")
+
+
+def amount_text(money: Any) -> str:
+    value = Decimal(money.units) + Decimal(money.nanos) / Decimal(10**9)
+    return f"{value:,.2f} {money.currency_code}".strip()
+
+
+@click.group()
+def watchlist() -> None:
+    """Watch lists: create, list, show, import a CSV, export."""
+
+
+@watchlist.command("create")
+@click.argument("display_name")
+@click.option("--pd-threshold", type=float, default=0.0, help="PD above which alerts fire.")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def watchlist_create(
+    connection: Connection, display_name: str, pd_threshold: float, as_json: bool
+) -> None:
+    """Create a watch list."""
+    created = run(
+        connection, lambda c: c.watch_lists.create(display_name, pd_threshold=pd_threshold)
+    )
+    if as_json:
+        emit_json(created)
+    else:
+        click.echo(f"{created.name}  {created.display_name}")
+
+
+@watchlist.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def watchlist_list(connection: Connection, as_json: bool) -> None:
+    """The tenant's watch lists."""
+
+    async def action(client: CreditwatchClient) -> list[watchlists_pb2.WatchList]:
+        return [w async for w in client.watch_lists.list()]
+
+    found = run(connection, action)
+    if as_json:
+        emit_json([json_format.MessageToDict(w) for w in found])
+        return
+    table(
+        ("name", "display name", "entries", "pd threshold"),
+        [(w.name, w.display_name, f"{w.entry_count:,}", w.pd_threshold or "-") for w in found],
+    )
+
+
+@watchlist.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def watchlist_show(connection: Connection, name: str, as_json: bool) -> None:
+    """One watch list."""
+    found = run(connection, lambda c: c.watch_lists.get(watch_list_name(name)))
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(f"{found.name}\n  display name  {found.display_name}")
+    click.echo(f"  entries       {found.entry_count:,}")
+    click.echo(f"  pd threshold  {found.pd_threshold or '-'}")
+
+
+def read_entries(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.WatchListEntry]]:
+    """(line number, entry) per CSV row; a malformed row is a usage error naming its line."""
+    reader = csv.DictReader(handle)
+    missing = {"country", "register_number"} - set(reader.fieldnames or ())
+    if missing:
+        columns, absent = ", ".join(CSV_COLUMNS), ", ".join(sorted(missing))
+        raise click.UsageError(f"the CSV needs the columns {columns} (missing: {absent})")
+    for row in reader:
+        line = reader.line_num
+        exposure = None
+        if (row.get("exposure_amount") or "").strip():
+            try:
+                amount = Decimal(row["exposure_amount"].strip())
+            except InvalidOperation:
+                raise click.UsageError(
+                    f"line {line}: exposure_amount {row['exposure_amount']!r} is not a number"
+                ) from None
+            currency = (row.get("exposure_currency") or "").strip().upper()
+            if not currency:
+                raise click.UsageError(f"line {line}: exposure_currency is required with an amount")
+            exposure = (currency, amount)
+        yield (
+            line,
+            entry(
+                row["country"].strip().upper(),
+                row["register_number"].strip(),
+                exposure=exposure,
+                external_reference=(row.get("external_reference") or "").strip(),
+            ),
+        )
+
+
+@watchlist.command("import")
+@click.argument("name")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.option("--chunk", type=click.IntRange(1, 10_000), default=10_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def watchlist_import(
+    connection: Connection, name: str, csv_file: TextIO, chunk: int, as_json: bool
+) -> None:
+    """Add or update the entries of a CSV file (columns: country, register_number,
+    exposure_amount, exposure_currency, external_reference), in chunks, with a progress bar."""
+    rows = list(read_entries(csv_file))
+    parent = watch_list_name(name)
+
+    async def action(client: CreditwatchClient) -> dict[str, int]:
+        totals = {"added": 0, "updated": 0, "entry_count": 0}
+        with click.progressbar(
+            length=len(rows), label="importing", file=sys.stderr, show_pos=True
+        ) as bar:
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                try:
+                    result = await client.watch_lists.add_entries(parent, [e for _, e in part])
+                except CreditwatchError as error:
+                    # entries[i] of this chunk is CSV line part[i][0].
+                    lines = {
+                        field: f"line {part[int(field.split('[')[1].split(']')[0])][0]}: {text}"
+                        for field, text in error.field_violations.items()
+                        if field.startswith("entries[")
+                    }
+                    if lines:
+                        error.field_violations = lines
+                    raise
+                totals["added"] += result.added_count
+                totals["updated"] += result.updated_count
+                totals["entry_count"] = result.entry_count
+                bar.update(len(part))
+        return totals
+
+    totals = run(connection, action)
+    if as_json:
+        emit_json(totals)
+    else:
+        click.echo(
+            f"{totals['added']:,} added, {totals['updated']:,} updated; "
+            f"{totals['entry_count']:,} entries on {parent}"
+        )
+
+
+@watchlist.command("export")
+@click.argument("name")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@connection_options
+def watchlist_export(connection: Connection, name: str, output: TextIO) -> None:
+    """Write the entries as CSV (the import format plus the latest score), with progress."""
+    parent = watch_list_name(name)
+
+    async def action(client: CreditwatchClient) -> int:
+        total = (await client.watch_lists.get(parent)).entry_count
+        writer = csv.writer(output)
+        writer.writerow((*CSV_COLUMNS, "risk_class", "probability_of_default"))
+        count = 0
+        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+            async for item in client.watch_lists.list_entries(parent):
+                exposure = item.exposure
+                amount = (
+                    Decimal(exposure.units) + Decimal(exposure.nanos) / Decimal(10**9)
+                    if item.HasField("exposure")
+                    else ""
+                )
+                score = item.latest_score if item.HasField("latest_score") else None
+                writer.writerow(
+                    (
+                        item.company.country,
+                        item.company.register_number,
+                        amount,
+                        exposure.currency_code if item.HasField("exposure") else "",
+                        item.external_reference,
+                        CLASS_LETTER[score.risk_class] if score else "",
+                        f"{score.probability_of_default:.6f}" if score else "",
+                    )
+                )
+                count += 1
+                bar.update(1)
+        return count
+
+    count = run(connection, action)
+    click.echo(f"{count:,} entries exported", err=True)
+
+
+@click.command("score")
+@click.argument("company")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def score(connection: Connection, company: str, as_json: bool) -> None:
+    """A company's current score, e.g. `creditwatch score NO-923609016`."""
+    country, number = company_arg(company)
+    found = run(connection, lambda c: c.scoring.score_company(country, number))
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(
+        f"{country}-{number}  class {CLASS_LETTER[found.risk_class]}  "
+        f"PD {found.probability_of_default * 100:.2f} %  model {found.model_version}"
+    )
+    for reason in found.reasons:
+        click.echo(f"  {reason.code}: {reason.description}")
+
+
+@click.group()
+def limit() -> None:
+    """Credit limits."""
+
+
+@limit.command("decide")
+@click.argument("company")
+@click.option("--amount", type=Decimal, required=True, help="Requested amount.")
+@click.option("--currency", required=True, help="ISO 4217 code, e.g. NOK.")
+@click.option("--days", type=click.IntRange(1, 365), required=True, help="Payment terms.")
+@click.option("--exposure", type=Decimal, help="Current exposure, same currency.")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def limit_decide(
+    connection: Connection,
+    company: str,
+    amount: Decimal,
+    currency: str,
+    days: int,
+    exposure: Decimal | None,
+    as_json: bool,
+) -> None:
+    """Decide a credit limit on a buyer under the tenant's credit policy."""
+    country, number = company_arg(company)
+    currency = currency.upper()
+    decision = run(
+        connection,
+        lambda c: c.limits.decide(
+            country,
+            number,
+            (currency, amount),
+            days,
+            current_exposure=(currency, exposure) if exposure is not None else None,
+        ),
+    )
+    if as_json:
+        emit_json(decision)
+        return
+    outcome = limits_pb2.CreditLimitOutcome.Name(decision.outcome).removeprefix(
+        "CREDIT_LIMIT_OUTCOME_"
+    )
+    click.echo(
+        f"{outcome}: {amount_text(decision.approved_amount)}, "
+        f"{decision.max_payment_terms_days} days (policy v{decision.policy_version})"
+    )
+    for reason in decision.reasons:
+        click.echo(f"  {reason.code}: {reason.description}")
+
+
+@click.group()
+def alerts() -> None:
+    """Alerts."""
+
+
+@alerts.command("tail")
+@click.option("--watchlist", "watch_lists", multiple=True, help="Only these watch lists.")
+@click.option("--from", "start", default="now", show_default=True, help="now, oldest or a cursor.")
+@click.option("--consumer", help="Durable consumer: resume where it acknowledged, and acknowledge.")
+@click.option("--min-severity", type=click.Choice(["LOW", "MEDIUM", "HIGH", "CRITICAL"]))
+@click.option("--count", type=int, help="Stop after this many alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON alert per line.")
+@connection_options
+def alerts_tail(
+    connection: Connection,
+    watch_lists: tuple[str, ...],
+    start: str,
+    consumer: str | None,
+    min_severity: str | None,
+    count: int | None,
+    as_json: bool,
+) -> None:
+    """Follow alerts live; reconnects and resumes by itself (Ctrl-C to stop)."""
+    wanted = alert_filter(
+        watch_lists=[watch_list_name(w) for w in watch_lists], minimum_severity=min_severity
+    )
+
+    async def action(client: CreditwatchClient) -> int:
+        if start in ("now", "oldest"):
+            begin: dict[str, Any] = {"start": start} if not consumer else {}
+        else:
+            begin = {"after_cursor": start}
+        seen = 0
+        async with client.alerts.subscribe(
+            filter=wanted, consumer=consumer, auto_acknowledge=bool(consumer), **begin
+        ) as stream:
+            async for alert in stream:
+                if as_json:
+                    emit_json(alert)
+                else:
+                    severity = common_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
+                    kind = common_pb2.AlertType.Name(alert.type).removeprefix("ALERT_TYPE_")
+                    when = alert.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+                    click.echo(
+                        f"{when}  {severity:<8} {kind:<28} "
+                        f"{alert.company.country}-{alert.company.register_number}  "
+                        f"{alert.company_legal_name or '-'}  {alert.summary}"
+                    )
+                sys.stdout.flush()
+                seen += 1
+                if count is not None and seen >= count:
+                    break
+        return seen
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run(connection, action)
+
+
+@click.group()
+def portfolio() -> None:
+    """The portfolio view of a watch list."""
+
+
+@portfolio.command("summary")
+@click.argument("name")
+@click.option("--currency", required=True, help="Reporting currency, e.g. NOK.")
+@click.option("--lgd", type=click.FloatRange(0, 1), help="Loss given default (default 0.45).")
+@click.option("--top", type=click.IntRange(0, 100), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+def portfolio_summary(
+    connection: Connection, name: str, currency: str, lgd: float | None, top: int, as_json: bool
+) -> None:
+    """Exposure and expected loss by risk class, with a distribution chart."""
+    summary = run(
+        connection,
+        lambda c: c.portfolio.summary(
+            watch_list_name(name),
+            currency.upper(),
+            loss_given_default=lgd,
+            top_contributor_count=top,
+        ),
+    )
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(
+        f"{summary.watch_list}: {summary.entry_count:,} entries "
+        f"({summary.scored_entry_count:,} scored, {summary.excluded_entry_count:,} in other "
+        f"currencies), exposure {amount_text(summary.total_exposure)}, expected loss "
+        f"{amount_text(summary.expected_loss)}"
+    )
+    if summary.HasField("exposure_weighted_pd"):
+        click.echo(f"exposure-weighted PD {summary.exposure_weighted_pd * 100:.2f} %")
+    click.echo()
+    table(
+        ("class", "entries", "exposure", "share", "", "expected loss"),
+        [
+            (
+                CLASS_LETTER[row.risk_class] if row.risk_class else "unscored",
+                f"{row.entry_count:,}",
+                amount_text(row.exposure),
+                f"{row.exposure_share * 100:5.1f} %",
+                "█" * round(row.exposure_share * 40),
+                amount_text(row.expected_loss),
+            )
+            for row in summary.classes
+        ],
+    )
+    if summary.top_contributors:
+        click.echo("\ntop contributors to expected loss")
+        table(
+            ("company", "name", "class", "exposure", "expected loss", "share"),
+            [
+                (
+                    f"{e.company.country}-{e.company.register_number}",
+                    e.company_legal_name or "-",
+                    CLASS_LETTER[e.risk_class],
+                    amount_text(e.exposure),
+                    amount_text(e.expected_loss),
+                    f"{e.expected_loss_share * 100:.1f} %",
+                )
+                for e in summary.top_contributors
+            ],
+        )
+
+
+COMMANDS = (watchlist, score, limit, alerts, portfolio)
+"""The client commands the `creditwatch` command line adds to its own."""
