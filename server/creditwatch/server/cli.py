@@ -255,6 +255,59 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
         await engine.dispose()
 
 
+@main.command()
+@click.option("--address", default="localhost:50051", show_default=True, help="Server host:port.")
+@click.option("--companies", type=click.IntRange(10, 100_000), default=2_000, show_default=True)
+@click.option("--changes", type=click.IntRange(0), default=60, show_default=True)
+@click.option("--interval", type=click.FloatRange(0), default=5.0, show_default=True)
+@click.option("--seed", type=int, default=2026, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print keys and totals as JSON.")
+def demo(
+    address: str, companies: int, changes: int, interval: float, seed: int, as_json: bool
+) -> None:
+    """Load realistic Nordic demo data through the API, then stream changes.
+
+    Creates two tenants and a data feed (keys printed), companies of NO/SE/FI/DK
+    with valid register numbers and statements, two watch lists, and then
+    `--changes` rounds of events every `--interval` seconds.
+    """
+    from creditwatch.server import demo as demo_data
+    from creditwatch.server.store import database
+
+    settings = _settings()
+    logs.configure("WARNING", "text")
+    say = (lambda text: None) if as_json else click.echo
+
+    async def go() -> dict[str, Any]:
+        url = await asyncio.to_thread(
+            database.resolve_url, settings.database_url, settings.data_dir
+        )
+        keys = await demo_data.create_keys(url)
+        say("tenants created; API keys (shown once):")
+        say(f"  bank     {keys.bank_key}")
+        say(f"  insurer  {keys.insurer_key}")
+        say(f"  feed     {keys.feed_key}  (companies:write)")
+        say("follow the alerts in another terminal:")
+        say(f"  CREDITWATCH_API_KEY={keys.bank_key} creditwatch alerts tail")
+        result = await demo_data.load(address, keys, companies, changes, interval, seed, say)
+        return {
+            "bank_key": keys.bank_key,
+            "insurer_key": keys.insurer_key,
+            "feed_key": keys.feed_key,
+            **result,
+        }
+
+    try:
+        out = asyncio.run(go())
+    except Exception as error:
+        _fail(f"demo failed: {error}")
+        return
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"done: {out['alerts_raised']} alerts raised")
+
+
 def _add_client_commands() -> None:
     from creditwatch.client.cli import COMMANDS
 
