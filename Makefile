@@ -28,7 +28,8 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy server/creditwatch clients/creditwatch
 	@if command -v npm >/dev/null 2>&1 && [ -f package.json ]; then \
-		npm install --no-audit --no-fund --silent && npx buf lint; \
+		npm install --no-audit --no-fund --silent && npx buf lint && \
+		npm ci --prefix clients/node --no-audit --no-fund --silent; \
 	else echo "buf lint skipped: npm not found"; fi
 
 ## Regenerate clients/creditwatch/v1 and docs/api.md from proto/.
