@@ -13,6 +13,7 @@ import contextlib
 import csv
 import functools
 import json
+import smtplib
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal, InvalidOperation
@@ -105,6 +106,8 @@ def run(connection: Connection, action: Callable[[CreditwatchClient], Awaitable[
         )
     except CreditwatchError as error:
         click.echo(f"error: {error}", err=True)
+    except (OSError, smtplib.SMTPException) as error:
+        click.echo(f"error: {type(error).__name__}: {error}", err=True)
     sys.exit(1)
 
 
@@ -447,6 +450,82 @@ def alerts_tail(
 
     with contextlib.suppress(KeyboardInterrupt):
         run(connection, action)
+
+
+@alerts.command("mail")
+@click.option("--watchlist", "watch_lists", multiple=True, required=True, help="Repeatable.")
+@click.option("--to", "recipients", multiple=True, required=True, help="Recipient; repeatable.")
+@click.option(
+    "--digest", type=click.Choice(["instant", "daily"]), default="instant", show_default=True
+)
+@click.option(
+    "--digest-seconds", type=click.FloatRange(1), help="Digest period (overrides --digest)."
+)
+@click.option("--count", type=int, help="Stop after this many alerts per watch list.")
+@click.option(
+    "--smtp-host", envvar="CREDITWATCH_SMTP_HOST", required=True, help="Env: CREDITWATCH_SMTP_HOST."
+)
+@click.option(
+    "--smtp-port", envvar="CREDITWATCH_SMTP_PORT", type=int, default=587, show_default=True
+)
+@click.option(
+    "--smtp-starttls/--no-smtp-starttls",
+    envvar="CREDITWATCH_SMTP_STARTTLS",
+    default=True,
+    show_default=True,
+)
+@click.option("--smtp-username", envvar="CREDITWATCH_SMTP_USERNAME")
+@click.option("--smtp-password", envvar="CREDITWATCH_SMTP_PASSWORD")
+@click.option(
+    "--smtp-from",
+    envvar="CREDITWATCH_SMTP_FROM",
+    default="creditwatch@localhost",
+    show_default=True,
+)
+@connection_options
+def alerts_mail(
+    connection: Connection,
+    watch_lists: tuple[str, ...],
+    recipients: tuple[str, ...],
+    digest: str,
+    digest_seconds: float | None,
+    count: int | None,
+    smtp_host: str,
+    smtp_port: int,
+    smtp_starttls: bool,
+    smtp_username: str | None,
+    smtp_password: str | None,
+    smtp_from: str,
+) -> None:
+    """E-mail alerts: one durable consumer per watch list, instant or a digest,
+    resuming where it acknowledged (only mailed alerts are acknowledged)."""
+    from creditwatch.client.mail import SmtpSettings, mail_watch_list
+
+    smtp = SmtpSettings(
+        smtp_host, smtp_port, smtp_starttls, smtp_username, smtp_password, smtp_from
+    )
+    period = digest_seconds or (86_400.0 if digest == "daily" else None)
+
+    async def action(client: CreditwatchClient) -> list[int]:
+        return list(
+            await asyncio.gather(
+                *(
+                    mail_watch_list(
+                        client,
+                        watch_list_name(w),
+                        smtp,
+                        list(recipients),
+                        digest_seconds=period,
+                        count=count,
+                    )
+                    for w in watch_lists
+                )
+            )
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        sent = run(connection, action)
+        click.echo(f"{sum(sent)} e-mails sent", err=True)
 
 
 @click.group()
