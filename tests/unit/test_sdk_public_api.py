@@ -40,9 +40,11 @@ PUBLIC = [
     "WatchListsClient",
     "alert_filter",
     "company",
+    "entries_from_csv",
     "entry",
     "entry_name",
     "money",
+    "score_item",
 ]
 
 

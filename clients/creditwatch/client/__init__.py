@@ -35,9 +35,22 @@ from creditwatch.client._errors import (
     UnavailableError,
     UnimplementedError,
 )
-from creditwatch.client._messages import Amount, MoneyLike, company, entry, entry_name, money
+from creditwatch.client._messages import (
+    Amount,
+    MoneyLike,
+    company,
+    entries_from_csv,
+    entry,
+    entry_name,
+    money,
+)
 from creditwatch.client._retry import RetryPolicy
-from creditwatch.client._services import CreditLimitsClient, PortfolioClient, ScoringClient
+from creditwatch.client._services import (
+    CreditLimitsClient,
+    PortfolioClient,
+    ScoringClient,
+    score_item,
+)
 from creditwatch.client._watchlists import RiskClassLike, WatchListsClient
 
 __all__ = [
@@ -69,7 +82,9 @@ __all__ = [
     "WatchListsClient",
     "alert_filter",
     "company",
+    "entries_from_csv",
     "entry",
     "entry_name",
     "money",
+    "score_item",
 ]

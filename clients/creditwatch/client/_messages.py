@@ -5,9 +5,10 @@ entry("NO", "923609016", exposure=("NOK", 250_000), labels={"segment": "sme"})
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
-from typing import TypeAlias
+import csv
+from collections.abc import Iterator, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TextIO, TypeAlias
 
 from google.type import money_pb2
 
@@ -88,3 +89,47 @@ def entry_name(watch_list: str, country: str, register_number: str) -> str:
     register number in any form it accepts in a `CompanyRef`.
     """
     return f"{watch_list}/entries/{country}-{register_number}"
+
+
+CSV_COLUMNS = (
+    "country",
+    "register_number",
+    "exposure_amount",
+    "exposure_currency",
+    "external_reference",
+)
+
+
+def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.WatchListEntry]]:
+    """(line number, entry) for each row of a CSV with the columns `CSV_COLUMNS`
+    (`country` and `register_number` required); feed the entries to
+    `WatchListsClient.add_entries`, which sends them in chunks. A malformed row
+    raises ValueError naming its line; check digits are the server's to judge."""
+    reader = csv.DictReader(handle)
+    missing = {"country", "register_number"} - set(reader.fieldnames or ())
+    if missing:
+        columns, absent = ", ".join(CSV_COLUMNS), ", ".join(sorted(missing))
+        raise ValueError(f"the CSV needs the columns {columns} (missing: {absent})")
+    for row in reader:
+        line = reader.line_num
+        exposure = None
+        if (row.get("exposure_amount") or "").strip():
+            try:
+                amount = Decimal(row["exposure_amount"].strip())
+            except InvalidOperation:
+                raise ValueError(
+                    f"line {line}: exposure_amount {row['exposure_amount']!r} is not a number"
+                ) from None
+            currency = (row.get("exposure_currency") or "").strip().upper()
+            if not currency:
+                raise ValueError(f"line {line}: exposure_currency is required with an amount")
+            exposure = (currency, amount)
+        yield (
+            line,
+            entry(
+                row["country"].strip().upper(),
+                row["register_number"].strip(),
+                exposure=exposure,
+                external_reference=(row.get("external_reference") or "").strip(),
+            ),
+        )

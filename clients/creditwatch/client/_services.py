@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 
+from creditwatch.client._errors import error_from_rpc
 from creditwatch.client._messages import MoneyLike, _money, company
+from creditwatch.client._messages import company as company_ref
 from creditwatch.client._retry import CallContext
 from creditwatch.v1 import (
     common_pb2,
+    companies_pb2,
     limits_pb2,
     limits_pb2_grpc,
     portfolio_pb2,
@@ -37,6 +40,52 @@ class ScoringClient:
             rpc_timeout=rpc_timeout,
         )
         return response.score
+
+    async def score_many(
+        self,
+        items: Iterable[scoring_pb2.ScoreItem],
+        *,
+        chunk_size: int = 1_000,
+    ) -> AsyncIterator[scoring_pb2.ScoreItemResult]:
+        """Score a whole uploaded list ("portfolio washing") over one StreamScores
+        stream, in chunks of `chunk_size` (at most 1,000); yields one result per
+        item, in order, each a score or a per-item error. Build items with
+        `score_item`."""
+        if not 1 <= chunk_size <= 1_000:
+            raise ValueError("chunk_size must be 1..1,000")
+
+        async def chunks() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+            batch: list[scoring_pb2.ScoreItem] = []
+            for item in items:
+                batch.append(item)
+                if len(batch) == chunk_size:
+                    yield scoring_pb2.StreamScoresRequest(items=batch)
+                    batch = []
+            if batch:
+                yield scoring_pb2.StreamScoresRequest(items=batch)
+
+        call = self._stub.StreamScores(chunks(), metadata=tuple(self._call.metadata))
+        try:
+            async for response in call:
+                for result in response.results:
+                    yield result
+        except grpc.aio.AioRpcError as rpc_error:
+            raise error_from_rpc(rpc_error) from rpc_error
+
+
+def score_item(
+    correlation_id: str,
+    *,
+    company: tuple[str, str] | None = None,
+    financial_statement: companies_pb2.FinancialStatement | None = None,
+) -> scoring_pb2.ScoreItem:
+    """A StreamScores item: a known company (country, number) or a statement."""
+    item = scoring_pb2.ScoreItem(correlation_id=correlation_id)
+    if company is not None:
+        item.company.CopyFrom(company_ref(*company))
+    if financial_statement is not None:
+        item.financial_statement.CopyFrom(financial_statement)
+    return item
 
 
 class CreditLimitsClient:

@@ -15,8 +15,8 @@ import functools
 import json
 import smtplib
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from decimal import Decimal, InvalidOperation
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -27,19 +27,12 @@ from google.protobuf.message import Message
 from creditwatch.client._alerts import alert_filter
 from creditwatch.client._client import CreditwatchClient
 from creditwatch.client._errors import CreditwatchError, UnavailableError
-from creditwatch.client._messages import entry
+from creditwatch.client._messages import CSV_COLUMNS, entries_from_csv
 from creditwatch.client._retry import RetryPolicy
 from creditwatch.v1 import common_pb2, limits_pb2, watchlists_pb2
 
 T = TypeVar("T")
 CLASS_LETTER = {0: "-", 1: "A", 2: "B", 3: "C", 4: "D"}
-CSV_COLUMNS = (
-    "country",
-    "register_number",
-    "exposure_amount",
-    "exposure_currency",
-    "external_reference",
-)
 
 
 class Connection:
@@ -204,38 +197,6 @@ def watchlist_show(connection: Connection, name: str, as_json: bool) -> None:
     click.echo(f"  pd threshold  {found.pd_threshold or '-'}")
 
 
-def read_entries(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.WatchListEntry]]:
-    """(line number, entry) per CSV row; a malformed row is a usage error naming its line."""
-    reader = csv.DictReader(handle)
-    missing = {"country", "register_number"} - set(reader.fieldnames or ())
-    if missing:
-        columns, absent = ", ".join(CSV_COLUMNS), ", ".join(sorted(missing))
-        raise click.UsageError(f"the CSV needs the columns {columns} (missing: {absent})")
-    for row in reader:
-        line = reader.line_num
-        exposure = None
-        if (row.get("exposure_amount") or "").strip():
-            try:
-                amount = Decimal(row["exposure_amount"].strip())
-            except InvalidOperation:
-                raise click.UsageError(
-                    f"line {line}: exposure_amount {row['exposure_amount']!r} is not a number"
-                ) from None
-            currency = (row.get("exposure_currency") or "").strip().upper()
-            if not currency:
-                raise click.UsageError(f"line {line}: exposure_currency is required with an amount")
-            exposure = (currency, amount)
-        yield (
-            line,
-            entry(
-                row["country"].strip().upper(),
-                row["register_number"].strip(),
-                exposure=exposure,
-                external_reference=(row.get("external_reference") or "").strip(),
-            ),
-        )
-
-
 @watchlist.command("import")
 @click.argument("name")
 @click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
@@ -247,7 +208,10 @@ def watchlist_import(
 ) -> None:
     """Add or update the entries of a CSV file (columns: country, register_number,
     exposure_amount, exposure_currency, external_reference), in chunks, with a progress bar."""
-    rows = list(read_entries(csv_file))
+    try:
+        rows = list(entries_from_csv(csv_file))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     parent = watch_list_name(name)
 
     async def action(client: CreditwatchClient) -> dict[str, int]:
