@@ -91,7 +91,10 @@ class ServerProcess:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise
+            raise TimeoutError(
+                f"creditwatch did not stop within {timeout:g} s of SIGTERM; its log ends:\n"
+                + self.log_text()[-4000:]
+            ) from None
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +81,7 @@ class Running:
         Alert streams end at once with UNAVAILABLE (clients resume elsewhere)."""
         await self.health.enter_graceful_shutdown()
         if self.jobs is not None:
-            self.jobs.stop()
+            await self.jobs.stop()
         await self.hub.stop()
         await self.server.stop(grace)
         self.background.cancel()
@@ -222,5 +223,6 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("shutting down", extra={"grace_seconds": settings.grace_period_seconds})
+    started = time.perf_counter()
     await running.stop(settings.grace_period_seconds)
-    log.info("stopped")
+    log.info("stopped", extra={"seconds": round(time.perf_counter() - started, 2)})

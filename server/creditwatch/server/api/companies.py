@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -83,18 +82,6 @@ def _company_message(
     return message
 
 
-def _day(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
-    try:
-        day = dt.date(value.year, value.month, value.day)
-    except ValueError:
-        problems.append(FieldViolation(field, "must be a complete calendar date"))
-        return None
-    if day > dt.date.today():
-        problems.append(FieldViolation(field, "must not be in the future"))
-        return None
-    return day
-
-
 def _master_values(
     request: companies_pb2.UpsertCompanyRequest,
 ) -> tuple[CompanyId, dict[str, Any]]:
@@ -146,7 +133,7 @@ def _master_values(
             values[path] = json_format.MessageToDict(message.registered_address)
         elif path == "registration_date":
             values[path] = (
-                _day(message.registration_date, field, problems)
+                cv.past_date(message.registration_date, field, problems)
                 if message.HasField("registration_date")
                 else None
             )
@@ -164,12 +151,12 @@ def _payment_report(message: companies_pb2.PaymentExperience, field: str) -> Pay
     if not message.HasField("invoice_due_date"):
         problems.append(FieldViolation(f"{field}.invoice_due_date", "required"))
     else:
-        due = _day(message.invoice_due_date, f"{field}.invoice_due_date", problems)
+        due = cv.past_date(message.invoice_due_date, f"{field}.invoice_due_date", problems)
     if not 0 <= message.days_past_due <= 3_650:
         problems.append(FieldViolation(f"{field}.days_past_due", "0 to 3,650"))
     settled = None
     if message.HasField("settled_date"):
-        settled = _day(message.settled_date, f"{field}.settled_date", problems)
+        settled = cv.past_date(message.settled_date, f"{field}.settled_date", problems)
     amount = None
     if not message.HasField("overdue_amount"):
         problems.append(FieldViolation(f"{field}.overdue_amount", "required"))

@@ -8,6 +8,7 @@ from one error.
 from __future__ import annotations
 
 import calendar
+import datetime as dt
 import json
 import re
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.type import money_pb2
+from google.type import date_pb2, money_pb2
 
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.identifiers import CompanyId, IdentifierError, company_id
@@ -107,6 +108,20 @@ def money(
         where = f"{field}[{index}].{name}" if index is not None else f"{field}.{name}"
         problems.append(FieldViolation(f"{where}.{error.field}", error.description))
         return None
+
+
+def past_date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
+    """A complete calendar date not after today (UTC); appends a violation and
+    returns None otherwise."""
+    try:
+        day = dt.date(value.year, value.month, value.day)
+    except ValueError:
+        problems.append(FieldViolation(field, "must be a complete calendar date"))
+        return None
+    if day > dt.datetime.now(dt.UTC).date():
+        problems.append(FieldViolation(field, "must not be in the future"))
+        return None
+    return day
 
 
 def money_message(value: Money) -> money_pb2.Money:

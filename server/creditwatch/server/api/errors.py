@@ -173,32 +173,50 @@ def unary_as_caller(
     return wrapper
 
 
+async def _guarded_stream(
+    name: str,
+    context: Ctx,
+    responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
+    caller: Callable[[Ctx], Awaitable[Caller]],
+) -> AsyncIterator[Resp]:
+    """Authenticate, stream `responses(tenant)`, map errors raised while streaming
+    to statuses, and record the stream's duration and outcome."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        tenant = (await caller(context)).tenant_id
+        async for response in responses(tenant):
+            yield response
+    except grpc.aio.AbortError:
+        code = "ABORTED_BY_HANDLER"
+        raise
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except Exception as error:
+        code = _code_name(error)
+        await _end_with(context, name, error)
+    finally:
+        _observe(name, code, started)
+
+
 def server_stream(
     method: Callable[[S, Req, uuid.UUID, Ctx], AsyncIterator[Resp]],
 ) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
     """Wrap a server-streaming RPC: authenticate, map errors raised while
     streaming to statuses, log."""
 
+    # An async generator function itself: grpc.aio tells streaming handlers
+    # apart by `inspect.isasyncgenfunction`.
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        name = method.__name__
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            tenant = (await self.caller(context)).tenant_id
-            async for response in method(self, request, tenant, context):
-                yield response
-        except grpc.aio.AbortError:
-            code = "ABORTED_BY_HANDLER"
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as error:
-            code = _code_name(error)
-            await _end_with(context, name, error)
-        finally:
-            _observe(name, code, started)
+        async for response in _guarded_stream(
+            method.__name__,
+            context,
+            lambda tenant: method(self, request, tenant, context),
+            self.caller,
+        ):
+            yield response
 
     return wrapper
 
@@ -210,23 +228,9 @@ def bidi_stream(
 
     @functools.wraps(method)
     async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
-        name = method.__name__
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            tenant = (await self.caller(context)).tenant_id
-            async for response in method(self, requests, tenant):
-                yield response
-        except grpc.aio.AbortError:
-            code = "ABORTED_BY_HANDLER"
-            raise
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as error:
-            code = _code_name(error)
-            await _end_with(context, name, error)
-        finally:
-            _observe(name, code, started)
+        async for response in _guarded_stream(
+            method.__name__, context, lambda tenant: method(self, requests, tenant), self.caller
+        ):
+            yield response
 
     return wrapper

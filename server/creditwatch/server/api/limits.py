@@ -156,22 +156,13 @@ def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str,
     problems: list[FieldViolation] = []
     if not 1 <= len(message.invoice_id) <= 128:
         problems.append(FieldViolation(f"{field}.invoice_id", "1 to 128 characters"))
-    today = datetime.now(UTC).date()
 
     def day(name: str, required: bool) -> dt.date | None:
         if not message.HasField(name):  # type: ignore[arg-type]
             if required:
                 problems.append(FieldViolation(f"{field}.{name}", "required"))
             return None
-        value = getattr(message, name)
-        try:
-            parsed = dt.date(value.year, value.month, value.day)
-        except ValueError:
-            problems.append(FieldViolation(f"{field}.{name}", "must be a complete calendar date"))
-            return None
-        if parsed > today:
-            problems.append(FieldViolation(f"{field}.{name}", "must not be in the future"))
-        return parsed
+        return cv.past_date(getattr(message, name), f"{field}.{name}", problems)
 
     invoiced = day("invoice_date", True)
     due = day("invoice_due_date", True)

@@ -8,6 +8,7 @@ UTC), and the official register feeds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -132,6 +133,7 @@ class Jobs:
             on_alerts=on_alerts,
         )
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running: set[asyncio.Task[Any]] = set()
 
     async def rescore(self) -> RescoreResult | None:
         """One re-scoring run if this replica leads it; None if another does."""
@@ -172,10 +174,19 @@ class Jobs:
             return await run_claims_clock(self._sessions, datetime.now(UTC))
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[object]]) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
         try:
             await job()
+        except asyncio.CancelledError:
+            log.info("job cancelled by shutdown", extra={"job": name})
+            raise
         except Exception:
             log.exception("job failed", extra={"job": name})
+        finally:
+            if task is not None:
+                self._running.discard(task)
 
     def start(self) -> None:
         """Schedule the jobs; the first runs come one interval after start-up."""
@@ -236,7 +247,13 @@ class Jobs:
         """Run a job now instead of at its next interval (e.g. a model was activated)."""
         self._scheduler.modify_job(job, next_run_time=datetime.now(UTC))
 
-    def stop(self) -> None:
-        """Stop scheduling; a running job is abandoned with its transaction."""
+    async def stop(self, seconds: float = 5.0) -> None:
+        """Stop scheduling and cancel running jobs (their transactions roll back;
+        every job is safe to run again)."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=seconds)
