@@ -39,7 +39,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import connect_kwargs, fresh_database, percentile, print_table, server_url
+from bench.common import (
+    connect_kwargs,
+    copy_companies_and_scores,
+    fresh_database,
+    percentile,
+    print_table,
+    server_url,
+)
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
@@ -255,10 +262,10 @@ async def seed_for_rescore(db_url: str, key: str, address: str, count: int) -> N
     now = datetime.now(UTC)
     conn = await asyncpg.connect(**connect_kwargs(db_url))
     try:
-        await conn.copy_records_to_table(
-            "companies",
-            columns=["country", "register_number", "name", "industry_code", "legal_form", "status"],
-            records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
+        await copy_companies_and_scores(
+            conn,
+            numbers,
+            [("NO", n, 0.001, 1, 1, "[]", "retired", now - timedelta(days=2)) for n in numbers],
         )
         statements = []
         for n in numbers:
@@ -278,22 +285,6 @@ async def seed_for_rescore(db_url: str, key: str, address: str, count: int) -> N
                 "source",
             ],
             records=statements,
-        )
-        await conn.copy_records_to_table(
-            "scores",
-            columns=[
-                "country",
-                "register_number",
-                "probability_of_default",
-                "risk_class",
-                "model_risk_class",
-                "reasons",
-                "model_version",
-                "score_time",
-            ],
-            records=[
-                ("NO", n, 0.001, 1, 1, "[]", "retired", now - timedelta(days=2)) for n in numbers
-            ],
         )
     finally:
         await conn.close()

@@ -28,7 +28,13 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import connect_kwargs, fresh_database, print_table, server_url
+from bench.common import (
+    connect_kwargs,
+    copy_companies_and_scores,
+    fresh_database,
+    print_table,
+    server_url,
+)
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.jobs.scheduler import take_snapshots
 from creditwatch.server.store import database
@@ -45,24 +51,10 @@ async def seed(db_url: str, tenant: uuid.UUID, lists: int, per_list: int) -> lis
     conn = await asyncpg.connect(**connect_kwargs(db_url))
     ids = [uuid.uuid4() for _ in range(lists)]
     try:
-        await conn.copy_records_to_table(
-            "companies",
-            columns=["country", "register_number", "name", "industry_code", "legal_form", "status"],
-            records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
-        )
-        await conn.copy_records_to_table(
-            "scores",
-            columns=[
-                "country",
-                "register_number",
-                "probability_of_default",
-                "risk_class",
-                "model_risk_class",
-                "reasons",
-                "model_version",
-                "score_time",
-            ],
-            records=[
+        await copy_companies_and_scores(
+            conn,
+            numbers,
+            [
                 ("NO", n, pd, c, c, "[]", "bench", now)
                 for n in numbers
                 for pd in [rng.betavariate(0.6, 25)]

@@ -103,3 +103,30 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple[object, ..
         )
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+SCORE_COLUMNS = (
+    "country",
+    "register_number",
+    "probability_of_default",
+    "risk_class",
+    "model_risk_class",
+    "reasons",
+    "model_version",
+    "score_time",
+)
+COMPANY_COLUMNS = ("country", "register_number", "name", "industry_code", "legal_form", "status")
+
+
+async def copy_companies_and_scores(
+    conn: asyncpg.Connection,
+    numbers: list[str],
+    scores: list[tuple[object, ...]],
+) -> None:
+    """COPY Norwegian company rows for `numbers` and score rows (`SCORE_COLUMNS`)."""
+    await conn.copy_records_to_table(
+        "companies",
+        columns=COMPANY_COLUMNS,
+        records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
+    )
+    await conn.copy_records_to_table("scores", columns=SCORE_COLUMNS, records=scores)
