@@ -23,6 +23,7 @@ from creditwatch.server.domain.financials import (
 from creditwatch.server.scoring.features import (
     FEATURE_FORMULAS,
     compute_feature_matrix,
+    compute_feature_table,
     compute_features,
 )
 
@@ -268,6 +269,20 @@ def test_matrix_equals_single_statements_on_awkward_statements() -> None:
     for row, stmt, rate in zip(matrix, stmts, rates, strict=True):
         np.testing.assert_array_equal(row, compute_features(stmt, to_training_currency=rate))
     assert np.isnan(matrix).any() and not np.isinf(matrix).any()
+
+
+def test_table_of_line_item_columns_gives_the_same_matrix() -> None:
+    stmts = [statement(**changes) for changes in AWKWARD]
+    rates = [0.5 + i for i in range(len(stmts))]
+    table = np.array(
+        [[np.nan if (v := getattr(s, name)) is None else v for s in stmts] for name in LINE_ITEMS]
+    )
+    before = table.copy()
+    matrix = compute_feature_table(table, to_training_currency=rates)
+    np.testing.assert_array_equal(matrix, compute_feature_matrix(stmts, to_training_currency=rates))
+    np.testing.assert_array_equal(table, before)  # the caller's table is left as it was
+    with pytest.raises(ValueError, match="shape"):
+        compute_feature_table(table[:-1])
 
 
 def test_matrix_rejects_a_non_positive_conversion_rate() -> None:

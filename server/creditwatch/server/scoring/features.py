@@ -297,15 +297,33 @@ def compute_feature_matrix(
     all statements), not statement by statement. ``to_training_currency`` is
     one rate for all statements or one per statement.
     """
-    count = len(statements)
+    # None becomes NaN in a float array; one contiguous row per line item.
+    table = np.array([_ITEMS(stmt) for stmt in statements], dtype=np.float64).T.copy()
+    return compute_feature_table(
+        table.reshape(len(LINE_ITEMS), len(statements)), to_training_currency=to_training_currency
+    )
+
+
+def compute_feature_table(
+    table: npt.NDArray[np.float64],
+    *,
+    to_training_currency: float | Sequence[float] | npt.NDArray[np.float64] = 1.0,
+) -> npt.NDArray[np.float32]:
+    """`compute_feature_matrix` from line items already in columns: ``table`` has
+    one row per `LINE_ITEMS` entry, in that order, and one column per statement
+    (NaN = missing). Callers that read statements in bulk (from Postgres, from a
+    streamed upload) fill such a table directly and skip building statements.
+    ``table`` is not modified.
+    """
+    if table.ndim != 2 or table.shape[0] != len(LINE_ITEMS):
+        raise ValueError(f"table must have shape ({len(LINE_ITEMS)}, n), got {table.shape}")
+    count = table.shape[1]
     rates = np.broadcast_to(np.asarray(to_training_currency, dtype=np.float64), (count,))
     if not (np.isfinite(rates) & (rates > 0.0)).all():
         raise ValueError(f"to_training_currency must be positive, got {to_training_currency!r}")
     out = np.empty((count, N_FEATURES), dtype=np.float32)
     if count == 0:
         return out
-    # None becomes NaN in a float array; one contiguous row per line item.
-    table = np.array([_ITEMS(stmt) for stmt in statements], dtype=np.float64).T.copy()
     item = dict(zip(LINE_ITEMS, table, strict=True))
     derived = item["equity"] + item["long_term_liabilities"]
     item["constant_capital"] = np.where(
