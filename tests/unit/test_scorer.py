@@ -28,6 +28,7 @@ from creditwatch.server.scoring.engine import (
     PIPELINE_CHUNK,
     Scorer,
     ScoreRequest,
+    StatementColumns,
     pd_contributions,
 )
 from creditwatch.server.scoring.model import OnnxModel
@@ -110,6 +111,49 @@ async def test_a_batch_scores_each_request_as_if_alone(scorer: Scorer, count: in
         assert [r.code for r in together.reasons] == [r.code for r in alone.reasons]
         for a, b in zip(together.reasons, alone.reasons, strict=True):
             assert a.pd_contribution == pytest.approx(b.pd_contribution, abs=1e-7)
+
+
+def columns_of(statements: list[FinancialStatement]) -> StatementColumns:
+    """The statements as the column form bulk callers hold."""
+    items = np.array(
+        [[math.nan if (v := getattr(s, n)) is None else v for s in statements] for n in LINE_ITEMS]
+    )
+    return StatementColumns(
+        items.reshape(len(LINE_ITEMS), len(statements)),
+        [s.currency for s in statements],
+        [s.period_end for s in statements],
+    )
+
+
+@pytest.mark.parametrize("count", [1, INLINE_STATEMENTS + 50, 2 * PIPELINE_CHUNK + 7])
+async def test_statements_in_columns_score_as_statement_objects_do(
+    scorer: Scorer, count: int
+) -> None:
+    statements = varied_statements(count, seed=5)
+    statements[::3] = [replace(s, currency="EUR") for s in statements[::3]]
+    states = [
+        RiskState(open_payment_remarks=1) if i % 5 == 0 else RiskState() for i in range(count)
+    ]
+    expected = await scorer.score_many(
+        [ScoreRequest(s, state) for s, state in zip(statements, states, strict=True)]
+    )
+    got = await scorer.score_columns(columns_of(statements), states)
+    assert len(got) == count
+    for a, b in zip(got, expected, strict=True):
+        assert b is not None
+        assert a.probability_of_default == pytest.approx(b.probability_of_default, abs=1e-7)
+        assert (a.risk_class, a.model_risk_class) == (b.risk_class, b.model_risk_class)
+        assert [(r.code, r.description) for r in a.reasons] == [
+            (r.code, r.description) for r in b.reasons
+        ]
+        assert a.data_as_of == b.data_as_of and a.model_version == b.model_version
+    with pytest.raises(ValueError, match="states"):
+        await scorer.score_columns(columns_of(statements), states[:-1])
+    odd = columns_of(statements)
+    with pytest.raises(UnsupportedCurrency, match="XAU"):
+        await scorer.score_columns(
+            StatementColumns(odd.items, [*odd.currencies[:-1], "XAU"], odd.period_ends)
+        )
 
 
 async def test_an_unsupported_currency_fails_a_large_batch_as_a_whole(scorer: Scorer) -> None:

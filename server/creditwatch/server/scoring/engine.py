@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.features import (
     N_FEATURES,
     compute_feature_matrix,
+    compute_feature_table,
     compute_features,
 )
 
@@ -69,6 +70,7 @@ COLUMNS_FROM = 16
 Matrix = npt.NDArray[np.float64]
 Features = npt.NDArray[np.float32]
 Outputs = npt.NDArray[np.float32]
+T = TypeVar("T")
 
 
 def _code(formula: str) -> str:
@@ -115,6 +117,21 @@ class ScoreRequest:
 
     statement: FinancialStatement | None
     state: RiskState
+
+
+@dataclass(frozen=True)
+class StatementColumns:
+    """Many statements' line items in columns, the way bulk callers hold them
+    (a streamed upload, a re-score reading Postgres): no FinancialStatement
+    object per statement. The statements must be valid (`validate_statement`)."""
+
+    items: npt.NDArray[np.float64]
+    """Shape (len(LINE_ITEMS), n): row i is the item LINE_ITEMS[i], NaN = missing."""
+    currencies: Sequence[str]
+    period_ends: Sequence[date]
+
+    def __len__(self) -> int:
+        return len(self.period_ends)
 
 
 class Scorer:
@@ -194,33 +211,75 @@ class Scorer:
         currency has no rate, before scoring any)."""
         statements = [r.statement for r in requests if r.statement is not None]
         if len(statements) <= INLINE_STATEMENTS:
-            x, rows = self._inputs(statements)
+            x, rows = self._inputs(self.feature_matrix(statements))
             outputs = await self._batcher.predict(rows) if statements else rows
             return self._assemble(requests, x, outputs)
         for statement in {s.currency: s for s in statements}.values():
             self.conversion_rate(statement)  # fail before any work, not after some
-        return await self._pipeline(requests)
 
-    async def _pipeline(self, requests: Sequence[ScoreRequest]) -> list[StoredScore | None]:
-        """A large batch in chunks through three stages: features, the model,
-        reasons. The Python stages run in a worker thread, off the event loop,
+        def inputs(start: int, end: int) -> tuple[Features, Features]:
+            chunk = requests[start:end]
+            return self._inputs(self.feature_matrix([r.statement for r in chunk if r.statement]))
+
+        def assemble(
+            start: int, end: int, x: Features, outputs: Outputs
+        ) -> list[StoredScore | None]:
+            return self._assemble(requests[start:end], x, outputs)
+
+        return await self._pipeline(len(requests), inputs, assemble)
+
+    async def score_columns(
+        self, columns: StatementColumns, states: Sequence[RiskState] | None = None
+    ) -> list[StoredScore]:
+        """Score statements given in columns, with each company's risk state
+        (none: no events). Raises UnsupportedCurrency before scoring any."""
+        count = len(columns)
+        if states is not None and len(states) != count:
+            raise ValueError(f"{len(states)} states for {count} statements")
+        known: dict[str, float] = {}
+        for currency in columns.currencies:
+            if currency not in known:
+                known[currency] = pln_per_unit(currency)
+        rates = np.array([known[c] for c in columns.currencies], dtype=np.float64)
+        clean = [RiskState()] * count if states is None else states
+
+        def inputs(start: int, end: int) -> tuple[Features, Features]:
+            table = columns.items[:, start:end]
+            return self._inputs(compute_feature_table(table, to_training_currency=rates[start:end]))
+
+        def assemble(start: int, end: int, x: Features, outputs: Outputs) -> list[StoredScore]:
+            return self._assemble_rows(clean[start:end], columns.period_ends[start:end], x, outputs)
+
+        if count <= INLINE_STATEMENTS:
+            x, rows = inputs(0, count)
+            return assemble(0, count, x, await self._run(rows))
+        return await self._pipeline(count, inputs, assemble)
+
+    async def _pipeline(
+        self,
+        count: int,
+        inputs: Callable[[int, int], tuple[Features, Features]],
+        assemble: Callable[[int, int, Features, Outputs], list[T]],
+    ) -> list[T]:
+        """A large batch in chunks of rows [start, end) through three stages:
+        `inputs` (features, rows to run), the model, `assemble` (reasons,
+        scores). The Python stages run in a worker thread, off the event loop,
         and onnxruntime (which releases the GIL) in the scoring executor, so
         one chunk's model run overlaps the next chunk's features and the
         previous chunk's reasons."""
-        out: list[StoredScore | None] = []
+        out: list[T] = []
         runs: list[asyncio.Task[Outputs]] = []
-        previous: tuple[Sequence[ScoreRequest], Features, asyncio.Task[Outputs]] | None = None
+        previous: tuple[int, int, Features, asyncio.Task[Outputs]] | None = None
         try:
-            for start in range(0, len(requests), PIPELINE_CHUNK):
-                chunk = requests[start : start + PIPELINE_CHUNK]
-                statements = [r.statement for r in chunk if r.statement is not None]
-                x, rows = await asyncio.to_thread(self._inputs, statements)
+            for start in range(0, count, PIPELINE_CHUNK):
+                end = min(count, start + PIPELINE_CHUNK)
+                x, rows = await asyncio.to_thread(inputs, start, end)
                 runs.append(asyncio.create_task(self._run(rows)))
                 if previous is not None:
-                    out += await self._finish(*previous)
-                previous = chunk, x, runs[-1]
+                    out += await self._finish(assemble, *previous)
+                previous = start, end, x, runs[-1]
             if previous is not None:
-                out += await self._finish(*previous)
+                out += await self._finish(assemble, *previous)
         finally:
             for run in runs:
                 run.cancel()  # a no-op for finished runs; the others lost their caller
@@ -229,18 +288,20 @@ class Scorer:
     async def _run(self, rows: Features) -> Outputs:
         return await self._batcher.predict(rows) if len(rows) else rows
 
+    @staticmethod
     async def _finish(
-        self, chunk: Sequence[ScoreRequest], x: Features, run: asyncio.Task[Outputs]
-    ) -> list[StoredScore | None]:
+        assemble: Callable[[int, int, Features, Outputs], list[T]],
+        start: int,
+        end: int,
+        x: Features,
+        run: asyncio.Task[Outputs],
+    ) -> list[T]:
         outputs = await run
-        return await asyncio.to_thread(self._assemble, chunk, x, outputs)
+        return await asyncio.to_thread(assemble, start, end, x, outputs)
 
-    def _inputs(
-        self, statements: list[FinancialStatement]
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def _inputs(self, x: Features) -> tuple[Features, Features]:
         """(features, the rows to run): the features themselves, or for a model
         without contributions each row followed by its substituted copies."""
-        x = self.feature_matrix(statements)
         if self.model.explains:
             return x, x
         width = 1 + len(self._explained)
@@ -322,30 +383,50 @@ class Scorer:
         x: npt.NDArray[np.float32],
         outputs: npt.NDArray[np.float32],
     ) -> list[StoredScore | None]:
-        scored: Iterator[tuple[float, tuple[Reason, ...]]] = iter(())
-        if len(x):
-            pds, contributions = self._contributions(x, outputs)
-            scored = zip(pds.tolist(), self._model_reasons(x, contributions), strict=True)
+        if all(r.statement is not None for r in requests):
+            ends = [r.statement.period_end for r in requests if r.statement is not None]
+            return list(self._assemble_rows([r.state for r in requests], ends, x, outputs))
+        scored = iter(
+            self._assemble_rows(
+                [r.state for r in requests if r.statement is not None],
+                [r.statement.period_end for r in requests if r.statement is not None],
+                x,
+                outputs,
+            )
+        )
+        now = datetime.now(UTC)
+        return [
+            next(scored) if r.statement is not None else self._events_only(r.state, now)
+            for r in requests
+        ]
+
+    def _assemble_rows(
+        self,
+        states: Sequence[RiskState],
+        period_ends: Sequence[date],
+        x: npt.NDArray[np.float32],
+        outputs: npt.NDArray[np.float32],
+    ) -> list[StoredScore]:
+        """Scores of statements (row i of `x` and `outputs` is statement i)."""
+        if not len(x):
+            return []
+        pds, contributions = self._contributions(x, outputs)
         now = datetime.now(UTC)
         as_of: dict[date, datetime] = {}
         # The policy is a pure function of class and state, and most companies
         # of a batch share both (no events at all).
         policy: dict[tuple[RiskClass, RiskState], tuple[RiskClass, tuple[Reason, ...]]] = {}
         classify, version = self.model.info.bands.classify, self.version
-        out: list[StoredScore | None] = []
-        for request in requests:
-            statement = request.statement
-            if statement is None:
-                out.append(self._events_only(request, now))
-                continue
-            pd, reasons = next(scored)
+        out: list[StoredScore] = []
+        for pd, reasons, state, end in zip(
+            pds.tolist(), self._model_reasons(x, contributions), states, period_ends, strict=True
+        ):
             model_class = classify(pd)
-            key = (model_class, request.state)
+            key = (model_class, state)
             if key not in policy:
-                final, overrides = self._policy.apply(model_class, request.state)
+                final, overrides = self._policy.apply(model_class, state)
                 policy[key] = final, tuple(overrides)
             final, override_reasons = policy[key]
-            end = statement.period_end
             if end not in as_of:
                 as_of[end] = datetime.combine(end, time(), UTC)
             out.append(
@@ -361,8 +442,8 @@ class Scorer:
             )
         return out
 
-    def _events_only(self, request: ScoreRequest, now: datetime) -> StoredScore | None:
-        final, overrides = self._policy.apply(RiskClass.A, request.state)
+    def _events_only(self, state: RiskState, now: datetime) -> StoredScore | None:
+        final, overrides = self._policy.apply(RiskClass.A, state)
         if final != RiskClass.D or not overrides:
             return None
         low, _ = self.model.info.bands.bounds(RiskClass.D)
