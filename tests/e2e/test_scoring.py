@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 from google.type import date_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +19,7 @@ from creditwatch.v1 import common_pb2, companies_pb2, scoring_pb2, scoring_pb2_g
 from tests.conftest import TenantKey
 from tests.e2e.rpc_errors import field_violations
 from tests.identifiers import norwegian_numbers
+from tests.unit.test_scoring_converters import statement_variants
 
 pytestmark = pytest.mark.asyncio
 
@@ -352,3 +355,107 @@ async def test_stream_scores_refuses_an_empty_chunk(
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "items" in field_violations(caught.value)
+
+
+async def test_a_large_chunk_answers_every_item_as_score_financials_does(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    """A 1,000-item chunk is read in columns: every kind of good and bad
+    statement, some with events, gets what ScoreFinancials gives it alone."""
+    remark = _event(payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id="r"))
+    kinds = [(s, []) for s in statement_variants()] + [
+        (healthy(), [remark]),
+        (distressed(), []),
+        (healthy(cash=float("nan")), [remark]),
+    ]
+    items = [
+        scoring_pb2.ScoreItem(
+            correlation_id=str(i), financial_statement=kinds[i % len(kinds)][0],
+            events=kinds[i % len(kinds)][1],
+        )
+        for i in range(1_000)
+    ]  # fmt: skip
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield scoring_pb2.StreamScoresRequest(items=items)
+
+    (response,) = [
+        r async for r in _stub(channel).StreamScores(requests(), metadata=tenant.metadata)
+    ]
+    assert [r.correlation_id for r in response.results] == [str(i) for i in range(1_000)]
+    scored = 0
+    for statement, events in kinds:
+        position = kinds.index((statement, events))
+        streamed = [response.results[i] for i in range(position, 1_000, len(kinds))]
+        try:
+            alone = await _score(channel, tenant, statement, events=events)
+        except grpc.aio.AioRpcError as error:
+            for result in streamed:
+                assert result.error.code == error.code().value[0]
+                bad = error_details_pb2.BadRequest()
+                assert result.error.details[0].Unpack(bad)
+                assert {v.field: v.description for v in bad.field_violations} == (
+                    field_violations(error)
+                )
+            continue
+        scored += len(streamed)
+        for result in streamed:
+            got = result.score
+            assert got.probability_of_default == pytest.approx(
+                alone.probability_of_default, abs=1e-7
+            )
+            assert (got.risk_class, got.model_risk_class) == (
+                alone.risk_class,
+                alone.model_risk_class,
+            )
+            assert [(r.code, r.description) for r in got.reasons] == [
+                (r.code, r.description) for r in alone.reasons
+            ]
+            assert got.data_as_of == alone.data_as_of
+    assert 200 < scored < 800  # both paths are exercised
+
+
+async def test_a_client_that_waits_for_each_answer_is_answered_chunk_by_chunk(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    """Chunks overlap on the server, but a client that sends the next chunk
+    only after the previous answer still gets each answer; a refused chunk
+    ends the stream after the answers before it."""
+    call = _stub(channel).StreamScores(metadata=tenant.metadata)
+    for round_ in range(3):
+        await call.write(
+            scoring_pb2.StreamScoresRequest(
+                items=[
+                    scoring_pb2.ScoreItem(correlation_id=f"{round_}-{i}", financial_statement=s)
+                    for i, s in enumerate([healthy(), distressed()] * 100)
+                ]
+            )
+        )
+        answer = await asyncio.wait_for(call.read(), timeout=10)
+        assert answer.results[0].correlation_id == f"{round_}-0"
+        assert all(r.HasField("score") for r in answer.results)
+    await call.write(scoring_pb2.StreamScoresRequest(items=[]))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call.read()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_refused_chunk_comes_after_the_answers_to_the_chunks_before_it(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    async def requests():  # type: ignore[no-untyped-def]
+        for round_ in range(4):
+            yield scoring_pb2.StreamScoresRequest(
+                items=[
+                    scoring_pb2.ScoreItem(correlation_id=f"{round_}-{i}", financial_statement=s)
+                    for i, s in enumerate([healthy()] * 500)
+                ]
+            )
+        yield scoring_pb2.StreamScoresRequest(items=[])
+
+    answers = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for answer in _stub(channel).StreamScores(requests(), metadata=tenant.metadata):
+            answers.append(answer.results[0].correlation_id)
+    assert answers == ["0-0", "1-0", "2-0", "3-0"]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -19,7 +19,7 @@ from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import LINE_ITEMS, REQUIRED_ITEMS, FinancialStatement
 from creditwatch.server.domain.overrides import OverridePolicy
-from creditwatch.server.domain.scores import ReasonKind, RiskClass
+from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.engine import (
     COLUMNS_FROM,
@@ -320,3 +320,17 @@ def test_varied_statements_really_vary() -> None:
     assert len({s.currency for s in statements}) == 3
     assert any(s.inventory is None or s.cash is None for s in statements)
     assert any((s.net_profit or 0) < 0 for s in statements)
+
+
+def test_the_engine_builds_scores_and_reasons_in_field_order() -> None:
+    """The engine builds these named tuples positionally, in C (tuple.__new__)."""
+    assert StoredScore._fields == (
+        "probability_of_default",
+        "risk_class",
+        "model_risk_class",
+        "reasons",
+        "model_version",
+        "data_as_of",
+        "score_time",
+    )
+    assert Reason._fields == ("code", "description", "kind", "pd_contribution")

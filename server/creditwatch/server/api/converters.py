@@ -48,9 +48,7 @@ def _timestamp(value: datetime) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
 
 
-def _memo_timestamp(value: datetime | None, times: dict[datetime, Timestamp]) -> Timestamp | None:
-    if value is None:
-        return None
+def _memo_timestamp(value: datetime, times: dict[datetime, Timestamp]) -> Timestamp:
     converted = times.get(value)
     if converted is None:
         converted = times[value] = _timestamp(value)
@@ -140,31 +138,37 @@ def score_message(
 ) -> common_pb2.Score:
     """The wire form of a stored score. `times`, when given, memoises the
     conversion of times that many scores share (a batch's score and as-of times)."""
-    if times is None:
-        data_as_of, score_time = timestamp(score.data_as_of), timestamp(score.score_time)
-    else:
-        data_as_of = _memo_timestamp(score.data_as_of, times)
-        score_time = _memo_timestamp(score.score_time, times)
-    message = common_pb2.Score(
-        probability_of_default=score.probability_of_default,
-        risk_class=common_pb2.RiskClass.ValueType(score.risk_class),
-        model_risk_class=common_pb2.RiskClass.ValueType(score.model_risk_class),
-        model_version=score.model_version,
-        reasons=[
-            common_pb2.ReasonCode(
-                code=r.code,
-                description=r.description,
-                kind=common_pb2.ReasonKind.ValueType(r.kind),
-                pd_contribution=r.pd_contribution,
-            )
-            for r in score.reasons
-        ],
-        data_as_of=data_as_of,
-        score_time=score_time,
-    )
+    message = common_pb2.Score()
+    fill_score(message, score, of, {} if times is None else times)
+    return message
+
+
+def fill_score(
+    message: common_pb2.Score,
+    score: StoredScore,
+    of: CompanyId | None,
+    times: dict[datetime, Timestamp],
+) -> None:
+    """Write `score` into an empty Score message in place (a stream's result
+    message, say: building a Score and copying it in costs twice as much).
+    `times` memoises the Timestamps of the times many scores share."""
+    message.probability_of_default = score.probability_of_default
+    message.risk_class = score.risk_class  # type: ignore[assignment]  # IntEnum = wire value
+    message.model_risk_class = score.model_risk_class  # type: ignore[assignment]
+    message.model_version = score.model_version
+    add = message.reasons.add
+    for reason in score.reasons:
+        add(
+            code=reason.code,
+            description=reason.description,
+            kind=reason.kind,
+            pd_contribution=reason.pd_contribution,
+        )
+    if score.data_as_of is not None:
+        message.data_as_of.CopyFrom(_memo_timestamp(score.data_as_of, times))
+    message.score_time.CopyFrom(_memo_timestamp(score.score_time, times))
     if of is not None:
         message.company.CopyFrom(company_ref(of))
-    return message
 
 
 def alert_rules(message: watchlists_pb2.AlertRules) -> AlertRules:

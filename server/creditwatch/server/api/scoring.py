@@ -3,8 +3,9 @@ and the model registry."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from creditwatch.server.api import converters as cv
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
-from creditwatch.server.domain.currency import UnsupportedCurrency
+from creditwatch.server.domain.currency import DEFAULT_PLN_RATES, UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
     FieldViolation,
@@ -35,6 +36,35 @@ from creditwatch.server.store.activations import ActivationStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 
 MAX_STREAM_CHUNK = 1_000
+# Chunks with more items than this are read and answered in a worker thread,
+# so that a 1,000-item chunk does not hold the event loop for milliseconds.
+INLINE_ITEMS = 64
+# Chunks of one stream being scored at once, beside the one being answered.
+CHUNKS_IN_FLIGHT = 2
+SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
+
+# What one stream item comes to: a score (with the company it belongs to, for
+# company items), a request still to score, or why it has no score.
+Outcome = StoredScore | tuple[StoredScore, CompanyId] | ScoreRequest | DomainError
+
+
+def _response(
+    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | StoredScore | None]
+) -> scoring_pb2.StreamScoresResponse:
+    response = scoring_pb2.StreamScoresResponse()
+    add = response.results.add
+    times: dict[datetime, Timestamp] = {}  # the chunk's scores share their times
+    for item, outcome in zip(items, outcomes, strict=True):
+        result = add(correlation_id=item.correlation_id)
+        if isinstance(outcome, StoredScore):
+            cv.fill_score(result.score, outcome, None, times)
+        elif isinstance(outcome, tuple):
+            cv.fill_score(result.score, outcome[0], outcome[1], times)
+        elif isinstance(outcome, DomainError):
+            result.error.CopyFrom(_error_status(outcome))
+        else:  # a statement always scores
+            raise AssertionError(f"item {item.correlation_id!r} left unscored")
+    return response
 
 
 def _model_version(name: str, field: str) -> str:
@@ -117,19 +147,98 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         assert score is not None
         return scoring_pb2.ScoreFinancialsResponse(score=cv.score_message(score, company))
 
-    async def _score_item(
-        self, item: scoring_pb2.ScoreItem, scorer: Scorer
-    ) -> StoredScore | DomainError | ScoreRequest:
+    @bidi_stream
+    async def StreamScores(
+        self, requests: AsyncIterator[scoring_pb2.StreamScoresRequest], tenant: uuid.UUID
+    ) -> AsyncIterator[scoring_pb2.StreamScoresResponse]:
+        # Chunks overlap: while one is in the model, the next is being read
+        # and the one before answered. Results still go out in chunk order,
+        # and at most CHUNKS_IN_FLIGHT + 1 chunks are held at once (the reader
+        # waits for room, and gRPC's flow control then holds the client back).
+        started: asyncio.Queue[asyncio.Task[scoring_pb2.StreamScoresResponse] | None]
+        started = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
+
+        async def read() -> None:
+            try:
+                async for chunk in requests:
+                    count = len(chunk.items)
+                    if count == 0 or count > MAX_STREAM_CHUNK:
+                        raise InvalidArgument.single(
+                            "items", f"{count} given; 1 to {MAX_STREAM_CHUNK:,} items per message"
+                        )
+                    work = self._score_chunk(chunk.items, self._registry.active)
+                    await started.put(asyncio.create_task(work))
+            except asyncio.CancelledError:
+                raise  # the stream is over; nobody waits for the end mark
+            except BaseException:
+                await started.put(None)
+                raise
+            await started.put(None)
+
+        reader = asyncio.create_task(read())
+        held: list[asyncio.Task[scoring_pb2.StreamScoresResponse]] = []
+        try:
+            while (task := await started.get()) is not None:
+                held.append(task)
+                yield await task
+                held.remove(task)
+            await reader  # a refused chunk ends the stream after the results before it
+        finally:
+            reader.cancel()
+            while not started.empty():
+                if (task := started.get_nowait()) is not None:
+                    held.append(task)
+            for task in held:
+                task.cancel()
+
+    async def _score_chunk(
+        self, items: Sequence[scoring_pb2.ScoreItem], scorer: Scorer
+    ) -> scoring_pb2.StreamScoresResponse:
+        """One chunk's results. Valid statements without events, nearly every
+        item of a portfolio upload, are read and scored in columns; the rest
+        (companies, events, anything invalid) item by item."""
+        large = len(items) > INLINE_ITEMS
+        plain = [
+            i
+            for i, item in enumerate(items)
+            if not item.events and item.WhichOneof("subject") == "financial_statement"
+        ]
+        messages = [items[i].financial_statement for i in plain]
+        if large:
+            columns, chosen, _ = await asyncio.to_thread(
+                sc.statement_columns, messages, SUPPORTED_CURRENCIES
+            )
+        else:
+            columns, chosen, _ = sc.statement_columns(messages, SUPPORTED_CURRENCIES)
+        outcomes: list[Outcome | StoredScore | None] = [None] * len(items)
+        if chosen:
+            scored = await scorer.score_columns(columns)
+            for at, score in zip(chosen, scored, strict=True):
+                outcomes[plain[at]] = score
+        pending: dict[int, ScoreRequest] = {}
+        for i, item in enumerate(items):
+            if outcomes[i] is None:
+                outcomes[i] = outcome = await self._score_item(item, scorer)
+                if isinstance(outcome, ScoreRequest):
+                    pending[i] = outcome
+        if pending:
+            computed = await scorer.score_many(list(pending.values()))
+            for i, later in zip(pending, computed, strict=True):
+                outcomes[i] = later
+        if large:
+            return await asyncio.to_thread(_response, items, outcomes)
+        return _response(items, outcomes)
+
+    async def _score_item(self, item: scoring_pb2.ScoreItem, scorer: Scorer) -> Outcome:
         """A stored score (company items), a request to run (statement items), or an error."""
         try:
             subject = item.WhichOneof("subject")
             if subject == "company":
-                return await self._stored(_company(item.company, "company"))
+                company = _company(item.company, "company")
+                return await self._stored(company), company
             if subject == "financial_statement":
                 statement = sc.statement(item.financial_statement, "financial_statement")
                 scorer.conversion_rate(statement)  # surfaces an unsupported currency per item
-                if not item.events:  # most items; replaying no events is the clean state
-                    return ScoreRequest(statement, RiskState())
                 return ScoreRequest(statement, RiskState.of(sc.events(list(item.events), "events")))
             return InvalidArgument.single(
                 "subject", "a company or a financial_statement is required"
@@ -138,36 +247,6 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             return InvalidArgument.single("financial_statement.currency_code", str(error))
         except DomainError as error:
             return error
-
-    @bidi_stream
-    async def StreamScores(
-        self, requests: AsyncIterator[scoring_pb2.StreamScoresRequest], tenant: uuid.UUID
-    ) -> AsyncIterator[scoring_pb2.StreamScoresResponse]:
-        async for chunk in requests:
-            count = len(chunk.items)
-            if count == 0 or count > MAX_STREAM_CHUNK:
-                raise InvalidArgument.single(
-                    "items", f"{count} given; 1 to {MAX_STREAM_CHUNK:,} items per message"
-                )
-            scorer = self._registry.active
-            prepared = [await self._score_item(item, scorer) for item in chunk.items]
-            to_run = [p for p in prepared if isinstance(p, ScoreRequest)]
-            computed = iter(await scorer.score_many(to_run)) if to_run else iter(())
-            times: dict[datetime, Timestamp] = {}  # the chunk's scores share their times
-            response = scoring_pb2.StreamScoresResponse()
-            for item, outcome in zip(chunk.items, prepared, strict=True):
-                result = response.results.add(correlation_id=item.correlation_id)
-                if isinstance(outcome, ScoreRequest):
-                    score = next(computed)
-                    assert score is not None
-                    result.score.CopyFrom(cv.score_message(score, None, times))
-                elif isinstance(outcome, StoredScore):
-                    result.score.CopyFrom(
-                        cv.score_message(outcome, _company(item.company, "company"))
-                    )
-                else:
-                    result.error.CopyFrom(_error_status(outcome))
-            yield response
 
     def _model(self, scorer: Scorer) -> scoring_pb2.Model:
         active = scorer is self._registry.active

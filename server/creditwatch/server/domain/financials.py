@@ -178,7 +178,8 @@ NON_NEGATIVE_ITEMS: frozenset[str] = frozenset(
 """Items that cannot be negative. Profits, equity, retained earnings, constant
 capital and extraordinary items can, so they are not listed."""
 
-_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+"""What a currency code must look like (ISO 4217: three capital letters)."""
 
 
 def validate_statement(stmt: FinancialStatement) -> list[tuple[str, str]]:
@@ -196,7 +197,7 @@ def validate_statement(stmt: FinancialStatement) -> list[tuple[str, str]]:
                 f"period_start {stmt.period_start.isoformat()}",
             )
         )
-    if not _CURRENCY_CODE.fullmatch(stmt.currency):
+    if not CURRENCY_CODE.fullmatch(stmt.currency):
         violations.append(
             ("currency", f"currency must be an ISO 4217 code such as 'EUR', got {stmt.currency!r}")
         )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 
 class RiskClass(enum.IntEnum):
@@ -23,8 +23,13 @@ class ReasonKind(enum.IntEnum):
     OVERRIDE = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Reason:
+# Reason and StoredScore are named tuples, not frozen dataclasses: both are
+# made by the hundred thousand in a re-score or a streamed upload, and a named
+# tuple is built in a third of the time (a frozen dataclass sets each field
+# through object.__setattr__). Both stay immutable records.
+
+
+class Reason(NamedTuple):
     """One explanation of a score."""
 
     code: str
@@ -33,8 +38,7 @@ class Reason:
     pd_contribution: float
 
 
-@dataclass(frozen=True, slots=True)
-class StoredScore:
+class StoredScore(NamedTuple):
     """A company's score as kept in the store."""
 
     probability_of_default: float
