@@ -17,7 +17,7 @@ full re-score >= 25 % of the raw onnxruntime batch rate.
 
 The subscribers run in this (one) Python process, so at 1,000 streams the
 client's own CPU is part of the figure; the intake rate is paced so the client
-keeps up. Run: .venv/bin/python bench/bench_alerts.py [--companies 100000]
+keeps up. Run: .venv/bin/python bench/bench_alerts.py [--companies 100000] [--rescore-only]
 """
 
 from __future__ import annotations
@@ -331,8 +331,14 @@ async def rescore(db_url: str) -> RescoreResult:
         await engine.dispose()
 
 
-async def measure(db_url: str, server: ServerProcess, companies: int) -> None:
+async def measure(db_url: str, server: ServerProcess, companies: int, rescore_only: bool) -> None:
     key, feed = await keys(db_url)
+    if not rescore_only:
+        await delivery(server, key, feed)
+    await full_rescore(db_url, server, key, companies)
+
+
+async def delivery(server: ServerProcess, key: str, feed: str) -> None:
     numbers = norwegian_numbers(12_000, start=80_100_000)
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
     try:
@@ -374,6 +380,9 @@ async def measure(db_url: str, server: ServerProcess, companies: int) -> None:
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def full_rescore(db_url: str, server: ServerProcess, key: str, companies: int) -> None:
     print(f"\nSeeding {companies:,} watched companies for the re-score (COPY)...")
     await seed_for_rescore(db_url, key, server.address, companies)
     raw = raw_batch_rows_per_second()
@@ -399,12 +408,15 @@ async def measure(db_url: str, server: ServerProcess, companies: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--companies", type=int, default=100_000)
+    parser.add_argument(
+        "--rescore-only", action="store_true", help="measure only the full re-score"
+    )
     args = parser.parse_args()
     url, embedded = server_url()
     with fresh_database(url) as db_url:
         env = {"CREDITWATCH_LOG_LEVEL": "WARNING", "CREDITWATCH_JOBS_ENABLED": "false"}
         with ServerProcess(db_url, env=env) as server:
-            asyncio.run(measure(db_url, server, args.companies))
+            asyncio.run(measure(db_url, server, args.companies, args.rescore_only))
     del embedded
 
 

@@ -16,13 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.intake import score_companies, write_alerts
+from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.intake import write_alerts
+from creditwatch.server.scoring.engine import Scorer, ScoreRequest, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
 
@@ -67,30 +70,45 @@ class Rescorer:
         """Re-score one chunk in one transaction."""
         scorer = self._registry.active
         now = datetime.now(UTC)
+        facts_ = {
+            reason: RescoreFact(reason, scorer.version)
+            for reason in (RescoreReason.MODEL_CHANGED, RescoreReason.SCHEDULED)
+        }
         async with self._sessions.begin() as session:
             locked = await rescoring.lock(session, companies)
             result.skipped_locked += len(companies) - len(locked)
-            effects = await score_companies(session, scorer, locked, origin="rescoring")
+            known = await rescoring.read_columns(session, locked, scorer.policy.overdue_days)
+            scores = await _score(scorer, known)
+            scored = [(c, s) for c, s in zip(locked, scores, strict=True) if s is not None]
+            await rescoring.add_scores(session, scored)
+            metrics.SCORES.labels("rescoring").inc(len(scored))
             changes = []
-            scored = 0
-            for company, effect in effects.items():
-                if effect.score is None:
+            for i, (company, score) in enumerate(zip(locked, scores, strict=True)):
+                if score is None:
                     continue
-                scored += 1
-                previous = effect.previous
+                before = known.previous_pd(i)
+                # A re-score alerts only on a class change or on a PD rising
+                # across a threshold; the rest cannot raise one, so they skip
+                # alert planning and the decoding of their old reasons.
+                if before is None or not (
+                    int(score.risk_class) != known.previous_class(i)
+                    or score.probability_of_default > before
+                ):
+                    continue
+                previous = known.previous(i)
+                assert previous is not None
                 reason = (
                     RescoreReason.MODEL_CHANGED
-                    if previous is not None and previous.model_version != scorer.version
+                    if previous.model_version != scorer.version
                     else RescoreReason.SCHEDULED
                 )
-                fact = RescoreFact(reason, scorer.version)
                 changes.append(
-                    (company, Change(fact, previous, effect.score, now, fact_alert=False))
+                    (company, Change(facts_[reason], previous, score, now, fact_alert=False))
                 )
-            counts = await write_alerts(session, changes)
+            counts = await write_alerts(session, changes) if changes else {}
         written = sum(counts.values())
         result.companies += len(companies)
-        result.scored += scored
+        result.scored += len(scored)
         result.alerts += written
         if written and self._on_alerts is not None:
             self._on_alerts()
@@ -153,3 +171,28 @@ class Rescorer:
             },
         )
         return result
+
+
+async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> list[StoredScore | None]:
+    """Scores of a chunk's companies, in order: those with a statement from the
+    columns as read; the few without one (None, or class D from their events)
+    as any intake scores them."""
+    count = len(known.companies)
+    out: list[StoredScore | None] = [None] * count
+    rows = known.with_statement
+    if rows:
+        whole = len(rows) == count
+        columns = StatementColumns(
+            known.items if whole else known.items[:, rows],
+            [known.currencies[i] or "" for i in rows],
+            [known.period_ends[i] or date.min for i in rows],
+        )
+        states = known.states if whole else [known.states[i] for i in rows]
+        for i, score in zip(rows, await scorer.score_columns(columns, states), strict=True):
+            out[i] = score
+    if len(rows) < count:
+        bare = sorted(set(range(count)) - set(rows))
+        requests = [ScoreRequest(None, known.states[i]) for i in bare]
+        for i, maybe in zip(bare, await scorer.score_many(requests), strict=True):
+            out[i] = maybe
+    return out

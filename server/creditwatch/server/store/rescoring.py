@@ -12,14 +12,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from creditwatch.server.domain.events import CompanyEvent, EventType
-from creditwatch.server.domain.financials import FinancialStatement
+from creditwatch.server.domain.events import (
+    CompanyEvent,
+    CompanyStatus,
+    EventType,
+    RiskState,
+    risk_state,
+)
+from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.store import facts
@@ -194,6 +203,177 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
     ):
         scores[CompanyId(r["country"], r["register_number"])] = facts.score_from_row(_Row(r))
     return Facts(statements, events, status, overdue, scores)
+
+
+# One row per company of the chunk, in chunk order: the latest statement's line
+# items as a float8 array in LINE_ITEMS order (NULL = not reported; Postgres
+# reads the jsonb numbers as float8, as orjson + float() do), what the risk
+# state needs, and the current score with its reasons left as JSON text.
+_COLUMNS_READ = f"""
+WITH chunk AS (
+    SELECT t.country, t.register_number, t.i
+    FROM unnest($1::char(2)[], $2::varchar[]) WITH ORDINALITY AS t(country, register_number, i)
+)
+SELECT array_agg(c.status ORDER BY k.i) AS status,
+       array_agg(st.currency ORDER BY k.i) AS currency,
+       array_agg(st.period_end ORDER BY k.i) AS period_end,
+       array_agg(coalesce(st.items, $4::float8[]) ORDER BY k.i) AS items,
+       array_agg(st.period_end IS NOT NULL ORDER BY k.i) AS has_statement,
+       array_agg(EXISTS (
+           SELECT 1 FROM company_events e
+           WHERE e.country = k.country AND e.register_number = k.register_number
+       ) ORDER BY k.i) AS has_events,
+       array_agg((
+           SELECT count(*) FROM payment_experiences p
+           WHERE p.country = k.country AND p.register_number = k.register_number
+             AND p.settled_date IS NULL AND current_date - p.due_date > $3
+       ) ORDER BY k.i) AS overdue,
+       array_agg(sc.probability_of_default ORDER BY k.i) AS pd,
+       array_agg(sc.risk_class ORDER BY k.i) AS risk_class,
+       array_agg(sc.model_risk_class ORDER BY k.i) AS model_risk_class,
+       array_agg(sc.reasons::text ORDER BY k.i) AS reasons,
+       array_agg(sc.model_version ORDER BY k.i) AS model_version,
+       array_agg(sc.data_as_of ORDER BY k.i) AS data_as_of,
+       array_agg(sc.score_time ORDER BY k.i) AS score_time
+FROM chunk k
+JOIN companies c ON c.country = k.country AND c.register_number = k.register_number
+LEFT JOIN LATERAL (
+    SELECT f.currency, f.period_end,
+           ARRAY[{", ".join(f"(f.items->>'{item}')::float8" for item in LINE_ITEMS)}] AS items
+    FROM financial_statements f
+    WHERE f.country = k.country AND f.register_number = k.register_number
+    ORDER BY f.period_end DESC LIMIT 1
+) st ON true
+LEFT JOIN LATERAL (
+    SELECT s.probability_of_default, s.risk_class, s.model_risk_class, s.reasons,
+           s.model_version, s.data_as_of, s.score_time
+    FROM scores s
+    WHERE s.country = k.country AND s.register_number = k.register_number
+    ORDER BY s.id DESC LIMIT 1
+) sc ON true
+"""
+
+_NO_ITEMS = [None] * len(LINE_ITEMS)
+_CLEAN = RiskState()
+_STATUS_STATES = (int(CompanyStatus.BANKRUPT), int(CompanyStatus.COMPULSORY_DISSOLUTION))
+
+
+@dataclass(frozen=True)
+class ChunkFacts:
+    """What scoring needs about each company of a chunk, in columns (index i is
+    `companies[i]`): no statement object per company, and the current scores'
+    reasons left as stored JSON text until an alert needs them."""
+
+    companies: Sequence[CompanyId]
+    items: npt.NDArray[np.float64]
+    """Shape (len(LINE_ITEMS), n): the latest statement's items, NaN = missing."""
+    currencies: list[str | None]
+    period_ends: list[date | None]
+    with_statement: list[int]
+    """Indexes of the companies that have a statement."""
+    states: list[RiskState]
+    _pd: list[float | None]
+    _risk_class: list[int | None]
+    _model_risk_class: list[int | None]
+    _reasons: list[str | None]
+    _model_version: list[str | None]
+    _data_as_of: list[datetime | None]
+    _score_time: list[datetime | None]
+
+    def previous_version(self, i: int) -> str | None:
+        """The model version of company i's current score (None: no score)."""
+        return self._model_version[i]
+
+    def previous_pd(self, i: int) -> float | None:
+        """The PD of company i's current score (None: no score)."""
+        return self._pd[i]
+
+    def previous_class(self, i: int) -> int | None:
+        """The risk class of company i's current score (None: no score)."""
+        return self._risk_class[i]
+
+    def previous(self, i: int) -> StoredScore | None:
+        """Company i's current score, reasons decoded (most of the cost: ask
+        only when an alert shows it)."""
+        score_time = self._score_time[i]
+        if score_time is None:
+            return None
+        return facts.score_from_row(
+            SimpleNamespace(
+                probability_of_default=self._pd[i],
+                risk_class=self._risk_class[i],
+                model_risk_class=self._model_risk_class[i],
+                reasons=orjson.loads(self._reasons[i] or "[]"),
+                model_version=self._model_version[i],
+                data_as_of=self._data_as_of[i],
+                score_time=score_time,
+            )
+        )
+
+
+async def read_columns(
+    session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int
+) -> ChunkFacts:
+    """`read` for a re-score: the chunk's facts in columns, in one query (plus
+    one for the events of the few companies that have any)."""
+    if not companies:
+        return ChunkFacts(companies, np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
+    connection = await driver(session)
+    arrays = _arrays(companies)
+    count = len(companies)
+    row = await connection.fetchrow(_COLUMNS_READ, *arrays, overdue_days, _NO_ITEMS)
+    if row is None or len(row["status"] or ()) != count:
+        raise ValueError("every company of a chunk must exist (lock them first)")
+    items = np.array(row["items"], dtype=np.float64).reshape(count, len(LINE_ITEMS)).T
+    with_statement = [i for i, present in enumerate(row["has_statement"]) if present]
+    states = [_CLEAN] * count
+    special = [
+        i
+        for i, (events, status, overdue) in enumerate(
+            zip(row["has_events"], row["status"], row["overdue"], strict=True)
+        )
+        if events or overdue or status in _STATUS_STATES
+    ]
+    if special:
+        events = await _events(connection, [companies[i] for i in special])
+        for i in special:
+            states[i] = risk_state(
+                events.get(companies[i], []), row["status"][i], row["overdue"][i]
+            )
+    return ChunkFacts(
+        companies,
+        items,
+        row["currency"],
+        row["period_end"],
+        with_statement,
+        states,
+        row["pd"],
+        row["risk_class"],
+        row["model_risk_class"],
+        row["reasons"],
+        row["model_version"],
+        row["data_as_of"],
+        row["score_time"],
+    )
+
+
+async def _events(
+    connection: Any, companies: Sequence[CompanyId]
+) -> dict[CompanyId, list[CompanyEvent]]:
+    """Each company's events, in the order they were recorded."""
+    events: dict[CompanyId, list[CompanyEvent]] = {}
+    for r in await connection.fetch(
+        f"""
+        SELECT country, register_number, type, occurred_at, reference
+        FROM company_events WHERE {_IN_CHUNK}
+        ORDER BY country, register_number, record_time, event_id
+        """,
+        *_arrays(companies),
+    ):
+        events.setdefault(CompanyId(r["country"], r["register_number"]), []).append(
+            CompanyEvent(EventType(r["type"]), r["occurred_at"], r["reference"])
+        )
+    return events
 
 
 class _Row:
