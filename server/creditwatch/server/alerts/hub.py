@@ -47,7 +47,7 @@ class Subscription:
     __slots__ = (
         "_buffer",
         "_limit",
-        "_wake",
+        "_waiter",
         "filter",
         "lagging_since",
         "registered_at",
@@ -65,7 +65,7 @@ class Subscription:
         alerts up to it must be read from the database."""
         self._buffer: deque[StoredAlert] = deque()
         self._limit = limit
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[bool] | None = None
         self.state = "open"
         """"open"; "lagging" (buffer overflowed: read the gap from the database,
         then `AlertHub.rejoin`); or "closed" (replica shutting down)."""
@@ -81,10 +81,10 @@ class Subscription:
             if self.lagging_since is None:
                 self.lagging_since = time.monotonic()
             self._buffer.clear()
-            self._wake.set()
+            self._wake()
             return False
         self._buffer.append(alert)
-        self._wake.set()
+        self._wake()
         return True
 
     def caught_up(self) -> None:
@@ -94,7 +94,12 @@ class Subscription:
     def close(self) -> None:
         """End the stream (replica shutting down)."""
         self.state = "closed"
-        self._wake.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
     def pop(self) -> StoredAlert | None:
         """The next buffered alert, if any."""
@@ -104,12 +109,23 @@ class Subscription:
         """Wait until something is buffered or the state changes; False on timeout."""
         if self._buffer or self.state != "open":
             return True
-        self._wake.clear()
+        # One future and one timer, not asyncio.wait_for on an Event (a task
+        # per wait): every stream waits again after every alert it sends, so
+        # at 1,000 streams this is on the fan-out's critical path.
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(seconds, _expire, waiter)
         try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class AlertHub:
