@@ -111,6 +111,19 @@ def pd_contributions(contributions: npt.NDArray[np.float32]) -> Matrix:
     return result
 
 
+def pd_contributions_row(outputs: list[float]) -> list[float]:
+    """`pd_contributions` of one row (64 contributions and the base log-odds),
+    in plain floats: a single score is quicker without a dozen numpy calls."""
+    phi, base = outputs[:N_FEATURES], outputs[N_FEATURES]
+    moved = math.fsum(phi)
+    base_pd = 0.5 * (1.0 + math.tanh(0.5 * base))
+    if abs(moved) < 1e-6:
+        slope = base_pd * (1.0 - base_pd)
+    else:
+        slope = (0.5 * (1.0 + math.tanh(0.5 * (base + moved))) - base_pd) / moved
+    return [value * slope for value in phi]
+
+
 @dataclass(frozen=True)
 class ScoreRequest:
     """What one score is computed from."""
@@ -412,7 +425,18 @@ class Scorer:
         """Scores of statements (row i of `x` and `outputs` is statement i)."""
         if not len(x):
             return []
-        pds, contributions = self._contributions(x, outputs)
+        if len(x) < COLUMNS_FROM and self.model.explains:
+            # A few rows: plain floats (the numpy path's per-call cost is
+            # most of a single score's).
+            rows = outputs.tolist()
+            pds_list = [row[0] for row in rows]
+            model_reasons = [
+                self._row_reasons(values, pd_contributions_row(row[1:]))
+                for values, row in zip(x.tolist(), rows, strict=True)
+            ]
+        else:
+            pds, contributions = self._contributions(x, outputs)
+            pds_list, model_reasons = pds.tolist(), self._model_reasons(x, contributions)
         now = datetime.now(UTC)
         as_of: dict[date, datetime] = {}
         # The policy is a pure function of class and state, and most companies
@@ -422,7 +446,7 @@ class Scorer:
         out: list[StoredScore] = []
         new = tuple.__new__
         for pd, reasons, state, end in zip(
-            pds.tolist(), self._model_reasons(x, contributions), states, period_ends, strict=True
+            pds_list, model_reasons, states, period_ends, strict=True
         ):
             model_class = classify(pd)
             key = (model_class, state)
