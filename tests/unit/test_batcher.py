@@ -90,3 +90,37 @@ async def test_small_batches_run_on_the_loop_and_large_ones_in_the_worker() -> N
         await batcher.predict(np.ones((33, 4), np.float32))
     assert threads[0] == threading.current_thread().name
     assert threads[1].startswith("onnx")
+
+
+async def test_at_low_load_a_request_runs_within_its_own_call() -> None:
+    """No loop iteration passes: a callback scheduled before the call has not
+    run when the result is back."""
+    runner = Recorder()
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(runner, pool)
+        for i in range(3):
+            ran: list[bool] = []
+            asyncio.get_running_loop().call_soon(ran.append, True)
+            out = await batcher.predict(np.full((1, 2), i, np.float32))
+            assert out.tolist() == [2.0 * i] and ran == []
+            await asyncio.sleep(0)
+
+
+async def test_callers_arriving_together_are_batched_again_then_alone_runs_at_once() -> None:
+    runner = Recorder(delay=0.002)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(runner, pool)
+        await batcher.predict(np.ones((1, 2), np.float32))  # at once
+        outs = await asyncio.gather(
+            *(batcher.predict(np.full((1, 2), i, np.float32)) for i in range(50))
+        )
+        assert [o.tolist() for o in outs] == [[2.0 * i] for i in range(50)]
+        # The first of the burst ran at once; the second saw it and the rest
+        # were batched.
+        assert runner.sizes[:2] == [1, 1] and len(runner.sizes) < 10, runner.sizes
+        await batcher.predict(np.ones((1, 2), np.float32))  # a batch of one: low load again
+        await asyncio.sleep(0)
+        ran: list[bool] = []
+        asyncio.get_running_loop().call_soon(ran.append, True)
+        await batcher.predict(np.ones((1, 2), np.float32))
+        assert ran == []
