@@ -214,7 +214,10 @@ WITH chunk AS (
     SELECT t.country, t.register_number, t.i
     FROM unnest($1::char(2)[], $2::varchar[]) WITH ORDINALITY AS t(country, register_number, i)
 )
-SELECT array_agg(c.status ORDER BY k.i) AS status,
+SELECT array_agg((
+           SELECT c.status FROM companies c
+           WHERE c.country = k.country AND c.register_number = k.register_number
+       ) ORDER BY k.i) AS status,
        array_agg(st.currency ORDER BY k.i) AS currency,
        array_agg(st.period_end ORDER BY k.i) AS period_end,
        array_agg(coalesce(st.items, $4::float8[]) ORDER BY k.i) AS items,
@@ -236,7 +239,6 @@ SELECT array_agg(c.status ORDER BY k.i) AS status,
        array_agg(sc.data_as_of ORDER BY k.i) AS data_as_of,
        array_agg(sc.score_time ORDER BY k.i) AS score_time
 FROM chunk k
-JOIN companies c ON c.country = k.country AND c.register_number = k.register_number
 LEFT JOIN LATERAL (
     SELECT f.currency, f.period_end,
            ARRAY[{", ".join(f"(f.items->>'{item}')::float8" for item in LINE_ITEMS)}] AS items
@@ -322,7 +324,7 @@ async def read_columns(
     arrays = _arrays(companies)
     count = len(companies)
     row = await connection.fetchrow(_COLUMNS_READ, *arrays, overdue_days, _NO_ITEMS)
-    if row is None or len(row["status"] or ()) != count:
+    if row is None or None in row["status"]:
         raise ValueError("every company of a chunk must exist (lock them first)")
     items = np.array(row["items"], dtype=np.float64).reshape(count, len(LINE_ITEMS)).T
     with_statement = [i for i, present in enumerate(row["has_statement"]) if present]
@@ -404,6 +406,17 @@ _SCORE_COLUMNS = (
 )
 
 
+def reasons_text(score: StoredScore) -> str:
+    """A score's reasons as stored JSON text (as `facts.score_json` has them,
+    built directly: this runs once per score of a re-score)."""
+    return orjson.dumps(
+        [
+            {"code": r[0], "description": r[1], "kind": r[2], "pd_contribution": r[3]}
+            for r in score.reasons
+        ]
+    ).decode()
+
+
 async def add_scores(
     session: AsyncSession, scored: Sequence[tuple[CompanyId, StoredScore]]
 ) -> None:
@@ -421,7 +434,7 @@ async def add_scores(
                 score.probability_of_default,
                 int(score.risk_class),
                 int(score.model_risk_class),
-                dumps(facts.score_json(score)["reasons"]),
+                reasons_text(score),
                 score.model_version,
                 score.data_as_of,
                 score.score_time,
