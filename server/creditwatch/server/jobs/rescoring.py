@@ -3,8 +3,9 @@ another model version, are re-scored in chunks, producing alerts like any
 other change.
 
 Each chunk is one transaction: lock the chunk's companies (skipping any an
-intake holds; that intake re-scores them itself), read their facts in a few
-bulk queries, run the model once for the chunk, store the scores and write
+intake holds; that intake re-scores them itself) and read their facts in
+columns in one statement, run the model once for the chunk (no statement
+object per company), store the scores and write
 the alerts (risk-class changes and PD-threshold crossings; the trigger says
 "re-scored" with the reason, MODEL_CHANGED or SCHEDULED).
 """
@@ -75,9 +76,9 @@ class Rescorer:
             for reason in (RescoreReason.MODEL_CHANGED, RescoreReason.SCHEDULED)
         }
         async with self._sessions.begin() as session:
-            locked = await rescoring.lock(session, companies)
+            known = await rescoring.lock_and_read(session, companies, scorer.policy.overdue_days)
+            locked = known.companies
             result.skipped_locked += len(companies) - len(locked)
-            known = await rescoring.read_columns(session, locked, scorer.policy.overdue_days)
             scores = await _score(scorer, known)
             scored = [(c, s) for c, s in zip(locked, scores, strict=True) if s is not None]
             await rescoring.add_scores(session, scored)
@@ -132,14 +133,17 @@ class Rescorer:
             after: CompanyId | None = None
             try:
                 while True:
+                    # A page per round of workers: one query (and session)
+                    # per chunk kept this task behind the workers.
                     async with self._sessions() as session:
-                        chunk = await rescoring.due(
-                            session, version, stale_before, after, self._chunk
+                        due = await rescoring.due(
+                            session, version, stale_before, after, self._chunk * self._workers
                         )
-                    if not chunk:
+                    if not due:
                         break
-                    await chunks.put(chunk)
-                    after = chunk[-1]
+                    for start in range(0, len(due), self._chunk):
+                        await chunks.put(due[start : start + self._chunk])
+                    after = due[-1]
             finally:
                 for _ in range(self._workers):
                     await chunks.put(None)

@@ -83,20 +83,6 @@ async def due(
     return [CompanyId(r["country"], r["register_number"]) for r in rows]
 
 
-async def lock(session: AsyncSession, companies: Sequence[CompanyId]) -> list[CompanyId]:
-    """Lock the companies' rows for this transaction, skipping any an intake holds
-    (that intake re-scores them itself); returns the ones locked."""
-    connection = await driver(session)
-    rows = await connection.fetch(
-        f"""
-        SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
-        ORDER BY country, register_number FOR UPDATE SKIP LOCKED
-        """,
-        *_arrays(companies),
-    )
-    return [CompanyId(r["country"], r["register_number"]) for r in rows]
-
-
 async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
     """Create missing company rows and lock all of them, in key order (so
     concurrent intakes never deadlock)."""
@@ -205,19 +191,24 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
     return Facts(statements, events, status, overdue, scores)
 
 
-# One row per company of the chunk, in chunk order: the latest statement's line
-# items as a float8 array in LINE_ITEMS order (NULL = not reported; Postgres
-# reads the jsonb numbers as float8, as orjson + float() do), what the risk
-# state needs, and the current score with its reasons left as JSON text.
-_COLUMNS_READ = f"""
-WITH chunk AS (
-    SELECT t.country, t.register_number, t.i
-    FROM unnest($1::char(2)[], $2::varchar[]) WITH ORDINALITY AS t(country, register_number, i)
+# Locks the chunk's companies (key order, skipping any an intake holds: that
+# intake re-scores them itself) and returns, per locked company in key order:
+# the latest statement's line items as a float8 array in LINE_ITEMS order
+# (NULL = not reported; Postgres reads the jsonb numbers as float8, as orjson +
+# float() do), what the risk state needs, and the current score with its
+# reasons left as JSON text. One statement, one round trip. Every lookup is
+# by index per company: a join against `companies` became a hash join over
+# the whole table.
+_LOCK_AND_READ = f"""
+WITH locked AS MATERIALIZED (
+    SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
+    ORDER BY country, register_number FOR UPDATE SKIP LOCKED
+), chunk AS (
+    SELECT l.*, row_number() OVER (ORDER BY l.country, l.register_number) AS i FROM locked l
 )
-SELECT array_agg((
-           SELECT c.status FROM companies c
-           WHERE c.country = k.country AND c.register_number = k.register_number
-       ) ORDER BY k.i) AS status,
+SELECT array_agg(k.country ORDER BY k.i) AS country,
+       array_agg(k.register_number ORDER BY k.i) AS register_number,
+       array_agg(k.status ORDER BY k.i) AS status,
        array_agg(st.currency ORDER BY k.i) AS currency,
        array_agg(st.period_end ORDER BY k.i) AS period_end,
        array_agg(coalesce(st.items, $4::float8[]) ORDER BY k.i) AS items,
@@ -313,19 +304,20 @@ class ChunkFacts:
         )
 
 
-async def read_columns(
+async def lock_and_read(
     session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int
 ) -> ChunkFacts:
-    """`read` for a re-score: the chunk's facts in columns, in one query (plus
-    one for the events of the few companies that have any)."""
-    if not companies:
-        return ChunkFacts(companies, np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
+    """`lock` and `read` for a re-score, in one statement (plus one for the
+    events of the few companies that have any): the locked companies' facts
+    in columns, in key order."""
     connection = await driver(session)
-    arrays = _arrays(companies)
+    row = await connection.fetchrow(_LOCK_AND_READ, *_arrays(companies), overdue_days, _NO_ITEMS)
+    if row is None or row["country"] is None:  # none left to lock
+        return ChunkFacts([], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
+    companies = [
+        CompanyId(*key) for key in zip(row["country"], row["register_number"], strict=True)
+    ]
     count = len(companies)
-    row = await connection.fetchrow(_COLUMNS_READ, *arrays, overdue_days, _NO_ITEMS)
-    if row is None or None in row["status"]:
-        raise ValueError("every company of a chunk must exist (lock them first)")
     items = np.array(row["items"], dtype=np.float64).reshape(count, len(LINE_ITEMS)).T
     with_statement = [i for i, present in enumerate(row["has_statement"]) if present]
     states = [_CLEAN] * count
