@@ -16,8 +16,11 @@ Goals (issue #5): p99 <= 50 ms at 1,000 subscribers; <= 50 KB per idle stream;
 full re-score >= 25 % of the raw onnxruntime batch rate.
 
 The subscribers run in this (one) Python process, so at 1,000 streams the
-client's own CPU is part of the figure; the intake rate is paced so the client
-keeps up. Run: .venv/bin/python bench/bench_alerts.py [--companies 100000] [--rescore-only]
+client's own CPU and queueing are part of the figure; the intake rate is paced
+so the client keeps up. 1,000 subscribers are therefore measured a second time
+spread over CLIENT_PROCESSES client processes (bench/subscribers.py), on the
+same two cores as the server.
+Run: .venv/bin/python bench/bench_alerts.py [--companies 100000] [--rescore-only]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -69,6 +73,7 @@ from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 CHANNELS = 10  # subscriber streams are spread over this many connections
+CLIENT_PROCESSES = 4  # for the second 1,000-subscriber measurement
 
 
 def raw_batch_rows_per_second() -> float:
@@ -164,13 +169,19 @@ class Subscriber:
 
 
 async def latency(
-    channels: list[grpc.aio.Channel], key: str, feed: str, numbers: list[str], subscribers: int
+    channels: list[grpc.aio.Channel],
+    key: str,
+    feed: str,
+    numbers: list[str],
+    subscribers: int,
+    server_pid: int,
 ) -> dict[str, float]:
     """Open `subscribers` streams, send one alert at a time, measure arrival delays."""
     streams = [Subscriber(channels[i % len(channels)], key) for i in range(subscribers)]
     await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in streams)), 120)
     intake = companies_pb2_grpc.CompanyDataServiceStub(channels[0])
     alerts = min(len(numbers), 100)
+    cpu_before = cpu_seconds(server_pid)
     pace = max(0.02, subscribers / 20_000)  # the client must keep up with the fan-out
     started: dict[str, float] = {}
     calls: list[float] = []
@@ -185,6 +196,7 @@ async def latency(
         if all(len(s.arrivals) >= alerts for s in streams):
             break
         await asyncio.sleep(0.05)
+    cpu = cpu_seconds(server_pid) - cpu_before
     from_call = [
         (s.arrivals[n] - started[n]) * 1000 for s in streams for n in started if n in s.arrivals
     ]
@@ -198,6 +210,7 @@ async def latency(
         "p99": percentile(from_call, 99),
         "deliveries": len(from_call),
         "missing": missing,
+        "server_cpu_ms": cpu / alerts * 1000,
     }
 
 
@@ -229,6 +242,12 @@ async def sustained(
     stream.close()
     await stream.task
     return len(numbers) / written, len(stream.arrivals) / delivered, len(stream.arrivals)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kb(pid: int) -> int:
@@ -338,7 +357,80 @@ async def measure(db_url: str, server: ServerProcess, args: argparse.Namespace) 
     key, feed = await keys(db_url)
     if not args.rescore_only:
         await delivery(server, key, feed)
-    await full_rescore(db_url, server, key, args)
+    if not args.delivery_only:
+        await full_rescore(db_url, server, key, args)
+
+
+async def latency_in_processes(
+    address: str,
+    key: str,
+    feed: str,
+    numbers: list[str],
+    subscribers: int,
+    processes: int,
+    server_pid: int,
+) -> dict[str, float]:
+    """`latency` with the subscribers spread over `processes` client processes
+    (bench/subscribers.py), so that one client's own queueing is not measured."""
+    share = [subscribers // processes + (i < subscribers % processes) for i in range(processes)]
+    script = Path(__file__).with_name("subscribers.py")
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(script), address, key, str(n), str(max(1, CHANNELS // processes)),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # the arrivals come back as one JSON line
+        )
+        for n in share
+    ]  # fmt: skip
+
+    async def ask(child: asyncio.subprocess.Process, command: str) -> bytes:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.write(command.encode() + b"\n")
+        await child.stdin.drain()
+        return await child.stdout.readline()
+
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert (await asyncio.wait_for(child.stdout.readline(), 180)).strip() == b"ready"
+        async with grpc.aio.insecure_channel(address) as channel:
+            intake = companies_pb2_grpc.CompanyDataServiceStub(channel)
+            alerts = min(len(numbers), 100)
+            cpu_before = cpu_seconds(server_pid)
+            started: dict[str, float] = {}
+            calls: list[float] = []
+            for number in numbers[:alerts]:
+                started[number] = time.perf_counter()
+                await intake.RecordEvents(
+                    companies_pb2.RecordEventsRequest(events=[remark(number)]),
+                    metadata=meta(feed),
+                )
+                calls.append((time.perf_counter() - started[number]) * 1000)
+                await asyncio.sleep(0.05)
+        for _ in range(600):  # up to a minute for the last deliveries
+            counts = [int(await ask(child, "count")) for child in children]
+            if sum(counts) >= alerts * subscribers:
+                break
+            await asyncio.sleep(0.1)
+        cpu = cpu_seconds(server_pid) - cpu_before
+        from_call = []
+        for child in children:
+            for number, arrived in json.loads(await ask(child, "stop"))["arrivals"]:
+                if number in started:
+                    from_call.append((arrived - started[number]) * 1000)
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+    return {
+        "intake_p50": percentile(calls, 50),
+        "p50": percentile(from_call, 50),
+        "p99": percentile(from_call, 99),
+        "deliveries": len(from_call),
+        "missing": alerts * subscribers - len(from_call),
+        "server_cpu_ms": cpu / alerts * 1000,
+    }
 
 
 async def delivery(server: ServerProcess, key: str, feed: str) -> None:
@@ -348,24 +440,38 @@ async def delivery(server: ServerProcess, key: str, feed: str) -> None:
         await watch_all(channels[0], key, numbers)
         rows = []
         offset = 0
-        for subscribers in (1, 100, 1000):
-            figures = await latency(
-                channels, key, feed, numbers[offset : offset + 100], subscribers
-            )
+        pid = server.process.pid  # type: ignore[union-attr]
+        for subscribers, processes in ((1, 0), (100, 0), (1000, 0), (1000, CLIENT_PROCESSES)):
+            chosen = numbers[offset : offset + 100]
+            if processes:
+                figures = await latency_in_processes(
+                    server.address, key, feed, chosen, subscribers, processes, pid
+                )
+            else:
+                figures = await latency(channels, key, feed, chosen, subscribers, pid)
             offset += 100
             rows.append(
                 (
-                    subscribers,
+                    f"{subscribers:,} ({processes or 1} client processes)",
                     f"{figures['intake_p50']:.1f}",
                     f"{figures['p50']:.1f}",
                     f"{figures['p99']:.1f}",
                     int(figures["deliveries"]),
                     int(figures["missing"]),
+                    f"{figures['server_cpu_ms']:.1f}",
                 )
             )
         print_table(
             "Intake call start → alert at subscriber (ms; 100 alerts, one at a time)",
-            ("subscribers", "intake RPC p50", "p50", "p99", "deliveries", "missing"),
+            (
+                "subscribers",
+                "intake RPC p50",
+                "p50",
+                "p99",
+                "deliveries",
+                "missing",
+                "server CPU ms/alert",
+            ),
             rows,
         )
         written, delivered, count = await sustained(channels, key, feed, numbers[1_000:11_000])
@@ -422,6 +528,9 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument(
         "--rescore-only", action="store_true", help="measure only the full re-score"
+    )
+    parser.add_argument(
+        "--delivery-only", action="store_true", help="measure only latency, rate and memory"
     )
     defaults = Settings.model_fields
     parser.add_argument("--workers", type=int, default=defaults["rescore_workers"].default)
