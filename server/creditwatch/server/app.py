@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -214,9 +215,25 @@ async def start(settings: Settings) -> Running:
     )
 
 
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic collections for a long-running server.
+
+    With the defaults (a collection every 700 net allocations) the collector
+    took a tenth of the event loop while 1,000 alert streams were being
+    written to, mostly re-walking objects that live as long as the process.
+    Those (modules, the model, the wiring) are frozen out of every later
+    collection, and the youngest generation is collected every 50,000
+    allocations instead. Reference cycles are still collected, only later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(settings)
+    tune_garbage_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
