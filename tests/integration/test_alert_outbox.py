@@ -52,7 +52,7 @@ async def _read_all(
         page = await alerts.tail(reader, after, 100)
         seen += [a.id for a in page.alerts]
         after = page.position
-        if len(page.alerts) < 100:
+        if page.read < 100:
             return seen, after
 
 
@@ -155,3 +155,25 @@ async def test_bulk_statements_run_inside_the_session_transaction(
             text("SELECT count(*) FROM tenants WHERE display_name = :n"), {"n": name}
         )
     assert found == 0
+
+
+async def test_the_hubs_read_passes_over_tenants_without_streams_undecoded(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    wanted = (await new_tenant(sessions, "outbox wanted")).tenant_id
+    other = (await new_tenant(sessions, "outbox other")).tenant_id
+    writer, reader = [await _connect(database_url) for _ in range(2)]
+    try:
+        _, start = await _read_all(reader, ORIGIN)
+        ids = [await _insert(writer, tenant) for tenant in (other, wanted, other, other, wanted)]
+        await writer.execute("SELECT pg_current_xact_id()")  # settles the rows above
+        page = await alerts.tail(reader, start, 3, {wanted})
+        assert page.read == 3 and [a.id for a in page.alerts] == [ids[1][0]]
+        rest = await alerts.tail(reader, page.position, 100, {wanted})
+        assert rest.read == 2 and [a.id for a in rest.alerts] == [ids[4][0]]
+        everything = await alerts.tail(reader, start, 100)
+        assert [a.id for a in everything.alerts] == [alert_id for alert_id, _ in ids]
+        assert everything.position == rest.position
+    finally:
+        for connection in (writer, reader):
+            await connection.close()

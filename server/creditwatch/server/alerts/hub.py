@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -214,7 +213,7 @@ class AlertHub:
         """Read and dispatch until caught up with everything settled."""
         delay = 0.002
         while True:
-            page = await store.tail(connection, self.position, self._batch)
+            page = await store.tail(connection, self.position, self._batch, self._by_tenant)
             if page.alerts:
                 self._dispatch(page.alerts)
                 log.debug(
@@ -222,7 +221,7 @@ class AlertHub:
                     extra={"alerts": len(page.alerts), "position": str(page.position)},
                 )
             self._position = max(self.position, page.position)
-            if len(page.alerts) >= self._batch:
+            if page.read >= self._batch:
                 continue
             if not await store.pending(connection, self.position):
                 return
@@ -234,9 +233,8 @@ class AlertHub:
     async def _session(self) -> None:
         connection = await asyncpg.connect(**self._connect)
         try:
-            await connection.set_type_codec(
-                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-            )
+            # No jsonb codec: alerts arrive as text and only those a local
+            # stream wants are decoded (store.alerts.alert_from_row, orjson).
             await connection.add_listener(store.CHANNEL, self._on_notify)
             if self._position is None:
                 xmin = await connection.fetchval(

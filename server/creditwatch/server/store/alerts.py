@@ -15,7 +15,7 @@ cluster holds delivery back until it ends, so keep write transactions short.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -294,16 +294,28 @@ class TailPage:
     alerts: list[StoredAlert]
     position: Position
     """Every alert at or before this position has been read."""
+    read: int
+    """Rows read, `alerts` and those passed over (see `tail`)."""
 
 
-async def tail(connection: asyncpg.Connection, after: Position, limit: int) -> TailPage:
-    """The next settled alerts of all tenants after `after` (the replica hub's read)."""
+async def tail(
+    connection: asyncpg.Connection,
+    after: Position,
+    limit: int,
+    tenants: Container[uuid.UUID] | None = None,
+) -> TailPage:
+    """The next settled alerts of all tenants after `after` (the replica hub's
+    read). With `tenants`, alerts of other tenants are read past but not
+    decoded: no stream of this replica wants them, and a re-score of a large
+    book writes tens of thousands at once."""
     rows = await connection.fetch(_TAIL, after.xid, after.seq, limit)
-    alerts = [alert_from_row(row) for row in rows if row["xid"] is not None]
-    if len(alerts) >= limit:
-        return TailPage(alerts, alerts[-1].position)
+    read = [row for row in rows if row["xid"] is not None]
+    alerts = [alert_from_row(row) for row in read if tenants is None or row["tenant_id"] in tenants]
+    last = [Position(row["xid"], row["seq"]) for row in read[-1:]]
+    if len(read) >= limit:
+        return TailPage(alerts, last[0], len(read))
     settled = Position.settled_below(rows[0]["settled_xmin"])
-    return TailPage(alerts, max(after, settled, *(a.position for a in alerts)))
+    return TailPage(alerts, max(after, settled, *last), len(read))
 
 
 async def pending(connection: asyncpg.Connection, after: Position) -> bool:
