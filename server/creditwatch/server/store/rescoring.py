@@ -146,18 +146,7 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
             *arrays,
         )
     }
-    events: dict[CompanyId, list[CompanyEvent]] = {}
-    for r in await connection.fetch(
-        f"""
-        SELECT country, register_number, type, occurred_at, reference
-        FROM company_events WHERE {_IN_CHUNK}
-        ORDER BY country, register_number, record_time, event_id
-        """,
-        *arrays,
-    ):
-        events.setdefault(CompanyId(r["country"], r["register_number"]), []).append(
-            CompanyEvent(EventType(r["type"]), r["occurred_at"], r["reference"])
-        )
+    events = await _events(connection, companies)
     status = {
         CompanyId(r["country"], r["register_number"]): int(r["status"])
         for r in await connection.fetch(
