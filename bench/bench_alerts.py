@@ -321,6 +321,17 @@ async def retire_scores(db_url: str) -> None:
         await conn.close()
 
 
+async def settle(db_url: str) -> None:
+    """VACUUM ANALYZE after a bulk load or update, as autovacuum would have done
+    in a running system by the time a scheduled re-score comes round; without
+    it the first chunks are planned on the statistics of empty tables."""
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
 def json_format_items() -> dict[str, float]:
     statement = healthy()
     return {
@@ -502,6 +513,7 @@ async def full_rescore(
     for label in ("classes mostly change", "model change"):
         if runs:
             await retire_scores(db_url)  # as if a new model version were activated
+        await settle(db_url)
         cpu = time.process_time()
         result = await rescore(db_url, args.workers, args.chunk)
         runs.append((label, result, (time.process_time() - cpu) / result.companies * 1e6))
