@@ -180,18 +180,25 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
     return Facts(statements, events, status, overdue, scores)
 
 
-# Locks the chunk's companies (key order, skipping any an intake holds: that
-# intake re-scores them itself) and returns, per locked company in key order:
-# the latest statement's line items as a float8 array in LINE_ITEMS order
-# (NULL = not reported; Postgres reads the jsonb numbers as float8, as orjson +
-# float() do), what the risk state needs, and the current score with its
-# reasons left as JSON text. One statement, one round trip. Every lookup is
-# by index per company: a join against `companies` became a hash join over
-# the whole table.
-_LOCK_AND_READ = f"""
+# Locks the chunk's companies in key order, skipping any an intake holds
+# (that intake re-scores them itself).
+_LOCK = f"""
+SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
+ORDER BY country, register_number FOR UPDATE SKIP LOCKED
+"""
+
+# Per locked company, in key order: the latest statement's line items as a
+# float8 array in LINE_ITEMS order (NULL = not reported; Postgres reads the
+# jsonb numbers as float8, as orjson + float() do), what the risk state needs,
+# and the current score with its reasons left as JSON text. Every lookup is by
+# index per company: a join against `companies` became a hash join over the
+# whole table. A statement of its own, after _LOCK: under READ COMMITTED a
+# statement reads the snapshot it started with, so a read in the locking
+# statement could miss what an intake committed while the lock waited, and
+# store a score from older facts over the intake's.
+_READ = f"""
 WITH locked AS MATERIALIZED (
     SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
-    ORDER BY country, register_number FOR UPDATE SKIP LOCKED
 ), chunk AS (
     SELECT l.*, row_number() OVER (ORDER BY l.country, l.register_number) AS i FROM locked l
 )
@@ -296,11 +303,17 @@ class ChunkFacts:
 async def lock_and_read(
     session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int
 ) -> ChunkFacts:
-    """`lock` and `read` for a re-score, in one statement (plus one for the
-    events of the few companies that have any): the locked companies' facts
-    in columns, in key order."""
+    """Lock a re-score's chunk (skipping companies an intake holds), then read
+    the locked companies' facts in columns, in key order: two statements, plus
+    one for the events of the few companies that have any."""
     connection = await driver(session)
-    row = await connection.fetchrow(_LOCK_AND_READ, *_arrays(companies), overdue_days, _NO_ITEMS)
+    locked = [
+        CompanyId(r["country"], r["register_number"])
+        for r in await connection.fetch(_LOCK, *_arrays(companies))
+    ]
+    if not locked:
+        return ChunkFacts([], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
+    row = await connection.fetchrow(_READ, *_arrays(locked), overdue_days, _NO_ITEMS)
     if row is None or row["country"] is None:  # none left to lock
         return ChunkFacts([], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
     companies = [
