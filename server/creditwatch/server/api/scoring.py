@@ -39,8 +39,8 @@ MAX_STREAM_CHUNK = 1_000
 # Chunks with more items than this are read and answered in a worker thread,
 # so that a 1,000-item chunk does not hold the event loop for milliseconds.
 INLINE_ITEMS = 64
-# Chunks of one stream being scored at once, beside the one being answered.
-CHUNKS_IN_FLIGHT = 2
+# Chunks of one stream held at once: being read, scored or answered.
+CHUNKS_IN_FLIGHT = 3
 SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
 
 # What one stream item comes to: a score (with the company it belongs to, for
@@ -152,11 +152,14 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self, requests: AsyncIterator[scoring_pb2.StreamScoresRequest], tenant: uuid.UUID
     ) -> AsyncIterator[scoring_pb2.StreamScoresResponse]:
         # Chunks overlap: while one is in the model, the next is being read
-        # and the one before answered. Results still go out in chunk order,
-        # and at most CHUNKS_IN_FLIGHT + 1 chunks are held at once (the reader
-        # waits for room, and gRPC's flow control then holds the client back).
+        # and the one before answered. Answers still go out in chunk order, and
+        # at most CHUNKS_IN_FLIGHT chunks are held at once: the reader takes a
+        # permit before it starts a chunk (gRPC's flow control then holds the
+        # client back), and a chunk gives its permit back once answered.
+        room = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
         started: asyncio.Queue[asyncio.Task[scoring_pb2.StreamScoresResponse] | None]
-        started = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
+        started = asyncio.Queue()
+        tasks: list[asyncio.Task[Any]] = []
 
         async def read() -> None:
             try:
@@ -166,30 +169,32 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                         raise InvalidArgument.single(
                             "items", f"{count} given; 1 to {MAX_STREAM_CHUNK:,} items per message"
                         )
-                    work = self._score_chunk(chunk.items, self._registry.active)
-                    await started.put(asyncio.create_task(work))
-            except asyncio.CancelledError:
-                raise  # the stream is over; nobody waits for the end mark
-            except BaseException:
-                await started.put(None)
-                raise
-            await started.put(None)
+                    await room.acquire()
+                    # Started and queued with no await between: every chunk
+                    # task is either answered or cancelled below.
+                    task = asyncio.create_task(
+                        self._score_chunk(chunk.items, self._registry.active)
+                    )
+                    tasks.append(task)
+                    started.put_nowait(task)
+            finally:
+                started.put_nowait(None)  # the end, after every chunk started
 
         reader = asyncio.create_task(read())
-        held: list[asyncio.Task[scoring_pb2.StreamScoresResponse]] = []
+        tasks.append(reader)
         try:
             while (task := await started.get()) is not None:
-                held.append(task)
-                yield await task
-                held.remove(task)
-            await reader  # a refused chunk ends the stream after the results before it
+                try:
+                    yield await task
+                finally:
+                    room.release()
+            await reader  # a refused chunk ends the stream after the answers before it
         finally:
-            reader.cancel()
-            while not started.empty():
-                if (task := started.get_nowait()) is not None:
-                    held.append(task)
-            for task in held:
-                task.cancel()
+            for task in tasks:
+                task.cancel()  # a no-op for those done
+            for task in tasks:
+                if task.done() and not task.cancelled():
+                    task.exception()  # seen: not "never retrieved" in the log
 
     async def _score_chunk(
         self, items: Sequence[scoring_pb2.ScoreItem], scorer: Scorer
