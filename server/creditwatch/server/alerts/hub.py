@@ -116,10 +116,14 @@ class Subscription:
         self._waiter = waiter
         timer = loop.call_later(seconds, _expire, waiter)
         try:
-            return await waiter
+            woken = await waiter
         finally:
             timer.cancel()
             self._waiter = None
+        # The timer and an offer can both fall due in one loop iteration: the
+        # timer's False must not hide an alert buffered after it fired (the
+        # stream would send a heartbeat past that alert, then drop it).
+        return woken or bool(self._buffer) or self.state != "open"
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -1,0 +1,75 @@
+"""A stream's buffer in the alert hub: waking, timing out, and the two at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from creditwatch.server.alerts.hub import Subscription
+from creditwatch.server.domain.alerts import (
+    AlertFilter,
+    AlertType,
+    Severity,
+    StoredAlert,
+    SuggestedAction,
+)
+from creditwatch.server.domain.cursors import Position
+from creditwatch.server.domain.identifiers import CompanyId
+
+pytestmark = pytest.mark.asyncio
+
+
+def _alert(seq: int) -> StoredAlert:
+    now = datetime.now(UTC)
+    return StoredAlert(
+        tenant_id=uuid.uuid4(),
+        position=Position(10, seq),
+        id=uuid.uuid4(),
+        watch_list_id=uuid.uuid4(),
+        company=CompanyId("NO", "923609016"),
+        type=AlertType.PAYMENT_REMARK_REGISTERED,
+        severity=Severity.LOW,
+        priority=0.0,
+        company_legal_name="",
+        external_reference="",
+        exposure_currency=None,
+        exposure_amount=None,
+        previous_score=None,
+        score=None,
+        trigger={},
+        suggested_action=SuggestedAction.MONITOR,
+        summary="",
+        occurred_time=now,
+        create_time=now,
+    )
+
+
+def _subscription() -> Subscription:
+    return Subscription(uuid.uuid4(), AlertFilter(), Position.settled_below(1), 10)
+
+
+async def test_an_offer_wakes_the_stream_and_silence_times_out() -> None:
+    subscription = _subscription()
+    assert await subscription.wait(0.01) is False
+    waiting = asyncio.create_task(subscription.wait(5))
+    await asyncio.sleep(0)
+    subscription.offer(_alert(1))
+    assert await asyncio.wait_for(waiting, 1) is True
+
+
+async def test_an_alert_offered_as_the_timer_fires_is_not_reported_as_silence() -> None:
+    """Both fall due in one loop iteration: the timer resolves the wait first,
+    the offer lands before the stream resumes. Reporting a timeout would make
+    the stream send a heartbeat past the buffered alert and then drop it."""
+    subscription = _subscription()
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(subscription.wait(0.05))
+    await asyncio.sleep(0)  # the wait arms its timer
+    loop.call_later(0.0505, subscription.offer, _alert(1))
+    time.sleep(0.1)  # noqa: ASYNC251 - a busy iteration: timer and offer both due after it
+    assert await waiting is True
+    assert subscription.pop() is not None
