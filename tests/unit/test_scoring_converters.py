@@ -77,6 +77,7 @@ def statement_variants() -> list[companies_pb2.FinancialStatement]:
         changed(currency_code="EUR"),
         changed(currency_code="XAU"),  # well-formed, no rate
         changed(currency_code="nok"),
+        changed(currency_code="EUR\x00"),  # refused, and no reason to refuse plain EUR
         changed(currency_code=None),
         changed(cash=float("nan")),
         changed(cash=float("inf")),

@@ -192,6 +192,7 @@ async def start(settings: Settings) -> Running:
         port = server.add_secure_port(address, credentials)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
+    tune_garbage_collector()  # before the first call: no request's objects get frozen
     await server.start()
     for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -223,17 +224,18 @@ def tune_garbage_collector() -> None:
     written to, mostly re-walking objects that live as long as the process.
     Those (modules, the model, the wiring) are frozen out of every later
     collection, and the youngest generation is collected every 50,000
-    allocations instead. Reference cycles are still collected, only later.
+    allocations instead. Reference cycles are still collected, only later;
+    the older generations keep their default pace.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(50_000, middle, oldest)
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     running = await start(settings)
-    tune_garbage_collector()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,7 +22,8 @@ RPC_SECONDS = Histogram(
 )
 ALERTS_DISPATCHED = Counter(
     "creditwatch_alerts_dispatched_total",
-    "Alerts this replica's hub read from the outbox and offered to its streams.",
+    "Alerts this replica's hub offered to its streams (alerts of tenants with no stream"
+    " on this replica are read past and not counted).",
 )
 ALERT_LAG_SECONDS = Histogram(
     "creditwatch_alert_lag_seconds",

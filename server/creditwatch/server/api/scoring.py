@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,9 +44,18 @@ INLINE_ITEMS = 64
 CHUNKS_IN_FLIGHT = 3
 SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
 
-# What one stream item comes to: a score (with the company it belongs to, for
-# company items), a request still to score, or why it has no score.
-Outcome = StoredScore | tuple[StoredScore, CompanyId] | ScoreRequest | DomainError
+
+@dataclass(frozen=True)
+class _CompanyScore:
+    """A company item's stored score, with the company it belongs to."""
+
+    score: StoredScore
+    company: CompanyId
+
+
+# What one stream item comes to: a score (a company item's with its company),
+# a request still to score, or why it has no score.
+Outcome = StoredScore | _CompanyScore | ScoreRequest | DomainError
 
 
 def _response(
@@ -58,8 +68,8 @@ def _response(
         result = add(correlation_id=item.correlation_id)
         if isinstance(outcome, StoredScore):
             cv.fill_score(result.score, outcome, None, times)
-        elif isinstance(outcome, tuple):
-            cv.fill_score(result.score, outcome[0], outcome[1], times)
+        elif isinstance(outcome, _CompanyScore):
+            cv.fill_score(result.score, outcome.score, outcome.company, times)
         elif isinstance(outcome, DomainError):
             result.error.CopyFrom(_error_status(outcome))
         else:  # a statement always scores
@@ -240,7 +250,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             subject = item.WhichOneof("subject")
             if subject == "company":
                 company = _company(item.company, "company")
-                return await self._stored(company), company
+                return _CompanyScore(await self._stored(company), company)
             if subject == "financial_statement":
                 statement = sc.statement(item.financial_statement, "financial_statement")
                 scorer.conversion_rate(statement)  # surfaces an unsupported currency per item

@@ -142,8 +142,8 @@ def statement_columns(
             & ~(table[_NON_NEGATIVE_ROWS] < 0).any(axis=0)
         )
     refused = {c for c in currencies if c not in currency_ok or not CURRENCY_CODE.fullmatch(c)}
-    if refused:
-        good &= ~np.isin(np.array(currencies), list(refused))
+    if refused:  # compared as Python strings: numpy's drop trailing NULs
+        good &= np.array([c not in refused for c in currencies], dtype=bool)
     chosen = np.flatnonzero(good).tolist()
     others = np.flatnonzero(~good).tolist()
     columns = StatementColumns(

@@ -61,9 +61,14 @@ class MicroBatcher:
             if not self._ran_at_once:
                 self._ran_at_once = True
                 loop.call_soon(self._next_iteration)
+                try:
+                    outputs = self._runner(rows)
+                except Exception:
+                    log.exception("model run failed")
+                    raise
                 self.batches += 1
                 self.rows += len(rows)
-                return self._runner(rows)
+                return outputs
             self._alone = False  # two callers in one iteration: batch them
         future: asyncio.Future[npt.NDArray[np.float32]] = loop.create_future()
         self._pending.append((rows, future))

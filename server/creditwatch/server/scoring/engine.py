@@ -115,7 +115,7 @@ def pd_contributions_row(outputs: list[float]) -> list[float]:
     """`pd_contributions` of one row (64 contributions and the base log-odds),
     in plain floats: a single score is quicker without a dozen numpy calls."""
     phi, base = outputs[:N_FEATURES], outputs[N_FEATURES]
-    moved = math.fsum(phi)
+    moved = sum(phi)  # not math.fsum: +inf and -inf together give NaN, as in numpy
     base_pd = 0.5 * (1.0 + math.tanh(0.5 * base))
     if abs(moved) < 1e-6:
         slope = base_pd * (1.0 - base_pd)
