@@ -69,7 +69,7 @@ async def test_an_alert_offered_as_the_timer_fires_is_not_reported_as_silence() 
     loop = asyncio.get_running_loop()
     waiting = asyncio.create_task(subscription.wait(0.05))
     await asyncio.sleep(0)  # the wait arms its timer
-    loop.call_later(0.0505, subscription.offer, _alert(1))
-    time.sleep(0.1)  # noqa: ASYNC251 - a busy iteration: timer and offer both due after it
+    loop.call_later(0.06, subscription.offer, _alert(1))
+    time.sleep(0.3)  # noqa: ASYNC251 - a busy iteration: timer and offer both due after it
     assert await waiting is True
     assert subscription.pop() is not None
