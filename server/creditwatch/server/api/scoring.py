@@ -59,7 +59,7 @@ Outcome = StoredScore | _CompanyScore | ScoreRequest | DomainError
 
 
 def _response(
-    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | StoredScore | None]
+    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | None]
 ) -> scoring_pb2.StreamScoresResponse:
     response = scoring_pb2.StreamScoresResponse()
     add = response.results.add
@@ -225,7 +225,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             )
         else:
             columns, chosen, _ = sc.statement_columns(messages, SUPPORTED_CURRENCIES)
-        outcomes: list[Outcome | StoredScore | None] = [None] * len(items)
+        outcomes: list[Outcome | None] = [None] * len(items)
         if chosen:
             scored = await scorer.score_columns(columns)
             for at, score in zip(chosen, scored, strict=True):
