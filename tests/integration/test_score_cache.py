@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import RiskClass, StoredScore
-from creditwatch.server.store import database
-from creditwatch.server.store.score_cache import ScoreCache
+from creditwatch.server.store import database, rescoring
+from creditwatch.server.store.score_cache import ScoreCache, notices
 from creditwatch.server.store.scores import ScoreStore
 from tests.identifiers import norwegian_numbers
 
@@ -50,3 +50,33 @@ async def test_a_score_write_anywhere_evicts_the_cached_entry(
     finally:
         await cache.stop()
     assert not cache.live
+
+
+async def test_notices_name_every_company_in_payloads_postgres_accepts() -> None:
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(2_000, start=97_510_000)]
+    payloads = notices(companies)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8_000 for p in payloads)
+    assert [k for p in payloads for k in p.split(",")] == [c.key for c in companies]
+    assert notices([]) == []
+
+
+async def test_a_bulk_write_evicts_every_company_it_names(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(1_500, start=97_520_000)]
+    kept = CompanyId("NO", norwegian_numbers(1, start=97_540_000)[0])
+    score = StoredScore(0.01, RiskClass.B, RiskClass.B, (), "m", None, datetime.now(UTC))
+    cache = ScoreCache(database.async_url(database_url))
+    cache.start()
+    try:
+        await _until(lambda: cache.live)
+        for company in [*companies, kept]:
+            cache.put(company, score, cache.generation)
+        async with sessions.begin() as session:
+            await rescoring.ensure_and_lock(session, companies)
+            await rescoring.add_scores(session, [(c, score) for c in companies])
+        await _until(lambda: all(cache.get(c) is None for c in companies))
+        assert cache.get(kept) == score  # not named, not evicted
+    finally:
+        await cache.stop()

@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import (
     CHAR,
+    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Double,
@@ -35,6 +37,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from creditwatch.server.domain.financials import LINE_ITEMS
+
+# The generated `financial_statements.line_items` expression (migration 0009).
+LINE_ITEMS_SQL = "ARRAY[" + ", ".join(f"(items ->> '{i}')::float8" for i in LINE_ITEMS) + "]"
 
 # Amounts: 20 digits before the point, 9 after (google.type.Money's nanos).
 AMOUNT = Numeric(29, 9)
@@ -150,14 +157,14 @@ class WatchListEntry(Base):
 
 
 class Score(Base):
-    """Every score a company has had; the newest per company is its current one."""
+    """Every score a company has had; the newest per company is its current one.
+
+    No foreign key to `companies` (the per-row check was half the cost of a
+    re-score's append): every writer creates and locks the company row in the
+    same transaction first, and companies are never deleted (migration 0009).
+    """
 
     __tablename__ = "scores"
-    __table_args__ = (
-        ForeignKeyConstraint(
-            ["country", "register_number"], ["companies.country", "companies.register_number"]
-        ),
-    )
 
     country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
     register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
@@ -167,7 +174,8 @@ class Score(Base):
     probability_of_default: Mapped[float] = mapped_column(Double)
     risk_class: Mapped[int] = mapped_column(SmallInteger)
     model_risk_class: Mapped[int] = mapped_column(SmallInteger)
-    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    # json, not jsonb: stored and read back whole, never queried into.
+    reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     model_version: Mapped[str] = mapped_column(Text)
     data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     score_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -190,6 +198,11 @@ class FinancialStatement(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     # Reported line items only ({name: amount}); absent means not reported.
     items: Mapped[dict[str, float]] = mapped_column(JSONB)
+    # `items` in LINE_ITEMS order (NULL = not reported), computed by PostgreSQL
+    # when the row is written, for bulk reads (migration 0009 has the order).
+    line_items: Mapped[list[float | None]] = mapped_column(
+        ARRAY(Double), Computed(LINE_ITEMS_SQL, persisted=True)
+    )
     source: Mapped[str] = mapped_column(Text, default="")
     submitted_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
     submit_time: Mapped[datetime] = mapped_column(

@@ -31,7 +31,7 @@ from creditwatch.server.domain.events import (
 from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
-from creditwatch.server.store import facts
+from creditwatch.server.store import facts, score_cache
 from creditwatch.server.store.database import driver, dumps
 
 _CHUNK = "(SELECT * FROM unnest($1::char(2)[], $2::varchar[]))"
@@ -187,48 +187,48 @@ SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
 ORDER BY country, register_number FOR UPDATE SKIP LOCKED
 """
 
-# Per locked company, in key order: the latest statement's line items as a
-# float8 array in LINE_ITEMS order (NULL = not reported; Postgres reads the
-# jsonb numbers as float8, as orjson + float() do), what the risk state needs,
-# and the current score with its reasons left as JSON text. Every lookup is by
+# Per locked company: the latest statement's line items as a float8 array in
+# LINE_ITEMS order (the generated column `line_items`; NULL = not reported),
+# what the risk state needs, and the current score with its reasons as stored
+# JSON text. Each column is one array: every aggregate of a query level sees
+# the rows in the same order, so index i of every array is one company (no
+# per-aggregate ORDER BY: each was a sort of its own). Every lookup is by
 # index per company: a join against `companies` became a hash join over the
 # whole table. A statement of its own, after _LOCK: under READ COMMITTED a
 # statement reads the snapshot it started with, so a read in the locking
 # statement could miss what an intake committed while the lock waited, and
 # store a score from older facts over the intake's.
 _READ = f"""
-WITH locked AS MATERIALIZED (
+WITH chunk AS MATERIALIZED (
     SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
-), chunk AS (
-    SELECT l.*, row_number() OVER (ORDER BY l.country, l.register_number) AS i FROM locked l
+    ORDER BY country, register_number
 )
-SELECT array_agg(k.country ORDER BY k.i) AS country,
-       array_agg(k.register_number ORDER BY k.i) AS register_number,
-       array_agg(k.status ORDER BY k.i) AS status,
-       array_agg(st.currency ORDER BY k.i) AS currency,
-       array_agg(st.period_end ORDER BY k.i) AS period_end,
-       array_agg(coalesce(st.items, $4::float8[]) ORDER BY k.i) AS items,
-       array_agg(st.period_end IS NOT NULL ORDER BY k.i) AS has_statement,
+SELECT array_agg(k.country) AS country,
+       array_agg(k.register_number) AS register_number,
+       array_agg(k.status) AS status,
+       array_agg(st.currency) AS currency,
+       array_agg(st.period_end) AS period_end,
+       array_agg(coalesce(st.line_items, $4::float8[])) AS items,
+       array_agg(st.period_end IS NOT NULL) AS has_statement,
        array_agg(EXISTS (
            SELECT 1 FROM company_events e
            WHERE e.country = k.country AND e.register_number = k.register_number
-       ) ORDER BY k.i) AS has_events,
+       )) AS has_events,
        array_agg((
            SELECT count(*) FROM payment_experiences p
            WHERE p.country = k.country AND p.register_number = k.register_number
              AND p.settled_date IS NULL AND current_date - p.due_date > $3
-       ) ORDER BY k.i) AS overdue,
-       array_agg(sc.probability_of_default ORDER BY k.i) AS pd,
-       array_agg(sc.risk_class ORDER BY k.i) AS risk_class,
-       array_agg(sc.model_risk_class ORDER BY k.i) AS model_risk_class,
-       array_agg(sc.reasons::text ORDER BY k.i) AS reasons,
-       array_agg(sc.model_version ORDER BY k.i) AS model_version,
-       array_agg(sc.data_as_of ORDER BY k.i) AS data_as_of,
-       array_agg(sc.score_time ORDER BY k.i) AS score_time
+       )) AS overdue,
+       array_agg(sc.probability_of_default) AS pd,
+       array_agg(sc.risk_class) AS risk_class,
+       array_agg(sc.model_risk_class) AS model_risk_class,
+       array_agg(sc.reasons::text) AS reasons,
+       array_agg(sc.model_version) AS model_version,
+       array_agg(sc.data_as_of) AS data_as_of,
+       array_agg(sc.score_time) AS score_time
 FROM chunk k
 LEFT JOIN LATERAL (
-    SELECT f.currency, f.period_end,
-           ARRAY[{", ".join(f"(f.items->>'{item}')::float8" for item in LINE_ITEMS)}] AS items
+    SELECT f.currency, f.period_end, f.line_items
     FROM financial_statements f
     WHERE f.country = k.country AND f.register_number = k.register_number
     ORDER BY f.period_end DESC LIMIT 1
@@ -436,15 +436,17 @@ async def add_scores(
             for company, score in scored
         ],
     )
-    # Replicas' score caches drop these companies at commit; past a thousand,
-    # one "*" notice empties the caches instead.
-    if len(scored) <= 1_000:
+    # Replicas' score caches drop these companies at commit, told in a few
+    # notices of many keys each (a notice per company cost more than the
+    # score's row); past CACHE_FLUSH_FROM, one "*" notice empties the caches.
+    if len(scored) < score_cache.CACHE_FLUSH_FROM:
         await connection.execute(
-            "SELECT pg_notify('creditwatch_scores', k) FROM unnest($1::text[]) AS k",
-            [company.key for company, _ in scored],
+            "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
+            score_cache.CHANNEL,
+            score_cache.notices([company for company, _ in scored]),
         )
     else:
-        await connection.execute("SELECT pg_notify('creditwatch_scores', '*')")
+        await connection.execute("SELECT pg_notify($1, '*')", score_cache.CHANNEL)
 
 
 _ADD_EVENTS = """

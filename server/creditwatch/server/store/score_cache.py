@@ -2,9 +2,10 @@
 
 ScoreCompany is a look-up that integrators call on hot paths, so a replica
 keeps companies' current scores in memory. Every score write sends
-`NOTIFY creditwatch_scores, '<country>-<number>'` in its own transaction, so
+`NOTIFY creditwatch_scores, '<country>-<number>'` in its own transaction (a
+bulk write: a few notices of many comma-separated keys, see `notices`), so
 the notice arrives only once the score is visible; each replica LISTENs and
-drops that company's entry. Notifications are lost while a listener is
+drops those companies' entries; '*' empties the cache. Notifications are lost while a listener is
 disconnected, so the cache is used only while the listening connection is up,
 and it is emptied whenever that connection is (re)established.
 """
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -26,6 +28,27 @@ from creditwatch.server.store import database
 log = logging.getLogger(__name__)
 
 CHANNEL = "creditwatch_scores"
+# A bulk write of at least this many scores sends '*' instead of the keys.
+CACHE_FLUSH_FROM = 10_000
+# NOTIFY payloads must be shorter than 8,000 bytes.
+_PAYLOAD_BYTES = 7_900
+
+
+def notices(companies: Sequence[CompanyId]) -> list[str]:
+    """Payloads naming `companies`, each as many keys (comma-separated) as fit."""
+    payloads: list[str] = []
+    keys: list[str] = []
+    size = 0
+    for company in companies:
+        key = company.key
+        if keys and size + len(key) + 1 > _PAYLOAD_BYTES:
+            payloads.append(",".join(keys))
+            keys, size = [], 0
+        keys.append(key)
+        size += len(key) + 1
+    if keys:
+        payloads.append(",".join(keys))
+    return payloads
 
 
 class ScoreCache:
@@ -70,14 +93,16 @@ class ScoreCache:
         with an invalidation or a reconnect is not cached."""
         return self._generation
 
-    def _invalidate(self, key: str) -> None:
+    def _invalidate(self, payload: str) -> None:
         self._generation += 1
-        try:
-            country, number = key.split("-", 1)
-        except ValueError:
-            self._entries.clear()
+        if not self._entries:
             return
-        self._entries.pop(CompanyId(country, number), None)
+        for key in payload.split(","):
+            country, dash, number = key.partition("-")
+            if not dash:  # '*' (or anything unexpected): forget everything
+                self._entries.clear()
+                return
+            self._entries.pop(CompanyId(country, number), None)
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._invalidate(payload)

@@ -1,0 +1,90 @@
+"""Statements' line items as a float8 array; scores without a foreign key, reasons as json
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-11-30 16:00:00
+
+A re-score of a million companies reads every latest statement and appends a
+score per company; three costs dominated its PostgreSQL side:
+
+* `financial_statements.line_items` is a stored generated column: the
+  `items` jsonb as a float8 array in the scorer's line-item order (NULL = not
+  reported), computed once when a statement is written instead of 30 jsonb
+  look-ups per statement on every re-score. The order is frozen here; a
+  change of the scorer's items needs a migration that redefines the column
+  (a test compares the two).
+* `scores` loses its foreign key to `companies`: the per-row check was half
+  the cost of appending a score. Every writer of scores creates and locks
+  the company row first in the same transaction (`facts.lock_company`,
+  `rescoring.ensure_and_lock`, the re-score's lock), and companies are never
+  deleted, so no score can name a missing company.
+* `scores.reasons` is `json`, not `jsonb`: the text is only ever stored and
+  read back whole (never queried into), and jsonb's parse on write and print
+  on read cost more than the rest of the row.
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# creditwatch.server.domain.financials.LINE_ITEMS when this revision was written.
+LINE_ITEMS = (
+    "total_assets",
+    "fixed_assets",
+    "current_assets",
+    "inventory",
+    "receivables",
+    "cash",
+    "short_term_securities",
+    "equity",
+    "share_capital",
+    "retained_earnings",
+    "total_liabilities",
+    "long_term_liabilities",
+    "short_term_liabilities",
+    "constant_capital",
+    "sales",
+    "sales_previous_year",
+    "total_sales",
+    "cost_of_products_sold",
+    "operating_expenses",
+    "total_costs",
+    "gross_profit",
+    "gross_profit_last_3_years",
+    "profit_on_sales",
+    "operating_profit",
+    "ebit",
+    "depreciation",
+    "financial_expenses",
+    "interest",
+    "extraordinary_items",
+    "net_profit",
+)
+
+LINE_ITEMS_SQL = "ARRAY[" + ", ".join(f"(items ->> '{i}')::float8" for i in LINE_ITEMS) + "]"
+
+
+def upgrade() -> None:
+    op.execute(
+        "ALTER TABLE financial_statements ADD COLUMN line_items float8[] "
+        f"GENERATED ALWAYS AS ({LINE_ITEMS_SQL}) STORED"
+    )
+    op.drop_constraint("scores_country_register_number_fkey", "scores", type_="foreignkey")
+    op.execute("ALTER TABLE scores ALTER COLUMN reasons TYPE json USING reasons::json")
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE scores ALTER COLUMN reasons TYPE jsonb USING reasons::jsonb")
+    op.create_foreign_key(
+        "scores_country_register_number_fkey",
+        "scores",
+        "companies",
+        ["country", "register_number"],
+        ["country", "register_number"],
+    )
+    op.drop_column("financial_statements", "line_items")
