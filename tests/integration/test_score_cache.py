@@ -54,7 +54,7 @@ async def test_a_score_write_anywhere_evicts_the_cached_entry(
 
 async def test_notices_name_every_company_in_payloads_postgres_accepts() -> None:
     companies = [CompanyId("NO", n) for n in norwegian_numbers(2_000, start=97_510_000)]
-    payloads = notices(companies)
+    payloads = notices([c.key for c in companies])
     assert len(payloads) > 1
     assert all(len(p.encode()) < 8_000 for p in payloads)
     assert [k for p in payloads for k in p.split(",")] == [c.key for c in companies]

@@ -8,18 +8,26 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import orjson
 import pytest
 
 from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import LINE_ITEMS, REQUIRED_ITEMS, FinancialStatement
 from creditwatch.server.domain.overrides import OverridePolicy
-from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
+from creditwatch.server.domain.scores import (
+    Reason,
+    ReasonKind,
+    RiskClass,
+    StoredScore,
+    reasons_as_json,
+)
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.engine import (
     COLUMNS_FROM,
@@ -28,6 +36,7 @@ from creditwatch.server.scoring.engine import (
     PIPELINE_CHUNK,
     Scorer,
     ScoreRequest,
+    ScoreRows,
     StatementColumns,
     pd_contributions,
 )
@@ -154,6 +163,54 @@ async def test_statements_in_columns_score_as_statement_objects_do(
         await scorer.score_columns(
             StatementColumns(odd.items, [*odd.currencies[:-1], "XAU"], odd.period_ends)
         )
+
+
+@pytest.mark.parametrize("count", [1, INLINE_STATEMENTS + 50, PIPELINE_CHUNK + 7])
+async def test_stored_form_is_the_same_scores_reasons_text_and_all(
+    scorer: Scorer, count: int
+) -> None:
+    """ScoreRows (a re-score's form) hold exactly what `score_columns` gives,
+    and their reasons JSON is what `reasons_as_json` stores for it."""
+    statements = varied_statements(count, seed=9)
+    statements[1::4] = [replace(s, currency="EUR") for s in statements[1::4]]
+    states = [
+        RiskState(open_payment_remarks=1)
+        if i % 5 == 0
+        else RiskState(bankruptcy_opened=True)
+        if i % 7 == 3
+        else RiskState()
+        for i in range(count)
+    ]
+    columns = columns_of(statements)
+    expected = await scorer.score_columns(columns, states)
+    rows = await scorer.score_columns_stored(columns, states)
+    assert len(rows) == count and rows.model_version == scorer.version
+
+    def exact(score: StoredScore) -> tuple[object, ...]:
+        # A tail chunk under COLUMNS_FROM rows takes score_columns' plain-float
+        # path: contributions may differ in the last bit, nothing else.
+        reasons = [(r.code, r.description, r.kind) for r in score.reasons]
+        return (*score._replace(reasons=(), score_time=None), reasons)
+
+    for i, want in enumerate(expected):
+        got = rows.score(i)
+        assert exact(got) == exact(want)
+        assert [r.pd_contribution for r in got.reasons] == pytest.approx(
+            [r.pd_contribution for r in want.reasons], rel=1e-12, abs=1e-15
+        )
+        assert orjson.loads(rows.reasons_json[i]) == reasons_as_json(got.reasons)
+    assert any(r.kind == ReasonKind.OVERRIDE for r in rows.score(0).reasons)
+    with pytest.raises(ValueError, match="states"):
+        await scorer.score_columns_stored(columns, states[:-1])
+
+
+def test_stored_rows_take_scores_of_their_own_model_version_only() -> None:
+    rows = ScoreRows("v2")
+    score = StoredScore(0.5, RiskClass.D, RiskClass.C, (), "v2", None, datetime.now(UTC))
+    rows.append(score)
+    assert rows.score(0) == score and rows.reasons_json == ["[]"]
+    with pytest.raises(ValueError, match="v1"):
+        rows.append(score._replace(model_version="v1"))
 
 
 async def test_an_unsupported_currency_fails_a_large_batch_as_a_whole(scorer: Scorer) -> None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from creditwatch.server.domain.scores import RiskClass
 
 # Indexing is cheaper than the enum's call by value, and a re-score classifies
@@ -31,6 +34,13 @@ class PdBands:
     def classify(self, pd: float) -> RiskClass:
         """The class whose band holds `pd` (lower bounds inclusive)."""
         return _BY_BAND[bisect.bisect_right((self.a_below, self.b_below, self.c_below), pd)]
+
+    def classify_many(self, pds: npt.NDArray[np.float64]) -> list[int]:
+        """`classify` of each PD, as class numbers (searchsorted "right" is
+        bisect_right)."""
+        edges = np.array((self.a_below, self.b_below, self.c_below))
+        classes: list[int] = (np.searchsorted(edges, pds, side="right") + 1).tolist()
+        return classes
 
     def bounds(self, risk_class: RiskClass) -> tuple[float, float]:
         """(min inclusive, max exclusive) PD of a class; D's max is 1."""

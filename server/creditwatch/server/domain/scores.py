@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class RiskClass(enum.IntEnum):
@@ -48,3 +49,24 @@ class StoredScore(NamedTuple):
     model_version: str
     data_as_of: datetime | None
     score_time: datetime
+
+
+def reasons_as_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
+    """Reasons as stored (a JSON array of objects)."""
+    return [
+        {
+            "code": r.code,
+            "description": r.description,
+            "kind": int(r.kind),
+            "pd_contribution": r.pd_contribution,
+        }
+        for r in reasons
+    ]
+
+
+def reasons_from_json(values: Iterable[dict[str, Any]]) -> tuple[Reason, ...]:
+    """Reasons from their stored form (`reasons_as_json`)."""
+    return tuple(
+        Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
+        for r in values
+    )

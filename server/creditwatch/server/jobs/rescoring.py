@@ -24,9 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.intake import write_alerts
-from creditwatch.server.scoring.engine import Scorer, ScoreRequest, StatementColumns
+from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
 
@@ -77,39 +76,41 @@ class Rescorer:
         }
         async with self._sessions.begin() as session:
             known = await rescoring.lock_and_read(session, companies, scorer.policy.overdue_days)
-            locked = known.companies
-            result.skipped_locked += len(companies) - len(locked)
-            scores = await _score(scorer, known)
-            scored = [(c, s) for c, s in zip(locked, scores, strict=True) if s is not None]
-            await rescoring.add_scores(session, scored)
-            metrics.SCORES.labels("rescoring").inc(len(scored))
+            result.skipped_locked += len(companies) - len(known)
+            order, rows = await _score(scorer, known)
+            # A re-score alerts only on a class change or on a PD rising
+            # across a threshold; the rest cannot raise one, so they skip
+            # alert planning, and their old scores' reasons are never read.
+            alerting = [
+                (j, i)
+                for j, (i, pd, risk_class) in enumerate(
+                    zip(order, rows.pds, rows.risk_classes, strict=True)
+                )
+                if (before := known.previous_pd(i)) is not None
+                and (risk_class != known.previous_class(i) or pd > before)
+            ]
+            previous = await rescoring.previous_scores(session, known, [i for _, i in alerting])
+            whole = len(order) == len(known)  # all scored, in chunk order
+            await rescoring.add_score_rows(
+                session,
+                known.countries if whole else [known.countries[i] for i in order],
+                known.numbers if whole else [known.numbers[i] for i in order],
+                rows,
+            )
+            metrics.SCORES.labels("rescoring").inc(len(rows))
             changes = []
-            for i, (company, score) in enumerate(zip(locked, scores, strict=True)):
-                if score is None:
-                    continue
-                before = known.previous_pd(i)
-                # A re-score alerts only on a class change or on a PD rising
-                # across a threshold; the rest cannot raise one, so they skip
-                # alert planning and the decoding of their old reasons.
-                if before is None or not (
-                    int(score.risk_class) != known.previous_class(i)
-                    or score.probability_of_default > before
-                ):
-                    continue
-                previous = known.previous(i)
-                assert previous is not None
+            for j, i in alerting:
                 reason = (
                     RescoreReason.MODEL_CHANGED
-                    if previous.model_version != scorer.version
+                    if known.previous_version(i) != scorer.version
                     else RescoreReason.SCHEDULED
                 )
-                changes.append(
-                    (company, Change(facts_[reason], previous, score, now, fact_alert=False))
-                )
+                change = Change(facts_[reason], previous[i], rows.score(j), now, fact_alert=False)
+                changes.append((known.company(i), change))
             counts = await write_alerts(session, changes) if changes else {}
         written = sum(counts.values())
         result.companies += len(companies)
-        result.scored += len(scored)
+        result.scored += len(rows)
         result.alerts += written
         if written and self._on_alerts is not None:
             self._on_alerts()
@@ -177,12 +178,12 @@ class Rescorer:
         return result
 
 
-async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> list[StoredScore | None]:
-    """Scores of a chunk's companies, in order: those with a statement from the
-    columns as read; the few without one (None, or class D from their events)
-    as any intake scores them."""
-    count = len(known.companies)
-    out: list[StoredScore | None] = [None] * count
+async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> tuple[list[int], ScoreRows]:
+    """Scores of a chunk's companies and, for each, the company's index in the
+    chunk: those with a statement from the columns as read, in chunk order;
+    then the few without one that still get a score (class D from their
+    events), as any intake scores them."""
+    count = len(known)
     rows = known.with_statement
     if rows:
         whole = len(rows) == count
@@ -192,11 +193,15 @@ async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> list[StoredScor
             [known.period_ends[i] or date.min for i in rows],
         )
         states = known.states if whole else [known.states[i] for i in rows]
-        for i, score in zip(rows, await scorer.score_columns(columns, states), strict=True):
-            out[i] = score
+        scored = await scorer.score_columns_stored(columns, states)
+    else:
+        scored = ScoreRows(scorer.version)
+    order = list(rows)
     if len(rows) < count:
         bare = sorted(set(range(count)) - set(rows))
         requests = [ScoreRequest(None, known.states[i]) for i in bare]
         for i, maybe in zip(bare, await scorer.score_many(requests), strict=True):
-            out[i] = maybe
-    return out
+            if maybe is not None:
+                order.append(i)
+                scored.append(maybe)
+    return order, scored

@@ -30,18 +30,26 @@ import asyncio
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from creditwatch.server.domain.currency import pln_per_unit
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.overrides import OverridePolicy
-from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
+from creditwatch.server.domain.scores import (
+    Reason,
+    ReasonKind,
+    RiskClass,
+    StoredScore,
+    reasons_as_json,
+    reasons_from_json,
+)
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.features import (
     N_FEATURES,
@@ -147,6 +155,59 @@ class StatementColumns:
         return len(self.period_ends)
 
 
+@dataclass
+class ScoreRows:
+    """Many scores in the form they are stored, a list per field, reasons as
+    their stored JSON text (`reasons_as_json`): a re-score stores a million
+    scores and shows few of them in alerts, so Reason objects and StoredScores
+    are made only for those (`score`)."""
+
+    model_version: str
+    pds: list[float] = field(default_factory=list)
+    risk_classes: list[int] = field(default_factory=list)
+    model_risk_classes: list[int] = field(default_factory=list)
+    reasons_json: list[str] = field(default_factory=list)
+    data_as_of: list[datetime | None] = field(default_factory=list)
+    score_times: list[datetime] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pds)
+
+    def score(self, i: int) -> StoredScore:
+        """Row i as a StoredScore."""
+        return StoredScore(
+            self.pds[i],
+            RiskClass(self.risk_classes[i]),
+            RiskClass(self.model_risk_classes[i]),
+            reasons_from_json(orjson.loads(self.reasons_json[i])),
+            self.model_version,
+            self.data_as_of[i],
+            self.score_times[i],
+        )
+
+    def append(self, score: StoredScore) -> None:
+        """Add a score made elsewhere (by the same model version)."""
+        if score.model_version != self.model_version:
+            raise ValueError(f"{score.model_version} score among {self.model_version} scores")
+        self.pds.append(score.probability_of_default)
+        self.risk_classes.append(int(score.risk_class))
+        self.model_risk_classes.append(int(score.model_risk_class))
+        self.reasons_json.append(orjson.dumps(reasons_as_json(score.reasons)).decode())
+        self.data_as_of.append(score.data_as_of)
+        self.score_times.append(score.score_time)
+
+    def extend(self, other: ScoreRows) -> None:
+        """Add another batch's rows (of the same model version)."""
+        if other.model_version != self.model_version:
+            raise ValueError(f"{other.model_version} scores among {self.model_version} scores")
+        self.pds += other.pds
+        self.risk_classes += other.risk_classes
+        self.model_risk_classes += other.model_risk_classes
+        self.reasons_json += other.reasons_json
+        self.data_as_of += other.data_as_of
+        self.score_times += other.score_times
+
+
 class Scorer:
     """Runs one model with its override policy; safe to share between calls."""
 
@@ -180,6 +241,20 @@ class Scorer:
         ]
         self._code_array = np.array(self._codes, dtype=object)
         self._template_array = np.array(self._templates, dtype=object)
+        # The same reasons as their stored JSON objects (reasons_as_json), for
+        # (value, PD change in percentage points, contribution): a re-score
+        # stores a million scores' reasons and shows few of them.
+        self._json_template_array = np.array(
+            [
+                '{{"code":{},"description":{},"kind":{},"pd_contribution":%r}}'.format(
+                    orjson.dumps(self._codes[i // 4]).decode().replace("%", "%%"),
+                    orjson.dumps(template).decode(),
+                    int(ReasonKind.MODEL_FEATURE),
+                )
+                for i, template in enumerate(self._templates)
+            ],
+            dtype=object,
+        )
 
     @property
     def version(self) -> str:
@@ -268,6 +343,85 @@ class Scorer:
             return assemble(0, count, x, await self._run(rows))
         return await self._pipeline(count, inputs, assemble)
 
+    async def score_columns_stored(
+        self, columns: StatementColumns, states: Sequence[RiskState] | None = None
+    ) -> ScoreRows:
+        """`score_columns` in the form scores are stored (ScoreRows): the same
+        scores, without a StoredScore or Reason object per statement."""
+        count = len(columns)
+        if states is not None and len(states) != count:
+            raise ValueError(f"{len(states)} states for {count} statements")
+        known: dict[str, float] = {}
+        for currency in columns.currencies:
+            if currency not in known:
+                known[currency] = pln_per_unit(currency)
+        rates = np.array([known[c] for c in columns.currencies], dtype=np.float64)
+        clean = [RiskState()] * count if states is None else states
+
+        def inputs(start: int, end: int) -> tuple[Features, Features]:
+            table = columns.items[:, start:end]
+            return self._inputs(compute_feature_table(table, to_training_currency=rates[start:end]))
+
+        def assemble(start: int, end: int, x: Features, outputs: Outputs) -> list[ScoreRows]:
+            return [
+                self._assemble_stored(clean[start:end], columns.period_ends[start:end], x, outputs)
+            ]
+
+        rows = ScoreRows(self.version)
+        if count <= INLINE_STATEMENTS:
+            x, run = inputs(0, count)
+            parts = assemble(0, count, x, await self._run(run))
+        else:
+            parts = await self._pipeline(count, inputs, assemble)
+        for part in parts:
+            rows.extend(part)
+        return rows
+
+    def _assemble_stored(
+        self,
+        states: Sequence[RiskState],
+        period_ends: Sequence[date],
+        x: npt.NDArray[np.float32],
+        outputs: npt.NDArray[np.float32],
+    ) -> ScoreRows:
+        """`_assemble_rows` as ScoreRows."""
+        rows = ScoreRows(self.version)
+        if not len(x):
+            return rows
+        pds, contributions = self._contributions(x, outputs)
+        model_reasons = self._model_reasons_json(x, contributions)
+        model_classes = self.model.info.bands.classify_many(pds)
+        now = datetime.now(UTC)
+        as_of: dict[date, datetime] = {}
+        policy: dict[tuple[int, RiskState], tuple[int, str]] = {}
+        finals: list[int] = []
+        texts: list[str] = []
+        dates: list[datetime | None] = []
+        for model_class, reasons, state, end in zip(
+            model_classes, model_reasons, states, period_ends, strict=True
+        ):
+            key = (model_class, state)
+            if key not in policy:
+                overridden, overrides = self._policy.apply(RiskClass(model_class), state)
+                override_json = orjson.dumps(reasons_as_json(overrides)).decode()[1:-1]
+                policy[key] = int(overridden), override_json
+            final, override_json = policy[key]
+            finals.append(final)
+            if override_json:
+                texts.append(f"[{reasons},{override_json}]" if reasons else f"[{override_json}]")
+            else:
+                texts.append(f"[{reasons}]")
+            if end not in as_of:
+                as_of[end] = datetime.combine(end, time(), UTC)
+            dates.append(as_of[end])
+        rows.pds = pds.tolist()
+        rows.risk_classes = finals
+        rows.model_risk_classes = model_classes
+        rows.reasons_json = texts
+        rows.data_as_of = dates
+        rows.score_times = [now] * len(finals)
+        return rows
+
     async def _pipeline(
         self,
         count: int,
@@ -334,11 +488,25 @@ class Scorer:
         contributions[:, self._explained] = pds[:, :1] - pds[:, 1:]
         return pds[:, 0], contributions
 
+    def _strongest(
+        self, x: npt.NDArray[np.float32], contributions: Matrix
+    ) -> tuple[npt.NDArray[np.intp], Matrix, npt.NDArray[np.float32], list[int]]:
+        """Each row's strongest contributions, strongest first (ties: the lower
+        feature index first), stopping below MIN_CONTRIBUTION, flattened:
+        (feature indexes, contributions, the features' values, each row's end
+        in the flat arrays)."""
+        magnitude = np.nan_to_num(np.abs(contributions), nan=0.0)
+        top = np.argsort(-magnitude, axis=1, kind="stable")[:, :MAX_MODEL_REASONS]
+        values = np.take_along_axis(contributions, top, axis=1)
+        shown = np.take_along_axis(x, top, axis=1)
+        kept = np.cumprod(np.abs(values) >= MIN_CONTRIBUTION, axis=1, dtype=bool)
+        ends: list[int] = np.cumsum(kept.sum(axis=1)).tolist()
+        return top[kept], values[kept], shown[kept], ends
+
     def _model_reasons(
         self, x: npt.NDArray[np.float32], contributions: Matrix
     ) -> list[tuple[Reason, ...]]:
-        """Each row's strongest contributions as reasons, strongest first (ties:
-        the lower feature index first), stopping below MIN_CONTRIBUTION.
+        """Each row's strongest contributions as reasons (see `_strongest`).
 
         Many rows are done on arrays, so that the one Python loop is over the
         reasons themselves; a few rows are quicker in plain Python than
@@ -347,13 +515,7 @@ class Scorer:
         if len(x) < COLUMNS_FROM:
             rows = zip(x.tolist(), contributions.tolist(), strict=True)
             return [self._row_reasons(values, row) for values, row in rows]
-        magnitude = np.nan_to_num(np.abs(contributions), nan=0.0)
-        top = np.argsort(-magnitude, axis=1, kind="stable")[:, :MAX_MODEL_REASONS]
-        values = np.take_along_axis(contributions, top, axis=1)
-        shown = np.take_along_axis(x, top, axis=1)
-        kept = np.cumprod(np.abs(values) >= MIN_CONTRIBUTION, axis=1, dtype=bool)
-        ends = np.cumsum(kept.sum(axis=1)).tolist()
-        indexes, values, shown = top[kept], values[kept], shown[kept]
+        indexes, values, shown, ends = self._strongest(x, contributions)
         templates = self._template_array[indexes * 4 + ~np.isnan(shown) * 2 + (values > 0)]
         # tuple.__new__ builds the same named tuple as Reason(...), whose
         # constructor is Python code, in C: a third of this loop's time.
@@ -370,6 +532,29 @@ class Scorer:
             )
         ]
         return [tuple(reasons[start:end]) for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+
+    def _model_reasons_json(self, x: npt.NDArray[np.float32], contributions: Matrix) -> list[str]:
+        """`_model_reasons` of each row as the comma-separated JSON objects
+        `reasons_as_json` stores (no Reason objects on the way)."""
+        indexes, values, shown, ends = self._strongest(x, contributions)
+        if not np.isfinite(values).all():  # %r would print inf, not JSON
+            return [
+                orjson.dumps(reasons_as_json(reasons)).decode()[1:-1]
+                for reasons in self._model_reasons(x, contributions)
+            ]
+        templates = self._json_template_array[indexes * 4 + ~np.isnan(shown) * 2 + (values > 0)]
+        objects = [
+            template % (value, points, contribution)
+            for template, value, points, contribution in zip(
+                templates.tolist(),
+                shown.tolist(),
+                (np.abs(values) * 100).tolist(),
+                values.tolist(),
+                strict=True,
+            )
+        ]
+        join = ",".join
+        return [join(objects[start:end]) for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _row_reasons(self, x: list[float], contributions: list[float]) -> tuple[Reason, ...]:
         """`_model_reasons` of one row, in plain Python."""

@@ -18,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
+from creditwatch.server.domain.scores import (
+    RiskClass,
+    StoredScore,
+    reasons_as_json,
+    reasons_from_json,
+)
 from creditwatch.server.store import models
 
 _S = cast(Table, models.Score.__table__)
@@ -211,7 +216,7 @@ def score_json(score: StoredScore) -> dict[str, Any]:
         "probability_of_default": score.probability_of_default,
         "risk_class": int(score.risk_class),
         "model_risk_class": int(score.model_risk_class),
-        "reasons": _reasons_json(score),
+        "reasons": reasons_as_json(score.reasons),
         "model_version": score.model_version,
         "data_as_of": score.data_as_of.isoformat() if score.data_as_of else None,
         "score_time": score.score_time.isoformat(),
@@ -225,30 +230,11 @@ def score_from_json(value: dict[str, Any]) -> StoredScore:
         probability_of_default=value["probability_of_default"],
         risk_class=RiskClass(value["risk_class"]),
         model_risk_class=RiskClass(value["model_risk_class"]),
-        reasons=_reasons(value["reasons"]),
+        reasons=reasons_from_json(value["reasons"]),
         model_version=value["model_version"],
         data_as_of=datetime.fromisoformat(as_of) if as_of else None,
         score_time=datetime.fromisoformat(value["score_time"]),
     )
-
-
-def _reasons(values: list[dict[str, Any]]) -> tuple[Reason, ...]:
-    return tuple(
-        Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
-        for r in values
-    )
-
-
-def _reasons_json(score: StoredScore) -> list[dict[str, Any]]:
-    return [
-        {
-            "code": r.code,
-            "description": r.description,
-            "kind": int(r.kind),
-            "pd_contribution": r.pd_contribution,
-        }
-        for r in score.reasons
-    ]
 
 
 async def add_score(session: AsyncSession, company: CompanyId, score: StoredScore) -> None:
@@ -264,7 +250,7 @@ async def add_score(session: AsyncSession, company: CompanyId, score: StoredScor
             probability_of_default=score.probability_of_default,
             risk_class=int(score.risk_class),
             model_risk_class=int(score.model_risk_class),
-            reasons=_reasons_json(score),
+            reasons=reasons_as_json(score.reasons),
             model_version=score.model_version,
             data_as_of=score.data_as_of,
             score_time=score.score_time,
@@ -294,7 +280,7 @@ def score_from_row(row: Any) -> StoredScore:
         probability_of_default=row.probability_of_default,
         risk_class=RiskClass(row.risk_class),
         model_risk_class=RiskClass(row.model_risk_class),
-        reasons=_reasons(row.reasons),
+        reasons=reasons_from_json(row.reasons),
         model_version=row.model_version,
         data_as_of=row.data_as_of,
         score_time=row.score_time,

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
+from itertools import repeat
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,7 +31,8 @@ from creditwatch.server.domain.events import (
 )
 from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.domain.scores import StoredScore, reasons_as_json
+from creditwatch.server.scoring.engine import ScoreRows
 from creditwatch.server.store import facts, score_cache
 from creditwatch.server.store.database import driver, dumps
 
@@ -183,21 +185,25 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
 # Locks the chunk's companies in key order, skipping any an intake holds
 # (that intake re-scores them itself).
 _LOCK = f"""
-SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
-ORDER BY country, register_number FOR UPDATE SKIP LOCKED
+SELECT array_agg(country) AS country, array_agg(register_number) AS register_number
+FROM (
+    SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
+    ORDER BY country, register_number FOR UPDATE SKIP LOCKED
+) locked
 """
 
 # Per locked company: the latest statement's line items as a float8 array in
 # LINE_ITEMS order (the generated column `line_items`; NULL = not reported),
-# what the risk state needs, and the current score with its reasons as stored
-# JSON text. Each column is one array: every aggregate of a query level sees
-# the rows in the same order, so index i of every array is one company (no
-# per-aggregate ORDER BY: each was a sort of its own). Every lookup is by
-# index per company: a join against `companies` became a hash join over the
-# whole table. A statement of its own, after _LOCK: under READ COMMITTED a
-# statement reads the snapshot it started with, so a read in the locking
-# statement could miss what an intake committed while the lock waited, and
-# store a score from older facts over the intake's.
+# what the risk state needs, and the current score without its reasons (most
+# are never shown: `previous_scores` reads those an alert needs). Each column
+# is one array: every aggregate of a query level sees the rows in the same
+# order, so index i of every array is one company (no per-aggregate ORDER BY:
+# each was a sort of its own). Every lookup is by index per company: a join
+# against `companies` became a hash join over the whole table. A statement of
+# its own, after _LOCK: under READ COMMITTED a statement reads the snapshot it
+# started with, so a read in the locking statement could miss what an intake
+# committed while the lock waited, and store a score from older facts over
+# the intake's.
 _READ = f"""
 WITH chunk AS MATERIALIZED (
     SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
@@ -222,7 +228,7 @@ SELECT array_agg(k.country) AS country,
        array_agg(sc.probability_of_default) AS pd,
        array_agg(sc.risk_class) AS risk_class,
        array_agg(sc.model_risk_class) AS model_risk_class,
-       array_agg(sc.reasons::text) AS reasons,
+       array_agg(sc.id) AS score_id,
        array_agg(sc.model_version) AS model_version,
        array_agg(sc.data_as_of) AS data_as_of,
        array_agg(sc.score_time) AS score_time
@@ -234,7 +240,7 @@ LEFT JOIN LATERAL (
     ORDER BY f.period_end DESC LIMIT 1
 ) st ON true
 LEFT JOIN LATERAL (
-    SELECT s.probability_of_default, s.risk_class, s.model_risk_class, s.reasons,
+    SELECT s.id, s.probability_of_default, s.risk_class, s.model_risk_class,
            s.model_version, s.data_as_of, s.score_time
     FROM scores s
     WHERE s.country = k.country AND s.register_number = k.register_number
@@ -250,10 +256,11 @@ _STATUS_STATES = (int(CompanyStatus.BANKRUPT), int(CompanyStatus.COMPULSORY_DISS
 @dataclass(frozen=True)
 class ChunkFacts:
     """What scoring needs about each company of a chunk, in columns (index i is
-    `companies[i]`): no statement object per company, and the current scores'
-    reasons left as stored JSON text until an alert needs them."""
+    company i): no statement object per company, and of the current scores
+    only what decides whether an alert is due."""
 
-    companies: Sequence[CompanyId]
+    countries: list[str]
+    numbers: list[str]
     items: npt.NDArray[np.float64]
     """Shape (len(LINE_ITEMS), n): the latest statement's items, NaN = missing."""
     currencies: list[str | None]
@@ -264,10 +271,17 @@ class ChunkFacts:
     _pd: list[float | None]
     _risk_class: list[int | None]
     _model_risk_class: list[int | None]
-    _reasons: list[str | None]
+    _score_id: list[int | None]
     _model_version: list[str | None]
     _data_as_of: list[datetime | None]
     _score_time: list[datetime | None]
+
+    def __len__(self) -> int:
+        return len(self.countries)
+
+    def company(self, i: int) -> CompanyId:
+        """Company i."""
+        return CompanyId(self.countries[i], self.numbers[i])
 
     def previous_version(self, i: int) -> str | None:
         """The model version of company i's current score (None: no score)."""
@@ -281,45 +295,27 @@ class ChunkFacts:
         """The risk class of company i's current score (None: no score)."""
         return self._risk_class[i]
 
-    def previous(self, i: int) -> StoredScore | None:
-        """Company i's current score, reasons decoded (most of the cost: ask
-        only when an alert shows it)."""
-        score_time = self._score_time[i]
-        if score_time is None:
-            return None
-        return facts.score_from_row(
-            SimpleNamespace(
-                probability_of_default=self._pd[i],
-                risk_class=self._risk_class[i],
-                model_risk_class=self._model_risk_class[i],
-                reasons=orjson.loads(self._reasons[i] or "[]"),
-                model_version=self._model_version[i],
-                data_as_of=self._data_as_of[i],
-                score_time=score_time,
-            )
-        )
+
+_NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
 
 
 async def lock_and_read(
     session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int
 ) -> ChunkFacts:
     """Lock a re-score's chunk (skipping companies an intake holds), then read
-    the locked companies' facts in columns, in key order: two statements, plus
-    one for the events of the few companies that have any."""
+    the locked companies' facts in columns: two statements, plus one for the
+    events of the few companies that have any."""
     connection = await driver(session)
-    locked = [
-        CompanyId(r["country"], r["register_number"])
-        for r in await connection.fetch(_LOCK, *_arrays(companies))
-    ]
-    if not locked:
-        return ChunkFacts([], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
-    row = await connection.fetchrow(_READ, *_arrays(locked), overdue_days, _NO_ITEMS)
+    locked = await connection.fetchrow(_LOCK, *_arrays(companies))
+    if locked is None or locked["country"] is None:
+        return _NO_FACTS
+    row = await connection.fetchrow(
+        _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
+    )
     if row is None or row["country"] is None:  # none left to lock
-        return ChunkFacts([], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
-    companies = [
-        CompanyId(*key) for key in zip(row["country"], row["register_number"], strict=True)
-    ]
-    count = len(companies)
+        return _NO_FACTS
+    countries, numbers = row["country"], row["register_number"]
+    count = len(countries)
     items = np.array(row["items"], dtype=np.float64).reshape(count, len(LINE_ITEMS)).T
     with_statement = [i for i, present in enumerate(row["has_statement"]) if present]
     states = [_CLEAN] * count
@@ -331,13 +327,16 @@ async def lock_and_read(
         if events or overdue or status in _STATUS_STATES
     ]
     if special:
-        events = await _events(connection, [companies[i] for i in special])
+        events = await _events(connection, [CompanyId(countries[i], numbers[i]) for i in special])
         for i in special:
             states[i] = risk_state(
-                events.get(companies[i], []), row["status"][i], row["overdue"][i]
+                events.get(CompanyId(countries[i], numbers[i]), []),
+                row["status"][i],
+                row["overdue"][i],
             )
     return ChunkFacts(
-        companies,
+        countries,
+        numbers,
         items,
         row["currency"],
         row["period_end"],
@@ -346,11 +345,49 @@ async def lock_and_read(
         row["pd"],
         row["risk_class"],
         row["model_risk_class"],
-        row["reasons"],
+        row["score_id"],
         row["model_version"],
         row["data_as_of"],
         row["score_time"],
     )
+
+
+async def previous_scores(
+    session: AsyncSession, known: ChunkFacts, indexes: Sequence[int]
+) -> dict[int, StoredScore]:
+    """The current scores (as read by `lock_and_read`, reasons and all) of the
+    chunk's companies at `indexes` that have one; by index."""
+    with_score = [i for i in indexes if known._score_id[i] is not None]
+    if not with_score:
+        return {}
+    connection = await driver(session)
+    reasons = {
+        r["id"]: r["reasons"]
+        for r in await connection.fetch(
+            """
+            SELECT id, reasons::text AS reasons FROM scores
+            WHERE (country, register_number, id) IN
+                  (SELECT * FROM unnest($1::char(2)[], $2::varchar[], $3::bigint[]))
+            """,
+            [known.countries[i] for i in with_score],
+            [known.numbers[i] for i in with_score],
+            [known._score_id[i] for i in with_score],
+        )
+    }
+    return {
+        i: facts.score_from_row(
+            SimpleNamespace(
+                probability_of_default=known._pd[i],
+                risk_class=known._risk_class[i],
+                model_risk_class=known._model_risk_class[i],
+                reasons=orjson.loads(reasons[known._score_id[i]]),
+                model_version=known._model_version[i],
+                data_as_of=known._data_as_of[i],
+                score_time=known._score_time[i],
+            )
+        )
+        for i in with_score
+    }
 
 
 async def _events(
@@ -400,17 +437,6 @@ _SCORE_COLUMNS = (
 )
 
 
-def reasons_text(score: StoredScore) -> str:
-    """A score's reasons as stored JSON text (as `facts.score_json` has them,
-    built directly: this runs once per score of a re-score)."""
-    return orjson.dumps(
-        [
-            {"code": r[0], "description": r[1], "kind": r[2], "pd_contribution": r[3]}
-            for r in score.reasons
-        ]
-    ).decode()
-
-
 async def add_scores(
     session: AsyncSession, scored: Sequence[tuple[CompanyId, StoredScore]]
 ) -> None:
@@ -428,7 +454,7 @@ async def add_scores(
                 score.probability_of_default,
                 int(score.risk_class),
                 int(score.model_risk_class),
-                reasons_text(score),
+                orjson.dumps(reasons_as_json(score.reasons)).decode(),
                 score.model_version,
                 score.data_as_of,
                 score.score_time,
@@ -436,14 +462,47 @@ async def add_scores(
             for company, score in scored
         ],
     )
-    # Replicas' score caches drop these companies at commit, told in a few
-    # notices of many keys each (a notice per company cost more than the
-    # score's row); past CACHE_FLUSH_FROM, one "*" notice empties the caches.
-    if len(scored) < score_cache.CACHE_FLUSH_FROM:
+    await _notify_caches(connection, [company.key for company, _ in scored])
+
+
+async def add_score_rows(
+    session: AsyncSession, countries: Sequence[str], numbers: Sequence[str], rows: ScoreRows
+) -> None:
+    """`add_scores` of scores in their stored form: row i is the company
+    (countries[i], numbers[i])."""
+    if not len(countries) == len(numbers) == len(rows):
+        raise ValueError(f"{len(countries)} companies for {len(rows)} scores")
+    if not len(rows):
+        return
+    connection = await driver(session)
+    await connection.copy_records_to_table(
+        "scores",
+        columns=_SCORE_COLUMNS,
+        records=zip(
+            countries,
+            numbers,
+            rows.pds,
+            rows.risk_classes,
+            rows.model_risk_classes,
+            rows.reasons_json,
+            repeat(rows.model_version),
+            rows.data_as_of,
+            rows.score_times,
+            strict=False,  # `repeat` is endless; the lists' lengths are checked above
+        ),
+    )
+    await _notify_caches(connection, [f"{c}-{n}" for c, n in zip(countries, numbers, strict=True)])
+
+
+async def _notify_caches(connection: Any, keys: Sequence[str]) -> None:
+    """Replicas' score caches drop these companies (CompanyId.key) at commit, told in a few
+    notices of many keys each (a notice per company cost more than the
+    score's row); past CACHE_FLUSH_FROM, one "*" notice empties the caches."""
+    if len(keys) < score_cache.CACHE_FLUSH_FROM:
         await connection.execute(
             "SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k",
             score_cache.CHANNEL,
-            score_cache.notices([company for company, _ in scored]),
+            score_cache.notices(keys),
         )
     else:
         await connection.execute("SELECT pg_notify($1, '*')", score_cache.CHANNEL)

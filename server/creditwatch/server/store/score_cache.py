@@ -34,20 +34,20 @@ CACHE_FLUSH_FROM = 10_000
 _PAYLOAD_BYTES = 7_900
 
 
-def notices(companies: Sequence[CompanyId]) -> list[str]:
-    """Payloads naming `companies`, each as many keys (comma-separated) as fit."""
+def notices(keys: Sequence[str]) -> list[str]:
+    """Payloads naming the companies `keys` (CompanyId.key), each as many keys
+    (comma-separated) as fit."""
     payloads: list[str] = []
-    keys: list[str] = []
+    batch: list[str] = []
     size = 0
-    for company in companies:
-        key = company.key
-        if keys and size + len(key) + 1 > _PAYLOAD_BYTES:
-            payloads.append(",".join(keys))
-            keys, size = [], 0
-        keys.append(key)
+    for key in keys:
+        if batch and size + len(key) + 1 > _PAYLOAD_BYTES:
+            payloads.append(",".join(batch))
+            batch, size = [], 0
+        batch.append(key)
         size += len(key) + 1
-    if keys:
-        payloads.append(",".join(keys))
+    if batch:
+        payloads.append(",".join(batch))
     return payloads
 
 
