@@ -8,8 +8,9 @@ A re-score of a million companies reads every latest statement and appends a
 score per company; three costs dominated its PostgreSQL side:
 
 * `financial_statements.line_items` is a stored generated column: the
-  `items` jsonb as a float8 array in the scorer's line-item order (NULL = not
-  reported), computed once when a statement is written instead of 30 jsonb
+  `items` jsonb as a float8 array in the scorer's line-item order (NaN = not
+  reported, so that every element has the same size in the binary array a
+  re-score reads), computed once when a statement is written instead of 30 jsonb
   look-ups per statement on every re-score. The order is frozen here; a
   change of the scorer's items needs a migration that redefines the column
   (a test compares the two).
@@ -66,7 +67,11 @@ LINE_ITEMS = (
     "net_profit",
 )
 
-LINE_ITEMS_SQL = "ARRAY[" + ", ".join(f"(items ->> '{i}')::float8" for i in LINE_ITEMS) + "]"
+LINE_ITEMS_SQL = (
+    "ARRAY["
+    + ", ".join(f"coalesce((items ->> '{i}')::float8, 'NaN')" for i in LINE_ITEMS)
+    + "]"
+)
 
 
 def upgrade() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 from collections.abc import Callable
 from datetime import date
 
@@ -101,4 +102,6 @@ async def test_statements_line_items_column_is_the_items_in_the_scorer_s_order(
             ),
             {"c": company.country, "n": company.register_number},
         )
-    assert stored == [reported.get(name) for name in LINE_ITEMS]
+    want = [reported.get(name, math.nan) for name in LINE_ITEMS]
+    assert stored == pytest.approx(want, nan_ok=True)
+    assert [math.isnan(v) for v in stored] == [name not in reported for name in LINE_ITEMS]

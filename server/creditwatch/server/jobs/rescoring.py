@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -66,8 +66,11 @@ class Rescorer:
         self._chunk = chunk
         self._on_alerts = on_alerts
 
-    async def rescore(self, companies: list[CompanyId], result: RescoreResult) -> None:
+    async def rescore(
+        self, companies: Sequence[CompanyId] | rescoring.Keys, result: RescoreResult
+    ) -> None:
         """Re-score one chunk in one transaction."""
+        chunk = len(companies)
         scorer = self._registry.active
         now = datetime.now(UTC)
         facts_ = {
@@ -76,7 +79,7 @@ class Rescorer:
         }
         async with self._sessions.begin() as session:
             known = await rescoring.lock_and_read(session, companies, scorer.policy.overdue_days)
-            result.skipped_locked += len(companies) - len(known)
+            result.skipped_locked += chunk - len(known)
             order, rows = await _score(scorer, known)
             # A re-score alerts only on a class change or on a PD rising
             # across a threshold; the rest cannot raise one, so they skip
@@ -109,7 +112,7 @@ class Rescorer:
                 changes.append((known.company(i), change))
             counts = await write_alerts(session, changes) if changes else {}
         written = sum(counts.values())
-        result.companies += len(companies)
+        result.companies += chunk
         result.scored += len(rows)
         result.alerts += written
         if written and self._on_alerts is not None:
@@ -127,7 +130,7 @@ class Rescorer:
         result = RescoreResult()
         stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
         version = self._registry.active.version
-        chunks: asyncio.Queue[list[CompanyId] | None] = asyncio.Queue(maxsize=self._workers)
+        chunks: asyncio.Queue[rescoring.Keys | None] = asyncio.Queue(maxsize=self._workers)
         last_log = started
 
         async def page() -> None:
@@ -140,11 +143,11 @@ class Rescorer:
                         due = await rescoring.due(
                             session, version, stale_before, after, self._chunk * self._workers
                         )
-                    if not due:
+                    if not len(due):
                         break
                     for start in range(0, len(due), self._chunk):
-                        await chunks.put(due[start : start + self._chunk])
-                    after = due[-1]
+                        await chunks.put(due.slice(start, start + self._chunk))
+                    after = due.last()
             finally:
                 for _ in range(self._workers):
                     await chunks.put(None)

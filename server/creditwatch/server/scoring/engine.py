@@ -246,7 +246,7 @@ class Scorer:
         # stores a million scores' reasons and shows few of them.
         self._json_template_array = np.array(
             [
-                '{{"code":{},"description":{},"kind":{},"pd_contribution":%r}}'.format(
+                '{{"code":{},"description":{},"kind":{},"pd_contribution":%.17g}}'.format(
                     orjson.dumps(self._codes[i // 4]).decode().replace("%", "%%"),
                     orjson.dumps(template).decode(),
                     int(ReasonKind.MODEL_FEATURE),
@@ -537,7 +537,7 @@ class Scorer:
         """`_model_reasons` of each row as the comma-separated JSON objects
         `reasons_as_json` stores (no Reason objects on the way)."""
         indexes, values, shown, ends = self._strongest(x, contributions)
-        if not np.isfinite(values).all():  # %r would print inf, not JSON
+        if not np.isfinite(values).all():  # %.17g would print inf, not JSON
             return [
                 orjson.dumps(reasons_as_json(reasons)).decode()[1:-1]
                 for reasons in self._model_reasons(x, contributions)

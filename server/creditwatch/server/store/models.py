@@ -41,7 +41,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from creditwatch.server.domain.financials import LINE_ITEMS
 
 # The generated `financial_statements.line_items` expression (migration 0009).
-LINE_ITEMS_SQL = "ARRAY[" + ", ".join(f"(items ->> '{i}')::float8" for i in LINE_ITEMS) + "]"
+LINE_ITEMS_SQL = (
+    "ARRAY[" + ", ".join(f"coalesce((items ->> '{i}')::float8, 'NaN')" for i in LINE_ITEMS) + "]"
+)
 
 # Amounts: 20 digits before the point, 9 after (google.type.Money's nanos).
 AMOUNT = Numeric(29, 9)
@@ -198,9 +200,9 @@ class FinancialStatement(Base):
     currency: Mapped[str] = mapped_column(CHAR(3))
     # Reported line items only ({name: amount}); absent means not reported.
     items: Mapped[dict[str, float]] = mapped_column(JSONB)
-    # `items` in LINE_ITEMS order (NULL = not reported), computed by PostgreSQL
+    # `items` in LINE_ITEMS order (NaN = not reported), computed by PostgreSQL
     # when the row is written, for bulk reads (migration 0009 has the order).
-    line_items: Mapped[list[float | None]] = mapped_column(
+    line_items: Mapped[list[float]] = mapped_column(
         ARRAY(Double), Computed(LINE_ITEMS_SQL, persisted=True)
     )
     source: Mapped[str] = mapped_column(Text, default="")

@@ -9,6 +9,7 @@ caller's transaction, and takes a chunk as two parallel arrays.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -40,6 +41,7 @@ _CHUNK = "(SELECT * FROM unnest($1::char(2)[], $2::varchar[]))"
 _IN_CHUNK = f"(country, register_number) IN {_CHUNK}"
 
 _DUE = """
+SELECT array_agg(country) AS country, array_agg(register_number) AS register_number FROM (
 SELECT c.country, c.register_number
 FROM companies c
 JOIN LATERAL (
@@ -55,12 +57,35 @@ WHERE (c.country, c.register_number) > ($1, $2)
   AND (latest.model_version <> $3 OR latest.score_time < $4)
 ORDER BY c.country, c.register_number
 LIMIT $5
+) due
 """
 
 _KNOWN_ITEMS = frozenset(f.name for f in fields(FinancialStatement))
 
 
-def _arrays(companies: Sequence[CompanyId]) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Many companies as two parallel lists, the way bulk statements take and
+    return them (no CompanyId per company)."""
+
+    countries: list[str]
+    numbers: list[str]
+
+    def __len__(self) -> int:
+        return len(self.countries)
+
+    def slice(self, start: int, end: int) -> Keys:
+        """Companies [start, end)."""
+        return Keys(self.countries[start:end], self.numbers[start:end])
+
+    def last(self) -> CompanyId:
+        """The last company."""
+        return CompanyId(self.countries[-1], self.numbers[-1])
+
+
+def _arrays(companies: Sequence[CompanyId] | Keys) -> tuple[list[str], list[str]]:
+    if isinstance(companies, Keys):
+        return companies.countries, companies.numbers
     return [c.country for c in companies], [c.register_number for c in companies]
 
 
@@ -70,11 +95,11 @@ async def due(
     stale_before: datetime,
     after: CompanyId | None,
     limit: int,
-) -> list[CompanyId]:
+) -> Keys:
     """Watched companies (in key order, after `after`) whose current score was
     made by another model version or before `stale_before`."""
     connection = await driver(session)
-    rows = await connection.fetch(
+    row = await connection.fetchrow(
         _DUE,
         after.country if after else "",
         after.register_number if after else "",
@@ -82,7 +107,7 @@ async def due(
         stale_before,
         limit,
     )
-    return [CompanyId(r["country"], r["register_number"]) for r in rows]
+    return Keys(row["country"] or [], row["register_number"] or [])
 
 
 async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
@@ -193,7 +218,7 @@ FROM (
 """
 
 # Per locked company: the latest statement's line items as a float8 array in
-# LINE_ITEMS order (the generated column `line_items`; NULL = not reported),
+# LINE_ITEMS order (the generated column `line_items`; NaN = not reported),
 # what the risk state needs, and the current score without its reasons (most
 # are never shown: `previous_scores` reads those an alert needs). Each column
 # is one array: every aggregate of a query level sees the rows in the same
@@ -214,7 +239,7 @@ SELECT array_agg(k.country) AS country,
        array_agg(k.status) AS status,
        array_agg(st.currency) AS currency,
        array_agg(st.period_end) AS period_end,
-       array_agg(coalesce(st.line_items, $4::float8[])) AS items,
+       array_send(array_agg(coalesce(st.line_items, $4::float8[]))) AS items,
        array_agg(st.period_end IS NOT NULL) AS has_statement,
        array_agg(EXISTS (
            SELECT 1 FROM company_events e
@@ -248,7 +273,26 @@ LEFT JOIN LATERAL (
 ) sc ON true
 """
 
-_NO_ITEMS = [None] * len(LINE_ITEMS)
+_NO_ITEMS = [math.nan] * len(LINE_ITEMS)
+# A float8 array in PostgreSQL's binary form (array_send): ndim, has-nulls
+# flag, element type, then (size, lower bound) per dimension, then per element
+# its length and value, big-endian. `line_items` has no NULLs (NaN instead),
+# so every element is 12 bytes and numpy reads the lot without a Python float
+# per item.
+_ARRAY_ELEMENT = np.dtype([("length", ">i4"), ("value", ">f8")])
+
+
+def _float_matrix(data: bytes, columns: int) -> npt.NDArray[np.float64]:
+    """An (n, columns) float8 array sent by array_send, as float64 rows."""
+    dimensions = int.from_bytes(data[:4], "big")
+    if dimensions == 0:
+        return np.empty((0, columns))
+    elements = np.frombuffer(data, dtype=_ARRAY_ELEMENT, offset=12 + 8 * dimensions)
+    if (elements["length"] != 8).any():
+        raise ValueError("a NULL in a float8 array that should have none")
+    return elements["value"].astype(np.float64).reshape(-1, columns)
+
+
 _CLEAN = RiskState()
 _STATUS_STATES = (int(CompanyStatus.BANKRUPT), int(CompanyStatus.COMPULSORY_DISSOLUTION))
 
@@ -300,7 +344,7 @@ _NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
 
 
 async def lock_and_read(
-    session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int
+    session: AsyncSession, companies: Sequence[CompanyId] | Keys, overdue_days: int
 ) -> ChunkFacts:
     """Lock a re-score's chunk (skipping companies an intake holds), then read
     the locked companies' facts in columns: two statements, plus one for the
@@ -316,7 +360,9 @@ async def lock_and_read(
         return _NO_FACTS
     countries, numbers = row["country"], row["register_number"]
     count = len(countries)
-    items = np.array(row["items"], dtype=np.float64).reshape(count, len(LINE_ITEMS)).T
+    items = _float_matrix(row["items"], len(LINE_ITEMS)).T
+    if items.shape[1] != count:
+        raise ValueError(f"{items.shape[1]} statements for {count} companies")
     with_statement = [i for i, present in enumerate(row["has_statement"]) if present]
     states = [_CLEAN] * count
     special = [
