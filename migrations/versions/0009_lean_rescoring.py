@@ -1,4 +1,4 @@
-"""Statements' line items as a float8 array; scores without a foreign key, reasons as json
+"""Statements' line items as a float8 array; scores without a foreign key; json, not jsonb
 
 Revision ID: 0009
 Revises: 0008
@@ -19,9 +19,13 @@ score per company; three costs dominated its PostgreSQL side:
   the company row first in the same transaction (`facts.lock_company`,
   `rescoring.ensure_and_lock`, the re-score's lock), and companies are never
   deleted, so no score can name a missing company.
-* `scores.reasons` is `json`, not `jsonb`: the text is only ever stored and
-  read back whole (never queried into), and jsonb's parse on write and print
-  on read cost more than the rest of the row.
+* `scores.reasons` and the alerts' `previous_score`, `score` and `trigger`
+  are `json`, not `jsonb`: the text is only ever stored and read back whole
+  (never queried into), and jsonb's parse on write and print on read cost
+  more than the rest of the row.
+* `alerts` keeps rows of up to 8 KB inline and uncompressed
+  (toast_tuple_target): an alert carries two scores with their reasons, about
+  3 KB, and compressing each cost more CPU than the disk it saved is worth.
 """
 
 from collections.abc import Sequence
@@ -81,9 +85,21 @@ def upgrade() -> None:
     )
     op.drop_constraint("scores_country_register_number_fkey", "scores", type_="foreignkey")
     op.execute("ALTER TABLE scores ALTER COLUMN reasons TYPE json USING reasons::json")
+    op.execute(
+        "ALTER TABLE alerts ALTER COLUMN previous_score TYPE json USING previous_score::json, "
+        "ALTER COLUMN score TYPE json USING score::json, "
+        "ALTER COLUMN trigger TYPE json USING trigger::json"
+    )
+    op.execute("ALTER TABLE alerts SET (toast_tuple_target = 8160)")
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE alerts RESET (toast_tuple_target)")
+    op.execute(
+        "ALTER TABLE alerts ALTER COLUMN previous_score TYPE jsonb USING previous_score::jsonb, "
+        "ALTER COLUMN score TYPE jsonb USING score::jsonb, "
+        "ALTER COLUMN trigger TYPE jsonb USING trigger::jsonb"
+    )
     op.execute("ALTER TABLE scores ALTER COLUMN reasons TYPE jsonb USING reasons::jsonb")
     op.create_foreign_key(
         "scores_country_register_number_fkey",

@@ -83,6 +83,8 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
             },
         )
     url = database.async_url(database_url)
+    async with sessions() as session:
+        before = await facts.latest_score(session, companies[0])
     jobs = Jobs(_settings(rescore_stale_seconds=0, rescore_chunk=7), url, sessions, registry)
     result = await jobs.rescore()
     assert result is not None
@@ -90,10 +92,18 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
     async with sessions() as session:
         rows = (
             await session.execute(
-                text("SELECT type, trigger FROM alerts WHERE tenant_id = :t"), {"t": tenant}
+                text(
+                    "SELECT type, trigger, previous_score, score FROM alerts WHERE tenant_id = :t"
+                ),
+                {"t": tenant},
             )
         ).all()
         latest = await facts.latest_score(session, companies[0])
+    # The alert's copies of the two scores (written from their stored reasons
+    # text, not re-encoded) are the scores as stored.
+    (downgrade,) = [r for r in rows if "rescoring" in r.trigger]
+    assert facts.score_from_json(downgrade.previous_score) == before
+    assert facts.score_from_json(downgrade.score) == latest
     rescored = [
         (r.type, r.trigger["rescoring"]["reason"]) for r in rows if "rescoring" in r.trigger
     ]

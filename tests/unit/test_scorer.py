@@ -41,6 +41,7 @@ from creditwatch.server.scoring.engine import (
     pd_contributions,
 )
 from creditwatch.server.scoring.model import OnnxModel
+from creditwatch.server.store import facts
 from tests.unit.test_features import HEALTHY
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -391,3 +392,15 @@ def test_the_engine_builds_scores_and_reasons_in_field_order() -> None:
         "score_time",
     )
     assert Reason._fields == ("code", "description", "kind", "pd_contribution")
+
+
+def test_score_text_with_stored_reasons_is_the_score_s_json() -> None:
+    reasons = (
+        Reason("FEATURE_X", 'x is 1.5; "raises" the PD', ReasonKind.MODEL_FEATURE, 0.012),
+        Reason("OVERRIDE_PAYMENT_REMARK", "1 open remark", ReasonKind.OVERRIDE, 0.0),
+    )
+    score = StoredScore(0.2, RiskClass.C, RiskClass.B, reasons, "v", None, datetime.now(UTC))
+    stored = orjson.dumps(reasons_as_json(reasons)).decode()
+    assert orjson.loads(facts.score_text(score, stored)) == facts.score_json(score)
+    assert orjson.loads(facts.score_text(score)) == facts.score_json(score)
+    assert facts.score_from_json(orjson.loads(facts.score_text(score, stored))) == score

@@ -178,6 +178,10 @@ class Change:
     several facts applied together, so score alerts are raised once)."""
     fact_alert: bool = True
     """Raise the fact's own alert (False when only the score change matters)."""
+    previous_reasons_text: str | None = None
+    score_reasons_text: str | None = None
+    """The scores' reasons as stored JSON text, when the caller has it (a
+    re-score does): the alerts' copies of the scores use it as is."""
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,26 @@ def reasons_as_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
     ]
 
 
+_KINDS = {int(kind): kind for kind in ReasonKind}
+
+
 def reasons_from_json(values: Iterable[dict[str, Any]]) -> tuple[Reason, ...]:
     """Reasons from their stored form (`reasons_as_json`)."""
+    # tuple.__new__ builds the same named tuple as Reason(...) in C, and a dict
+    # look-up is cheaper than the enum's call: alerts of a re-score decode
+    # hundreds of thousands of reasons.
+    new = tuple.__new__
     return tuple(
-        Reason(r["code"], r["description"], ReasonKind(r["kind"]), r["pd_contribution"])
-        for r in values
+        [
+            new(
+                Reason,
+                (
+                    r["code"],
+                    r["description"],
+                    _KINDS[r["kind"]] if r["kind"] in _KINDS else ReasonKind(r["kind"]),
+                    r["pd_contribution"],
+                ),
+            )
+            for r in values
+        ]
     )

@@ -108,7 +108,16 @@ class Rescorer:
                     if known.previous_version(i) != scorer.version
                     else RescoreReason.SCHEDULED
                 )
-                change = Change(facts_[reason], previous[i], rows.score(j), now, fact_alert=False)
+                old, old_reasons = previous[i]
+                change = Change(
+                    facts_[reason],
+                    old,
+                    rows.score(j),
+                    now,
+                    fact_alert=False,
+                    previous_reasons_text=old_reasons,
+                    score_reasons_text=rows.reasons_json[j],
+                )
                 changes.append((known.company(i), change))
             counts = await write_alerts(session, changes) if changes else {}
         written = sum(counts.values())

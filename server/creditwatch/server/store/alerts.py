@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 import orjson
@@ -48,7 +48,7 @@ from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
 from creditwatch.server.store import models
 from creditwatch.server.store.database import driver, dumps
-from creditwatch.server.store.facts import score_from_json, score_json
+from creditwatch.server.store.facts import score_from_json, score_text
 
 CHANNEL = "creditwatch_alerts"
 
@@ -135,8 +135,20 @@ async def watchers(
     return found, names
 
 
-def _score_text(score: StoredScore | None) -> str | None:
-    return dumps(score_json(score)) if score is not None else None
+class _NoScores(NamedTuple):
+    """What a claim's alerts compare: no scores (a Change's score fields)."""
+
+    previous: None = None
+    score: None = None
+    previous_reasons_text: None = None
+    score_reasons_text: None = None
+
+
+_NO_SCORES = _NoScores()
+
+
+def _score_text(score: StoredScore | None, reasons_text: str | None = None) -> str | None:
+    return score_text(score, reasons_text) if score is not None else None
 
 
 async def write(
@@ -152,24 +164,16 @@ async def write(
         return {}
     companies = [c for c, _ in changes] + [x.company for x in limits] + [x.company for x in claims]
     held, names = await watchers(session, list(dict.fromkeys(companies)))
-    # (company, previous score, score, occurred, trigger JSON, alerts)
+    # (company, change's scores, occurred, trigger JSON, alerts)
     batches: list[
-        tuple[
-            CompanyId,
-            StoredScore | None,
-            StoredScore | None,
-            datetime,
-            dict[str, Any],
-            list[PlannedAlert],
-        ]
+        tuple[CompanyId, Change | _NoScores, datetime, dict[str, Any], list[PlannedAlert]]
     ] = []
     for company, change in changes:
         planned = plan(change, held.get(company, ()))
         batches.append(
             (
                 company,
-                change.previous,
-                change.score,
+                change,
                 change.occurred_at,
                 trigger_json(change.fact, company) if planned else {},
                 planned,
@@ -179,8 +183,7 @@ async def write(
         batches.append(
             (
                 limit.company,
-                limit.change.previous,
-                limit.change.score,
+                limit.change,
                 limit.change.occurred_at,
                 {"credit_limit": limit.credit_limit},
                 plan_limit(limit, held.get(limit.company, ())),
@@ -190,8 +193,7 @@ async def write(
         batches.append(
             (
                 claim.company,
-                None,
-                None,
+                _NO_SCORES,
                 claim.occurred_at,
                 {"overdue_payment": claim.overdue_payment},
                 plan_claim(claim.tenant_id, claim.summary, held.get(claim.company, ())),
@@ -199,12 +201,13 @@ async def write(
         )
     records: list[tuple[Any, ...]] = []
     counts: dict[CompanyId, int] = {}
-    for company, before, after, occurred, trigger_value, planned in batches:
+    for company, scores, occurred, trigger_value, planned in batches:
         counts[company] = counts.get(company, 0) + len(planned)
         if not planned:
             continue
         # Serialised once per change, shared by its alerts.
-        previous, current = _score_text(before), _score_text(after)
+        previous = _score_text(scores.previous, scores.previous_reasons_text)
+        current = _score_text(scores.score, scores.score_reasons_text)
         trigger = dumps(trigger_value)
         name = names.get(company, "")
         for alert in planned:

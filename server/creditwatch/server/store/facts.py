@@ -25,6 +25,7 @@ from creditwatch.server.domain.scores import (
     reasons_from_json,
 )
 from creditwatch.server.store import models
+from creditwatch.server.store.database import dumps
 
 _S = cast(Table, models.Score.__table__)
 _F = cast(Table, models.FinancialStatement.__table__)
@@ -223,6 +224,23 @@ def score_json(score: StoredScore) -> dict[str, Any]:
     }
 
 
+def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
+    """`score_json` as JSON text. `reasons_text`, the score's reasons as stored
+    JSON text (`reasons_as_json`) when the caller has it, is used as is: a
+    re-score's alerts spare decoding and encoding them again."""
+    if reasons_text is None:
+        return dumps(score_json(score))
+    rest = {
+        "probability_of_default": score.probability_of_default,
+        "risk_class": int(score.risk_class),
+        "model_risk_class": int(score.model_risk_class),
+        "model_version": score.model_version,
+        "data_as_of": score.data_as_of.isoformat() if score.data_as_of else None,
+        "score_time": score.score_time.isoformat(),
+    }
+    return f'{dumps(rest)[:-1]},"reasons":{reasons_text}}}'
+
+
 def score_from_json(value: dict[str, Any]) -> StoredScore:
     """The inverse of `score_json`."""
     as_of = value.get("data_as_of")
@@ -274,12 +292,15 @@ async def latest_score(session: AsyncSession, company: CompanyId) -> StoredScore
     return None if row is None else score_from_row(row)
 
 
+_CLASSES = {int(c): c for c in RiskClass}
+
+
 def score_from_row(row: Any) -> StoredScore:
     """A stored score from a `scores` row."""
     return StoredScore(
         probability_of_default=row.probability_of_default,
-        risk_class=RiskClass(row.risk_class),
-        model_risk_class=RiskClass(row.model_risk_class),
+        risk_class=_CLASSES[row.risk_class],
+        model_risk_class=_CLASSES[row.model_risk_class],
         reasons=reasons_from_json(row.reasons),
         model_version=row.model_version,
         data_as_of=row.data_as_of,

@@ -301,9 +301,11 @@ class Alert(Base):
     external_reference: Mapped[str] = mapped_column(Text)
     exposure_currency: Mapped[str | None] = mapped_column(CHAR(3))
     exposure_amount: Mapped[Decimal | None] = mapped_column(AMOUNT)
-    previous_score: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    score: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    trigger: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # json, not jsonb: stored and read back whole, never queried into; rows
+    # stay inline and uncompressed up to 8 KB (toast_tuple_target, 0009).
+    previous_score: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    score: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    trigger: Mapped[dict[str, Any]] = mapped_column(JSON)
     suggested_action: Mapped[int] = mapped_column(SmallInteger)
     summary: Mapped[str] = mapped_column(Text)
     occurred_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -400,14 +400,16 @@ async def lock_and_read(
 
 async def previous_scores(
     session: AsyncSession, known: ChunkFacts, indexes: Sequence[int]
-) -> dict[int, StoredScore]:
+) -> dict[int, tuple[StoredScore, str]]:
     """The current scores (as read by `lock_and_read`, reasons and all) of the
-    chunk's companies at `indexes` that have one; by index."""
-    with_score = [i for i in indexes if known._score_id[i] is not None]
+    chunk's companies at `indexes` that have one, each with its reasons as
+    stored JSON text; by index."""
+    ids = {i: score_id for i in indexes if (score_id := known._score_id[i]) is not None}
+    with_score = list(ids)
     if not with_score:
         return {}
     connection = await driver(session)
-    reasons = {
+    reasons: dict[int, str] = {
         r["id"]: r["reasons"]
         for r in await connection.fetch(
             """
@@ -417,23 +419,23 @@ async def previous_scores(
             """,
             [known.countries[i] for i in with_score],
             [known.numbers[i] for i in with_score],
-            [known._score_id[i] for i in with_score],
+            list(ids.values()),
         )
     }
-    return {
-        i: facts.score_from_row(
-            SimpleNamespace(
-                probability_of_default=known._pd[i],
-                risk_class=known._risk_class[i],
-                model_risk_class=known._model_risk_class[i],
-                reasons=orjson.loads(reasons[known._score_id[i]]),
-                model_version=known._model_version[i],
-                data_as_of=known._data_as_of[i],
-                score_time=known._score_time[i],
-            )
+    out: dict[int, tuple[StoredScore, str]] = {}
+    for i in with_score:
+        text = reasons[ids[i]]
+        row = SimpleNamespace(
+            probability_of_default=known._pd[i],
+            risk_class=known._risk_class[i],
+            model_risk_class=known._model_risk_class[i],
+            reasons=orjson.loads(text),
+            model_version=known._model_version[i],
+            data_as_of=known._data_as_of[i],
+            score_time=known._score_time[i],
         )
-        for i in with_score
-    }
+        out[i] = facts.score_from_row(row), text
+    return out
 
 
 async def _events(
