@@ -26,6 +26,7 @@ score per company; three costs dominated its PostgreSQL side:
 * `alerts` keeps rows of up to 8 KB inline and uncompressed
   (toast_tuple_target): an alert carries two scores with their reasons, about
   3 KB, and compressing each cost more CPU than the disk it saved is worth.
+  Alert ids are made by PostgreSQL (gen_random_uuid), not by Python's uuid4.
 """
 
 from collections.abc import Sequence
@@ -91,9 +92,11 @@ def upgrade() -> None:
         "ALTER COLUMN trigger TYPE json USING trigger::json"
     )
     op.execute("ALTER TABLE alerts SET (toast_tuple_target = 8160)")
+    op.execute("ALTER TABLE alerts ALTER COLUMN id SET DEFAULT gen_random_uuid()")
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE alerts ALTER COLUMN id DROP DEFAULT")
     op.execute("ALTER TABLE alerts RESET (toast_tuple_target)")
     op.execute(
         "ALTER TABLE alerts ALTER COLUMN previous_score TYPE jsonb USING previous_score::jsonb, "

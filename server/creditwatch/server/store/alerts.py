@@ -59,7 +59,7 @@ _XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 _WATCHERS = """
 SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
-       e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules, c.name
+       e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules::text, c.name
 FROM watch_list_entries e
 JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
 LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
@@ -71,10 +71,9 @@ _COLUMNS = (
     "priority, company_legal_name, external_reference, exposure_currency, exposure_amount, "
     "previous_score, score, trigger, suggested_action, summary, occurred_time, create_time"
 )
-_COPY_COLUMNS = (
+_COPY_COLUMNS = (  # id: PostgreSQL's gen_random_uuid()
     "tenant_id",
     "xid",
-    "id",
     "watch_list_id",
     "country",
     "register_number",
@@ -216,7 +215,6 @@ async def write(
                 (
                     watcher.tenant_id,
                     0,  # xid, set below
-                    uuid.uuid4(),
                     watcher.watch_list_id,
                     company.country,
                     company.register_number,

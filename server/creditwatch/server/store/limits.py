@@ -271,8 +271,13 @@ async def redecide_on_risk(
     rows = await session.execute(
         select(_L)
         .where(
-            tuple_(_L.c.country, _L.c.register_number).in_(
-                [(c.country, c.register_number) for c in worse]
+            # Arrays, not an IN list: a re-score passes thousands of companies,
+            # and SQLAlchemy renders an IN list parameter by parameter.
+            text(
+                "(country, register_number) IN "
+                "(SELECT * FROM unnest(CAST(:countries AS char(2)[]), CAST(:numbers AS varchar[])))"
+            ).bindparams(
+                countries=[c.country for c in worse], numbers=[c.register_number for c in worse]
             ),
             _L.c.state == int(LimitState.ACTIVE),
         )

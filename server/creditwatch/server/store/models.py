@@ -290,7 +290,9 @@ class Alert(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
     xid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    id: Mapped[uuid.UUID] = mapped_column(UUID)
+    # Made by PostgreSQL (0009): uuid4 in Python was a tenth of a re-score's
+    # alert writing.
+    id: Mapped[uuid.UUID] = mapped_column(UUID, server_default=text("gen_random_uuid()"))
     watch_list_id: Mapped[uuid.UUID] = mapped_column(UUID)
     country: Mapped[str] = mapped_column(CHAR(2))
     register_number: Mapped[str] = mapped_column(String(16))
