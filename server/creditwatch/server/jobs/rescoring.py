@@ -103,12 +103,12 @@ class Rescorer:
             metrics.SCORES.labels("rescoring").inc(len(rows))
             changes = []
             for j, i in alerting:
+                old, old_reasons = previous[i]
                 reason = (
                     RescoreReason.MODEL_CHANGED
-                    if known.previous_version(i) != scorer.version
+                    if old.model_version != scorer.version
                     else RescoreReason.SCHEDULED
                 )
-                old, old_reasons = previous[i]
                 change = Change(
                     facts_[reason],
                     old,

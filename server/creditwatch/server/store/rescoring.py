@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from itertools import repeat
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -217,25 +216,31 @@ FROM (
 ) locked
 """
 
-# Per locked company: the latest statement's line items as a float8 array in
-# LINE_ITEMS order (the generated column `line_items`; NaN = not reported),
-# what the risk state needs, and the current score without its reasons (most
-# are never shown: `previous_scores` reads those an alert needs). Each column
-# is one array: every aggregate of a query level sees the rows in the same
-# order, so index i of every array is one company (no per-aggregate ORDER BY:
-# each was a sort of its own). Every lookup is by index per company: a join
-# against `companies` became a hash join over the whole table. A statement of
-# its own, after _LOCK: under READ COMMITTED a statement reads the snapshot it
-# started with, so a read in the locking statement could miss what an intake
-# committed while the lock waited, and store a score from older facts over
-# the intake's.
-_READ = f"""
+# Per locked company, in the order given: the latest statement's line items
+# as a float8 array in LINE_ITEMS order (the generated column `line_items`;
+# NaN = not reported), what the risk state needs, and of the current score
+# only what decides whether an alert is due (`previous_scores` reads the rest
+# of those an alert shows). Each column is one array: every aggregate of a
+# query level sees the rows in the same order, so index i of every array is
+# one company (no per-aggregate ORDER BY: each was a sort of its own), and
+# `i` (the position in the arrays given) proves that order is the one given,
+# so the keys need not come back. Every lookup is by index per company: a
+# join against `companies` became a hash join over the whole table. A
+# statement of its own, after _LOCK: under READ COMMITTED a statement reads
+# the snapshot it started with, so a read in the locking statement could miss
+# what an intake committed while the lock waited, and store a score from
+# older facts over the intake's.
+_READ = """
 WITH chunk AS MATERIALIZED (
-    SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
-    ORDER BY country, register_number
+    SELECT k.i, c.country, c.register_number, c.status
+    FROM unnest($1::char(2)[], $2::varchar[]) WITH ORDINALITY AS k(country, register_number, i)
+    CROSS JOIN LATERAL (  -- LIMIT: an index look-up each, never a hash of the table
+        SELECT * FROM companies c
+        WHERE c.country = k.country AND c.register_number = k.register_number LIMIT 1
+    ) c
+    ORDER BY k.i
 )
-SELECT array_agg(k.country) AS country,
-       array_agg(k.register_number) AS register_number,
+SELECT array_agg(k.i) AS i,
        array_agg(k.status) AS status,
        array_agg(st.currency) AS currency,
        array_agg(st.period_end) AS period_end,
@@ -252,11 +257,7 @@ SELECT array_agg(k.country) AS country,
        )) AS overdue,
        array_agg(sc.probability_of_default) AS pd,
        array_agg(sc.risk_class) AS risk_class,
-       array_agg(sc.model_risk_class) AS model_risk_class,
-       array_agg(sc.id) AS score_id,
-       array_agg(sc.model_version) AS model_version,
-       array_agg(sc.data_as_of) AS data_as_of,
-       array_agg(sc.score_time) AS score_time
+       array_agg(sc.id) AS score_id
 FROM chunk k
 LEFT JOIN LATERAL (
     SELECT f.currency, f.period_end, f.line_items
@@ -265,8 +266,7 @@ LEFT JOIN LATERAL (
     ORDER BY f.period_end DESC LIMIT 1
 ) st ON true
 LEFT JOIN LATERAL (
-    SELECT s.id, s.probability_of_default, s.risk_class, s.model_risk_class,
-           s.model_version, s.data_as_of, s.score_time
+    SELECT s.id, s.probability_of_default, s.risk_class
     FROM scores s
     WHERE s.country = k.country AND s.register_number = k.register_number
     ORDER BY s.id DESC LIMIT 1
@@ -314,11 +314,7 @@ class ChunkFacts:
     states: list[RiskState]
     _pd: list[float | None]
     _risk_class: list[int | None]
-    _model_risk_class: list[int | None]
     _score_id: list[int | None]
-    _model_version: list[str | None]
-    _data_as_of: list[datetime | None]
-    _score_time: list[datetime | None]
 
     def __len__(self) -> int:
         return len(self.countries)
@@ -326,10 +322,6 @@ class ChunkFacts:
     def company(self, i: int) -> CompanyId:
         """Company i."""
         return CompanyId(self.countries[i], self.numbers[i])
-
-    def previous_version(self, i: int) -> str | None:
-        """The model version of company i's current score (None: no score)."""
-        return self._model_version[i]
 
     def previous_pd(self, i: int) -> float | None:
         """The PD of company i's current score (None: no score)."""
@@ -340,7 +332,7 @@ class ChunkFacts:
         return self._risk_class[i]
 
 
-_NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 11))
+_NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 7))
 
 
 async def lock_and_read(
@@ -356,10 +348,10 @@ async def lock_and_read(
     row = await connection.fetchrow(
         _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
     )
-    if row is None or row["country"] is None:  # none left to lock
-        return _NO_FACTS
-    countries, numbers = row["country"], row["register_number"]
+    countries, numbers = locked["country"], locked["register_number"]
     count = len(countries)
+    if row is None or row["i"] != list(range(1, count + 1)):
+        raise RuntimeError("the chunk's facts came back in another order than asked")
     items = _float_matrix(row["items"], len(LINE_ITEMS)).T
     if items.shape[1] != count:
         raise ValueError(f"{items.shape[1]} statements for {count} companies")
@@ -390,52 +382,36 @@ async def lock_and_read(
         states,
         row["pd"],
         row["risk_class"],
-        row["model_risk_class"],
         row["score_id"],
-        row["model_version"],
-        row["data_as_of"],
-        row["score_time"],
     )
 
 
 async def previous_scores(
     session: AsyncSession, known: ChunkFacts, indexes: Sequence[int]
 ) -> dict[int, tuple[StoredScore, str]]:
-    """The current scores (as read by `lock_and_read`, reasons and all) of the
-    chunk's companies at `indexes` that have one, each with its reasons as
-    stored JSON text; by index."""
+    """The current scores (as `lock_and_read` found them) of the chunk's
+    companies at `indexes` that have one, each with its reasons as stored JSON
+    text; by index."""
     ids = {i: score_id for i in indexes if (score_id := known._score_id[i]) is not None}
-    with_score = list(ids)
-    if not with_score:
+    if not ids:
         return {}
     connection = await driver(session)
-    reasons: dict[int, str] = {
-        r["id"]: r["reasons"]
+    rows = {
+        r["id"]: r
         for r in await connection.fetch(
             """
-            SELECT id, reasons::text AS reasons FROM scores
+            SELECT id, probability_of_default, risk_class, model_risk_class,
+                   reasons::text AS reasons, model_version, data_as_of, score_time
+            FROM scores
             WHERE (country, register_number, id) IN
                   (SELECT * FROM unnest($1::char(2)[], $2::varchar[], $3::bigint[]))
             """,
-            [known.countries[i] for i in with_score],
-            [known.numbers[i] for i in with_score],
+            [known.countries[i] for i in ids],
+            [known.numbers[i] for i in ids],
             list(ids.values()),
         )
     }
-    out: dict[int, tuple[StoredScore, str]] = {}
-    for i in with_score:
-        text = reasons[ids[i]]
-        row = SimpleNamespace(
-            probability_of_default=known._pd[i],
-            risk_class=known._risk_class[i],
-            model_risk_class=known._model_risk_class[i],
-            reasons=orjson.loads(text),
-            model_version=known._model_version[i],
-            data_as_of=known._data_as_of[i],
-            score_time=known._score_time[i],
-        )
-        out[i] = facts.score_from_row(row), text
-    return out
+    return {i: (facts.score_from_row(_Row(rows[ids[i]])), rows[ids[i]]["reasons"]) for i in ids}
 
 
 async def _events(
