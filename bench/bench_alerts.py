@@ -41,6 +41,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import numpy as np
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,9 +55,11 @@ from bench.common import (
 )
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.config import Settings
+from creditwatch.server.domain.financials import LINE_ITEMS
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
+from creditwatch.server.scoring.engine import StatementColumns
 from creditwatch.server.scoring.model import OnnxModel
 from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
 from creditwatch.server.store import database
@@ -350,13 +353,24 @@ def json_format_items() -> dict[str, float]:
 
 
 async def rescore(db_url: str, workers: int, chunk: int) -> RescoreResult:
-    """The re-scoring job in this process, as the leading replica runs it."""
+    """The re-scoring job in this process, as the leading replica runs it: warm,
+    as in a running server (pooled connections open, the model run once)."""
     engine = database.create_engine(database.async_url(db_url), workers + 2)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="onnx") as executor:
             registry = ModelRegistry.load(executor, OverridePolicy())
-            rescorer = Rescorer(
-                database.session_factory(engine), registry, chunk=chunk, workers=workers
+            sessions = database.session_factory(engine)
+            rescorer = Rescorer(sessions, registry, chunk=chunk, workers=workers)
+
+            async def connect() -> None:
+                async with sessions() as session:
+                    await session.execute(text("SELECT 1"))
+
+            await asyncio.gather(*(connect() for _ in range(workers + 2)))
+            await registry.active.score_columns_stored(
+                StatementColumns(
+                    np.full((len(LINE_ITEMS), 1), 1_000.0), ["NOK"], [date(2025, 12, 31)]
+                )
             )
 
             def progress(result: RescoreResult) -> None:
