@@ -63,7 +63,10 @@ SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_cu
 FROM watch_list_entries e
 JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
 LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
-WHERE (e.country, e.register_number) IN (SELECT * FROM unnest($1::char(2)[], $2::varchar[]))
+WHERE (e.country, e.register_number) IN (
+    -- comma-separated keys, not text arrays: see store.rescoring._UNNEST
+    SELECT * FROM unnest(string_to_array($1, ',')::char(2)[], string_to_array($2, ',')::varchar[])
+)
 """
 
 _COLUMNS = (
@@ -111,7 +114,9 @@ async def watchers(
     names: dict[CompanyId, str] = {}
     connection = await driver(session)
     rows = await connection.fetch(
-        _WATCHERS, [c.country for c in companies], [c.register_number for c in companies]
+        _WATCHERS,
+        ",".join([c.country for c in companies]),
+        ",".join([c.register_number for c in companies]),
     )
     rules: dict[Any, AlertRules] = {}
     for row in rows:

@@ -36,11 +36,17 @@ from creditwatch.server.scoring.engine import ScoreRows
 from creditwatch.server.store import facts, score_cache
 from creditwatch.server.store.database import driver, dumps
 
-_CHUNK = "(SELECT * FROM unnest($1::char(2)[], $2::varchar[]))"
+# A chunk's keys travel as two comma-separated strings (countries, register
+# numbers; neither can hold a comma, see domain.identifiers), not as text
+# arrays: asyncpg checks every element of an array parameter against three
+# abstract base classes, which cost more than the rest of a company's read.
+_UNNEST = "unnest(string_to_array($1, ',')::char(2)[], string_to_array($2, ',')::varchar[])"
+_CHUNK = f"(SELECT * FROM {_UNNEST})"
 _IN_CHUNK = f"(country, register_number) IN {_CHUNK}"
 
 _DUE = """
-SELECT array_agg(country) AS country, array_agg(register_number) AS register_number FROM (
+SELECT string_agg(country, ',') AS country, string_agg(register_number, ',') AS register_number
+FROM (
 SELECT c.country, c.register_number
 FROM companies c
 JOIN LATERAL (
@@ -82,10 +88,13 @@ class Keys:
         return CompanyId(self.countries[-1], self.numbers[-1])
 
 
-def _arrays(companies: Sequence[CompanyId] | Keys) -> tuple[list[str], list[str]]:
+def _arrays(companies: Sequence[CompanyId] | Keys) -> tuple[str, str]:
+    """The keys as `_UNNEST` takes them."""
     if isinstance(companies, Keys):
-        return companies.countries, companies.numbers
-    return [c.country for c in companies], [c.register_number for c in companies]
+        return ",".join(companies.countries), ",".join(companies.numbers)
+    return ",".join([c.country for c in companies]), ",".join(
+        [c.register_number for c in companies]
+    )
 
 
 async def due(
@@ -106,7 +115,9 @@ async def due(
         stale_before,
         limit,
     )
-    return Keys(row["country"] or [], row["register_number"] or [])
+    if row is None or row["country"] is None:
+        return Keys([], [])
+    return Keys(row["country"].split(","), row["register_number"].split(","))
 
 
 async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
@@ -115,9 +126,9 @@ async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId])
     connection = await driver(session)
     arrays = _arrays(sorted(set(companies)))
     await connection.execute(
-        """
+        f"""
         INSERT INTO companies (country, register_number, name, industry_code, legal_form, status)
-        SELECT c, n, '', '', '', 0 FROM unnest($1::text[], $2::text[]) AS t(c, n)
+        SELECT c, n, '', '', '', 0 FROM {_UNNEST} AS t(c, n)
         ON CONFLICT (country, register_number) DO NOTHING
         """,
         *arrays,
@@ -209,7 +220,7 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
 # Locks the chunk's companies in key order, skipping any an intake holds
 # (that intake re-scores them itself).
 _LOCK = f"""
-SELECT array_agg(country) AS country, array_agg(register_number) AS register_number
+SELECT string_agg(country, ',') AS country, string_agg(register_number, ',') AS register_number
 FROM (
     SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
     ORDER BY country, register_number FOR UPDATE SKIP LOCKED
@@ -230,10 +241,10 @@ FROM (
 # the snapshot it started with, so a read in the locking statement could miss
 # what an intake committed while the lock waited, and store a score from
 # older facts over the intake's.
-_READ = """
+_READ = f"""
 WITH chunk AS MATERIALIZED (
     SELECT k.i, c.country, c.register_number, c.status
-    FROM unnest($1::char(2)[], $2::varchar[]) WITH ORDINALITY AS k(country, register_number, i)
+    FROM {_UNNEST} WITH ORDINALITY AS k(country, register_number, i)
     CROSS JOIN LATERAL (  -- LIMIT: an index look-up each, never a hash of the table
         SELECT * FROM companies c
         WHERE c.country = k.country AND c.register_number = k.register_number LIMIT 1
@@ -348,7 +359,8 @@ async def lock_and_read(
     row = await connection.fetchrow(
         _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
     )
-    countries, numbers = locked["country"], locked["register_number"]
+    countries = locked["country"].split(",")
+    numbers = locked["register_number"].split(",")
     count = len(countries)
     if row is None or row["i"] != list(range(1, count + 1)):
         raise RuntimeError("the chunk's facts came back in another order than asked")
@@ -404,10 +416,11 @@ async def previous_scores(
                    reasons::text AS reasons, model_version, data_as_of, score_time
             FROM scores
             WHERE (country, register_number, id) IN
-                  (SELECT * FROM unnest($1::char(2)[], $2::varchar[], $3::bigint[]))
+                  (SELECT * FROM unnest(string_to_array($1, ',')::char(2)[],
+                                        string_to_array($2, ',')::varchar[], $3::bigint[]))
             """,
-            [known.countries[i] for i in ids],
-            [known.numbers[i] for i in ids],
+            ",".join([known.countries[i] for i in ids]),
+            ",".join([known.numbers[i] for i in ids]),
             list(ids.values()),
         )
     }
