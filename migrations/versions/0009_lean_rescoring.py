@@ -73,9 +73,7 @@ LINE_ITEMS = (
 )
 
 LINE_ITEMS_SQL = (
-    "ARRAY["
-    + ", ".join(f"coalesce((items ->> '{i}')::float8, 'NaN')" for i in LINE_ITEMS)
-    + "]"
+    "ARRAY[" + ", ".join(f"coalesce((items ->> '{i}')::float8, 'NaN')" for i in LINE_ITEMS) + "]"
 )
 
 
