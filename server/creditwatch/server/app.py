@@ -25,6 +25,7 @@ from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.limits import CreditLimitServicer
 from creditwatch.server.api.portfolio import PortfolioServicer
 from creditwatch.server.api.scoring import ScoringServicer
+from creditwatch.server.api.scoring import add_to_server as add_scoring_service
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
@@ -45,7 +46,6 @@ from creditwatch.v1 import (
     portfolio_pb2,
     portfolio_pb2_grpc,
     scoring_pb2,
-    scoring_pb2_grpc,
     watchlists_pb2,
     watchlists_pb2_grpc,
 )
@@ -147,9 +147,7 @@ async def start(settings: Settings) -> Running:
     jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake, intake=intake)
     if settings.jobs_enabled:
         jobs.start()
-    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(
-        ScoringServicer(auth, registry, intake, activations), server
-    )
+    add_scoring_service(ScoringServicer(auth, registry, intake, activations), server)
     companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(
         CompanyDataServicer(auth, intake), server
     )

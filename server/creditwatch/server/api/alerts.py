@@ -19,6 +19,7 @@ from creditwatch.server.alerts.hub import AlertHub, Subscription
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import server_stream, unary
+from creditwatch.server.api.handlers import add_service
 from creditwatch.server.domain import cursors
 from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
 from creditwatch.server.domain.cursors import Position
@@ -465,39 +466,8 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         return alerts_pb2.GetAlertResponse(alert=alert_message(alert))
 
 
-def _serialize(message: alerts_pb2.SubscribeAlertsResponse | bytes) -> bytes:
-    """Stream messages may come pre-serialised (a live alert shared by many streams)."""
-    return message if isinstance(message, bytes) else message.SerializeToString()
-
-
 def add_to_server(servicer: AlertServicer, server: grpc.aio.Server) -> None:
     """Register the service like the generated `add_AlertServiceServicer_to_server`,
-    except that SubscribeAlerts accepts pre-serialised messages."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "SubscribeAlerts": grpc.unary_stream_rpc_method_handler(
-            servicer.SubscribeAlerts,
-            request_deserializer=alerts_pb2.SubscribeAlertsRequest.FromString,
-            response_serializer=_serialize,
-        ),
-        "AcknowledgeAlerts": grpc.unary_unary_rpc_method_handler(
-            servicer.AcknowledgeAlerts,
-            request_deserializer=alerts_pb2.AcknowledgeAlertsRequest.FromString,
-            response_serializer=alerts_pb2.AcknowledgeAlertsResponse.SerializeToString,
-        ),
-        "ListAlerts": grpc.unary_unary_rpc_method_handler(
-            servicer.ListAlerts,
-            request_deserializer=alerts_pb2.ListAlertsRequest.FromString,
-            response_serializer=alerts_pb2.ListAlertsResponse.SerializeToString,
-        ),
-        "GetAlert": grpc.unary_unary_rpc_method_handler(
-            servicer.GetAlert,
-            request_deserializer=alerts_pb2.GetAlertRequest.FromString,
-            response_serializer=alerts_pb2.GetAlertResponse.SerializeToString,
-        ),
-    }
-    name = alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
-    assert set(handlers) == set(
-        alerts_pb2.DESCRIPTOR.services_by_name["AlertService"].methods_by_name
-    ), "a new AlertService method needs a handler here"
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)
+    except that SubscribeAlerts accepts pre-serialised messages (a live alert
+    shared by many streams)."""
+    add_service(server, alerts_pb2, "AlertService", servicer, frozenset({"SubscribeAlerts"}))

@@ -18,6 +18,7 @@ from creditwatch.server.api import converters as cv
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
+from creditwatch.server.api.handlers import add_service
 from creditwatch.server.domain.currency import DEFAULT_PLN_RATES, UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
@@ -97,6 +98,10 @@ def _error_status(error: DomainError) -> status_pb2.Status:
     return status_pb2.Status.FromString(details)
 
 
+# Serialised ScoreCompany answers kept per replica (about 1 KB each).
+ANSWERS_KEPT = 10_000
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     """gRPC face of the scoring engine and model registry."""
 
@@ -111,6 +116,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self._registry = registry
         self._intake = intake
         self._activations = activations
+        self._answers: dict[CompanyId, tuple[StoredScore, bytes]] = {}
 
     async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The calling tenant and its key's grants."""
@@ -131,14 +137,28 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return score
 
     @unary
-    async def ScoreCompany(
+    async def ScoreCompany(  # type: ignore[override]  # may answer in bytes
         self, request: scoring_pb2.ScoreCompanyRequest, tenant: uuid.UUID
-    ) -> scoring_pb2.ScoreCompanyResponse:
+    ) -> scoring_pb2.ScoreCompanyResponse | bytes:
         company = _company(request.company, "company")
         score, computed = await self._intake.score_company(company)
-        return scoring_pb2.ScoreCompanyResponse(
-            score=cv.score_message(score, company), computed=computed
-        )
+        if computed:
+            return scoring_pb2.ScoreCompanyResponse(
+                score=cv.score_message(score, company), computed=True
+            )
+        # A company's score is asked for far more often than it changes: the
+        # answer is serialised once per stored score (the score cache hands
+        # out the same object until the score changes) and sent as bytes.
+        answered = self._answers.get(company)
+        if answered is not None and answered[0] is score:
+            return answered[1]
+        answer = scoring_pb2.ScoreCompanyResponse(
+            score=cv.score_message(score, company)
+        ).SerializeToString()
+        self._answers[company] = (score, answer)
+        if len(self._answers) > ANSWERS_KEPT:
+            del self._answers[next(iter(self._answers))]  # the oldest entry
+        return answer
 
     @unary
     async def ScoreFinancials(
@@ -307,3 +327,9 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.ActivateModelResponse(
             model=self._model(scorer), previous_version=previous
         )
+
+
+def add_to_server(servicer: ScoringServicer, server: grpc.aio.Server) -> None:
+    """Register the service like the generated `add_ScoringServiceServicer_to_server`,
+    except that ScoreCompany may answer with a pre-serialised response."""
+    add_service(server, scoring_pb2, "ScoringService", servicer, frozenset({"ScoreCompany"}))
