@@ -139,3 +139,39 @@ async def test_rescore_job_skips_companies_an_intake_holds(
         )
     assert result.skipped_locked == 1 and result.scored == 2
     assert count == 0
+
+
+async def test_an_events_only_score_goes_to_its_own_company_whatever_the_key_order(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    """A chunk where every company gets a score, one of them from events only
+    (no statement) and sorting first: each score lands on its own company."""
+    first, *rest = [CompanyId("NO", n) for n in norwegian_numbers(3, start=87_500_000)]
+    base = statement(healthy(), "s")
+    opened = datetime(2026, 3, 1, tzinfo=UTC)
+    async with sessions.begin() as session:
+        await facts.lock_company(session, first)
+        for i, company in enumerate(rest):
+            await facts.lock_company(session, company)
+            scaled = dataclasses.replace(base, net_profit=(base.net_profit or 1) * (i + 2))
+            await facts.put_statement(session, company, scaled, "test", None)
+        await rescoring.add_events(
+            session,
+            [
+                rescoring.NewEvent(
+                    first, "e", CompanyEvent(EventType.BANKRUPTCY_OPENED, opened), {}, "t"
+                )
+            ],
+            None,
+        )
+    async with sessions() as session, session.begin():
+        effects = await score_companies(session, registry.active, [first, *rest])
+        await session.rollback()
+    expected = {c: _comparable(e.score) for c, e in effects.items()}
+    assert all(score is not None for score in expected.values())
+
+    await Rescorer(sessions, registry).rescore([first, *rest], result := RescoreResult())
+    async with sessions() as session:
+        got = {c: _comparable(await facts.latest_score(session, c)) for c in [first, *rest]}
+    assert result.scored == 3
+    assert got == expected

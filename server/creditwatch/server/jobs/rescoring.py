@@ -93,11 +93,13 @@ class Rescorer:
                 and (risk_class != known.previous_class(i) or pd > before)
             ]
             previous = await rescoring.previous_scores(session, known, [i for _, i in alerting])
-            whole = len(order) == len(known)  # all scored, in chunk order
+            # Row j of `rows` is company order[j]: the chunk's order only when
+            # every company had a statement (events-only scores come last).
+            in_order = order == list(range(len(known)))
             await rescoring.add_score_rows(
                 session,
-                known.countries if whole else [known.countries[i] for i in order],
-                known.numbers if whole else [known.numbers[i] for i in order],
+                known.countries if in_order else [known.countries[i] for i in order],
+                known.numbers if in_order else [known.numbers[i] for i in order],
                 rows,
             )
             metrics.SCORES.labels("rescoring").inc(len(rows))
