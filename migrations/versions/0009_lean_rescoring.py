@@ -15,10 +15,12 @@ score per company; three costs dominated its PostgreSQL side:
   change of the scorer's items needs a migration that redefines the column
   (a test compares the two).
 * `scores` loses its foreign key to `companies`: the per-row check was half
-  the cost of appending a score. Every writer of scores creates and locks
-  the company row first in the same transaction (`facts.lock_company`,
-  `rescoring.ensure_and_lock`, the re-score's lock), and companies are never
-  deleted, so no score can name a missing company.
+  the cost of appending a score. Every writer of scores creates the company
+  row first in the same transaction (`facts.add_score`; intakes and
+  re-scores also lock it: `facts.lock_company`, `rescoring.ensure_and_lock`,
+  the re-score's lock), and companies are never deleted, so no score can
+  name a missing company (the downgrade, which puts the key back, would fail
+  on one).
 * `scores.reasons` and the alerts' `previous_score`, `score` and `trigger`
   are `json`, not `jsonb`: the text is only ever stored and read back whole
   (never queried into), and jsonb's parse on write and print on read cost
@@ -27,6 +29,13 @@ score per company; three costs dominated its PostgreSQL side:
   (toast_tuple_target): an alert carries two scores with their reasons, about
   3 KB, and compressing each cost more CPU than the disk it saved is worth.
   Alert ids are made by PostgreSQL (gen_random_uuid), not by Python's uuid4.
+
+Upgrading rewrites `financial_statements`, `scores` and `alerts` under an
+exclusive lock, in one transaction: on a large database, plan for the
+minutes it takes (nothing can read those tables meanwhile). Stop replicas
+older than this revision before bulk score writes run: they do not
+understand the many-key score-cache notices that come with it (see
+`store.score_cache`) and would keep serving cached scores a re-score replaced.
 """
 
 from collections.abc import Sequence

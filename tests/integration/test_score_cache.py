@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import RiskClass, StoredScore
-from creditwatch.server.store import database, rescoring
+from creditwatch.server.store import database, rescoring, score_cache
 from creditwatch.server.store.score_cache import ScoreCache, notices
 from creditwatch.server.store.scores import ScoreStore
 from tests.identifiers import norwegian_numbers
@@ -78,5 +78,52 @@ async def test_a_bulk_write_evicts_every_company_it_names(
             await rescoring.add_scores(session, [(c, score) for c in companies])
         await _until(lambda: all(cache.get(c) is None for c in companies))
         assert cache.get(kept) == score  # not named, not evicted
+    finally:
+        await cache.stop()
+
+
+async def test_a_notice_evicts_the_keys_it_names_and_star_or_garbage_empties_the_cache(
+    database_url: str,
+) -> None:
+    cache = ScoreCache(database.async_url(database_url))
+    score = StoredScore(0.01, RiskClass.B, RiskClass.B, (), "m", None, datetime.now(UTC))
+    companies = [
+        CompanyId("NO", "923609016"),
+        CompanyId("SE", "556677-8899"),
+        CompanyId("FI", "1234567-1"),
+        CompanyId("DK", "12345678"),
+    ]
+
+    def fill() -> None:
+        cache._entries.clear()
+        cache._entries.update((c, score) for c in companies)
+
+    fill()
+    cache._invalidate("SE-556677-8899,FI-1234567-1")  # keys that hold a '-' themselves
+    assert list(cache._entries) == [companies[0], companies[3]]
+    for flush in ("*", "garbage"):
+        fill()
+        cache._invalidate(flush)
+        assert not cache._entries
+
+
+async def test_a_bulk_write_past_the_flush_size_empties_every_cache(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(score_cache, "CACHE_FLUSH_FROM", 3)
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(3, start=97_550_000)]
+    elsewhere = CompanyId("NO", norwegian_numbers(1, start=97_560_000)[0])
+    score = StoredScore(0.01, RiskClass.B, RiskClass.B, (), "m", None, datetime.now(UTC))
+    cache = ScoreCache(database.async_url(database_url))
+    cache.start()
+    try:
+        await _until(lambda: cache.live)
+        cache.put(elsewhere, score, cache.generation)
+        async with sessions.begin() as session:
+            await rescoring.ensure_and_lock(session, companies)
+            await rescoring.add_scores(session, [(c, score) for c in companies])
+        await _until(lambda: cache.get(elsewhere) is None)  # '*': everything goes
     finally:
         await cache.stop()

@@ -181,7 +181,9 @@ class Change:
     previous_reasons_text: str | None = None
     score_reasons_text: str | None = None
     """The scores' reasons as stored JSON text, when the caller has it (a
-    re-score does): the alerts' copies of the scores use it as is."""
+    re-score does): the alerts' copies of the scores use it as is. It must be
+    `previous`'s and `score`'s own: a copy of a Change with another score
+    must drop or replace the text too."""
 
 
 @dataclass(frozen=True)

@@ -388,7 +388,15 @@ class Scorer:
         rows = ScoreRows(self.version)
         if not len(x):
             return rows
-        pds, contributions = self._contributions(x, outputs)
+        if len(x) < COLUMNS_FROM and self.model.explains:
+            # As `_assemble_rows` does for a few rows, so that the stored form
+            # is the same to the last bit (plain-float sums are not numpy's).
+            pds = outputs[:, 0].astype(np.float64)
+            contributions = np.array(
+                [pd_contributions_row(row[1:]) for row in outputs.tolist()], dtype=np.float64
+            ).reshape(len(x), N_FEATURES)
+        else:
+            pds, contributions = self._contributions(x, outputs)
         model_reasons = self._model_reasons_json(x, contributions)
         model_classes = self.model.info.bands.classify_many(pds)
         now = datetime.now(UTC)

@@ -162,8 +162,8 @@ class Score(Base):
     """Every score a company has had; the newest per company is its current one.
 
     No foreign key to `companies` (the per-row check was half the cost of a
-    re-score's append): every writer creates and locks the company row in the
-    same transaction first, and companies are never deleted (migration 0009).
+    re-score's append): every writer creates the company row in the same
+    transaction first, and companies are never deleted (migration 0009).
     """
 
     __tablename__ = "scores"

@@ -5,7 +5,9 @@ keeps companies' current scores in memory. Every score write sends
 `NOTIFY creditwatch_scores, '<country>-<number>'` in its own transaction (a
 bulk write: a few notices of many comma-separated keys, see `notices`), so
 the notice arrives only once the score is visible; each replica LISTENs and
-drops those companies' entries; '*' empties the cache. Notifications are lost while a listener is
+drops those companies' entries; '*' empties the cache. (Replicas from
+before many-key notices read such a notice as one unknown company: replace
+them before bulk score writes run.) Notifications are lost while a listener is
 disconnected, so the cache is used only while the listening connection is up,
 and it is emptied whenever that connection is (re)established.
 """
