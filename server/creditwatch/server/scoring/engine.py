@@ -321,33 +321,27 @@ class Scorer:
     ) -> list[StoredScore]:
         """Score statements given in columns, with each company's risk state
         (none: no events). Raises UnsupportedCurrency before scoring any."""
-        count = len(columns)
-        if states is not None and len(states) != count:
-            raise ValueError(f"{len(states)} states for {count} statements")
-        known: dict[str, float] = {}
-        for currency in columns.currencies:
-            if currency not in known:
-                known[currency] = pln_per_unit(currency)
-        rates = np.array([known[c] for c in columns.currencies], dtype=np.float64)
-        clean = [RiskState()] * count if states is None else states
-
-        def inputs(start: int, end: int) -> tuple[Features, Features]:
-            table = columns.items[:, start:end]
-            return self._inputs(compute_feature_table(table, to_training_currency=rates[start:end]))
-
-        def assemble(start: int, end: int, x: Features, outputs: Outputs) -> list[StoredScore]:
-            return self._assemble_rows(clean[start:end], columns.period_ends[start:end], x, outputs)
-
-        if count <= INLINE_STATEMENTS:
-            x, rows = inputs(0, count)
-            return assemble(0, count, x, await self._run(rows))
-        return await self._pipeline(count, inputs, assemble)
+        parts = await self._in_columns(columns, states, self._assemble_rows)
+        return [score for part in parts for score in part]
 
     async def score_columns_stored(
         self, columns: StatementColumns, states: Sequence[RiskState] | None = None
     ) -> ScoreRows:
         """`score_columns` in the form scores are stored (ScoreRows): the same
         scores, without a StoredScore or Reason object per statement."""
+        rows = ScoreRows(self.version)
+        for part in await self._in_columns(columns, states, self._assemble_stored):
+            rows.extend(part)
+        return rows
+
+    async def _in_columns(
+        self,
+        columns: StatementColumns,
+        states: Sequence[RiskState] | None,
+        assemble: Callable[[Sequence[RiskState], Sequence[date], Features, Outputs], T],
+    ) -> list[T]:
+        """Statements in columns through features, the model and `assemble`,
+        one result per pipeline chunk (one in all for a small batch)."""
         count = len(columns)
         if states is not None and len(states) != count:
             raise ValueError(f"{len(states)} states for {count} statements")
@@ -362,20 +356,13 @@ class Scorer:
             table = columns.items[:, start:end]
             return self._inputs(compute_feature_table(table, to_training_currency=rates[start:end]))
 
-        def assemble(start: int, end: int, x: Features, outputs: Outputs) -> list[ScoreRows]:
-            return [
-                self._assemble_stored(clean[start:end], columns.period_ends[start:end], x, outputs)
-            ]
+        def chunk(start: int, end: int, x: Features, outputs: Outputs) -> list[T]:
+            return [assemble(clean[start:end], columns.period_ends[start:end], x, outputs)]
 
-        rows = ScoreRows(self.version)
         if count <= INLINE_STATEMENTS:
             x, run = inputs(0, count)
-            parts = assemble(0, count, x, await self._run(run))
-        else:
-            parts = await self._pipeline(count, inputs, assemble)
-        for part in parts:
-            rows.extend(part)
-        return rows
+            return chunk(0, count, x, await self._run(run))
+        return await self._pipeline(count, inputs, chunk)
 
     def _assemble_stored(
         self,
