@@ -211,17 +211,21 @@ async def events(session: AsyncSession, company: CompanyId) -> list[CompanyEvent
     return [CompanyEvent(EventType(r.type), r.occurred_at, r.reference) for r in rows]
 
 
-def score_json(score: StoredScore) -> dict[str, Any]:
-    """A score as JSON (alerts keep the scores they compare)."""
+def _score_fields(score: StoredScore) -> dict[str, Any]:
+    """`score_json` without the reasons."""
     return {
         "probability_of_default": score.probability_of_default,
         "risk_class": int(score.risk_class),
         "model_risk_class": int(score.model_risk_class),
-        "reasons": reasons_as_json(score.reasons),
         "model_version": score.model_version,
         "data_as_of": score.data_as_of.isoformat() if score.data_as_of else None,
         "score_time": score.score_time.isoformat(),
     }
+
+
+def score_json(score: StoredScore) -> dict[str, Any]:
+    """A score as JSON (alerts keep the scores they compare)."""
+    return _score_fields(score) | {"reasons": reasons_as_json(score.reasons)}
 
 
 def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
@@ -230,15 +234,7 @@ def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
     re-score's alerts spare decoding and encoding them again."""
     if reasons_text is None:
         return dumps(score_json(score))
-    rest = {
-        "probability_of_default": score.probability_of_default,
-        "risk_class": int(score.risk_class),
-        "model_risk_class": int(score.model_risk_class),
-        "model_version": score.model_version,
-        "data_as_of": score.data_as_of.isoformat() if score.data_as_of else None,
-        "score_time": score.score_time.isoformat(),
-    }
-    return f'{dumps(rest)[:-1]},"reasons":{reasons_text}}}'
+    return f'{dumps(_score_fields(score))[:-1]},"reasons":{reasons_text}}}'
 
 
 def score_from_json(value: dict[str, Any]) -> StoredScore:
