@@ -27,6 +27,7 @@ from creditwatch.server.domain.scores import (
     RiskClass,
     StoredScore,
     reasons_as_json,
+    reasons_from_json,
 )
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.engine import (
@@ -170,8 +171,9 @@ async def test_statements_in_columns_score_as_statement_objects_do(
 async def test_stored_form_is_the_same_scores_reasons_text_and_all(
     scorer: Scorer, count: int
 ) -> None:
-    """ScoreRows (a re-score's form) hold exactly what `score_columns` gives,
-    and their reasons JSON is what `reasons_as_json` stores for it."""
+    """ScoreRows (a re-score's form) hold exactly what `score_columns` gives;
+    model reasons are stored as [feature index, value, contribution] and
+    overrides as `reasons_as_json` objects."""
     statements = varied_statements(count, seed=9)
     statements[1::4] = [replace(s, currency="EUR") for s in statements[1::4]]
     states = [
@@ -187,11 +189,22 @@ async def test_stored_form_is_the_same_scores_reasons_text_and_all(
     rows = await scorer.score_columns_stored(columns, states)
     assert len(rows) == count and rows.model_version == scorer.version
 
+    x = scorer.feature_matrix(statements)
     for i, want in enumerate(expected):
         got = rows.score(i)
         # Equal to the last bit, a tail chunk under COLUMNS_FROM rows included.
         assert got._replace(score_time=want.score_time) == want
-        assert orjson.loads(rows.reasons_json[i]) == reasons_as_json(got.reasons)
+        stored = orjson.loads(rows.reasons_json[i])
+        model = [r for r in want.reasons if r.kind == ReasonKind.MODEL_FEATURE]
+        compact = [r for r in stored if isinstance(r, list)]
+        assert [(scorer._codes[j], c) for j, _, c in compact] == [
+            (r.code, r.pd_contribution) for r in model
+        ]
+        for j, value, _ in compact:
+            assert (math.isnan(x[i, j]) and value is None) or np.float32(value) == x[i, j]
+        assert [r for r in stored if isinstance(r, dict)] == reasons_as_json(
+            r for r in want.reasons if r.kind == ReasonKind.OVERRIDE
+        )
     assert any(r.kind == ReasonKind.OVERRIDE for r in rows.score(0).reasons)
     with pytest.raises(ValueError, match="states"):
         await scorer.score_columns_stored(columns, states[:-1])
@@ -410,3 +423,36 @@ def test_stored_reasons_stay_json_when_a_contribution_is_not_finite(scorer: Scor
         # orjson writes a non-finite number as null, as an intake stores it.
         assert orjson.loads(f"[{text}]") == orjson.loads(orjson.dumps(reasons_as_json(want)))
     assert orjson.loads(f"[{texts[0]}]")[0]["pd_contribution"] is None
+
+
+def test_stored_reasons_stay_json_when_a_shown_value_is_infinite(scorer: Scorer) -> None:
+    statements = varied_statements(20, seed=3)
+    x = scorer.feature_matrix(statements)
+    _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
+    strongest = int(np.argmax(np.abs(contributions[4])))
+    x[4, strongest] = np.inf  # shown in row 4's first reason
+    texts = scorer._model_reasons_json(x, contributions)
+    reasons = scorer._model_reasons(x, contributions)
+    assert "is inf" in reasons[4][0].description
+    for text, want in zip(texts, reasons, strict=True):
+        assert orjson.loads(f"[{text}]") == reasons_as_json(want)
+
+
+def test_compact_reasons_read_back_with_their_model_version_s_texts(scorer: Scorer) -> None:
+    statements = varied_statements(40, seed=5)
+    x = scorer.feature_matrix(statements)
+    _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
+    texts = scorer._model_reasons_json(x, contributions)
+    reasons = scorer._model_reasons(x, contributions)
+    assert any(r.description.count("not reported") for row in reasons for r in row)
+    for text, want in zip(texts, reasons, strict=True):
+        assert reasons_from_json(orjson.loads(f"[{text}]"), scorer.version) == want
+    # A model version this process has not loaded: named by input number.
+    unknown = reasons_from_json(orjson.loads(f"[{texts[0]}]"), "retired-model")
+    assert [r.pd_contribution for r in unknown] == [r.pd_contribution for r in reasons[0]]
+    first = orjson.loads(f"[{texts[0]}]")[0]
+    assert unknown[0].code == f"FEATURE_{first[0] + 1}"
+    assert "input" in unknown[0].description and "retired-model" in unknown[0].description
+    # Objects (an intake's form) and arrays side by side.
+    mixed = [{**reasons_as_json(reasons[1])[0]}, first]
+    assert reasons_from_json(mixed, scorer.version) == (reasons[1][0], reasons[0][0])

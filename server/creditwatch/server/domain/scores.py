@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+import math
+import struct
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -51,8 +53,71 @@ class StoredScore(NamedTuple):
     score_time: datetime
 
 
+class FeatureTexts:
+    """How one model version words its feature reasons: a code per feature and
+    four %-templates per feature, for (value, PD change in percentage points):
+    [value missing, reported] x [PD lowered, raised].
+
+    Bulk-written scores store a model reason as `[feature index, value,
+    contribution]` (`value` null when missing) instead of its code and text:
+    a fifth of the bytes, and no text formatted per company in a re-score.
+    The text is made on read from the version's templates, which are fixed by
+    its manifest, so it is the text the score was made with."""
+
+    __slots__ = ("codes", "templates", "version")
+
+    def __init__(self, version: str, codes: Sequence[str], templates: Sequence[str]) -> None:
+        if len(templates) != 4 * len(codes):
+            raise ValueError("four templates per feature code")
+        self.version = version
+        self.codes = tuple(codes)
+        self.templates = tuple(templates)
+
+    def reason(self, index: int, value: float | None, contribution: float) -> Reason:
+        """The model reason `[index, value, contribution]` stands for."""
+        if not 0 <= index < len(self.codes):
+            return _unknown_feature(self.version, index, value, contribution)
+        # The value was a float32 model input, stored with 9 digits: rounded
+        # back to float32, it is exactly the input the text was made from.
+        shown = math.nan if value is None else _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+        template = self.templates[index * 4 + (value is not None) * 2 + (contribution > 0)]
+        return tuple.__new__(
+            Reason,
+            (
+                self.codes[index],
+                template % (shown, abs(contribution) * 100),
+                ReasonKind.MODEL_FEATURE,
+                contribution,
+            ),
+        )
+
+
+_FLOAT32 = struct.Struct("f")
+_TEXTS: dict[str, FeatureTexts] = {}
+
+
+def register_feature_texts(texts: FeatureTexts) -> None:
+    """Make a model version's reason texts known to `reasons_from_json` (every
+    loaded model registers its own)."""
+    _TEXTS[texts.version] = texts
+
+
+def _unknown_feature(version: str, index: int, value: float | None, contribution: float) -> Reason:
+    # A score of a model version this process has not loaded (its files were
+    # removed, or only newer replicas have them): still a truthful reason.
+    shown = "not reported" if value is None else f"{value:.4g}"
+    verb = "raises" if contribution > 0 else "lowers"
+    return Reason(
+        f"FEATURE_{index + 1}",
+        f"input {index + 1} of model {version} is {shown}; {verb} the PD by "
+        f"{abs(contribution) * 100:.2f} percentage points",
+        ReasonKind.MODEL_FEATURE,
+        contribution,
+    )
+
+
 def reasons_as_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
-    """Reasons as stored (a JSON array of objects)."""
+    """Reasons in their full stored form (a JSON array of objects)."""
     return [
         {
             "code": r.code,
@@ -67,23 +132,37 @@ def reasons_as_json(reasons: Iterable[Reason]) -> list[dict[str, Any]]:
 _KINDS = {int(kind): kind for kind in ReasonKind}
 
 
-def reasons_from_json(values: Iterable[dict[str, Any]]) -> tuple[Reason, ...]:
-    """Reasons from their stored form (`reasons_as_json`)."""
+def reasons_from_json(
+    values: Iterable[dict[str, Any] | list[Any]], model_version: str
+) -> tuple[Reason, ...]:
+    """Reasons from their stored form: objects (`reasons_as_json`) or, for model
+    features, `[feature index, value, contribution]` arrays worded by the
+    score's model version (`FeatureTexts`)."""
     # tuple.__new__ builds the same named tuple as Reason(...) in C, and a dict
     # look-up is cheaper than the enum's call: alerts of a re-score decode
     # hundreds of thousands of reasons.
     new = tuple.__new__
-    return tuple(
-        [
-            new(
-                Reason,
-                (
-                    r["code"],
-                    r["description"],
-                    _KINDS[r["kind"]] if r["kind"] in _KINDS else ReasonKind(r["kind"]),
-                    r["pd_contribution"],
-                ),
+    texts = _TEXTS.get(model_version)
+    reasons: list[Reason] = []
+    for r in values:
+        if isinstance(r, list):
+            index, value, contribution = r
+            reasons.append(
+                texts.reason(index, value, contribution)
+                if texts is not None
+                else _unknown_feature(model_version, index, value, contribution)
             )
-            for r in values
-        ]
-    )
+        else:
+            kind = r["kind"]
+            reasons.append(
+                new(
+                    Reason,
+                    (
+                        r["code"],
+                        r["description"],
+                        _KINDS[kind] if kind in _KINDS else ReasonKind(kind),
+                        r["pd_contribution"],
+                    ),
+                )
+            )
+    return tuple(reasons)

@@ -43,12 +43,14 @@ from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import (
+    FeatureTexts,
     Reason,
     ReasonKind,
     RiskClass,
     StoredScore,
     reasons_as_json,
     reasons_from_json,
+    register_feature_texts,
 )
 from creditwatch.server.scoring.batcher import MicroBatcher
 from creditwatch.server.scoring.features import (
@@ -158,9 +160,10 @@ class StatementColumns:
 @dataclass
 class ScoreRows:
     """Many scores in the form they are stored, a list per field, reasons as
-    their stored JSON text (`reasons_as_json`): a re-score stores a million
-    scores and shows few of them in alerts, so Reason objects and StoredScores
-    are made only for those (`score`)."""
+    their stored JSON text (model reasons as `[feature index, value,
+    contribution]`, see FeatureTexts; overrides as `reasons_as_json` objects):
+    a re-score stores a million scores and shows few of them in alerts, so
+    Reason objects and StoredScores are made only for those (`score`)."""
 
     model_version: str
     pds: list[float] = field(default_factory=list)
@@ -179,7 +182,7 @@ class ScoreRows:
             self.pds[i],
             RiskClass(self.risk_classes[i]),
             RiskClass(self.model_risk_classes[i]),
-            reasons_from_json(orjson.loads(self.reasons_json[i])),
+            reasons_from_json(orjson.loads(self.reasons_json[i]), self.model_version),
             self.model_version,
             self.data_as_of[i],
             self.score_times[i],
@@ -241,17 +244,15 @@ class Scorer:
         ]
         self._code_array = np.array(self._codes, dtype=object)
         self._template_array = np.array(self._templates, dtype=object)
-        # The same reasons as their stored JSON objects (reasons_as_json), for
-        # (value, PD change in percentage points, contribution): a re-score
-        # stores a million scores' reasons and shows few of them.
+        register_feature_texts(FeatureTexts(model.info.version, self._codes, self._templates))
+        # Bulk-stored reasons are [feature index, value, contribution] (see
+        # FeatureTexts), two %-templates per feature: [value missing, reported].
+        # %.9g gives back the float32 value exactly; %.17g the float64.
         self._json_template_array = np.array(
             [
-                '{{"code":{},"description":{},"kind":{},"pd_contribution":%.17g}}'.format(
-                    orjson.dumps(self._codes[i // 4]).decode().replace("%", "%%"),
-                    orjson.dumps(template).decode(),
-                    int(ReasonKind.MODEL_FEATURE),
-                )
-                for i, template in enumerate(self._templates)
+                f"[{index},null%.0s,%.17g]" if not reported else f"[{index},%.9g,%.17g]"
+                for index in range(len(features))
+                for reported in (False, True)
             ],
             dtype=object,
         )
@@ -529,23 +530,21 @@ class Scorer:
         return [tuple(reasons[start:end]) for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _model_reasons_json(self, x: npt.NDArray[np.float32], contributions: Matrix) -> list[str]:
-        """`_model_reasons` of each row as the comma-separated JSON objects
-        `reasons_as_json` stores (no Reason objects on the way)."""
+        """`_model_reasons` of each row as the comma-separated JSON arrays
+        `[feature index, value, contribution]` that bulk-written scores store
+        (see FeatureTexts); no Reason objects or texts on the way."""
         indexes, values, shown, ends = self._strongest(x, contributions)
-        if not np.isfinite(values).all():  # %.17g would print inf, not JSON
+        if not np.isfinite(values).all() or np.isinf(shown).any():
+            # %g would print inf or nan, which is not JSON: the full objects.
             return [
                 orjson.dumps(reasons_as_json(reasons)).decode()[1:-1]
                 for reasons in self._model_reasons(x, contributions)
             ]
-        templates = self._json_template_array[indexes * 4 + ~np.isnan(shown) * 2 + (values > 0)]
+        templates = self._json_template_array[indexes * 2 + ~np.isnan(shown)]
         objects = [
-            template % (value, points, contribution)
-            for template, value, points, contribution in zip(
-                templates.tolist(),
-                shown.tolist(),
-                (np.abs(values) * 100).tolist(),
-                values.tolist(),
-                strict=True,
+            template % (value, contribution)
+            for template, value, contribution in zip(
+                templates.tolist(), shown.tolist(), values.tolist(), strict=True
             )
         ]
         join = ",".join

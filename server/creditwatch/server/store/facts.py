@@ -230,7 +230,8 @@ def score_json(score: StoredScore) -> dict[str, Any]:
 
 def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
     """`score_json` as JSON text. `reasons_text`, the score's reasons as stored
-    JSON text (`reasons_as_json`) when the caller has it, is used as is: a
+    JSON text (`reasons_from_json` reads either form) when the caller has it,
+    is used as is: a
     re-score's alerts spare decoding and encoding them again."""
     if reasons_text is None:
         return dumps(score_json(score))
@@ -244,7 +245,7 @@ def score_from_json(value: dict[str, Any]) -> StoredScore:
         probability_of_default=value["probability_of_default"],
         risk_class=RiskClass(value["risk_class"]),
         model_risk_class=RiskClass(value["model_risk_class"]),
-        reasons=reasons_from_json(value["reasons"]),
+        reasons=reasons_from_json(value["reasons"], value["model_version"]),
         model_version=value["model_version"],
         data_as_of=datetime.fromisoformat(as_of) if as_of else None,
         score_time=datetime.fromisoformat(value["score_time"]),
@@ -297,7 +298,7 @@ def score_from_row(row: Any) -> StoredScore:
         probability_of_default=row.probability_of_default,
         risk_class=_CLASSES[row.risk_class],
         model_risk_class=_CLASSES[row.model_risk_class],
-        reasons=reasons_from_json(row.reasons),
+        reasons=reasons_from_json(row.reasons, row.model_version),
         model_version=row.model_version,
         data_as_of=row.data_as_of,
         score_time=row.score_time,

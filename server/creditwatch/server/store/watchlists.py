@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.domain.errors import NotFound
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass, StoredScore
+from creditwatch.server.domain.scores import RiskClass, StoredScore, reasons_from_json
 from creditwatch.server.domain.watchlists import (
     AddEntriesResult,
     AlertRules,
@@ -92,15 +92,11 @@ def _money(currency: str | None, amount: Any) -> Money | None:
 def _score(row: Row[Any]) -> StoredScore | None:
     if row.s_pd is None:
         return None
-    reasons = tuple(
-        Reason(r["code"], r["description"], ReasonKind(r["kind"]), float(r["pd_contribution"]))
-        for r in row.s_reasons
-    )
     return StoredScore(
         probability_of_default=row.s_pd,
         risk_class=RiskClass(row.s_risk_class),
         model_risk_class=RiskClass(row.s_model_risk_class),
-        reasons=reasons,
+        reasons=reasons_from_json(row.s_reasons, row.s_model_version),
         model_version=row.s_model_version,
         data_as_of=row.s_data_as_of,
         score_time=row.s_score_time,
