@@ -82,6 +82,19 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
                 "settled_date": None,
             },
         )
+        # A standing limit far above any cap: the worse class must reduce it.
+        await session.execute(
+            text(
+                """
+                INSERT INTO credit_limits (tenant_id, id, country, register_number,
+                    external_reference, state, currency, amount, max_payment_terms_days,
+                    valid_until, latest_decision, create_time, update_time)
+                VALUES (:t, gen_random_uuid(), 'NO', :n, '', 1, 'NOK', 1e15, 365,
+                        now() + interval '1 year', '{}', now(), now())
+                """
+            ),
+            {"t": tenant, "n": companies[0].register_number},
+        )
     url = database.async_url(database_url)
     async with sessions() as session:
         before = await facts.latest_score(session, companies[0])
@@ -99,6 +112,16 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
             )
         ).all()
         latest = await facts.latest_score(session, companies[0])
+        decision = (
+            await session.execute(
+                text("SELECT latest_decision FROM credit_limits WHERE tenant_id = :t"),
+                {"t": tenant},
+            )
+        ).scalar_one()
+    # The limit was re-decided on the re-score's score, reasons and all (the
+    # job does not decode them; the decision copies their stored text).
+    assert decision["origin"] != 0 and decision["score"]["reasons"]
+    assert facts.score_from_json(decision["score"]) == latest
     # The alert's copies of the two scores (written from their stored reasons
     # text, not re-encoded) are the scores as stored.
     (downgrade,) = [r for r in rows if "rescoring" in r.trigger]

@@ -126,6 +126,9 @@ _LIMIT_PRESSURE = {
     AlertType.COLLECTION_CASE_OPENED,
     AlertType.CREDIT_LIMIT_REDUCED,
 }
+# A set, not a tuple of enum attributes looked up on every call: a re-score
+# plans alerts for tens of thousands of companies.
+_CLASS_CHANGES = frozenset({AlertType.RISK_CLASS_DOWNGRADE, AlertType.RISK_CLASS_UPGRADE})
 
 
 @dataclass(frozen=True)
@@ -181,9 +184,11 @@ class Change:
     previous_reasons_text: str | None = None
     score_reasons_text: str | None = None
     """The scores' reasons as stored JSON text, when the caller has it (a
-    re-score does): the alerts' copies of the scores use it as is. It must be
-    `previous`'s and `score`'s own: a copy of a Change with another score
-    must drop or replace the text too."""
+    re-score does): the alerts' and limit decisions' copies of the scores use
+    it as is, and the score's own `reasons` may then be left empty (a re-score
+    does not decode the reasons of the scores it alerts on; nothing that plans
+    alerts reads them). It must be `previous`'s and `score`'s own: a copy of a
+    Change with another score must drop or replace the text too."""
 
 
 @dataclass(frozen=True)
@@ -325,7 +330,7 @@ def wanted(rules: AlertRules, candidate: Candidate) -> bool:
         return False
     if rules.minimum_severity and int(candidate.severity) < rules.minimum_severity:
         return False
-    if candidate.type in (AlertType.RISK_CLASS_DOWNGRADE, AlertType.RISK_CLASS_UPGRADE):
+    if candidate.type in _CLASS_CHANGES:
         return candidate.class_steps >= max(1, rules.minimum_class_change)
     return True
 

@@ -114,7 +114,7 @@ class Rescorer:
                 change = Change(
                     facts_[reason],
                     old,
-                    rows.score(j),
+                    rows.score(j, with_reasons=False),
                     now,
                     fact_alert=False,
                     previous_reasons_text=old_reasons,

@@ -176,13 +176,16 @@ class ScoreRows:
     def __len__(self) -> int:
         return len(self.pds)
 
-    def score(self, i: int) -> StoredScore:
-        """Row i as a StoredScore."""
+    def score(self, i: int, *, with_reasons: bool = True) -> StoredScore:
+        """Row i as a StoredScore; without its reasons decoded (left empty)
+        when the caller only needs the rest and has `reasons_json[i]`."""
         return StoredScore(
             self.pds[i],
             RiskClass(self.risk_classes[i]),
             RiskClass(self.model_risk_classes[i]),
-            reasons_from_json(orjson.loads(self.reasons_json[i]), self.model_version),
+            reasons_from_json(orjson.loads(self.reasons_json[i]), self.model_version)
+            if with_reasons
+            else (),
             self.model_version,
             self.data_as_of[i],
             self.score_times[i],

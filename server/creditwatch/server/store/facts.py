@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -223,16 +224,18 @@ def _score_fields(score: StoredScore) -> dict[str, Any]:
     }
 
 
-def score_json(score: StoredScore) -> dict[str, Any]:
-    """A score as JSON (alerts keep the scores they compare)."""
-    return _score_fields(score) | {"reasons": reasons_as_json(score.reasons)}
+def score_json(score: StoredScore, reasons_text: str | None = None) -> dict[str, Any]:
+    """A score as JSON (alerts and limit decisions keep the scores they used);
+    with `reasons_text` (see `score_text`), its reasons are that stored text's."""
+    reasons = reasons_as_json(score.reasons) if reasons_text is None else orjson.loads(reasons_text)
+    return _score_fields(score) | {"reasons": reasons}
 
 
 def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
     """`score_json` as JSON text. `reasons_text`, the score's reasons as stored
     JSON text (`reasons_from_json` reads either form) when the caller has it,
-    is used as is: a
-    re-score's alerts spare decoding and encoding them again."""
+    is used as is: a re-score's alerts spare decoding and encoding them again
+    (and its scores' `reasons` are not even decoded, see `Change`)."""
     if reasons_text is None:
         return dumps(score_json(score))
     return f'{dumps(_score_fields(score))[:-1]},"reasons":{reasons_text}}}'
@@ -289,15 +292,16 @@ async def latest_score(session: AsyncSession, company: CompanyId) -> StoredScore
     return None if row is None else score_from_row(row)
 
 
-_CLASSES = {int(c): c for c in RiskClass}
+RISK_CLASSES = {int(c): c for c in RiskClass}
+"""Risk classes by stored number (a look-up is cheaper than the enum's call)."""
 
 
 def score_from_row(row: Any) -> StoredScore:
     """A stored score from a `scores` row."""
     return StoredScore(
         probability_of_default=row.probability_of_default,
-        risk_class=_CLASSES[row.risk_class],
-        model_risk_class=_CLASSES[row.model_risk_class],
+        risk_class=RISK_CLASSES[row.risk_class],
+        model_risk_class=RISK_CLASSES[row.model_risk_class],
         reasons=reasons_from_json(row.reasons, row.model_version),
         model_version=row.model_version,
         data_as_of=row.data_as_of,

@@ -135,8 +135,10 @@ def decision_json(
     policy_version: int,
     now: datetime,
     credit_limit: str,
+    score_reasons_text: str | None = None,
 ) -> dict[str, Any]:
-    """A decision as stored and returned."""
+    """A decision as stored and returned (`score_reasons_text`: the score's
+    stored reasons, when its `reasons` were not decoded; see `Change`)."""
     return {
         "credit_limit": credit_limit,
         "company": company.key,
@@ -149,7 +151,7 @@ def decision_json(
         "max_payment_terms_days": decision.max_payment_terms_days,
         "valid_until": decision.valid_until.isoformat() if decision.valid_until else None,
         "reasons": [list(r) for r in decision.reasons],
-        "score": facts.score_json(score) if score is not None else None,
+        "score": facts.score_json(score, score_reasons_text) if score is not None else None,
         "policy_version": policy_version,
         "decide_time": now.isoformat(),
     }
@@ -314,6 +316,7 @@ async def redecide_on_risk(
             policy_version=rules.version,
             now=now,
             credit_limit=limit.name,
+            score_reasons_text=change.score_reasons_text,
         )
         amount = Decimal(0) if withdrawn else min(decision.approved, limit.amount)
         terms = (

@@ -403,7 +403,8 @@ async def previous_scores(
 ) -> dict[int, tuple[StoredScore, str]]:
     """The current scores (as `lock_and_read` found them) of the chunk's
     companies at `indexes` that have one, each with its reasons as stored JSON
-    text; by index."""
+    text, by index. The scores' `reasons` are left empty, not decoded: the
+    re-score's alerts and limit decisions copy the text (see `Change`)."""
     ids = {i: score_id for i in indexes if (score_id := known._score_id[i]) is not None}
     if not ids:
         return {}
@@ -424,7 +425,26 @@ async def previous_scores(
             list(ids.values()),
         )
     }
-    return {i: (facts.score_from_row(_Row(rows[ids[i]])), rows[ids[i]]["reasons"]) for i in ids}
+    classes, new = facts.RISK_CLASSES, tuple.__new__
+    found: dict[int, tuple[StoredScore, str]] = {}
+    for i, score_id in ids.items():
+        row = rows[score_id]
+        # StoredScore(pd, risk_class, model_risk_class, reasons, model_version,
+        # data_as_of, score_time), built in C (see engine._assemble_rows).
+        score = new(
+            StoredScore,
+            (
+                row["probability_of_default"],
+                classes[row["risk_class"]],
+                classes[row["model_risk_class"]],
+                (),
+                row["model_version"],
+                row["data_as_of"],
+                row["score_time"],
+            ),
+        )
+        found[i] = score, row["reasons"]
+    return found
 
 
 async def _events(
