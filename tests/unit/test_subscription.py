@@ -73,3 +73,38 @@ async def test_an_alert_offered_as_the_timer_fires_is_not_reported_as_silence() 
     time.sleep(0.3)  # noqa: ASYNC251 - a busy iteration: timer and offer both due after it
     assert await waiting is True
     assert subscription.pop() is not None
+
+
+async def test_a_stream_that_keeps_getting_alerts_keeps_one_timer() -> None:
+    """Every alert sent starts a new wait with a later deadline: the armed
+    timer stays (it re-arms itself when it fires early), rather than one timer
+    being made and cancelled per alert."""
+    subscription = _subscription()
+    waiting = asyncio.create_task(subscription.wait(30))
+    await asyncio.sleep(0)
+    timer = subscription._timer
+    assert timer is not None
+    for seq in range(1, 4):
+        subscription.offer(_alert(seq))
+        assert await asyncio.wait_for(waiting, 1) is True
+        assert subscription.pop() is not None
+        waiting = asyncio.create_task(subscription.wait(30))
+        await asyncio.sleep(0)
+        assert subscription._timer is timer
+    waiting.cancel()
+    subscription.release()
+    assert timer.cancelled()
+
+
+async def test_a_timer_armed_for_an_earlier_wait_does_not_end_a_later_one_early() -> None:
+    subscription = _subscription()
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(subscription.wait(0.05))
+    await asyncio.sleep(0)
+    subscription.offer(_alert(1))
+    assert await first is True and subscription.pop() is not None
+    started = loop.time()
+    # The timer armed for 0.05 s fires during this wait: it must re-arm, not
+    # report silence before this wait's own 0.3 s are up.
+    assert await subscription.wait(0.3) is False
+    assert loop.time() - started >= 0.3 - 0.002

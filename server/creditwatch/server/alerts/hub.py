@@ -45,7 +45,10 @@ class Subscription:
 
     __slots__ = (
         "_buffer",
+        "_deadline",
         "_limit",
+        "_loop",
+        "_timer",
         "_waiter",
         "filter",
         "lagging_since",
@@ -65,6 +68,9 @@ class Subscription:
         self._buffer: deque[StoredAlert] = deque()
         self._limit = limit
         self._waiter: asyncio.Future[bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.state = "open"
         """"open"; "lagging" (buffer overflowed: read the gap from the database,
         then `AlertHub.rejoin`); or "closed" (replica shutting down)."""
@@ -108,27 +114,52 @@ class Subscription:
         """Wait until something is buffered or the state changes; False on timeout."""
         if self._buffer or self.state != "open":
             return True
-        # One future and one timer, not asyncio.wait_for on an Event (a task
-        # per wait): every stream waits again after every alert it sends, so
-        # at 1,000 streams this is on the fan-out's critical path.
-        loop = asyncio.get_running_loop()
+        # One future per wait and one timer per quiet spell, not asyncio.wait_for
+        # on an Event (a task per wait): every stream waits again after every
+        # alert it sends, so at 1,000 streams this is on the fan-out's
+        # critical path. The timer is not cancelled and re-armed per alert: it
+        # stays armed, and when it fires before the latest deadline it re-arms
+        # itself for that deadline.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()  # one getpid(), not one per wait
+        deadline = self._deadline = loop.time() + seconds
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
         waiter: asyncio.Future[bool] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(seconds, _expire, waiter)
         try:
             woken = await waiter
         finally:
-            timer.cancel()
             self._waiter = None
         # The timer and an offer can both fall due in one loop iteration: the
         # timer's False must not hide an alert buffered after it fired (the
         # stream would send a heartbeat past that alert, then drop it).
         return woken or bool(self._buffer) or self.state != "open"
 
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms its own timer
+        assert self._loop is not None
+        if self._deadline - self._loop.time() > _TIMER_SLACK:
+            self._timer = self._loop.call_at(self._deadline, self._expire)
+        else:
+            waiter.set_result(False)
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
+    def release(self) -> None:
+        """Drop the timer (the stream ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+# asyncio runs a timer up to its clock resolution early.
+_TIMER_SLACK = 0.001
 
 
 class AlertHub:
@@ -185,6 +216,7 @@ class AlertHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget a stream (idempotent)."""
+        subscription.release()
         group = self._by_tenant.get(subscription.tenant)
         if group is not None:
             group.discard(subscription)

@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from creditwatch.server.alerts.hub import AlertHub, Subscription
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api.auth import Authenticator
-from creditwatch.server.api.errors import server_stream, unary
+from creditwatch.server.api.errors import server_stream_writes, unary
 from creditwatch.server.api.handlers import add_service
 from creditwatch.server.domain import cursors
 from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
@@ -283,13 +283,13 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 return
             position = batch[-1].position
 
-    @server_stream
+    @server_stream_writes
     async def SubscribeAlerts(  # type: ignore[override]
         self,
         request: alerts_pb2.SubscribeAlertsRequest,
         tenant: uuid.UUID,
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[alerts_pb2.SubscribeAlertsResponse | bytes]:
+    ) -> None:
         interval = request.heartbeat_interval_seconds or 30
         if not 5 <= interval <= 300:
             raise InvalidArgument.single(
@@ -300,16 +300,19 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         wanted = await self._filter(request.filter, tenant, "filter")
         if not await self._hub.ready(10.0):
             raise Unavailable("the alert feed is not connected to the database yet; retry")
+        # Sent with context.write, not yielded (see errors.server_stream_writes);
+        # a live alert goes as the bytes every stream shares (`add_to_server`).
+        write: Callable[[Any], Awaitable[None]] = context.write
         subscription = self._hub.subscribe(tenant, wanted)
         try:
             position = await self._start(request, tenant)
-            yield _heartbeat(position, tenant)
+            await write(_heartbeat(position, tenant))
             last_sent = time.monotonic()
             while True:
                 # The gap up to the hub's position at (re)registration, from the database.
                 async for alert in self._catch_up(subscription, position):
                     self._check_lag(subscription)
-                    yield alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert))
+                    await write(alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert)))
                     position = alert.position
                     last_sent = time.monotonic()
                 position = max(position, subscription.registered_at)
@@ -318,7 +321,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                     live = subscription.pop()
                     if live is not None:
                         if live.position > position:
-                            yield self._live_message(live)
+                            await write(self._live_message(live))
                             position = live.position
                             last_sent = time.monotonic()
                         continue
@@ -328,7 +331,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                         continue
                     # Quiet: every alert up to the hub's position was offered to us.
                     position = max(position, self._hub.position)
-                    yield _heartbeat(position, tenant)
+                    await write(_heartbeat(position, tenant))
                     last_sent = time.monotonic()
                 if subscription.state == "closed":
                     raise Unavailable(
