@@ -7,12 +7,13 @@ a test), a creditwatch server on it, and restarts PostgreSQL under both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -36,7 +37,15 @@ with warnings.catch_warnings():
 @pytest.fixture
 def postgres(tmp_path: Path) -> Iterator[PostgresServer]:
     """A private PostgreSQL that the test may restart."""
-    server = get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    # The packaged pg_ctl now and then crashes on start (see `_restart`).
+    for attempt in range(5):
+        try:
+            server = get_server(tmp_path / "pgdata", cleanup_mode="delete")
+            break
+        except subprocess.CalledProcessError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5)
     yield server
     server.cleanup()
 
@@ -52,12 +61,12 @@ def _restart(server: PostgresServer) -> None:
     # Start it again on the same socket. The packaged pg_ctl has been seen to
     # crash now and then on start (SIGSEGV in pg_ctl itself, not PostgreSQL);
     # starting again is what an operator would do.
-    for attempt in range(5):
+    for attempt in range(20):
         try:
             server.ensure_postgres_running()
             return
         except subprocess.CalledProcessError:
-            if attempt == 4:
+            if attempt == 19:
                 raise
             time.sleep(0.5)
 
@@ -74,6 +83,16 @@ async def _record_retrying(channel: grpc.aio.Channel, *args: object) -> None:
             await asyncio.sleep(0.5)
 
 
+@contextlib.asynccontextmanager
+async def _log_on_failure(app: ServerProcess) -> AsyncIterator[None]:
+    """A failure here is rare and timing-bound: keep the server's side of it."""
+    try:
+        yield
+    except BaseException as error:
+        error.add_note("server log (tail):\n" + app.log_text()[-8_000:])
+        raise
+
+
 async def test_streams_survive_a_postgres_restart(postgres: PostgresServer) -> None:
     url = postgres.get_uri("postgres")
     engine = database.create_engine(database.async_url(url), 2)
@@ -84,7 +103,7 @@ async def test_streams_survive_a_postgres_restart(postgres: PostgresServer) -> N
             feed = await new_tenant(sessions, "restart feed", scopes=(SCOPE_COMPANIES_WRITE,))
             await engine.dispose()
             numbers = norwegian_numbers(4, start=87_600_000)
-            async with grpc.aio.insecure_channel(app.address) as channel:
+            async with grpc.aio.insecure_channel(app.address) as channel, _log_on_failure(app):
                 await watch(channel, tenant, numbers)
                 call = subscribe(channel, tenant)
                 await alerting.first_heartbeat(call)

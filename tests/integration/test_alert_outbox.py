@@ -23,12 +23,13 @@ from tests.conftest import new_tenant
 
 pytestmark = pytest.mark.asyncio
 
+# No xid: the column's default is the writing transaction's id (0010), which
+# the ordering tests below rely on.
 _INSERT = """
-INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country, register_number, type,
+INSERT INTO alerts (tenant_id, id, watch_list_id, country, register_number, type,
     severity, priority, company_legal_name, external_reference, trigger, suggested_action,
     summary, occurred_time)
-VALUES ($1, pg_current_xact_id()::text::bigint, $2, $3, 'NO', '923609016', 9, 2, 0, '', '',
-    $4::jsonb, 2, 'test', now())
+VALUES ($1, $2, $3, 'NO', '923609016', 9, 2, 0, '', '', $4::jsonb, 2, 'test', now())
 RETURNING seq
 """
 
@@ -127,6 +128,30 @@ async def test_concurrent_writers_are_read_once_each_in_a_stable_order(
         assert len(set(positions)) == len(positions)
     finally:
         for connection in (*writers, reader):
+            await connection.close()
+
+
+async def test_inserted_alerts_carry_their_transaction_s_id_and_notify_at_commit(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    tenant = (await new_tenant(sessions, "outbox notify")).tenant_id
+    writer, listener = [await _connect(database_url) for _ in range(2)]
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(alerts.CHANNEL, lambda *args: heard.put_nowait(args[2]))
+    try:
+        async with writer.transaction():
+            xid = int(await writer.fetchval("SELECT pg_current_xact_id()::text::bigint"))
+            for _ in range(3):
+                await _insert(writer, tenant)
+            await asyncio.sleep(0.2)
+            assert heard.empty()  # nothing before commit
+        await asyncio.wait_for(heard.get(), 5)
+        await asyncio.sleep(0.2)
+        assert heard.empty()  # one notification for the transaction, not one per row
+        stored = await writer.fetch("SELECT xid FROM alerts WHERE tenant_id = $1", tenant)
+        assert [r["xid"] for r in stored] == [xid] * 3
+    finally:
+        for connection in (writer, listener):
             await connection.close()
 
 

@@ -32,8 +32,6 @@ from creditwatch.server.domain.errors import FailedPrecondition, InvalidArgument
 from creditwatch.server.domain.events import (
     STATUS_AFTER,
     CompanyEvent,
-    CompanyStatus,
-    RiskState,
     risk_state,
 )
 from creditwatch.server.domain.financials import FinancialStatement
@@ -163,24 +161,10 @@ class Intake:
         if self._on_alerts is not None and any(e.alerts_raised for e in effects):
             self._on_alerts()
 
-    async def _state(self, session: AsyncSession, company: CompanyId) -> RiskState:
-        master = await facts.master_data(session, company)
-        policy = self._registry.active.policy
-        return risk_state(
-            await facts.events(session, company),
-            master.status if master else CompanyStatus.UNSPECIFIED,
-            await facts.seriously_overdue(session, company, policy.overdue_days),
-        )
-
     async def _rescore(self, session: AsyncSession, company: CompanyId) -> Effect:
-        previous = await facts.latest_score(session, company)
-        statement = await facts.latest_statement(session, company)
-        state = await self._state(session, company)
-        score = await self._registry.active.score(ScoreRequest(statement, state))
-        if score is not None:
-            await facts.add_score(session, company, score)
-            metrics.SCORES.labels("intake").inc()
-        return Effect(company, score, previous)
+        """Re-score one locked company: its facts in one statement (the bulk
+        path's, for a single company), then its score appended."""
+        return (await score_companies(session, self._registry.active, [company]))[company]
 
     async def _alert(
         self, session: AsyncSession, effect: Effect, facts_: Sequence[tuple[Fact, datetime]]

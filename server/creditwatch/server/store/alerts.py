@@ -74,9 +74,8 @@ _COLUMNS = (
     "priority, company_legal_name, external_reference, exposure_currency, exposure_amount, "
     "previous_score, score, trigger, suggested_action, summary, occurred_time, create_time"
 )
-_COPY_COLUMNS = (  # id: PostgreSQL's gen_random_uuid()
+_COPY_COLUMNS = (  # id and xid: the columns' defaults (gen_random_uuid, the xid)
     "tenant_id",
-    "xid",
     "watch_list_id",
     "country",
     "register_number",
@@ -219,7 +218,6 @@ async def write(
             records.append(
                 (
                     watcher.tenant_id,
-                    0,  # xid, set below
                     watcher.watch_list_id,
                     company.country,
                     company.register_number,
@@ -239,14 +237,10 @@ async def write(
                 )
             )
     if records:
+        # xid (the position's first half) is the column's default, this
+        # transaction's id; a trigger NOTIFYs CHANNEL (migration 0010).
         connection = await driver(session)
-        xid = int(await connection.fetchval("SELECT pg_current_xact_id()::text::bigint"))
-        await connection.copy_records_to_table(
-            "alerts",
-            columns=_COPY_COLUMNS,
-            records=[(r[0], xid, *r[2:]) for r in records],
-        )
-        await connection.execute(f"NOTIFY {CHANNEL}")
+        await connection.copy_records_to_table("alerts", columns=_COPY_COLUMNS, records=records)
     return counts
 
 

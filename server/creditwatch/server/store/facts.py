@@ -16,7 +16,7 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.events import CompanyEvent
 from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import (
@@ -202,16 +202,6 @@ async def latest_statement(session: AsyncSession, company: CompanyId) -> Financi
     )
 
 
-async def events(session: AsyncSession, company: CompanyId) -> list[CompanyEvent]:
-    """Every recorded event of the company, oldest record first."""
-    rows = await session.execute(
-        select(_EV.c.type, _EV.c.occurred_at, _EV.c.reference)
-        .where(_EV.c.country == company.country, _EV.c.register_number == company.register_number)
-        .order_by(_EV.c.record_time, _EV.c.event_id)
-    )
-    return [CompanyEvent(EventType(r.type), r.occurred_at, r.reference) for r in rows]
-
-
 def _score_fields(score: StoredScore) -> dict[str, Any]:
     """`score_json` without the reasons."""
     return {
@@ -385,18 +375,3 @@ async def payment_experience_put(
         set_={k: statement.excluded[k] for k in updated} | {"report_time": text("now()")},
     ).returning(text("(xmax = 0) AS created"))
     return bool(await session.scalar(upsert))
-
-
-async def seriously_overdue(session: AsyncSession, company: CompanyId, days: int) -> int:
-    """Open invoices of any tenant more than `days` past due today (pooled)."""
-    found = await session.scalar(
-        text(
-            """
-            SELECT count(*) FROM payment_experiences
-            WHERE country = :country AND register_number = :number
-              AND settled_date IS NULL AND current_date - due_date > :days
-            """
-        ),
-        {"country": company.country, "number": company.register_number, "days": days},
-    )
-    return int(found or 0)

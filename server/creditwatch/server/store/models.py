@@ -288,7 +288,11 @@ class Alert(Base):
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(UUID, primary_key=True)
-    xid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # The writing transaction's id, by default (0010); a trigger NOTIFYs the
+    # hubs after every statement that inserts alerts.
+    xid: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, server_default=text("pg_current_xact_id()::text::bigint")
+    )
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # Made by PostgreSQL (0009): uuid4 in Python was a tenth of a re-score's
     # alert writing.
