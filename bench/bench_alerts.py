@@ -4,7 +4,9 @@ One run measures, on this machine:
   * intake → subscriber latency, p50/p99, with 1, 100 and 1,000 concurrent
     SubscribeAlerts streams: from the start of the RecordEvents call to the
     alert arriving at each subscriber (so it includes the intake RPC itself,
-    whose own latency is printed beside it as the baseline);
+    whose own latency is printed beside it); the baseline is the same fan-out
+    from a bare grpc.aio server (bench/echo_server.py: one message of an
+    alert's size to every stream, from the publish call's start);
   * sustained alerts/s: concurrent RecordEvents bursts, counted at a subscriber;
   * server memory (RSS) with 1,000 idle streams open, per stream;
   * a full re-score of 100,000 watched companies (facts read from PostgreSQL,
@@ -46,6 +48,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    bare_server,
     connect_kwargs,
     copy_companies_and_scores,
     fresh_database,
@@ -471,6 +474,66 @@ async def latency_in_processes(
     }
 
 
+async def bare_fanout(address: str, pid: int, subscribers: int, size: int) -> dict[str, float]:
+    """The same fan-out with nothing of creditwatch's: bench/echo_server.py's
+    Publish hands a payload of `size` bytes to every open Subscribe stream
+    (same client set-up and pace as `latency`). Publish call start → arrival."""
+    channels = [grpc.aio.insecure_channel(address) for _ in range(CHANNELS)]
+    arrivals: list[tuple[int, float]] = []
+    ready = [asyncio.Event() for _ in range(subscribers)]
+
+    async def read(i: int) -> None:
+        call = channels[i % CHANNELS].unary_stream("/bench.Fanout/Subscribe")(b"")
+        try:
+            async for message in call:
+                if message:
+                    arrivals.append((int.from_bytes(message[:4], "big"), time.perf_counter()))
+                else:
+                    ready[i].set()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+
+    readers = [asyncio.create_task(read(i)) for i in range(subscribers)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 120)
+        publish = channels[0].unary_unary("/bench.Fanout/Publish")
+        rounds = 100
+        pace = max(0.02, subscribers / 20_000)  # as `latency`
+        cpu_before = cpu_seconds(pid)
+        started: list[float] = []
+        for n in range(rounds):
+            started.append(time.perf_counter())
+            await publish(n.to_bytes(4, "big") + b"x" * (size - 4))
+            await asyncio.sleep(pace)
+        for _ in range(1200):
+            if len(arrivals) >= rounds * subscribers:
+                break
+            await asyncio.sleep(0.05)
+        cpu = cpu_seconds(pid) - cpu_before
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+    delays = [(at - started[n]) * 1000 for n, at in arrivals]
+    return {
+        "p50": percentile(delays, 50),
+        "p99": percentile(delays, 99),
+        "deliveries": len(delays),
+        "missing": rounds * subscribers - len(delays),
+        "server_cpu_ms": cpu / rounds * 1000,
+    }
+
+
+async def alert_size(channel: grpc.aio.Channel, key: str) -> int:
+    """Bytes of the newest alert as a stream sends it (a payment remark with both scores)."""
+    found = await alerts_pb2_grpc.AlertServiceStub(channel).ListAlerts(
+        alerts_pb2.ListAlertsRequest(page_size=1), metadata=meta(key)
+    )
+    return alerts_pb2.SubscribeAlertsResponse(alert=found.alerts[0]).ByteSize()
+
+
 async def delivery(server: ServerProcess, key: str, feed: str) -> None:
     numbers = norwegian_numbers(12_000, start=80_100_000)
     channels = [grpc.aio.insecure_channel(server.address) for _ in range(CHANNELS)]
@@ -499,8 +562,26 @@ async def delivery(server: ServerProcess, key: str, feed: str) -> None:
                     f"{figures['server_cpu_ms']:.1f}",
                 )
             )
+        # The floor: the same fan-out from a bare grpc.aio server, one message
+        # of a live alert's size to every stream, measured from the publish.
+        size = await alert_size(channels[0], key)
+        with bare_server() as (address, bare_pid):
+            for subscribers in (100, 1000):
+                figures = await bare_fanout(address, bare_pid, subscribers, size)
+                rows.append(
+                    (
+                        f"{subscribers:,}: bare grpc.aio fan-out of {size:,} B",
+                        "-",
+                        f"{figures['p50']:.1f}",
+                        f"{figures['p99']:.1f}",
+                        int(figures["deliveries"]),
+                        int(figures["missing"]),
+                        f"{figures['server_cpu_ms']:.1f}",
+                    )
+                )
         print_table(
-            "Intake call start → alert at subscriber (ms; 100 alerts, one at a time)",
+            "Intake call start → alert at subscriber (ms; 100 alerts, one at a time); "
+            "baseline: publish call start → message at subscriber",
             (
                 "subscribers",
                 "intake RPC p50",

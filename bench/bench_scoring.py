@@ -27,9 +27,7 @@ import asyncio
 import gc
 import importlib.util
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +42,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
+    bare_server,
     create_tenant_key,
     fresh_database,
     percentile,
@@ -249,21 +248,11 @@ def main() -> None:
     single, batch_rate = raw["single"], raw["batch"]
     scored = rescore(manifest, pd_only)
     url, _embedded = server_url()
-    with fresh_database(url) as db_url, tempfile.TemporaryDirectory() as scratch:
+    with fresh_database(url) as db_url, bare_server() as (echo_address, _):
         key = asyncio.run(create_tenant_key(db_url))
         company = asyncio.run(seed_score(db_url))
-        port_file = Path(scratch) / "echo.port"
-        echo = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(port_file)]
-        )
-        try:
-            while not port_file.exists() or not port_file.read_text():
-                time.sleep(0.05)
-            echo_address = f"127.0.0.1:{port_file.read_text()}"
-            with ServerProcess(db_url, env={"CREDITWATCH_LOG_LEVEL": "WARNING"}) as server:
-                results = asyncio.run(measure(server.address, echo_address, key, company))
-        finally:
-            echo.kill()
+        with ServerProcess(db_url, env={"CREDITWATCH_LOG_LEVEL": "WARNING"}) as server:
+            results = asyncio.run(measure(server.address, echo_address, key, company))
 
     print_table(
         "Raw onnxruntime (one thread; batches of random rows)",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -130,3 +133,20 @@ async def copy_companies_and_scores(
         records=[("NO", n, f"Bench {n} AS", "62.010", "AS", 1) for n in numbers],
     )
     await conn.copy_records_to_table("scores", columns=SCORE_COLUMNS, records=scores)
+
+
+@contextmanager
+def bare_server() -> Iterator[tuple[str, int]]:
+    """bench/echo_server.py in a process of its own: (address, pid)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        port_file = Path(scratch) / "echo.port"
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(port_file)]
+        )
+        try:
+            while not port_file.exists() or not port_file.read_text():
+                time.sleep(0.05)
+            yield f"127.0.0.1:{port_file.read_text()}", process.pid
+        finally:
+            process.kill()
+            process.wait()
