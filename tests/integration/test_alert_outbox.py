@@ -155,6 +155,72 @@ async def test_inserted_alerts_carry_their_transaction_s_id_and_notify_at_commit
             await connection.close()
 
 
+async def test_deleting_a_tenant_deletes_its_alerts_and_no_others(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Alerts carry no foreign key to tenants (0011); a trigger does the cascade."""
+    gone = (await new_tenant(sessions, "outbox deleted")).tenant_id
+    kept = (await new_tenant(sessions, "outbox kept")).tenant_id
+    connection = await _connect(database_url)
+    try:
+        for tenant in (gone, kept, gone):
+            await _insert(connection, tenant)
+        await connection.execute("DELETE FROM tenants WHERE id = $1", gone)
+        counts = {
+            r["tenant_id"]: r["n"]
+            for r in await connection.fetch(
+                "SELECT tenant_id, count(*) AS n FROM alerts WHERE tenant_id = ANY($1::uuid[])"
+                " GROUP BY tenant_id",
+                [gone, kept],
+            )
+        }
+        assert counts == {kept: 1}
+    finally:
+        await connection.close()
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def test_the_hubs_polls_use_the_position_index_however_big_the_outbox(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """The hub runs its polls as prepared statements, which PostgreSQL plans
+    generically after a few runs: a plan that scans the whole outbox on every
+    poll (the old EXISTS form did) must not be possible."""
+    tenant = (await new_tenant(sessions, "outbox plans")).tenant_id
+    connection = await _connect(database_url)
+    try:
+        with pytest.raises(_Rollback):
+            async with connection.transaction():
+                await connection.execute(
+                    """
+                    INSERT INTO alerts (tenant_id, id, watch_list_id, country, register_number,
+                        type, severity, priority, company_legal_name, external_reference,
+                        trigger, suggested_action, summary, occurred_time)
+                    SELECT $1, gen_random_uuid(), gen_random_uuid(), 'NO', '923609016', 9, 2, 0,
+                        '', '', '{}', 2, 'filler', now()
+                    FROM generate_series(1, 50000)
+                    """,
+                    tenant,
+                )
+                await connection.execute("ANALYZE alerts")
+                await connection.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                for name, sql, args in (
+                    ("pending", alerts.PENDING, "(1, 1)"),
+                    ("tail", alerts._TAIL, "(1, 1, 1000)"),
+                ):
+                    await connection.execute(f"PREPARE {name} AS {sql}")
+                    plan = "\n".join(
+                        r[0] for r in await connection.fetch(f"EXPLAIN EXECUTE {name}{args}")
+                    )
+                    assert "ix_alerts_position" in plan and "Seq Scan" not in plan, plan
+                raise _Rollback
+    finally:
+        await connection.close()
+
+
 async def test_bulk_statements_run_inside_the_session_transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:

@@ -273,8 +273,10 @@ class Alert(Base):
     """
 
     __tablename__ = "alerts"
+    # No foreign key to tenants (0011): every row's check locked the tenant's
+    # row, which concurrent re-score workers then shared as a multixact. A
+    # trigger on tenants deletes a deleted tenant's alerts instead.
     __table_args__ = (
-        ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
         UniqueConstraint("tenant_id", "id"),
         Index("ix_alerts_position", "xid", "seq"),
         Index("ix_alerts_tenant_create_time", "tenant_id", text("create_time DESC")),
