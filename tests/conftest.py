@@ -8,8 +8,16 @@ database, so parallel runs never share state.
 
 from __future__ import annotations
 
-import asyncio
 import os
+
+# Before anything imports grpc: the tests fork pg_ctl and server processes
+# from a process with gRPC channels open, and gRPC's fork handlers crashed
+# such a child now and then before it could exec (seen as pg_ctl "dying of
+# SIGSEGV" in the PostgreSQL restart test, with a "Fatal Python error" from
+# the child). Nothing here needs gRPC in a forked child.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import asyncio
 import secrets
 import tempfile
 import uuid
