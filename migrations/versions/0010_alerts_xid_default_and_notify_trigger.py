@@ -18,6 +18,8 @@ NOTIFY the replicas' hubs. Both now happen inside PostgreSQL:
 
 Writers of earlier revisions still send both themselves; a second NOTIFY in
 one transaction is folded into the first, so they can run beside this one.
+Writers of this version leave `xid` out, so the database must be migrated
+before they run (the server migrates at start unless told not to).
 """
 
 from collections.abc import Sequence

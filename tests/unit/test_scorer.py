@@ -456,3 +456,19 @@ def test_compact_reasons_read_back_with_their_model_version_s_texts(scorer: Scor
     # Objects (an intake's form) and arrays side by side.
     mixed = [{**reasons_as_json(reasons[1])[0]}, first]
     assert reasons_from_json(mixed, scorer.version) == (reasons[1][0], reasons[0][0])
+
+
+def test_a_negative_zero_ratio_reads_the_same_in_both_stored_forms(scorer: Scorer) -> None:
+    """JSON has no -0.0 (orjson reads "-0" as the integer 0): a ratio of -0.0
+    (0 over a negative denominator) must read "0" whichever form stored it."""
+    statements = varied_statements(20, seed=3)
+    x = scorer.feature_matrix(statements)
+    _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
+    strongest = int(np.argmax(np.abs(contributions[4])))
+    x[4, strongest] = -0.0
+    texts = scorer._model_reasons_json(x, contributions)
+    reasons = scorer._model_reasons(x, contributions)
+    assert reasons_from_json(orjson.loads(f"[{texts[4]}]"), scorer.version) == reasons[4]
+    assert " is 0 " in reasons[4][0].description
+    row = scorer._row_reasons(x[4].tolist(), contributions[4].tolist())
+    assert row[0].description == reasons[4][0].description

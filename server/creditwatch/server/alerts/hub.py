@@ -159,7 +159,7 @@ class Subscription:
 
 
 # asyncio runs a timer up to its clock resolution early.
-_TIMER_SLACK = 0.001
+_TIMER_SLACK = max(0.001, time.get_clock_info("monotonic").resolution)
 
 
 class AlertHub:

@@ -201,27 +201,6 @@ async def _guarded_stream(
         _observe(name, code, started)
 
 
-def server_stream(
-    method: Callable[[S, Req, uuid.UUID, Ctx], AsyncIterator[Resp]],
-) -> Callable[[S, Req, Ctx], AsyncIterator[Resp]]:
-    """Wrap a server-streaming RPC: authenticate, map errors raised while
-    streaming to statuses, log."""
-
-    # An async generator function itself: grpc.aio tells streaming handlers
-    # apart by `inspect.isasyncgenfunction`.
-    @functools.wraps(method)
-    async def wrapper(self: S, request: Req, context: Ctx) -> AsyncIterator[Resp]:
-        async for response in _guarded_stream(
-            method.__name__,
-            context,
-            lambda tenant: method(self, request, tenant, context),
-            self.caller,
-        ):
-            yield response
-
-    return wrapper
-
-
 async def _guarded_writes(
     name: str,
     context: Ctx,
@@ -237,6 +216,12 @@ async def _guarded_writes(
     except grpc.aio.AbortError:
         code = "ABORTED_BY_HANDLER"
         raise
+    except grpc.aio.BaseError:
+        # grpc's own errors from `context.write` (the client went away while a
+        # write was pending, the server is stopping): grpc handles them, as it
+        # does for a yielding handler; they are not this handler's failures.
+        code = "CANCELLED"
+        raise
     except asyncio.CancelledError:
         code = "CANCELLED"
         raise
@@ -250,10 +235,11 @@ async def _guarded_writes(
 def server_stream_writes(
     method: Callable[[S, Req, uuid.UUID, Ctx], Awaitable[None]],
 ) -> Callable[[S, Req, Ctx], Awaitable[None]]:
-    """`server_stream` for a handler that sends with `await context.write(...)`
-    instead of yielding: a message then passes no generator frames on its way
-    to grpc (three with `server_stream`), which a fan-out of one alert to a
-    thousand streams pays a thousand times."""
+    """Wrap a server-streaming RPC whose handler sends with `await
+    context.write(...)`: authenticate, map errors raised while streaming to
+    statuses, log. Writing, not yielding: a message then passes no generator
+    frames on its way to grpc (three when a wrapper re-yields a generator's),
+    which a fan-out of one alert to a thousand streams pays a thousand times."""
 
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> None:

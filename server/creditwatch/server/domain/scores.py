@@ -61,8 +61,12 @@ class FeatureTexts:
     Bulk-written scores store a model reason as `[feature index, value,
     contribution]` (`value` null when missing) instead of its code and text:
     a fifth of the bytes, and no text formatted per company in a re-score.
-    The text is made on read from the version's templates, which are fixed by
-    its manifest, so it is the text the score was made with."""
+    The text is made on read from the version's templates (its manifest's
+    features worded by `scoring.engine`), so it reads as it did when the score
+    was made as long as that model version stays loaded and the wording code
+    is unchanged. Keep a retired model's files in the models folder while
+    scores and alerts it made are kept: without them its reasons read as
+    "input N of model V" (codes FEATURE_N)."""
 
     __slots__ = ("codes", "templates", "version")
 

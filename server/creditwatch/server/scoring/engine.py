@@ -497,7 +497,8 @@ class Scorer:
         magnitude = np.nan_to_num(np.abs(contributions), nan=0.0)
         top = np.argsort(-magnitude, axis=1, kind="stable")[:, :MAX_MODEL_REASONS]
         values = np.take_along_axis(contributions, top, axis=1)
-        shown = np.take_along_axis(x, top, axis=1)
+        # + 0: a ratio of -0.0 reads "0" in every form (JSON has no -0 float).
+        shown = np.take_along_axis(x, top, axis=1) + np.float32(0)
         kept = np.cumprod(np.abs(values) >= MIN_CONTRIBUTION, axis=1, dtype=bool)
         ends: list[int] = np.cumsum(kept.sum(axis=1)).tolist()
         return top[kept], values[kept], shown[kept], ends
@@ -560,7 +561,7 @@ class Scorer:
         strongest = sorted(range(N_FEATURES), key=magnitude.__getitem__, reverse=True)
         reasons: list[Reason] = []
         for index in strongest[:MAX_MODEL_REASONS]:
-            contribution, value = contributions[index], x[index]
+            contribution, value = contributions[index], x[index] + 0.0  # -0.0: see _strongest
             if not abs(contribution) >= MIN_CONTRIBUTION:  # also stops at NaN
                 break
             template = self._templates[index * 4 + (value == value) * 2 + (contribution > 0)]

@@ -102,9 +102,9 @@ def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     (BEGIN, an empty query, ROLLBACK: a third of a single intake's), this asks
     asyncpg whether the socket is closed, which it knows without I/O once the
     server has gone (a restart or a terminated backend closes the socket and
-    the event loop sees it). A connection that died silently still fails its
-    first statement; SQLAlchemy then invalidates the pool, and the caller gets
-    UNAVAILABLE and retries."""
+    the event loop sees it). A connection that died without its socket
+    closing (a firewall's idle timeout, say) is not caught here: the request
+    that meets it fails (INTERNAL), and the next checkout gets a new one."""
     connection = getattr(dbapi_connection, "driver_connection", None)
     if connection is not None and connection.is_closed():
         raise exc.DisconnectionError("PostgreSQL closed this pooled connection")
