@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.store import database
 from creditwatch.v1 import (
     common_pb2,
     companies_pb2,
@@ -213,3 +216,57 @@ async def test_get_company_shows_latest_statement_and_score(
                 companies_pb2.GetCompanyRequest(name=name), metadata=tenant.metadata
             )
         assert caught.value.code() == code, name
+
+
+async def test_an_intake_that_loses_its_connection_is_unavailable_and_stores_nothing(
+    channel: grpc.aio.Channel, feed: TenantKey, database_url: str
+) -> None:
+    """The connection dies under a running intake: the caller gets UNAVAILABLE
+    (worth retrying, not INTERNAL), nothing of the call is stored, and the
+    next call works on a fresh connection."""
+    (number,) = norwegian_numbers(1, start=89_100_000)
+    stub = companies_pb2_grpc.CompanyDataServiceStub(channel)
+
+    def request(event_id: str, day: int) -> companies_pb2.RecordEventsRequest:
+        remark = companies_pb2.PaymentRemarkRegistered(remark_id=event_id)
+        return companies_pb2.RecordEventsRequest(
+            events=[_event(number, event_id, day, payment_remark_registered=remark)]
+        )
+
+    await stub.RecordEvents(request("lost-1", 1), metadata=feed.metadata)
+    holder = await asyncpg.connect(**database.connect_kwargs(database.async_url(database_url)))
+    try:
+        async with holder.transaction():
+            # Hold the company's row: the next intake waits for it, mid-transaction.
+            await holder.execute(
+                "SELECT 1 FROM companies WHERE country = 'NO' AND register_number = $1 FOR UPDATE",
+                number,
+            )
+            # A grpc.aio call starts when made; awaited below.
+            call = stub.RecordEvents(request("lost-2", 2), metadata=feed.metadata)
+            waiting: list[asyncpg.Record] = []
+            for _ in range(200):
+                # The server's backend waiting for our lock (its query text and
+                # state can still show the previous statement: not filtered on).
+                waiting = await holder.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(waiting) == 1
+            await holder.execute("SELECT pg_terminate_backend($1)", waiting[0]["pid"])
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await asyncio.wait_for(call, 20)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE, failed.value.details()
+        stored = await holder.fetchval(
+            "SELECT count(*) FROM company_events"
+            " WHERE register_number = $1 AND event_id = 'lost-2'",
+            number,
+        )
+        assert stored == 0
+        again = await stub.RecordEvents(request("lost-2", 2), metadata=feed.metadata)
+        assert again.recorded_count == 1
+    finally:
+        await holder.close()

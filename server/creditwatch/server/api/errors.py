@@ -23,6 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from creditwatch.server import metrics
 from creditwatch.server.domain import errors
 from creditwatch.server.domain.tenants import Caller
+from creditwatch.server.store import database
 
 log = logging.getLogger("creditwatch.rpc")
 
@@ -101,6 +102,8 @@ def _observe(rpc: str, code: str, started: float) -> None:
 def _code_name(error: Exception) -> str:
     if isinstance(error, errors.DomainError):
         return next(c for t, c in _CODES.items() if isinstance(error, t)).name
+    if database.connection_lost(error):
+        return "UNAVAILABLE"
     return "INTERNAL"
 
 
@@ -115,6 +118,13 @@ async def _end_with(
             extra={"rpc": rpc, "error": type(error).__name__, "detail": error.message},
         )
         await abort(context, error)
+    if database.connection_lost(error):
+        # Not a fault of the request: UNAVAILABLE, which clients retry where
+        # a call is safe to repeat (the SDK does for idempotent calls), not
+        # INTERNAL. As with any UNAVAILABLE, a write whose commit was under
+        # way when the connection went may have happened.
+        log.warning("rpc failed: database unreachable", extra={"rpc": rpc, "error": str(error)})
+        await abort(context, errors.Unavailable("the database connection was lost; retry"))
     error_id = uuid.uuid4().hex[:12]
     log.error("rpc failed", exc_info=error, extra={"rpc": rpc, "error_id": error_id})
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}")

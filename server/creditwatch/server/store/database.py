@@ -95,6 +95,37 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return engine
 
 
+_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,  # the connection does not exist, ...
+    asyncpg.exceptions.AdminShutdownError,  # terminated by an operator or a shutdown
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed" and kin
+    exc.DisconnectionError,
+    ConnectionError,  # refused, reset, broken pipe
+    TimeoutError,
+)
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is PostgreSQL being unreachable or the
+    connection lost, not a fault of the request: worth retrying shortly."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the cause chain of a wrapped driver error
+        if seen is None:
+            return False
+        if isinstance(seen, _LOST):
+            return True
+        if isinstance(seen, exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
+            seen = seen.orig
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """Hand out no pooled connection that PostgreSQL has closed.
 
@@ -104,7 +135,8 @@ def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     server has gone (a restart or a terminated backend closes the socket and
     the event loop sees it). A connection that died without its socket
     closing (a firewall's idle timeout, say) is not caught here: the request
-    that meets it fails (INTERNAL), and the next checkout gets a new one."""
+    that meets it fails with UNAVAILABLE (`connection_lost`), and the next
+    checkout gets a new one."""
     connection = getattr(dbapi_connection, "driver_connection", None)
     if connection is not None and connection.is_closed():
         raise exc.DisconnectionError("PostgreSQL closed this pooled connection")
