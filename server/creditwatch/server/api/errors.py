@@ -9,6 +9,7 @@ sees exception text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -184,22 +185,22 @@ def unary_as_caller(
     return wrapper
 
 
-async def _guarded_stream(
-    name: str,
-    context: Ctx,
-    responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
-    caller: Callable[[Ctx], Awaitable[Caller]],
-) -> AsyncIterator[Resp]:
-    """Authenticate, stream `responses(tenant)`, map errors raised while streaming
-    to statuses, and record the stream's duration and outcome."""
+@contextlib.asynccontextmanager
+async def _streaming(name: str, context: Ctx) -> AsyncIterator[None]:
+    """Map errors raised while a stream runs to statuses, and record the
+    stream's duration and outcome."""
     started = time.perf_counter()
     code = "OK"
     try:
-        tenant = (await caller(context)).tenant_id
-        async for response in responses(tenant):
-            yield response
+        yield
     except grpc.aio.AbortError:
         code = "ABORTED_BY_HANDLER"
+        raise
+    except grpc.aio.BaseError:
+        # grpc's own errors from `context.write` (the client went away while a
+        # write was pending, the server is stopping): grpc handles them, as it
+        # does for a yielding handler; they are not the handler's failures.
+        code = "CANCELLED"
         raise
     except asyncio.CancelledError:
         code = "CANCELLED"
@@ -209,6 +210,19 @@ async def _guarded_stream(
         await _end_with(context, name, error)
     finally:
         _observe(name, code, started)
+
+
+async def _guarded_stream(
+    name: str,
+    context: Ctx,
+    responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
+    caller: Callable[[Ctx], Awaitable[Caller]],
+) -> AsyncIterator[Resp]:
+    """Authenticate, then stream `responses(tenant)` (see `_streaming`)."""
+    async with _streaming(name, context):
+        tenant = (await caller(context)).tenant_id
+        async for response in responses(tenant):
+            yield response
 
 
 async def _guarded_writes(
@@ -217,29 +231,11 @@ async def _guarded_writes(
     writes: Callable[[uuid.UUID], Awaitable[None]],
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> None:
-    """`_guarded_stream` for a handler that sends with `context.write`."""
-    started = time.perf_counter()
-    code = "OK"
-    try:
+    """Authenticate, then run `writes(tenant)`, a handler that sends with
+    `context.write` (see `_streaming`)."""
+    async with _streaming(name, context):
         tenant = (await caller(context)).tenant_id
         await writes(tenant)
-    except grpc.aio.AbortError:
-        code = "ABORTED_BY_HANDLER"
-        raise
-    except grpc.aio.BaseError:
-        # grpc's own errors from `context.write` (the client went away while a
-        # write was pending, the server is stopping): grpc handles them, as it
-        # does for a yielding handler; they are not this handler's failures.
-        code = "CANCELLED"
-        raise
-    except asyncio.CancelledError:
-        code = "CANCELLED"
-        raise
-    except Exception as error:
-        code = _code_name(error)
-        await _end_with(context, name, error)
-    finally:
-        _observe(name, code, started)
 
 
 def server_stream_writes(
