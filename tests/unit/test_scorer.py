@@ -417,7 +417,7 @@ def test_stored_reasons_stay_json_when_a_contribution_is_not_finite(scorer: Scor
     _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
     contributions[0, 5] = math.inf
     contributions[1, 7] = -math.inf
-    texts = scorer._model_reasons_json(x, contributions)
+    texts = scorer._model_reasons_json(*scorer._strongest(x, contributions))
     reasons = scorer._model_reasons(x, contributions)
     for text, want in zip(texts, reasons, strict=True):
         # orjson writes a non-finite number as null, as an intake stores it.
@@ -431,7 +431,7 @@ def test_stored_reasons_stay_json_when_a_shown_value_is_infinite(scorer: Scorer)
     _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
     strongest = int(np.argmax(np.abs(contributions[4])))
     x[4, strongest] = np.inf  # shown in row 4's first reason
-    texts = scorer._model_reasons_json(x, contributions)
+    texts = scorer._model_reasons_json(*scorer._strongest(x, contributions))
     reasons = scorer._model_reasons(x, contributions)
     assert "is inf" in reasons[4][0].description
     for text, want in zip(texts, reasons, strict=True):
@@ -442,7 +442,7 @@ def test_compact_reasons_read_back_with_their_model_version_s_texts(scorer: Scor
     statements = varied_statements(40, seed=5)
     x = scorer.feature_matrix(statements)
     _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
-    texts = scorer._model_reasons_json(x, contributions)
+    texts = scorer._model_reasons_json(*scorer._strongest(x, contributions))
     reasons = scorer._model_reasons(x, contributions)
     assert any(r.description.count("not reported") for row in reasons for r in row)
     for text, want in zip(texts, reasons, strict=True):
@@ -466,7 +466,7 @@ def test_a_negative_zero_ratio_reads_the_same_in_both_stored_forms(scorer: Score
     _, contributions = scorer._contributions(x, scorer.model.evaluate(x))
     strongest = int(np.argmax(np.abs(contributions[4])))
     x[4, strongest] = -0.0
-    texts = scorer._model_reasons_json(x, contributions)
+    texts = scorer._model_reasons_json(*scorer._strongest(x, contributions))
     reasons = scorer._model_reasons(x, contributions)
     assert reasons_from_json(orjson.loads(f"[{texts[4]}]"), scorer.version) == reasons[4]
     assert " is 0 " in reasons[4][0].description

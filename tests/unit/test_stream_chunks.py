@@ -15,8 +15,7 @@ from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.scoring import CHUNKS_IN_FLIGHT, ScoringServicer
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.financials import FinancialStatement
-from creditwatch.server.domain.scores import StoredScore
-from creditwatch.server.scoring.engine import Scorer, StatementColumns
+from creditwatch.server.scoring.engine import ScoreBlock, Scorer, StatementColumns
 from creditwatch.v1 import scoring_pb2
 from tests.unit.test_features import HEALTHY
 from tests.unit.test_scorer import MANIFEST, _scorer
@@ -33,15 +32,15 @@ class SlowScorer:
         self.peak = 0
         self.started = 0
 
-    async def score_columns(
+    async def score_columns_block(
         self, columns: StatementColumns, states: Sequence[RiskState] | None = None
-    ) -> list[StoredScore]:
+    ) -> list[ScoreBlock]:
         self.running += 1
         self.started += 1
         self.peak = max(self.peak, self.running)
         try:
             await asyncio.sleep(0.03)
-            return await self._scorer.score_columns(columns, states)
+            return await self._scorer.score_columns_block(columns, states)
         finally:
             self.running -= 1
 
@@ -71,7 +70,9 @@ async def test_chunks_overlap_within_the_bound_and_all_stop_when_the_client_leav
         stream = ScoringServicer.StreamScores.__wrapped__(  # type: ignore[attr-defined]
             servicer, _chunks(50), uuid.uuid4()
         )
-        answers = [await anext(stream) for _ in range(6)]
+        answers = [
+            scoring_pb2.StreamScoresResponse.FromString(await anext(stream)) for _ in range(6)
+        ]
         assert [a.results[0].correlation_id for a in answers] == [f"{i}-0" for i in range(6)]
         assert all(r.HasField("score") for a in answers for r in a.results)
         assert 1 < slow.peak <= CHUNKS_IN_FLIGHT  # overlapping, and bounded

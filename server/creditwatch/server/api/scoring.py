@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
 from creditwatch.server.api import converters as cv
+from creditwatch.server.api import score_wire
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
@@ -60,13 +61,16 @@ Outcome = StoredScore | _CompanyScore | ScoreRequest | DomainError
 
 
 def _response(
-    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | None]
-) -> scoring_pb2.StreamScoresResponse:
-    response = scoring_pb2.StreamScoresResponse()
-    add = response.results.add
+    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | bytes | None]
+) -> bytes:
+    """A chunk's serialised answer; an outcome in bytes is a serialised Score."""
+    results: list[bytes] = []
     times: dict[datetime, Timestamp] = {}  # the chunk's scores share their times
     for item, outcome in zip(items, outcomes, strict=True):
-        result = add(correlation_id=item.correlation_id)
+        if isinstance(outcome, bytes):
+            results.append(score_wire.result(item.correlation_id, outcome))
+            continue
+        result = scoring_pb2.ScoreItemResult(correlation_id=item.correlation_id)
         if isinstance(outcome, StoredScore):
             cv.fill_score(result.score, outcome, None, times)
         elif isinstance(outcome, _CompanyScore):
@@ -75,7 +79,8 @@ def _response(
             result.error.CopyFrom(_error_status(outcome))
         else:  # a statement always scores
             raise AssertionError(f"item {item.correlation_id!r} left unscored")
-    return response
+        results.append(result.SerializeToString())
+    return score_wire.response(results)
 
 
 def _model_version(name: str, field: str) -> str:
@@ -117,6 +122,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self._intake = intake
         self._activations = activations
         self._answers: dict[CompanyId, tuple[StoredScore, bytes]] = {}
+        self._wires: dict[str, score_wire.ScoreWire] = {}
 
     async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The calling tenant and its key's grants."""
@@ -178,16 +184,16 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         return scoring_pb2.ScoreFinancialsResponse(score=cv.score_message(score, company))
 
     @bidi_stream
-    async def StreamScores(
+    async def StreamScores(  # type: ignore[override]  # answers in bytes
         self, requests: AsyncIterator[scoring_pb2.StreamScoresRequest], tenant: uuid.UUID
-    ) -> AsyncIterator[scoring_pb2.StreamScoresResponse]:
+    ) -> AsyncIterator[bytes]:  # serialised StreamScoresResponses
         # Chunks overlap: while one is in the model, the next is being read
         # and the one before answered. Answers still go out in chunk order, and
         # at most CHUNKS_IN_FLIGHT chunks are held at once: the reader takes a
         # permit before it starts a chunk (gRPC's flow control then holds the
         # client back), and a chunk gives its permit back once answered.
         room = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
-        started: asyncio.Queue[asyncio.Task[scoring_pb2.StreamScoresResponse] | None]
+        started: asyncio.Queue[asyncio.Task[bytes] | None]
         started = asyncio.Queue()
         tasks: list[asyncio.Task[Any]] = []
 
@@ -226,11 +232,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: not "never retrieved" in the log
 
-    async def _score_chunk(
-        self, items: Sequence[scoring_pb2.ScoreItem], scorer: Scorer
-    ) -> scoring_pb2.StreamScoresResponse:
-        """One chunk's results. Valid statements without events, nearly every
-        item of a portfolio upload, are read and scored in columns; the rest
+    async def _score_chunk(self, items: Sequence[scoring_pb2.ScoreItem], scorer: Scorer) -> bytes:
+        """One chunk's serialised answer. Valid statements without events,
+        nearly every item of a portfolio upload, are read and scored in
+        columns and their scores written straight in wire format; the rest
         (companies, events, anything invalid) item by item."""
         large = len(items) > INLINE_ITEMS
         plain = [
@@ -245,11 +250,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             )
         else:
             columns, chosen, _ = sc.statement_columns(messages, SUPPORTED_CURRENCIES)
-        outcomes: list[Outcome | None] = [None] * len(items)
-        if chosen:
-            scored = await scorer.score_columns(columns)
-            for at, score in zip(chosen, scored, strict=True):
-                outcomes[plain[at]] = score
+        outcomes: list[Outcome | bytes | None] = [None] * len(items)
+        blocks = await scorer.score_columns_block(columns) if chosen else []
+        for at in chosen:
+            outcomes[plain[at]] = b""  # a score in `blocks`, written below
         pending: dict[int, ScoreRequest] = {}
         for i, item in enumerate(items):
             if outcomes[i] is None:
@@ -260,9 +264,21 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             computed = await scorer.score_many(list(pending.values()))
             for i, later in zip(pending, computed, strict=True):
                 outcomes[i] = later
-        if large:
-            return await asyncio.to_thread(_response, items, outcomes)
-        return _response(items, outcomes)
+        wire = self._wire(scorer)
+
+        def answer() -> bytes:
+            scores = (score for block in blocks for score in wire.scores(block))
+            for at, score in zip(chosen, scores, strict=True):
+                outcomes[plain[at]] = score
+            return _response(items, outcomes)
+
+        return await asyncio.to_thread(answer) if large else answer()
+
+    def _wire(self, scorer: Scorer) -> score_wire.ScoreWire:
+        wire = self._wires.get(scorer.version)
+        if wire is None:
+            wire = self._wires[scorer.version] = score_wire.ScoreWire(scorer.texts)
+        return wire
 
     async def _score_item(self, item: scoring_pb2.ScoreItem, scorer: Scorer) -> Outcome:
         """A stored score (company items), a request to run (statement items), or an error."""
@@ -331,5 +347,12 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
 def add_to_server(servicer: ScoringServicer, server: grpc.aio.Server) -> None:
     """Register the service like the generated `add_ScoringServiceServicer_to_server`,
-    except that ScoreCompany may answer with a pre-serialised response."""
-    add_service(server, scoring_pb2, "ScoringService", servicer, frozenset({"ScoreCompany"}))
+    except that ScoreCompany and StreamScores may answer with pre-serialised
+    responses."""
+    add_service(
+        server,
+        scoring_pb2,
+        "ScoringService",
+        servicer,
+        frozenset({"ScoreCompany", "StreamScores"}),
+    )

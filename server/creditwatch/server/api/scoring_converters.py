@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import operator
 from collections.abc import Sequence, Set
+from typing import Any
 
 import numpy as np
 from google.type import date_pb2
@@ -83,14 +85,14 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     return domain
 
 
-_ITEM_ROWS = {
-    companies_pb2.FinancialStatement.DESCRIPTOR.fields_by_name[name]: row
-    for row, name in enumerate(LINE_ITEMS)
-}
 _REQUIRED_ROWS = [LINE_ITEMS.index(name) for name in REQUIRED_ITEMS]
 _NON_NEGATIVE_ROWS = [LINE_ITEMS.index(name) for name in sorted(NON_NEGATIVE_ITEMS)]
 _TOTAL_ASSETS_ROW = LINE_ITEMS.index("total_assets")
-_NOT_ITEMS = 3  # period_start, period_end, currency_code: the other fields
+# A statement's line items in one C call (an item not reported reads 0.0),
+# and the rest of it in another.
+_READ_ITEMS = operator.attrgetter(*LINE_ITEMS)
+_READ_REST = operator.attrgetter("period_start", "period_end", "currency_code")
+_READ_DAY = operator.attrgetter("year", "month", "day")
 
 
 def statement_columns(
@@ -102,46 +104,40 @@ def statement_columns(
     A statement lands in the columns only if `statement()` would accept it and
     its currency is in `currency_ok`; every other one is left to the caller,
     who converts it alone with `statement()` to get its precise violations.
-    This is what a 1,000-statement StreamScores chunk needs: one pass reading
-    the reported fields, then numpy checks per line item, instead of a
-    FinancialStatement object and a validation loop per statement.
+    This is what a 1,000-statement StreamScores chunk needs: one attribute
+    read per statement, then numpy checks per line item, instead of a
+    FinancialStatement object and a validation loop per statement. Only a
+    0.0 needs a second look (reported, or not reported at all?).
     """
-    blank = [math.nan] * len(LINE_ITEMS)
-    rows: list[list[float]] = []
-    reported: list[int] = []
-    currencies: list[str] = []
-    ends: list[dt.date | None] = []
-    ordered: list[bool] = []
-    days: dict[tuple[int, int, int], dt.date | None] = {}
-    item_rows = _ITEM_ROWS
-    for message in messages:
-        row = blank.copy()
-        fields = message.ListFields()
-        for descriptor, value in fields:
-            at = item_rows.get(descriptor)
-            if at is not None:
-                row[at] = value
-        rows.append(row)
-        reported.append(len(fields) - _NOT_ITEMS)
-        start, end = message.period_start, message.period_end
-        first = _day((start.year, start.month, start.day), days)
-        last = _day((end.year, end.month, end.day), days)
-        ends.append(last)
-        ordered.append(first is not None and last is not None and first <= last)
-        currencies.append(message.currency_code)
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(LINE_ITEMS)).T
-    known = ~np.isnan(table)
+    table = np.array([_READ_ITEMS(m) for m in messages], dtype=np.float64)
+    table = table.reshape(len(messages), len(LINE_ITEMS))
+    # A reported NaN is not "missing": statement() refuses it by name.
+    reported_nan = np.isnan(table).any(axis=1)
+    at, row = np.nonzero(table == 0.0)
+    names: Sequence[Any] = LINE_ITEMS  # HasField's stubs want literal field names
+    missing = [
+        not messages[a].HasField(names[r]) for a, r in zip(at.tolist(), row.tolist(), strict=True)
+    ]
+    table[at[missing], row[missing]] = math.nan
+    table = table.T
+    rest = [_READ_REST(m) for m in messages]
+    currencies = [currency for _, _, currency in rest]
+    # (period end, whether the period is a valid one) per distinct period:
+    # most statements of an upload share a handful.
+    periods = [_READ_DAY(start) + _READ_DAY(end) for start, end, _ in rest]
+    known = {period: _period(period) for period in set(periods)}
+    ends = [known[period][0] for period in periods]
+    ordered = [known[period][1] for period in periods]
     with np.errstate(invalid="ignore"):
         good = (
             np.array(ordered, dtype=bool)
-            # A reported NaN is not "missing": statement() refuses it by name.
-            & (known.sum(axis=0) == np.array(reported))
+            & ~reported_nan
             & ~np.isinf(table).any(axis=0)
-            & known[_REQUIRED_ROWS].all(axis=0)
+            & ~np.isnan(table[_REQUIRED_ROWS]).any(axis=0)
             & (table[_TOTAL_ASSETS_ROW] > 0)
             & ~(table[_NON_NEGATIVE_ROWS] < 0).any(axis=0)
         )
-    refused = {c for c in currencies if c not in currency_ok or not CURRENCY_CODE.fullmatch(c)}
+    refused = {c for c in set(currencies) if c not in currency_ok or not CURRENCY_CODE.fullmatch(c)}
     if refused:  # compared as Python strings: numpy's drop trailing NULs
         good &= np.array([c not in refused for c in currencies], dtype=bool)
     chosen = np.flatnonzero(good).tolist()
@@ -154,17 +150,17 @@ def statement_columns(
     return columns, chosen, others
 
 
-def _day(
-    parts: tuple[int, int, int], days: dict[tuple[int, int, int], dt.date | None]
-) -> dt.date | None:
-    if parts in days:
-        return days[parts]
+def _period(days: tuple[int, ...]) -> tuple[dt.date | None, bool]:
+    """(the period's end, whether start and end are dates with start <= end)
+    from (start year, month, day, end year, month, day)."""
     try:
-        day: dt.date | None = dt.date(*parts)
+        start, end = dt.date(*days[:3]), dt.date(*days[3:])
     except ValueError:
-        day = None
-    days[parts] = day
-    return day
+        try:
+            return dt.date(*days[3:]), False
+        except ValueError:
+            return None, False
+    return end, start <= end
 
 
 def statement_message(value: FinancialStatement) -> companies_pb2.FinancialStatement:

@@ -214,6 +214,34 @@ class ScoreRows:
         self.score_times += other.score_times
 
 
+@dataclass(frozen=True)
+class ScoreBlock:
+    """Scores of many statements in columns, each row's model reasons as
+    (feature index, the input's value, contribution in PD units) in flat
+    arrays, row i's at [reason_ends[i - 1], reason_ends[i]): for callers that
+    write each score in their own form (stored JSON, a stream's wire bytes)
+    with no StoredScore or Reason object per statement. Texts and codes of
+    the reasons are the scorer's `texts`."""
+
+    model_version: str
+    pds: list[float]
+    risk_classes: list[int]
+    model_risk_classes: list[int]
+    overrides: list[tuple[Reason, ...]]
+    """Each row's override reasons (rows with the same class and risk state
+    share one tuple)."""
+    data_as_of: list[datetime]
+    score_time: datetime
+    reason_features: npt.NDArray[np.intp]
+    reason_values: npt.NDArray[np.float32]
+    """NaN where the input was missing; never -0.0."""
+    reason_contributions: Matrix
+    reason_ends: list[int]
+
+    def __len__(self) -> int:
+        return len(self.pds)
+
+
 class Scorer:
     """Runs one model with its override policy; safe to share between calls."""
 
@@ -247,7 +275,9 @@ class Scorer:
         ]
         self._code_array = np.array(self._codes, dtype=object)
         self._template_array = np.array(self._templates, dtype=object)
-        register_feature_texts(FeatureTexts(model.info.version, self._codes, self._templates))
+        self.texts = FeatureTexts(model.info.version, self._codes, self._templates)
+        """How this scorer's model reasons are coded and worded."""
+        register_feature_texts(self.texts)
         # Bulk-stored reasons are [feature index, value, contribution] (see
         # FeatureTexts), two %-templates per feature: [value missing, reported].
         # %.9g gives back the float32 value exactly; %.17g the float64.
@@ -338,6 +368,13 @@ class Scorer:
             rows.extend(part)
         return rows
 
+    async def score_columns_block(
+        self, columns: StatementColumns, states: Sequence[RiskState] | None = None
+    ) -> list[ScoreBlock]:
+        """`score_columns` as ScoreBlocks (one per pipeline chunk): the same
+        scores, for a caller that writes them in its own form."""
+        return await self._in_columns(columns, states, self._assemble_block)
+
     async def _in_columns(
         self,
         columns: StatementColumns,
@@ -368,6 +405,55 @@ class Scorer:
             return chunk(0, count, x, await self._run(run))
         return await self._pipeline(count, inputs, chunk)
 
+    def _assemble_block(
+        self,
+        states: Sequence[RiskState],
+        period_ends: Sequence[date],
+        x: npt.NDArray[np.float32],
+        outputs: npt.NDArray[np.float32],
+    ) -> ScoreBlock:
+        """The scores of statements (row i of `x` and `outputs` is statement i) as a ScoreBlock."""
+        if len(x) < COLUMNS_FROM and self.model.explains:
+            # As `_assemble_rows` does for a few rows, so that every form is
+            # the same to the last bit (plain-float sums are not numpy's).
+            pds = outputs[:, 0].astype(np.float64)
+            contributions = np.array(
+                [pd_contributions_row(row[1:]) for row in outputs.tolist()], dtype=np.float64
+            ).reshape(len(x), N_FEATURES)
+        else:
+            pds, contributions = self._contributions(x, outputs)
+        indexes, values, shown, ends = self._strongest(x, contributions)
+        model_classes = self.model.info.bands.classify_many(pds)
+        as_of: dict[date, datetime] = {}
+        policy: dict[tuple[int, RiskState], tuple[int, tuple[Reason, ...]]] = {}
+        finals: list[int] = []
+        overrides: list[tuple[Reason, ...]] = []
+        dates: list[datetime] = []
+        for model_class, state, end in zip(model_classes, states, period_ends, strict=True):
+            key = (model_class, state)
+            if key not in policy:
+                overridden, applying = self._policy.apply(RiskClass(model_class), state)
+                policy[key] = int(overridden), tuple(applying)
+            final, applied = policy[key]
+            finals.append(final)
+            overrides.append(applied)
+            if end not in as_of:
+                as_of[end] = datetime.combine(end, time(), UTC)
+            dates.append(as_of[end])
+        return ScoreBlock(
+            model_version=self.version,
+            pds=pds.tolist(),
+            risk_classes=finals,
+            model_risk_classes=model_classes,
+            overrides=overrides,
+            data_as_of=dates,
+            score_time=datetime.now(UTC),
+            reason_features=indexes,
+            reason_values=shown,
+            reason_contributions=values,
+            reason_ends=ends,
+        )
+
     def _assemble_stored(
         self,
         states: Sequence[RiskState],
@@ -375,50 +461,33 @@ class Scorer:
         x: npt.NDArray[np.float32],
         outputs: npt.NDArray[np.float32],
     ) -> ScoreRows:
-        """`_assemble_rows` as ScoreRows."""
+        """`_assemble_block` as ScoreRows."""
         rows = ScoreRows(self.version)
         if not len(x):
             return rows
-        if len(x) < COLUMNS_FROM and self.model.explains:
-            # As `_assemble_rows` does for a few rows, so that the stored form
-            # is the same to the last bit (plain-float sums are not numpy's).
-            pds = outputs[:, 0].astype(np.float64)
-            contributions = np.array(
-                [pd_contributions_row(row[1:]) for row in outputs.tolist()], dtype=np.float64
-            ).reshape(len(x), N_FEATURES)
-        else:
-            pds, contributions = self._contributions(x, outputs)
-        model_reasons = self._model_reasons_json(x, contributions)
-        model_classes = self.model.info.bands.classify_many(pds)
-        now = datetime.now(UTC)
-        as_of: dict[date, datetime] = {}
-        policy: dict[tuple[int, RiskState], tuple[int, str]] = {}
-        finals: list[int] = []
+        block = self._assemble_block(states, period_ends, x, outputs)
+        model_reasons = self._model_reasons_json(
+            block.reason_features,
+            block.reason_contributions,
+            block.reason_values,
+            block.reason_ends,
+        )
+        override_texts: dict[tuple[Reason, ...], str] = {}
         texts: list[str] = []
-        dates: list[datetime | None] = []
-        for model_class, reasons, state, end in zip(
-            model_classes, model_reasons, states, period_ends, strict=True
-        ):
-            key = (model_class, state)
-            if key not in policy:
-                overridden, overrides = self._policy.apply(RiskClass(model_class), state)
-                override_json = orjson.dumps(reasons_as_json(overrides)).decode()[1:-1]
-                policy[key] = int(overridden), override_json
-            final, override_json = policy[key]
-            finals.append(final)
+        for reasons, overrides in zip(model_reasons, block.overrides, strict=True):
+            if overrides not in override_texts:
+                override_texts[overrides] = orjson.dumps(reasons_as_json(overrides)).decode()[1:-1]
+            override_json = override_texts[overrides]
             if override_json:
                 texts.append(f"[{reasons},{override_json}]" if reasons else f"[{override_json}]")
             else:
                 texts.append(f"[{reasons}]")
-            if end not in as_of:
-                as_of[end] = datetime.combine(end, time(), UTC)
-            dates.append(as_of[end])
-        rows.pds = pds.tolist()
-        rows.risk_classes = finals
-        rows.model_risk_classes = model_classes
+        rows.pds = block.pds
+        rows.risk_classes = block.risk_classes
+        rows.model_risk_classes = block.model_risk_classes
         rows.reasons_json = texts
-        rows.data_as_of = dates
-        rows.score_times = [now] * len(finals)
+        rows.data_as_of = list(block.data_as_of)
+        rows.score_times = [block.score_time] * len(block)
         return rows
 
     async def _pipeline(
@@ -515,7 +584,16 @@ class Scorer:
         if len(x) < COLUMNS_FROM:
             rows = zip(x.tolist(), contributions.tolist(), strict=True)
             return [self._row_reasons(values, row) for values, row in rows]
-        indexes, values, shown, ends = self._strongest(x, contributions)
+        return self._block_reasons(*self._strongest(x, contributions))
+
+    def _block_reasons(
+        self,
+        indexes: npt.NDArray[np.intp],
+        values: Matrix,
+        shown: npt.NDArray[np.float32],
+        ends: list[int],
+    ) -> list[tuple[Reason, ...]]:
+        """Reasons from `_strongest`'s flat arrays, a tuple per row."""
         templates = self._template_array[indexes * 4 + ~np.isnan(shown) * 2 + (values > 0)]
         # tuple.__new__ builds the same named tuple as Reason(...), whose
         # constructor is Python code, in C: a third of this loop's time.
@@ -533,16 +611,22 @@ class Scorer:
         ]
         return [tuple(reasons[start:end]) for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
-    def _model_reasons_json(self, x: npt.NDArray[np.float32], contributions: Matrix) -> list[str]:
-        """`_model_reasons` of each row as the comma-separated JSON arrays
-        `[feature index, value, contribution]` that bulk-written scores store
-        (see FeatureTexts); no Reason objects or texts on the way."""
-        indexes, values, shown, ends = self._strongest(x, contributions)
+    def _model_reasons_json(
+        self,
+        indexes: npt.NDArray[np.intp],
+        values: Matrix,
+        shown: npt.NDArray[np.float32],
+        ends: list[int],
+    ) -> list[str]:
+        """Model reasons from `_strongest`'s flat arrays as the comma-separated
+        JSON arrays `[feature index, value, contribution]` that bulk-written
+        scores store (see FeatureTexts), a text per row; no Reason objects or
+        texts on the way."""
         if not np.isfinite(values).all() or np.isinf(shown).any():
             # %g would print inf or nan, which is not JSON: the full objects.
             return [
                 orjson.dumps(reasons_as_json(reasons)).decode()[1:-1]
-                for reasons in self._model_reasons(x, contributions)
+                for reasons in self._block_reasons(indexes, values, shown, ends)
             ]
         templates = self._json_template_array[indexes * 2 + ~np.isnan(shown)]
         objects = [

@@ -1,0 +1,78 @@
+"""Scores written straight in wire format (StreamScores) parse to the very
+messages the protobuf classes build for the same scores."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from creditwatch.server.api import converters as cv
+from creditwatch.server.api import score_wire
+from creditwatch.server.domain.events import RiskState
+from creditwatch.server.domain.scores import FeatureTexts
+from creditwatch.server.scoring.engine import COLUMNS_FROM, PIPELINE_CHUNK, Scorer
+from creditwatch.v1 import common_pb2, scoring_pb2
+from tests.unit.test_scorer import columns_of, pool, scorer, varied_statements
+
+__all__ = ["pool", "scorer"]  # fixtures
+
+
+@pytest.mark.parametrize("count", [1, COLUMNS_FROM - 1, COLUMNS_FROM + 3, PIPELINE_CHUNK + 7])
+async def test_wire_scores_parse_to_the_messages_of_the_same_scores(
+    scorer: Scorer, count: int
+) -> None:
+    statements = varied_statements(count, seed=11)
+    statements[1::4] = [replace(s, currency="EUR") for s in statements[1::4]]
+    states = [
+        RiskState(open_payment_remarks=1)
+        if i % 5 == 0
+        else RiskState(bankruptcy_opened=True)
+        if i % 7 == 3
+        else RiskState()
+        for i in range(count)
+    ]
+    columns = columns_of(statements)
+    expected = await scorer.score_columns(columns, states)
+    blocks = await scorer.score_columns_block(columns, states)
+    wire = score_wire.ScoreWire(scorer.texts)
+    written = [score for block in blocks for score in wire.scores(block)]
+    assert len(written) == count
+    checked_overrides = checked_missing = 0
+    for encoded, want, block_time in zip(
+        written, expected, [b.score_time for b in blocks for _ in range(len(b))], strict=True
+    ):
+        got = common_pb2.Score.FromString(encoded)
+        assert got == cv.score_message(want._replace(score_time=block_time), None)
+        assert got.reasons, "every score here has reasons"
+        checked_overrides += any(r.kind == common_pb2.REASON_KIND_OVERRIDE for r in got.reasons)
+        checked_missing += any("not reported" in r.description for r in got.reasons)
+    assert checked_overrides and (checked_missing or count < COLUMNS_FROM)
+
+
+async def test_a_response_of_wire_results_parses_with_ids_long_and_empty(scorer: Scorer) -> None:
+    statements = varied_statements(3, seed=2)
+    (block,) = await scorer.score_columns_block(columns_of(statements))
+    scores = score_wire.ScoreWire(scorer.texts).scores(block)
+    ids = ["", "x" * 300, "ø-1"]  # no field, a two-byte length, UTF-8
+    answer = scoring_pb2.StreamScoresResponse.FromString(
+        score_wire.response([score_wire.result(i, s) for i, s in zip(ids, scores, strict=True)])
+    )
+    assert [r.correlation_id for r in answer.results] == ids
+    assert [r.score for r in answer.results] == [common_pb2.Score.FromString(s) for s in scores]
+    assert all(r.WhichOneof("result") == "score" for r in answer.results)
+
+
+async def test_a_block_of_another_model_version_is_refused(scorer: Scorer) -> None:
+    (block,) = await scorer.score_columns_block(columns_of(varied_statements(2)))
+    with pytest.raises(ValueError, match="other"):
+        score_wire.ScoreWire(
+            FeatureTexts("other", scorer.texts.codes, scorer.texts.templates)
+        ).scores(block)
+
+
+def test_lengths_past_one_byte_are_varints() -> None:
+    for size in (0, 127, 128, 300, 16_383, 16_384, 2**21):
+        encoded = score_wire._length(size)
+        value = sum((b & 0x7F) << (7 * i) for i, b in enumerate(encoded))
+        assert value == size and all(b & 0x80 for b in encoded[:-1]) and encoded[-1] < 0x80
