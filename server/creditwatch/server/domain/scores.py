@@ -81,8 +81,9 @@ class FeatureTexts:
         """The model reason `[index, value, contribution]` stands for."""
         if not 0 <= index < len(self.codes):
             return _unknown_feature(self.version, index, value, contribution)
-        # The value was a float32 model input, stored with 9 digits: rounded
-        # back to float32, it is exactly the input the text was made from.
+        # The value was a float32 model input, stored as a text that reads
+        # back as that float32 (the shortest one; 9 digits in older rows):
+        # rounded back to float32, it is exactly the input the text was made from.
         shown = math.nan if value is None else _FLOAT32.unpack(_FLOAT32.pack(value))[0]
         template = self.templates[index * 4 + (value is not None) * 2 + (contribution > 0)]
         return tuple.__new__(
