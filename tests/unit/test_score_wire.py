@@ -3,15 +3,24 @@ messages the protobuf classes build for the same scores."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import score_wire
 from creditwatch.server.domain.events import RiskState
-from creditwatch.server.domain.scores import FeatureTexts
-from creditwatch.server.scoring.engine import COLUMNS_FROM, PIPELINE_CHUNK, Scorer
+from creditwatch.server.domain.scores import (
+    FeatureTexts,
+    Reason,
+    ReasonKind,
+    RiskClass,
+    StoredScore,
+)
+from creditwatch.server.scoring.engine import COLUMNS_FROM, PIPELINE_CHUNK, ScoreBlock, Scorer
 from creditwatch.v1 import common_pb2, scoring_pb2
 from tests.unit.test_scorer import columns_of, pool, scorer, varied_statements
 
@@ -76,3 +85,37 @@ def test_lengths_past_one_byte_are_varints() -> None:
         encoded = score_wire._length(size)
         value = sum((b & 0x7F) << (7 * i) for i, b in enumerate(encoded))
         assert value == size and all(b & 0x80 for b in encoded[:-1]) and encoded[-1] < 0x80
+
+
+def test_rows_without_model_reasons_and_shared_times_are_written_whole(scorer: Scorer) -> None:
+    """A row with overrides only, one with no reasons at all, a score made at
+    the very time of its data (the two times must not be confused), and a PD
+    of -0.0 (upb writes it; so must this)."""
+    when = datetime(2025, 12, 31, tzinfo=UTC)
+    override = Reason("OVERRIDE_BANKRUPTCY", "bankruptcy opened", ReasonKind.OVERRIDE, 0.0)
+    block = ScoreBlock(
+        model_version=scorer.version,
+        pds=[0.4, -0.0],
+        risk_classes=[4, 1],
+        model_risk_classes=[3, 1],
+        overrides=[(override,), ()],
+        data_as_of=[when, when + timedelta(days=1)],
+        score_time=when,
+        reason_features=np.array([], dtype=np.intp),
+        reason_values=np.array([], dtype=np.float32),
+        reason_contributions=np.array([], dtype=np.float64),
+        reason_ends=[0, 0],
+    )
+    first, second = score_wire.ScoreWire(scorer.texts).scores(block)
+    expected = StoredScore(0.4, RiskClass.D, RiskClass.C, (override,), scorer.version, when, when)
+    assert common_pb2.Score.FromString(first) == cv.score_message(expected, None)
+    got = common_pb2.Score.FromString(second)
+    assert got == cv.score_message(
+        StoredScore(-0.0, RiskClass.A, RiskClass.A, (), scorer.version, when + timedelta(1), when),
+        None,
+    )
+    assert math.copysign(1.0, got.probability_of_default) == -1.0
+    assert scorer._model_reasons_json(*scorer._strongest(np.zeros((2, 64)), np.zeros((2, 64)))) == [
+        "",
+        "",
+    ]

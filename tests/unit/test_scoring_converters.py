@@ -83,6 +83,8 @@ def statement_variants() -> list[companies_pb2.FinancialStatement]:
         changed(cash=float("inf")),
         changed(net_profit=float("-inf")),
         changed(total_assets=0.0),
+        changed(total_assets=-0.0),
+        changed(inventory=-0.0),  # reported, not missing, and not negative
         changed(total_assets=-1.0),
         changed(inventory=-1.0),
         changed(equity=-1.0),  # may be negative
@@ -110,7 +112,7 @@ def test_bulk_columns_take_exactly_what_statement_accepts_with_the_same_items() 
         if one.currency in supported:
             expected.append(i)
     assert chosen == expected and sorted(chosen + others) == list(range(len(messages)))
-    assert len(expected) == 5 * 3  # the variants above that are fine
+    assert len(expected) == 6 * 3  # the variants above that are fine
     for column, i in enumerate(chosen):
         one = sc.statement(messages[i], "s")
         items = [getattr(one, name) for name in LINE_ITEMS]

@@ -73,12 +73,13 @@ _RESULTS = _key(scoring_pb2.StreamScoresResponse.DESCRIPTOR, "results", _LENGTH_
 _DOUBLE = struct.Struct("<d").pack
 
 
-def _time(value: datetime, key: bytes, times: dict[datetime, bytes]) -> bytes:
+def _time(value: datetime, times: dict[datetime, bytes]) -> bytes:
+    """A serialised Timestamp (memoised in `times`: a block's rows share theirs)."""
     encoded = times.get(value)
     if encoded is None:
         message = timestamp(value)
         assert message is not None
-        encoded = times[value] = _field(key, message.SerializeToString())
+        encoded = times[value] = message.SerializeToString()
     return encoded
 
 
@@ -111,19 +112,13 @@ class ScoreWire:
         self._heads = [_field(_CODE, code.encode()) + _DESCRIPTION for code in texts.codes]
         self._tail = _KIND + _varint(ReasonKind.MODEL_FEATURE) + _CONTRIBUTION
         self._fixed = [len(head) + len(self._tail) + 8 for head in self._heads]
-        # Every text a template makes fits a two-byte length (checked here, so
-        # the hot loop can index _SHORT): a 64-bit float shows in at most 24
-        # characters, as both numbers of a template do.
-        longest = max(len(t.encode()) for t in texts.templates) + 2 * 24
-        if max(self._fixed) + 3 + longest >= len(_SHORT):
-            raise ValueError(f"model {texts.version}: reason texts too long for a stream")
 
     def scores(self, block: ScoreBlock) -> list[bytes]:
         """Each row of `block` as a serialised Score message (no company)."""
         if block.model_version != self.version:
             raise ValueError(f"{block.model_version} scores written as {self.version}'s")
         templates, heads, tail, fixed = self._templates, self._heads, self._tail, self._fixed
-        short, key, double, join = _SHORT, _REASONS, _DOUBLE, b"".join
+        short, limit, key, double, join = _SHORT, len(_SHORT), _REASONS, _DOUBLE, b"".join
         classes = {c: _RISK_CLASS + _varint(c) for c in set(block.risk_classes)}
         model_classes = {c: _MODEL_RISK_CLASS + _varint(c) for c in set(block.model_risk_classes)}
         reasons: list[bytes] = []
@@ -136,12 +131,13 @@ class ScoreWire:
             text = templates[feature * 4 + (value == value) * 2 + (contribution > 0)]
             encoded = (text % (value, abs(contribution) * 100)).encode()
             size = len(encoded)
-            text_length = short[size]
+            text_length = short[size] if size < limit else _varint(size)
+            size += fixed[feature] + len(text_length)
             reasons.append(
                 join(
                     (
                         key,
-                        short[fixed[feature] + len(text_length) + size],
+                        short[size] if size < limit else _varint(size),
                         heads[feature],
                         text_length,
                         encoded,
@@ -152,10 +148,11 @@ class ScoreWire:
             )
         overrides: dict[tuple[Reason, ...], bytes] = {}
         times: dict[datetime, bytes] = {}
-        score_time = _time(block.score_time, _SCORE_TIME, times)
+        score_time = _field(_SCORE_TIME, _time(block.score_time, times))
+        as_of: dict[datetime, bytes] = {}
         out: list[bytes] = []
         start = 0
-        for pd, risk_class, model_class, applied, as_of, end in zip(
+        for pd, risk_class, model_class, applied, data_as_of, end in zip(
             block.pds,
             block.risk_classes,
             block.model_risk_classes,
@@ -166,16 +163,18 @@ class ScoreWire:
         ):
             if applied not in overrides:
                 overrides[applied] = _overrides(applied)
+            if data_as_of not in as_of:
+                as_of[data_as_of] = _field(_DATA_AS_OF, _time(data_as_of, times))
             out.append(
                 b"".join(
                     (
-                        _PD + double(pd) if pd else b"",
+                        _PD + double(pd),  # even a 0 (upb writes a -0.0 too)
                         classes[risk_class],
                         model_classes[model_class],
                         *reasons[start:end],
                         overrides[applied],
                         self._model_version,
-                        _time(as_of, _DATA_AS_OF, times),
+                        as_of[data_as_of],
                         score_time,
                     )
                 )
