@@ -230,40 +230,39 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
 
 # Locks the chunk's companies in key order, skipping any an intake holds
 # (that intake re-scores them itself).
+# Their status comes with the lock: FOR UPDATE returns the newest version of
+# each row it locks, and no intake can change it while the lock is held.
 _LOCK = f"""
-SELECT string_agg(country, ',') AS country, string_agg(register_number, ',') AS register_number
+SELECT string_agg(country, ',') AS country, string_agg(register_number, ',') AS register_number,
+       array_agg(status) AS status
 FROM (
-    SELECT country, register_number FROM companies WHERE {_IN_CHUNK}
+    SELECT country, register_number, status FROM companies WHERE {_IN_CHUNK}
     ORDER BY country, register_number FOR UPDATE SKIP LOCKED
 ) locked
 """
 
 # Per locked company, in the order given: the latest statement's line items
 # as a float8 array in LINE_ITEMS order (the generated column `line_items`;
-# NaN = not reported), what the risk state needs, and of the current score
+# NaN = not reported), what the risk state needs besides the status (which
+# _LOCK returns), and of the current score
 # only what decides whether an alert is due (`previous_scores` reads the rest
 # of those an alert shows). Each column is one array: every aggregate of a
 # query level sees the rows in the same order, so index i of every array is
 # one company (no per-aggregate ORDER BY: each was a sort of its own), and
 # `i` (the position in the arrays given) proves that order is the one given,
-# so the keys need not come back. Every lookup is by index per company: a
-# join against `companies` became a hash join over the whole table. A
+# so the keys need not come back. Every lookup is by index per company
+# (LATERAL ... LIMIT 1): a plain join became a hash join over a whole table. A
 # statement of its own, after _LOCK: under READ COMMITTED a statement reads
 # the snapshot it started with, so a read in the locking statement could miss
 # what an intake committed while the lock waited, and store a score from
 # older facts over the intake's.
 _READ = f"""
 WITH chunk AS MATERIALIZED (
-    SELECT k.i, c.country, c.register_number, c.status
+    SELECT k.i, k.country, k.register_number
     FROM {_UNNEST} WITH ORDINALITY AS k(country, register_number, i)
-    CROSS JOIN LATERAL (  -- LIMIT: an index look-up each, never a hash of the table
-        SELECT * FROM companies c
-        WHERE c.country = k.country AND c.register_number = k.register_number LIMIT 1
-    ) c
     ORDER BY k.i
 )
 SELECT array_agg(k.i) AS i,
-       array_agg(k.status) AS status,
        array_agg(st.currency) AS currency,
        array_agg(st.period_end) AS period_end,
        array_send(array_agg(coalesce(st.line_items, $4::float8[]))) AS items,
@@ -370,6 +369,7 @@ async def lock_and_read(
     row = await connection.fetchrow(
         _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
     )
+    status = locked["status"]
     countries = locked["country"].split(",")
     numbers = locked["register_number"].split(",")
     count = len(countries)
@@ -383,7 +383,7 @@ async def lock_and_read(
     special = [
         i
         for i, (events, status, overdue) in enumerate(
-            zip(row["has_events"], row["status"], row["overdue"], strict=True)
+            zip(row["has_events"], status, row["overdue"], strict=True)
         )
         if events or overdue or status in _STATUS_STATES
     ]
@@ -392,7 +392,7 @@ async def lock_and_read(
         for i in special:
             states[i] = risk_state(
                 events.get(CompanyId(countries[i], numbers[i]), []),
-                row["status"][i],
+                status[i],
                 row["overdue"][i],
             )
     return ChunkFacts(
