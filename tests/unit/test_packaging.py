@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import subprocess
 import sys
 import tomllib
@@ -87,3 +88,28 @@ def test_api_reference_is_up_to_date(tmp_path: Path) -> None:
         capture_output=True,
     )
     assert out.read_text() == (ROOT / "docs" / "api.md").read_text(), "run `make proto`"
+
+
+def test_the_command_turns_grpc_fork_support_off_before_grpc_loads() -> None:
+    """The server forks pg_ctl for its embedded PostgreSQL while gRPC runs; the
+    `creditwatch` command sets GRPC_ENABLE_FORK_SUPPORT=false before anything
+    imports grpc (which reads it once), and leaves a caller's own choice alone."""
+    # What the variable was when grpc was first imported, and after.
+    check = """
+import os, sys
+class Watch:
+    seen = "grpc not imported"
+    def find_spec(self, name, path=None, target=None):
+        if name == "grpc" and Watch.seen == "grpc not imported":
+            Watch.seen = str(os.environ.get("GRPC_ENABLE_FORK_SUPPORT"))
+sys.meta_path.insert(0, Watch())
+import creditwatch.server.cli
+import grpc
+print(Watch.seen, os.environ["GRPC_ENABLE_FORK_SUPPORT"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    ran = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
+    assert ran.stdout.split() == ["false", "false"], ran.stderr
+    env["GRPC_ENABLE_FORK_SUPPORT"] = "true"
+    ran = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
+    assert ran.stdout.split() == ["true", "true"], ran.stderr

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import click
+
+# Before anything imports grpc: the server starts (and stops) an embedded
+# PostgreSQL with pg_ctl, a forked child, while gRPC runs; gRPC's fork
+# handlers have crashed such a child before it could exec (seen in the tests,
+# which set the same). Nothing needs gRPC in a forked child; a caller may
+# still choose otherwise in the environment.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from creditwatch.server import logs
 from creditwatch.server.config import Settings
