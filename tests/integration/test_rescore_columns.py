@@ -45,7 +45,7 @@ async def test_rescore_job_scores_equal_intake_scores_for_every_kind_of_company(
     sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
 ) -> None:
     tenant = (await new_tenant(sessions, "columns")).tenant_id
-    companies = [CompanyId("NO", n) for n in norwegian_numbers(90, start=87_300_000)]
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(90, start=89_200_000)]
     base = statement(healthy(), "s")
     bankrupt, dissolved, remarked, overdue, bare_bankrupt, bare = companies[-6:]
     async with sessions.begin() as session:
@@ -123,7 +123,7 @@ async def test_rescore_job_scores_equal_intake_scores_for_every_kind_of_company(
 async def test_rescore_job_skips_companies_an_intake_holds(
     sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
 ) -> None:
-    companies = [CompanyId("NO", n) for n in norwegian_numbers(3, start=87_400_000)]
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(3, start=89_300_000)]
     tenant = uuid.uuid4()
     base = statement(healthy(), "s")
     async with sessions.begin() as session:
@@ -146,7 +146,7 @@ async def test_an_events_only_score_goes_to_its_own_company_whatever_the_key_ord
 ) -> None:
     """A chunk where every company gets a score, one of them from events only
     (no statement) and sorting first: each score lands on its own company."""
-    first, *rest = [CompanyId("NO", n) for n in norwegian_numbers(3, start=87_500_000)]
+    first, *rest = [CompanyId("NO", n) for n in norwegian_numbers(3, start=89_400_000)]
     base = statement(healthy(), "s")
     opened = datetime(2026, 3, 1, tzinfo=UTC)
     async with sessions.begin() as session:

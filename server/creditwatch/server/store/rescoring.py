@@ -369,7 +369,7 @@ async def lock_and_read(
     row = await connection.fetchrow(
         _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
     )
-    status = locked["status"]
+    statuses: list[int] = locked["status"]
     countries = locked["country"].split(",")
     numbers = locked["register_number"].split(",")
     count = len(countries)
@@ -383,7 +383,7 @@ async def lock_and_read(
     special = [
         i
         for i, (events, status, overdue) in enumerate(
-            zip(row["has_events"], status, row["overdue"], strict=True)
+            zip(row["has_events"], statuses, row["overdue"], strict=True)
         )
         if events or overdue or status in _STATUS_STATES
     ]
@@ -392,7 +392,7 @@ async def lock_and_read(
         for i in special:
             states[i] = risk_state(
                 events.get(CompanyId(countries[i], numbers[i]), []),
-                status[i],
+                statuses[i],
                 row["overdue"][i],
             )
     return ChunkFacts(
