@@ -4,7 +4,6 @@ messages the protobuf classes build for the same scores."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import score_wire
-from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.scores import (
     FeatureTexts,
     Reason,
@@ -22,7 +20,7 @@ from creditwatch.server.domain.scores import (
 )
 from creditwatch.server.scoring.engine import COLUMNS_FROM, PIPELINE_CHUNK, ScoreBlock, Scorer
 from creditwatch.v1 import common_pb2, scoring_pb2
-from tests.unit.test_scorer import columns_of, pool, scorer, varied_statements
+from tests.unit.test_scorer import columns_of, mixed_batch, pool, scorer, varied_statements
 
 __all__ = ["pool", "scorer"]  # fixtures
 
@@ -31,16 +29,7 @@ __all__ = ["pool", "scorer"]  # fixtures
 async def test_wire_scores_parse_to_the_messages_of_the_same_scores(
     scorer: Scorer, count: int
 ) -> None:
-    statements = varied_statements(count, seed=11)
-    statements[1::4] = [replace(s, currency="EUR") for s in statements[1::4]]
-    states = [
-        RiskState(open_payment_remarks=1)
-        if i % 5 == 0
-        else RiskState(bankruptcy_opened=True)
-        if i % 7 == 3
-        else RiskState()
-        for i in range(count)
-    ]
+    statements, states = mixed_batch(count, seed=11)
     columns = columns_of(statements)
     expected = await scorer.score_columns(columns, states)
     blocks = await scorer.score_columns_block(columns, states)

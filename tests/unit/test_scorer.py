@@ -167,14 +167,10 @@ async def test_statements_in_columns_score_as_statement_objects_do(
         )
 
 
-@pytest.mark.parametrize("count", [1, 7, INLINE_STATEMENTS + 50, PIPELINE_CHUNK + 7])
-async def test_stored_form_is_the_same_scores_reasons_text_and_all(
-    scorer: Scorer, count: int
-) -> None:
-    """ScoreRows (a re-score's form) hold exactly what `score_columns` gives;
-    model reasons are stored as [feature index, value, contribution] and
-    overrides as `reasons_as_json` objects."""
-    statements = varied_statements(count, seed=9)
+def mixed_batch(count: int, seed: int) -> tuple[list[FinancialStatement], list[RiskState]]:
+    """Statements in two currencies with risk states of every kind: one open
+    payment remark (every fifth), bankruptcy opened (some), none (the rest)."""
+    statements = varied_statements(count, seed=seed)
     statements[1::4] = [replace(s, currency="EUR") for s in statements[1::4]]
     states = [
         RiskState(open_payment_remarks=1)
@@ -184,6 +180,17 @@ async def test_stored_form_is_the_same_scores_reasons_text_and_all(
         else RiskState()
         for i in range(count)
     ]
+    return statements, states
+
+
+@pytest.mark.parametrize("count", [1, 7, INLINE_STATEMENTS + 50, PIPELINE_CHUNK + 7])
+async def test_stored_form_is_the_same_scores_reasons_text_and_all(
+    scorer: Scorer, count: int
+) -> None:
+    """ScoreRows (a re-score's form) hold exactly what `score_columns` gives;
+    model reasons are stored as [feature index, value, contribution] and
+    overrides as `reasons_as_json` objects."""
+    statements, states = mixed_batch(count, seed=9)
     columns = columns_of(statements)
     expected = await scorer.score_columns(columns, states)
     rows = await scorer.score_columns_stored(columns, states)

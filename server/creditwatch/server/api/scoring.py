@@ -264,10 +264,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             computed = await scorer.score_many(list(pending.values()))
             for i, later in zip(pending, computed, strict=True):
                 outcomes[i] = later
-        wire = self._wire(scorer) if blocks else None
+        wire = self._wire(scorer)
 
         def answer() -> bytes:
-            scores = (score for block in blocks if wire for score in wire.scores(block))
+            scores = (score for block in blocks for score in wire.scores(block))
             for at, score in zip(chosen, scores, strict=True):
                 outcomes[plain[at]] = score
             return _response(items, outcomes)
