@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     # while another chunk waits on PostgreSQL (bench_alerts on 2 cores:
     # 12.6k -> 13.8-14.7k companies/s; 4 gave nothing more).
     rescore_workers: int = Field(
-        3, ge=1, le=32, description="Chunks re-scored concurrently by the leading replica."
+        3, ge=1, le=32, description="Chunks a replica re-scores concurrently."
+    )
+    rescore_share_interval_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often a replica looks for chunks of another replica's re-scoring run.",
     )
     retention_interval_seconds: float = Field(
         3600.0, gt=0, description="How often alerts past retention are deleted."

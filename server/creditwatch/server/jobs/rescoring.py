@@ -2,8 +2,10 @@
 another model version, are re-scored in chunks, producing alerts like any
 other change.
 
-Each chunk is one transaction: lock the chunk's companies (skipping any an
-intake holds; that intake re-scores them itself) and read their facts in
+The leading replica lists the due companies in chunks that every replica's
+workers claim (see `Rescorer`). Each chunk is one transaction: claim it, lock
+its companies (skipping any an intake holds; that intake re-scores them
+itself, as it may have since the chunk was listed) and read their facts in
 columns in one statement, run the model once for the chunk (no statement
 object per company), store the scores and write
 the alerts (risk-class changes and PD-threshold crossings; the trigger says
@@ -14,8 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -34,22 +40,46 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RescoreResult:
-    """What a re-scoring run did."""
+    """What a re-scoring run did (in `run`'s result: every replica's part)."""
 
     companies: int = 0
     scored: int = 0
     alerts: int = 0
     skipped_locked: int = 0
     seconds: float = 0.0
+    chunks: int = 0
+    replicas: int = 1
 
     @property
     def rate(self) -> float:
         """Companies per second."""
         return self.companies / self.seconds if self.seconds else 0.0
 
+    def add(self, done: RescoreResult) -> None:
+        """Count a chunk's re-score in."""
+        self.companies += done.companies
+        self.scored += done.scored
+        self.alerts += done.alerts
+        self.skipped_locked += done.skipped_locked
+        self.chunks += 1
+
+
+# Who marked a chunk done, in its row (and so how many replicas shared a run).
+REPLICA = f"{socket.gethostname()}:{os.getpid()}"
+# A leader's workers look for newly queued chunks this often while it plans.
+_WAIT_FOR_CHUNKS = 0.01
+# The leader looks this often whether other replicas' chunks are done.
+_WAIT_FOR_OTHERS = 0.05
+
 
 class Rescorer:
-    """Re-scores watched companies whose score is stale or from another model."""
+    """Re-scores watched companies whose score is stale or from another model.
+
+    A run is shared by the replicas: the leading replica (`run`) lists the due
+    companies in chunks in the `rescore_chunks` table, and its own workers and
+    every other replica's (`share`) claim chunks and re-score each in one
+    transaction (see store.rescoring.claim).
+    """
 
     def __init__(
         self,
@@ -59,126 +89,239 @@ class Rescorer:
         chunk: int = 1_000,
         workers: int = 2,
         on_alerts: Callable[[], None] | None = None,
+        replica: str = REPLICA,
     ) -> None:
         self._workers = workers
         self._sessions = sessions
         self._registry = registry
         self._chunk = chunk
         self._on_alerts = on_alerts
+        self._replica = replica
+        self._leading = False
 
     async def rescore(
         self, companies: Sequence[CompanyId] | rescoring.Keys, result: RescoreResult
     ) -> None:
-        """Re-score one chunk in one transaction."""
-        chunk = len(companies)
+        """Re-score one chunk in one transaction (whatever their scores)."""
         scorer = self._registry.active
+        async with self._sessions.begin() as session:
+            done = await self._rescore_in(session, scorer, companies, None)
+        self._count(done, result)
+
+    def _count(self, done: RescoreResult, result: RescoreResult) -> None:
+        result.add(done)
+        if done.alerts and self._on_alerts is not None:
+            self._on_alerts()
+
+    async def _rescore_in(
+        self,
+        session: AsyncSession,
+        scorer: Scorer,
+        companies: Sequence[CompanyId] | rescoring.Keys,
+        fresh_from: tuple[str, datetime] | None,
+    ) -> RescoreResult:
+        """Re-score a chunk in the session's transaction, but for companies
+        whose score is fresh by `fresh_from` (see rescoring.lock_and_read)."""
         now = datetime.now(UTC)
         facts_ = {
             reason: RescoreFact(reason, scorer.version)
             for reason in (RescoreReason.MODEL_CHANGED, RescoreReason.SCHEDULED)
         }
-        async with self._sessions.begin() as session:
-            known = await rescoring.lock_and_read(session, companies, scorer.policy.overdue_days)
-            result.skipped_locked += chunk - len(known)
-            order, rows = await _score(scorer, known)
-            # A re-score alerts only on a class change or on a PD rising
-            # across a threshold; the rest cannot raise one, so they skip
-            # alert planning, and their old scores' reasons are never read.
-            alerting = [
-                (j, i)
-                for j, (i, pd, risk_class) in enumerate(
-                    zip(order, rows.pds, rows.risk_classes, strict=True)
-                )
-                if (before := known.previous_pd(i)) is not None
-                and (risk_class != known.previous_class(i) or pd > before)
-            ]
-            previous = await rescoring.previous_scores(session, known, [i for _, i in alerting])
-            # Row j of `rows` is company order[j]: the chunk's order only when
-            # every company had a statement (events-only scores come last).
-            in_order = order == list(range(len(known)))
-            await rescoring.add_score_rows(
-                session,
-                known.countries if in_order else [known.countries[i] for i in order],
-                known.numbers if in_order else [known.numbers[i] for i in order],
-                rows,
+        known = await rescoring.lock_and_read(
+            session, companies, scorer.policy.overdue_days, fresh_from
+        )
+        order, rows = await _score(scorer, known)
+        # A re-score alerts only on a class change or on a PD rising
+        # across a threshold; the rest cannot raise one, so they skip
+        # alert planning, and their old scores' reasons are never read.
+        alerting = [
+            (j, i)
+            for j, (i, pd, risk_class) in enumerate(
+                zip(order, rows.pds, rows.risk_classes, strict=True)
             )
-            metrics.SCORES.labels("rescoring").inc(len(rows))
-            changes = []
-            for j, i in alerting:
-                old, old_reasons = previous[i]
-                reason = (
-                    RescoreReason.MODEL_CHANGED
-                    if old.model_version != scorer.version
-                    else RescoreReason.SCHEDULED
-                )
-                change = Change(
-                    facts_[reason],
-                    old,
-                    rows.score(j, with_reasons=False),
-                    now,
-                    fact_alert=False,
-                    previous_reasons_text=old_reasons,
-                    score_reasons_text=rows.reasons_json[j],
-                )
-                changes.append((known.company(i), change))
-            counts = await write_alerts(session, changes) if changes else {}
-        written = sum(counts.values())
-        result.companies += chunk
-        result.scored += len(rows)
-        result.alerts += written
-        if written and self._on_alerts is not None:
-            self._on_alerts()
+            if (before := known.previous_pd(i)) is not None
+            and (risk_class != known.previous_class(i) or pd > before)
+        ]
+        previous = await rescoring.previous_scores(session, known, [i for _, i in alerting])
+        # Row j of `rows` is company order[j]: the chunk's order only when
+        # every company had a statement (events-only scores come last).
+        in_order = order == list(range(len(known)))
+        await rescoring.add_score_rows(
+            session,
+            known.countries if in_order else [known.countries[i] for i in order],
+            known.numbers if in_order else [known.numbers[i] for i in order],
+            rows,
+        )
+        metrics.SCORES.labels("rescoring").inc(len(rows))
+        changes = []
+        for j, i in alerting:
+            old, old_reasons = previous[i]
+            reason = (
+                RescoreReason.MODEL_CHANGED
+                if old.model_version != scorer.version
+                else RescoreReason.SCHEDULED
+            )
+            change = Change(
+                facts_[reason],
+                old,
+                rows.score(j, with_reasons=False),
+                now,
+                fact_alert=False,
+                previous_reasons_text=old_reasons,
+                score_reasons_text=rows.reasons_json[j],
+            )
+            changes.append((known.company(i), change))
+        counts = await write_alerts(session, changes) if changes else {}
+        return RescoreResult(
+            companies=len(companies),
+            scored=len(rows),
+            alerts=sum(counts.values()),
+            skipped_locked=len(companies) - len(known),
+        )
+
+    async def _claim_and_rescore(self, scorer: Scorer, result: RescoreResult) -> bool:
+        """Claim a queued chunk for the scorer's model version and re-score it,
+        in one transaction; False if no chunk was free."""
+        async with self._sessions.begin() as session:
+            chunk = await rescoring.claim(session, scorer.version)
+            if chunk is None:
+                return False
+            done = await self._rescore_in(
+                session, scorer, chunk.companies, (chunk.model_version, chunk.stale_before)
+            )
+            await rescoring.finish(
+                session, chunk, self._replica, done.scored, done.alerts, done.skipped_locked
+            )
+        self._count(done, result)
+        return True
+
+    async def share(self) -> RescoreResult:
+        """Re-score chunks of another replica's run until none is free
+        (`workers` at a time); what this replica did. A replica whose active
+        model differs from the run's leaves its chunks alone."""
+        result = RescoreResult()
+        if self._leading:
+            return result  # its own run's workers are at it
+        started = time.perf_counter()
+        scorer = self._registry.active
+
+        async def work() -> None:
+            while await self._claim_and_rescore(scorer, result):
+                pass
+
+        await asyncio.gather(*(work() for _ in range(self._workers)))
+        result.seconds = time.perf_counter() - started
+        if result.chunks:
+            log.info(
+                "re-scored chunks of a shared run",
+                extra={
+                    "chunks": result.chunks,
+                    "companies": result.companies,
+                    "alerts": result.alerts,
+                    "per_second": round(result.rate),
+                },
+            )
+        return result
 
     async def run(
         self,
         stale_after_seconds: float,
         progress: Callable[[RescoreResult], None] | None = None,
     ) -> RescoreResult:
-        """Re-score everything due now, in company order. One task pages through
-        the due companies; `workers` tasks re-score chunks concurrently, each in
-        its own transaction, so database round trips overlap the model runs."""
+        """Re-score everything due now, in company order, shared with the other
+        replicas; run by one replica at a time (the caller's leadership).
+
+        One task pages through the due companies and queues them in chunks
+        (committed page by page, so every replica can start at once);
+        `workers` tasks claim and re-score chunks concurrently, each in its own
+        transaction, so database round trips overlap the model runs. The run
+        ends when every chunk is done, whichever replica did it; its result
+        is every replica's."""
         started = time.perf_counter()
-        result = RescoreResult()
+        mine = RescoreResult()
         stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
-        version = self._registry.active.version
-        chunks: asyncio.Queue[rescoring.Keys | None] = asyncio.Queue(maxsize=self._workers)
+        scorer = self._registry.active
+        run_id = uuid.uuid4()
+        planned = False
+        queued = asyncio.Event()
         last_log = started
+        self._leading = True
+        try:
+            async with self._sessions.begin() as session:
+                if dropped := await rescoring.drop_other_runs(session, run_id):
+                    log.warning("dropped an earlier run's chunks", extra={"chunks": dropped})
 
-        async def page() -> None:
-            after: CompanyId | None = None
-            try:
+            async def plan() -> None:
+                nonlocal planned
+                after: CompanyId | None = None
+                page = self._chunk * max(self._workers, 4)
+                try:
+                    while True:
+                        async with self._sessions.begin() as session:
+                            due = await rescoring.due(
+                                session, scorer.version, stale_before, after, page
+                            )
+                            if not len(due):
+                                break
+                            await rescoring.add_chunks(
+                                session,
+                                run_id,
+                                scorer.version,
+                                stale_before,
+                                [
+                                    due.slice(start, start + self._chunk)
+                                    for start in range(0, len(due), self._chunk)
+                                ],
+                            )
+                        queued.set()
+                        after = due.last()
+                finally:
+                    planned = True
+                    queued.set()
+
+            async def work() -> None:
+                nonlocal last_log
                 while True:
-                    # A page per round of workers: one query (and session)
-                    # per chunk kept this task behind the workers.
-                    async with self._sessions() as session:
-                        due = await rescoring.due(
-                            session, version, stale_before, after, self._chunk * self._workers
+                    if not await self._claim_and_rescore(scorer, mine):
+                        if planned:
+                            return
+                        queued.clear()
+                        with suppress(TimeoutError):
+                            await asyncio.wait_for(queued.wait(), _WAIT_FOR_CHUNKS)
+                        continue
+                    mine.seconds = time.perf_counter() - started
+                    if progress is not None:
+                        progress(mine)
+                    if time.perf_counter() - last_log > 5:
+                        last_log = time.perf_counter()
+                        log.info(
+                            "re-scoring",
+                            extra={"companies": mine.companies, "alerts": mine.alerts},
                         )
-                    if not len(due):
+
+            await asyncio.gather(plan(), *(work() for _ in range(self._workers)))
+            # Chunks other replicas hold are theirs to finish (or, should one
+            # die, to roll back and leave for another claim: ours).
+            while True:
+                async with self._sessions() as session:
+                    if not await rescoring.unfinished(session, run_id):
                         break
-                    for start in range(0, len(due), self._chunk):
-                        await chunks.put(due.slice(start, start + self._chunk))
-                    after = due.last()
-            finally:
-                for _ in range(self._workers):
-                    await chunks.put(None)
-
-        async def work() -> None:
-            nonlocal last_log
-            while (chunk := await chunks.get()) is not None:
-                await self.rescore(chunk, result)
-                result.seconds = time.perf_counter() - started
-                if progress is not None:
-                    progress(result)
-                if time.perf_counter() - last_log > 5:
-                    last_log = time.perf_counter()
-                    log.info(
-                        "re-scoring",
-                        extra={"companies": result.companies, "alerts": result.alerts},
-                    )
-
-        await asyncio.gather(page(), *(work() for _ in range(self._workers)))
-        result.seconds = time.perf_counter() - started
+                if await self._claim_and_rescore(scorer, mine):
+                    continue
+                await asyncio.sleep(_WAIT_FOR_OTHERS)
+            async with self._sessions.begin() as session:
+                totals = await rescoring.close_run(session, run_id)
+        finally:
+            self._leading = False
+        result = RescoreResult(
+            companies=totals.companies,
+            scored=totals.scored,
+            alerts=totals.alerts,
+            skipped_locked=totals.skipped_locked,
+            seconds=time.perf_counter() - started,
+            chunks=totals.chunks,
+            replicas=totals.replicas,
+        )
         log.info(
             "re-scoring done",
             extra={
@@ -186,6 +329,9 @@ class Rescorer:
                 "scored": result.scored,
                 "alerts": result.alerts,
                 "skipped_locked": result.skipped_locked,
+                "chunks": result.chunks,
+                "replicas": result.replicas,
+                "by_this_replica": mine.companies,
                 "per_second": round(result.rate),
             },
         )
@@ -196,9 +342,11 @@ async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> tuple[list[int]
     """Scores of a chunk's companies and, for each, the company's index in the
     chunk: those with a statement from the columns as read, in chunk order;
     then the few without one that still get a score (class D from their
-    events), as any intake scores them."""
+    events), as any intake scores them. Companies whose score is `fresh`
+    are left out."""
     count = len(known)
-    rows = known.with_statement
+    skip = {i for i, fresh in enumerate(known.fresh) if fresh}
+    rows = [i for i in known.with_statement if i not in skip] if skip else known.with_statement
     if rows:
         whole = len(rows) == count
         columns = StatementColumns(
@@ -211,8 +359,8 @@ async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> tuple[list[int]
     else:
         scored = ScoreRows(scorer.version)
     order = list(rows)
-    if len(rows) < count:
-        bare = sorted(set(range(count)) - set(rows))
+    if len(rows) + len(skip) < count:
+        bare = sorted(set(range(count)) - set(rows) - skip)
         requests = [ScoreRequest(None, known.states[i]) for i in bare]
         for i, maybe in zip(bare, await scorer.score_many(requests), strict=True):
             if maybe is not None:

@@ -3,7 +3,8 @@
 Every replica schedules every job; a run first takes the job's advisory lock
 (`Leadership`) and skips if another replica holds it. Jobs: re-scoring of
 stale watched companies, alert retention, daily portfolio snapshots (00:00
-UTC), and the official register feeds.
+UTC), and the official register feeds. A re-scoring run's chunks are shared:
+every replica looks for free ones every few seconds ("rescore-share").
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ class Jobs:
                 return None
             return await self.rescorer.run(self._settings.rescore_stale_seconds)
 
+    async def share_rescore(self) -> RescoreResult:
+        """Take part in another replica's re-scoring run, if one has chunks free."""
+        return await self.rescorer.share()
+
     async def retention(self) -> int | None:
         """One retention run if this replica leads it."""
         async with self._leadership.lead("alert-retention") as leader:
@@ -196,6 +201,15 @@ class Jobs:
             args=("rescore", self.rescore),
             seconds=self._settings.rescore_interval_seconds,
             id="rescore",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._scheduler.add_job(
+            self._guarded,
+            "interval",
+            args=("rescore-share", self.share_rescore),
+            seconds=self._settings.rescore_share_interval_seconds,
+            id="rescore-share",
             max_instances=1,
             coalesce=True,
         )

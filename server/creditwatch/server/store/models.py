@@ -388,6 +388,33 @@ class RegisterCursor(Base):
     )
 
 
+class RescoreChunk(Base):
+    """A re-scoring run's chunk of companies, claimed by any replica's worker
+    (FOR UPDATE SKIP LOCKED) and marked done in the transaction that re-scores it."""
+
+    __tablename__ = "rescore_chunks"
+    __table_args__ = (
+        Index("ix_rescore_chunks_pending", "id", postgresql_where=text("done_time IS NULL")),
+        Index("ix_rescore_chunks_run", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID)
+    model_version: Mapped[str] = mapped_column(Text)
+    countries: Mapped[str] = mapped_column(Text)
+    numbers: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    stale_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    done_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_by: Mapped[str | None] = mapped_column(Text)
+    scored: Mapped[int | None] = mapped_column(Integer)
+    alerts: Mapped[int | None] = mapped_column(Integer)
+    skipped_locked: Mapped[int | None] = mapped_column(Integer)
+
+
 class CreditPolicyVersion(Base):
     """One version of a tenant's credit policy (the newest is current)."""
 

@@ -120,6 +120,144 @@ async def due(
     return Keys(row["country"].split(","), row["register_number"].split(","))
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A re-scoring run's chunk, claimed by this transaction."""
+
+    id: int
+    run_id: uuid.UUID
+    model_version: str
+    stale_before: datetime
+    companies: Keys
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """What every replica did for a run, summed over its done chunks."""
+
+    chunks: int
+    companies: int
+    scored: int
+    alerts: int
+    skipped_locked: int
+    replicas: int
+
+
+async def add_chunks(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    model_version: str,
+    stale_before: datetime,
+    chunks: Sequence[Keys],
+) -> None:
+    """Queue chunks of a run for any replica's workers (visible at commit)."""
+    connection = await driver(session)
+    await connection.execute(
+        """
+        INSERT INTO rescore_chunks (run_id, model_version, stale_before, countries, numbers, size)
+        SELECT $1, $2, $3, c, n, s FROM unnest($4::text[], $5::text[], $6::int[]) AS t(c, n, s)
+        """,
+        run_id,
+        model_version,
+        stale_before,
+        [",".join(k.countries) for k in chunks],
+        [",".join(k.numbers) for k in chunks],
+        [len(k) for k in chunks],
+    )
+
+
+async def claim(session: AsyncSession, model_version: str) -> Chunk | None:
+    """Lock the oldest chunk no one has done or holds, of a run for
+    `model_version`, until this transaction ends; None if there is none. A
+    worker re-scores the chunk in the same transaction and marks it with
+    `finish`; should the transaction roll back (or its replica die), the chunk
+    is free again."""
+    connection = await driver(session)
+    row = await connection.fetchrow(
+        """
+        SELECT id, run_id, stale_before, countries, numbers FROM rescore_chunks
+        WHERE done_time IS NULL AND model_version = $1
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+        """,
+        model_version,
+    )
+    if row is None:
+        return None
+    return Chunk(
+        row["id"],
+        row["run_id"],
+        model_version,
+        row["stale_before"],
+        Keys(row["countries"].split(","), row["numbers"].split(",")),
+    )
+
+
+async def finish(
+    session: AsyncSession, chunk: Chunk, done_by: str, scored: int, alerts: int, skipped: int
+) -> None:
+    """Mark a claimed chunk done, with what its re-score did."""
+    connection = await driver(session)
+    await connection.execute(
+        """
+        UPDATE rescore_chunks
+        SET done_time = now(), done_by = $2, scored = $3, alerts = $4, skipped_locked = $5
+        WHERE id = $1
+        """,
+        chunk.id,
+        done_by,
+        scored,
+        alerts,
+        skipped,
+    )
+
+
+async def unfinished(session: AsyncSession, run_id: uuid.UUID) -> int:
+    """How many of a run's chunks are not done yet (waiting or being re-scored)."""
+    connection = await driver(session)
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM rescore_chunks WHERE run_id = $1 AND done_time IS NULL", run_id
+    )
+    return count
+
+
+async def close_run(session: AsyncSession, run_id: uuid.UUID) -> RunTotals:
+    """Sum a finished run's chunks, then delete them."""
+    connection = await driver(session)
+    row = await connection.fetchrow(
+        """
+        WITH done AS (DELETE FROM rescore_chunks WHERE run_id = $1 RETURNING *)
+        SELECT count(*) AS chunks, coalesce(sum(size), 0) AS companies,
+               coalesce(sum(scored), 0) AS scored, coalesce(sum(alerts), 0) AS alerts,
+               coalesce(sum(skipped_locked), 0) AS skipped_locked,
+               count(DISTINCT done_by) AS replicas
+        FROM done
+        """,
+        run_id,
+    )
+    assert row is not None
+    return RunTotals(*(int(row[k]) for k in RunTotals.__slots__))
+
+
+async def drop_other_runs(session: AsyncSession, run_id: uuid.UUID) -> int:
+    """Delete chunks of earlier runs whose leader died before closing them
+    (only one replica leads re-scoring at a time); chunks a worker still
+    holds are left to it, and to the next run. Returns how many."""
+    connection = await driver(session)
+    dropped: int = await connection.fetchval(
+        """
+        WITH dropped AS (
+            DELETE FROM rescore_chunks WHERE id IN (
+                SELECT id FROM rescore_chunks WHERE run_id <> $1 FOR UPDATE SKIP LOCKED
+            )
+            RETURNING 1
+        )
+        SELECT count(*) FROM dropped
+        """,
+        run_id,
+    )
+    return dropped
+
+
 async def ensure_and_lock(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
     """Create missing company rows and lock all of them, in key order (so
     concurrent intakes never deadlock)."""
@@ -278,7 +416,8 @@ SELECT array_agg(k.i) AS i,
        )) AS overdue,
        array_agg(sc.probability_of_default) AS pd,
        array_agg(sc.risk_class) AS risk_class,
-       array_agg(sc.id) AS score_id
+       array_agg(sc.id) AS score_id,
+       array_agg(coalesce(sc.model_version = $5 AND sc.score_time >= $6, false)) AS fresh
 FROM chunk k
 LEFT JOIN LATERAL (
     SELECT f.currency, f.period_end, f.line_items
@@ -287,7 +426,7 @@ LEFT JOIN LATERAL (
     ORDER BY f.period_end DESC LIMIT 1
 ) st ON true
 LEFT JOIN LATERAL (
-    SELECT s.id, s.probability_of_default, s.risk_class
+    SELECT s.id, s.probability_of_default, s.risk_class, s.model_version, s.score_time
     FROM scores s
     WHERE s.country = k.country AND s.register_number = k.register_number
     ORDER BY s.id DESC LIMIT 1
@@ -333,6 +472,10 @@ class ChunkFacts:
     with_statement: list[int]
     """Indexes of the companies that have a statement."""
     states: list[RiskState]
+    fresh: list[bool]
+    """Whether the company's current score is already from the run's model
+    version and newer than its staleness cut-off (an intake re-scored it
+    since the run listed it): nothing to do."""
     _pd: list[float | None]
     _risk_class: list[int | None]
     _score_id: list[int | None]
@@ -353,21 +496,32 @@ class ChunkFacts:
         return self._risk_class[i]
 
 
-_NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 7))
+_NO_FACTS = ChunkFacts([], [], np.empty((len(LINE_ITEMS), 0)), *([[]] * 8))
 
 
 async def lock_and_read(
-    session: AsyncSession, companies: Sequence[CompanyId] | Keys, overdue_days: int
+    session: AsyncSession,
+    companies: Sequence[CompanyId] | Keys,
+    overdue_days: int,
+    fresh_from: tuple[str, datetime] | None = None,
 ) -> ChunkFacts:
     """Lock a re-score's chunk (skipping companies an intake holds), then read
     the locked companies' facts in columns: two statements, plus one for the
-    events of the few companies that have any."""
+    events of the few companies that have any. `fresh_from` (model version,
+    staleness cut-off): which current scores count as `fresh`; none without."""
     connection = await driver(session)
     locked = await connection.fetchrow(_LOCK, *_arrays(companies))
     if locked is None or locked["country"] is None:
         return _NO_FACTS
+    version, stale_before = fresh_from if fresh_from is not None else (None, None)
     row = await connection.fetchrow(
-        _READ, locked["country"], locked["register_number"], overdue_days, _NO_ITEMS
+        _READ,
+        locked["country"],
+        locked["register_number"],
+        overdue_days,
+        _NO_ITEMS,
+        version,
+        stale_before,
     )
     statuses: list[int] = locked["status"]
     countries = locked["country"].split(",")
@@ -403,6 +557,7 @@ async def lock_and_read(
         row["period_end"],
         with_statement,
         states,
+        row["fresh"],
         row["pd"],
         row["risk_class"],
         row["score_id"],
