@@ -196,9 +196,10 @@ class Rescorer:
         return True
 
     async def share(self) -> RescoreResult:
-        """Re-score chunks of another replica's run until none is free
-        (`workers` at a time); what this replica did. A replica whose active
-        model differs from the run's leaves its chunks alone."""
+        """Re-score chunks of another replica's run until none is free (one
+        claim first, then `workers` at a time); what this replica did. A
+        replica whose active model differs from the run's leaves its chunks
+        alone."""
         result = RescoreResult()
         if self._leading:
             return result  # its own run's workers are at it
@@ -209,6 +210,10 @@ class Rescorer:
             while await self._claim_and_rescore(scorer, result):
                 pass
 
+        # One claim first: an idle replica polls with one session, and the
+        # other workers join only when there is a run to share.
+        if not await self._claim_and_rescore(scorer, result):
+            return result
         await asyncio.gather(*(work() for _ in range(self._workers)))
         result.seconds = time.perf_counter() - started
         if result.chunks:
