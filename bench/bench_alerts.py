@@ -643,7 +643,7 @@ async def full_rescore(
         env = {
             "CREDITWATCH_LOG_LEVEL": "WARNING",
             "CREDITWATCH_RESCORE_WORKERS": str(args.workers),
-            "CREDITWATCH_RESCORE_SHARE_INTERVAL_SECONDS": "0.1",
+            "CREDITWATCH_BATCH_SHARE_INTERVAL_SECONDS": "0.1",
             "CREDITWATCH_RESCORE_INTERVAL_SECONDS": "86400",  # never leads a run itself
         }
         with ExitStack() as replicas:

@@ -89,10 +89,13 @@ class Settings(BaseSettings):
     rescore_workers: int = Field(
         3, ge=1, le=32, description="Chunks a replica re-scores concurrently."
     )
-    rescore_share_interval_seconds: float = Field(
+    batch_share_interval_seconds: float = Field(
         2.0,
         gt=0,
-        description="How often a replica looks for chunks of another replica's re-scoring run.",
+        description=(
+            "How often a replica looks for chunks of batch work another replica leads "
+            "(a re-scoring run, a day's portfolio snapshots)."
+        ),
     )
     retention_interval_seconds: float = Field(
         3600.0, gt=0, description="How often alerts past retention are deleted."

@@ -3,15 +3,15 @@
 Every replica schedules every job; a run first takes the job's advisory lock
 (`Leadership`) and skips if another replica holds it. Jobs: re-scoring of
 stale watched companies, alert retention, daily portfolio snapshots (00:00
-UTC), and the official register feeds. A re-scoring run's chunks are shared:
-every replica looks for free ones every few seconds ("rescore-share").
+UTC), and the official register feeds. The chunks of a re-scoring run and of
+a day's snapshots are shared: every replica looks for free ones every few
+seconds ("batch-share").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,10 +23,11 @@ from creditwatch.server.config import Settings
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.leader import Leadership
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
+from creditwatch.server.jobs.snapshots import SnapshotResult, Snapshotter
 from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts, portfolio
+from creditwatch.server.store import alerts
 from creditwatch.server.store import limits as credit_limits
 
 log = logging.getLogger(__name__)
@@ -75,20 +76,12 @@ async def sync_registers(
     return results
 
 
-async def take_snapshots(sessions: async_sessionmaker[AsyncSession], day: date) -> int:
-    """Snapshot every watch list for `day` (idempotent); returns entries written."""
-    started = time.perf_counter()
-    async with sessions.begin() as session:
-        written = await portfolio.take(session, day)
-    log.info(
-        "portfolio snapshots taken",
-        extra={
-            "day": day.isoformat(),
-            "entries": written,
-            "seconds": round(time.perf_counter() - started, 2),
-        },
-    )
-    return written
+async def take_snapshots(
+    sessions: async_sessionmaker[AsyncSession], day: date, workers: int = 2
+) -> int:
+    """Snapshot every watch list for `day` (idempotent), with any other
+    replica that shares the chunks; returns the entries written."""
+    return (await Snapshotter(sessions, workers=workers).run(day)).written
 
 
 async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
@@ -133,6 +126,7 @@ class Jobs:
             workers=settings.rescore_workers,
             on_alerts=on_alerts,
         )
+        self.snapshotter = Snapshotter(sessions)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -144,9 +138,10 @@ class Jobs:
                 return None
             return await self.rescorer.run(self._settings.rescore_stale_seconds)
 
-    async def share_rescore(self) -> RescoreResult:
-        """Take part in another replica's re-scoring run, if one has chunks free."""
-        return await self.rescorer.share()
+    async def share(self) -> tuple[RescoreResult, SnapshotResult]:
+        """Take part in the batch work another replica leads, if it has chunks
+        free: a re-scoring run, a day's portfolio snapshots."""
+        return await self.rescorer.share(), await self.snapshotter.share()
 
     async def retention(self) -> int | None:
         """One retention run if this replica leads it."""
@@ -169,7 +164,7 @@ class Jobs:
         async with self._leadership.lead("portfolio-snapshots") as leader:
             if not leader:
                 return None
-            return await take_snapshots(self._sessions, day or datetime.now(UTC).date())
+            return (await self.snapshotter.run(day or datetime.now(UTC).date())).written
 
     async def claims(self) -> int | None:
         """The claims clock, if this replica leads it."""
@@ -207,9 +202,9 @@ class Jobs:
         self._scheduler.add_job(
             self._guarded,
             "interval",
-            args=("rescore-share", self.share_rescore),
-            seconds=self._settings.rescore_share_interval_seconds,
-            id="rescore-share",
+            args=("batch-share", self.share),
+            seconds=self._settings.batch_share_interval_seconds,
+            id="batch-share",
             max_instances=1,
             coalesce=True,
         )

@@ -415,6 +415,30 @@ class RescoreChunk(Base):
     skipped_locked: Mapped[int | None] = mapped_column(Integer)
 
 
+class SnapshotChunk(Base):
+    """A day's portfolio snapshots of a group of watch lists, claimed by any
+    replica's worker (FOR UPDATE SKIP LOCKED) and marked done in the
+    transaction that takes them."""
+
+    __tablename__ = "snapshot_chunks"
+    __table_args__ = (
+        Index("ix_snapshot_chunks_pending", "id", postgresql_where=text("done_time IS NULL")),
+        Index("ix_snapshot_chunks_day", "snapshot_date"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    snapshot_date: Mapped[date] = mapped_column(Date)
+    tenant_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID))
+    watch_list_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID))
+    entries: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    done_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done_by: Mapped[str | None] = mapped_column(Text)
+    written: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class CreditPolicyVersion(Base):
     """One version of a tenant's credit policy (the newest is current)."""
 

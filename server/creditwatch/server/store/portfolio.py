@@ -1,8 +1,12 @@
-"""Watch lists as portfolios: current positions, and daily snapshots."""
+"""Watch lists as portfolios: current positions, and daily snapshots (taken
+in chunks of watch lists that any replica can claim: `plan`, `claim`,
+`take_chunk`, `close_day`)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -34,13 +38,21 @@ FROM portfolio_snapshots p
 WHERE p.tenant_id = $1 AND p.watch_list_id = $2 AND p.snapshot_date BETWEEN $3 AND $4
 """
 
+# One chunk's watch lists ($2 tenants, $3 lists): each entry with its
+# company's current score, and the lists' day markers. Both data-modifying
+# parts run to completion whatever the outer query reads.
 _TAKE = """
-WITH taken AS (
+WITH lists AS (
+    SELECT * FROM unnest($2::uuid[], $3::uuid[]) AS l(tenant_id, watch_list_id)
+),
+taken AS (
     INSERT INTO portfolio_snapshots (tenant_id, watch_list_id, snapshot_date, country,
         register_number, exposure_currency, exposure_amount, probability_of_default, risk_class)
     SELECT e.tenant_id, e.watch_list_id, $1, e.country, e.register_number,
            e.exposure_currency, e.exposure_amount, s.probability_of_default, s.risk_class
-    FROM watch_list_entries e
+    FROM lists l
+    JOIN watch_list_entries e
+      ON e.tenant_id = l.tenant_id AND e.watch_list_id = l.watch_list_id
     LEFT JOIN LATERAL (
         SELECT probability_of_default, risk_class FROM scores
         WHERE scores.country = e.country AND scores.register_number = e.register_number
@@ -48,9 +60,174 @@ WITH taken AS (
     ) s ON true
     ON CONFLICT DO NOTHING
     RETURNING 1
+),
+marked AS (
+    INSERT INTO portfolio_snapshot_days (tenant_id, watch_list_id, snapshot_date, entry_count)
+    SELECT w.tenant_id, w.id, $1, w.entry_count
+    FROM lists l JOIN watch_lists w ON w.tenant_id = l.tenant_id AND w.id = l.watch_list_id
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 )
-SELECT count(*) FROM taken
+SELECT (SELECT count(*) FROM taken) AS written, (SELECT count(*) FROM marked) AS lists
 """
+
+# A chunk holds watch lists until their entries reach this many (a larger
+# list is a chunk of its own), or this many lists.
+CHUNK_ENTRIES = 20_000
+CHUNK_LISTS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """A claimed chunk: the day, and watch list i is (tenant_ids[i], watch_list_ids[i])."""
+
+    id: int
+    day: date
+    tenant_ids: list[uuid.UUID]
+    watch_list_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """What a day's chunks did, every replica's part."""
+
+    chunks: int
+    lists: int
+    written: int
+    replicas: int
+
+
+def group(
+    lists: Sequence[tuple[uuid.UUID, uuid.UUID, int]],
+    max_entries: int = CHUNK_ENTRIES,
+    max_lists: int = CHUNK_LISTS,
+) -> list[list[tuple[uuid.UUID, uuid.UUID, int]]]:
+    """(tenant, watch list, entries) in order, cut into chunks of up to
+    `max_entries` entries (a larger list alone) and `max_lists` lists."""
+    chunks: list[list[tuple[uuid.UUID, uuid.UUID, int]]] = []
+    current: list[tuple[uuid.UUID, uuid.UUID, int]] = []
+    entries = 0
+    for item in lists:
+        if current and (entries + item[2] > max_entries or len(current) == max_lists):
+            chunks.append(current)
+            current, entries = [], 0
+        current.append(item)
+        entries += item[2]
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+async def plan(
+    session: AsyncSession,
+    day: date,
+    max_entries: int = CHUNK_ENTRIES,
+    max_lists: int = CHUNK_LISTS,
+) -> int:
+    """Queue the day's snapshots of every watch list that has none, in chunks
+    (visible at commit); returns how many chunks. Nothing is queued while the
+    day has chunks not done: a plan stands until its chunks are, even if the
+    leader that made it is gone (a plan is one transaction: all or none)."""
+    connection = await driver(session)
+    if await connection.fetchval(
+        "SELECT 1 FROM snapshot_chunks WHERE snapshot_date = $1 AND done_time IS NULL LIMIT 1",
+        day,
+    ):
+        return 0
+    rows = await connection.fetch(
+        """
+        SELECT w.tenant_id, w.id, w.entry_count FROM watch_lists w
+        WHERE NOT EXISTS (
+            SELECT 1 FROM portfolio_snapshot_days d
+            WHERE d.tenant_id = w.tenant_id AND d.watch_list_id = w.id
+              AND d.snapshot_date = $1
+        )
+        ORDER BY w.tenant_id, w.id
+        """,
+        day,
+    )
+    chunks = group([(r[0], r[1], int(r[2])) for r in rows], max_entries, max_lists)
+    if chunks:
+        # One row per chunk, its lists as two uuid arrays.
+        await connection.executemany(
+            """
+            INSERT INTO snapshot_chunks (snapshot_date, tenant_ids, watch_list_ids, entries)
+            VALUES ($1, $2, $3, $4)
+            """,
+            [
+                (day, [t for t, _, _ in c], [w for _, w, _ in c], sum(n for _, _, n in c))
+                for c in chunks
+            ],
+        )
+    return len(chunks)
+
+
+async def claim(session: AsyncSession) -> SnapshotChunk | None:
+    """Lock the oldest chunk (of any day) no one has done or holds, until this
+    transaction ends; None if there is none. The worker takes it with
+    `take_chunk` in the same transaction; should that roll back (or its
+    replica die), the chunk is free again."""
+    connection = await driver(session)
+    row = await connection.fetchrow(
+        """
+        SELECT id, snapshot_date, tenant_ids, watch_list_ids FROM snapshot_chunks
+        WHERE done_time IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+        """
+    )
+    if row is None:
+        return None
+    return SnapshotChunk(
+        row["id"], row["snapshot_date"], list(row["tenant_ids"]), list(row["watch_list_ids"])
+    )
+
+
+async def take_chunk(session: AsyncSession, chunk: SnapshotChunk, done_by: str) -> int:
+    """Snapshot a claimed chunk's watch lists (idempotent) and mark it done;
+    returns the snapshot rows written."""
+    connection = await driver(session)
+    row = await connection.fetchrow(_TAKE, chunk.day, chunk.tenant_ids, chunk.watch_list_ids)
+    assert row is not None
+    written = int(row["written"])
+    await connection.execute(
+        "UPDATE snapshot_chunks SET done_time = now(), done_by = $2, written = $3 WHERE id = $1",
+        chunk.id,
+        done_by,
+        written,
+    )
+    return written
+
+
+async def unfinished(session: AsyncSession, day: date) -> int:
+    """How many of the day's chunks are not done yet (waiting or being taken)."""
+    connection = await driver(session)
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM snapshot_chunks WHERE snapshot_date = $1 AND done_time IS NULL",
+        day,
+    )
+    return count
+
+
+async def close_day(session: AsyncSession, day: date) -> DayTotals:
+    """Sum the day's done chunks, then delete them (and any done chunks of
+    earlier days, whose leader did not live to close them)."""
+    connection = await driver(session)
+    row = await connection.fetchrow(
+        """
+        WITH done AS (
+            DELETE FROM snapshot_chunks
+            WHERE done_time IS NOT NULL AND snapshot_date <= $1
+            RETURNING *
+        )
+        SELECT count(*) AS chunks,
+               coalesce(sum(cardinality(watch_list_ids)), 0) AS lists,
+               coalesce(sum(written), 0) AS written,
+               count(DISTINCT done_by) AS replicas
+        FROM done WHERE snapshot_date = $1
+        """,
+        day,
+    )
+    assert row is not None
+    return DayTotals(*(int(row[k]) for k in DayTotals.__slots__))
 
 
 def _position(row: Any) -> Position:
@@ -101,18 +278,3 @@ async def snapshots(
     for row in await connection.fetch(_SNAPSHOT, tenant, watch_list, first, last):
         out.setdefault(row["snapshot_date"], []).append(_position(row))
     return out
-
-
-async def take(session: AsyncSession, day: date) -> int:
-    """Snapshot every watch list for `day` (idempotent); returns rows written."""
-    connection = await driver(session)
-    written = int(await connection.fetchval(_TAKE, day))
-    await connection.execute(
-        """
-        INSERT INTO portfolio_snapshot_days (tenant_id, watch_list_id, snapshot_date, entry_count)
-        SELECT tenant_id, id, $1, entry_count FROM watch_lists
-        ON CONFLICT DO NOTHING
-        """,
-        day,
-    )
-    return written
