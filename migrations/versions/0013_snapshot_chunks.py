@@ -6,7 +6,7 @@ Create Date: 2026-12-01 04:10:00
 
 The replica that leads the day's snapshots (advisory lock) groups the watch
 lists without a snapshot of the day into chunks of about the same number of
-entries and writes them here; every replica's workers claim chunks with
+entries, each of one tenant's lists, and writes them here; every replica's workers claim chunks with
 `SELECT ... FOR UPDATE SKIP LOCKED` and snapshot a chunk's lists in the
 transaction that holds its row, marking it done in that same transaction. A
 replica that dies mid-chunk rolls back, which releases the row for another.
@@ -33,8 +33,8 @@ def upgrade() -> None:
         "snapshot_chunks",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("snapshot_date", sa.Date(), nullable=False),
-        # The chunk's watch lists: tenant_ids[i] owns watch_list_ids[i].
-        sa.Column("tenant_ids", postgresql.ARRAY(sa.UUID()), nullable=False),
+        # The chunk's watch lists, all of one tenant (one shard under Citus).
+        sa.Column("tenant_id", sa.UUID(), nullable=False),
         sa.Column("watch_list_ids", postgresql.ARRAY(sa.UUID()), nullable=False),
         # Their entries when the chunk was planned.
         sa.Column("entries", sa.BigInteger(), nullable=False),

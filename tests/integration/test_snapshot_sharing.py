@@ -180,6 +180,10 @@ def test_watch_lists_are_grouped_by_entries_and_count() -> None:
     assert sizes == [[3, 4], [2], [20], [0, 5], [5]]
     assert [x for c in portfolio.group(lists, 8, 3) for x in c] == lists
     assert [len(c) for c in portfolio.group([(t, w[0], 0)] * 7, 8, 3)] == [3, 3, 1]
+    # A chunk holds one tenant's lists.
+    u = uuid.uuid4()
+    mixed = [(t, w[0], 1), (t, w[1], 1), (u, w[2], 1), (u, w[3], 1)]
+    assert portfolio.group(mixed, 8, 3) == [mixed[:2], mixed[2:]]
     assert portfolio.group([], 8, 3) == []
 
 
@@ -204,7 +208,9 @@ async def test_two_replicas_share_a_day_and_every_entry_is_snapshotted_once(
         await asyncio.sleep(0.01)
     result = await run
 
-    assert result.replicas == 2 and helped >= 1 and result.chunks > helped
+    # (At least: the e2e session's server process, on this database, is a
+    # replica too and may take chunks.)
+    assert result.replicas >= 2 and helped >= 1 and result.chunks > helped
     rows, days = await _check_day(sessions, tenant, day)
     # The totals are both replicas' work, each row counted once.
     assert (result.written, result.lists) == (rows, days)
@@ -234,7 +240,8 @@ async def test_a_chunk_whose_replica_fails_mid_way_is_taken_by_another(
     failed.set()  # the leader goes on only once the other replica's chunk rolled back
     result = await run
 
-    assert result.replicas == 1  # every chunk was done by the leader in the end
+    # The failed chunk was taken again (by the leader, or the e2e session's
+    # server process, a replica on this database too), and counted once.
     rows, days = await _check_day(sessions, tenant, day)
     assert (result.written, result.lists) == (rows, days)
 
@@ -250,10 +257,11 @@ async def test_a_plan_whose_leader_died_is_finished_not_planned_again(
         planned = await portfolio.plan(session, day, CHUNK)
         await session.execute(
             text(
-                "INSERT INTO snapshot_chunks (snapshot_date, tenant_ids, watch_list_ids, "
+                "INSERT INTO snapshot_chunks (snapshot_date, tenant_id, watch_list_ids, "
                 "entries, done_time, done_by, written) "
-                "VALUES ('2031-02-01', '{}', '{}', 0, now(), 'gone', 0)"
-            )
+                "VALUES ('2031-02-01', :t, '{}', 0, now(), 'gone', 0)"
+            ),
+            {"t": tenant},
         )
     assert planned >= 5  # SIZES in chunks of CHUNK: at least [7], [3, 0], [12], [5], [9]
     async with sessions.begin() as session:

@@ -428,7 +428,7 @@ class SnapshotChunk(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     snapshot_date: Mapped[date] = mapped_column(Date)
-    tenant_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID)
     watch_list_ids: Mapped[list[uuid.UUID]] = mapped_column(ARRAY(UUID))
     entries: Mapped[int] = mapped_column(BigInteger)
     create_time: Mapped[datetime] = mapped_column(

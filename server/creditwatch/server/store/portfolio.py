@@ -38,52 +38,49 @@ FROM portfolio_snapshots p
 WHERE p.tenant_id = $1 AND p.watch_list_id = $2 AND p.snapshot_date BETWEEN $3 AND $4
 """
 
-# One chunk's watch lists ($2 tenants, $3 lists): each entry with its
+# One chunk's watch lists ($2 the tenant, $3 its lists): each entry with its
 # company's current score, and the lists' day markers. Both data-modifying
-# parts run to completion whatever the outer query reads.
+# parts run to completion whatever the outer query reads. One tenant per
+# chunk, so that under Citus a chunk runs on the tenant's shard.
 _TAKE = """
-WITH lists AS (
-    SELECT * FROM unnest($2::uuid[], $3::uuid[]) AS l(tenant_id, watch_list_id)
-),
-taken AS (
+WITH taken AS (
     INSERT INTO portfolio_snapshots (tenant_id, watch_list_id, snapshot_date, country,
         register_number, exposure_currency, exposure_amount, probability_of_default, risk_class)
     SELECT e.tenant_id, e.watch_list_id, $1, e.country, e.register_number,
            e.exposure_currency, e.exposure_amount, s.probability_of_default, s.risk_class
-    FROM lists l
-    JOIN watch_list_entries e
-      ON e.tenant_id = l.tenant_id AND e.watch_list_id = l.watch_list_id
+    FROM watch_list_entries e
     LEFT JOIN LATERAL (
         SELECT probability_of_default, risk_class FROM scores
         WHERE scores.country = e.country AND scores.register_number = e.register_number
         ORDER BY id DESC LIMIT 1
     ) s ON true
+    WHERE e.tenant_id = $2 AND e.watch_list_id = ANY($3::uuid[])
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
 marked AS (
     INSERT INTO portfolio_snapshot_days (tenant_id, watch_list_id, snapshot_date, entry_count)
-    SELECT w.tenant_id, w.id, $1, w.entry_count
-    FROM lists l JOIN watch_lists w ON w.tenant_id = l.tenant_id AND w.id = l.watch_list_id
+    SELECT w.tenant_id, w.id, $1, w.entry_count FROM watch_lists w
+    WHERE w.tenant_id = $2 AND w.id = ANY($3::uuid[])
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM taken) AS written, (SELECT count(*) FROM marked) AS lists
 """
 
-# A chunk holds watch lists until their entries reach this many (a larger
-# list is a chunk of its own), or this many lists.
+# A chunk holds one tenant's watch lists until their entries reach this many
+# (a larger list is a chunk of its own), or this many lists.
 CHUNK_ENTRIES = 20_000
 CHUNK_LISTS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
 class SnapshotChunk:
-    """A claimed chunk: the day, and watch list i is (tenant_ids[i], watch_list_ids[i])."""
+    """A claimed chunk: the day, and watch lists of one tenant."""
 
     id: int
     day: date
-    tenant_ids: list[uuid.UUID]
+    tenant_id: uuid.UUID
     watch_list_ids: list[uuid.UUID]
 
 
@@ -102,13 +99,16 @@ def group(
     max_entries: int = CHUNK_ENTRIES,
     max_lists: int = CHUNK_LISTS,
 ) -> list[list[tuple[uuid.UUID, uuid.UUID, int]]]:
-    """(tenant, watch list, entries) in order, cut into chunks of up to
-    `max_entries` entries (a larger list alone) and `max_lists` lists."""
+    """(tenant, watch list, entries) in tenant order, cut into chunks of one
+    tenant's lists, up to `max_entries` entries (a larger list alone) and
+    `max_lists` lists."""
     chunks: list[list[tuple[uuid.UUID, uuid.UUID, int]]] = []
     current: list[tuple[uuid.UUID, uuid.UUID, int]] = []
     entries = 0
     for item in lists:
-        if current and (entries + item[2] > max_entries or len(current) == max_lists):
+        if current and (
+            item[0] != current[0][0] or entries + item[2] > max_entries or len(current) == max_lists
+        ):
             chunks.append(current)
             current, entries = [], 0
         current.append(item)
@@ -148,16 +148,12 @@ async def plan(
     )
     chunks = group([(r[0], r[1], int(r[2])) for r in rows], max_entries, max_lists)
     if chunks:
-        # One row per chunk, its lists as two uuid arrays.
         await connection.executemany(
             """
-            INSERT INTO snapshot_chunks (snapshot_date, tenant_ids, watch_list_ids, entries)
+            INSERT INTO snapshot_chunks (snapshot_date, tenant_id, watch_list_ids, entries)
             VALUES ($1, $2, $3, $4)
             """,
-            [
-                (day, [t for t, _, _ in c], [w for _, w, _ in c], sum(n for _, _, n in c))
-                for c in chunks
-            ],
+            [(day, c[0][0], [w for _, w, _ in c], sum(n for _, _, n in c)) for c in chunks],
         )
     return len(chunks)
 
@@ -170,14 +166,14 @@ async def claim(session: AsyncSession) -> SnapshotChunk | None:
     connection = await driver(session)
     row = await connection.fetchrow(
         """
-        SELECT id, snapshot_date, tenant_ids, watch_list_ids FROM snapshot_chunks
+        SELECT id, snapshot_date, tenant_id, watch_list_ids FROM snapshot_chunks
         WHERE done_time IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
         """
     )
     if row is None:
         return None
     return SnapshotChunk(
-        row["id"], row["snapshot_date"], list(row["tenant_ids"]), list(row["watch_list_ids"])
+        row["id"], row["snapshot_date"], row["tenant_id"], list(row["watch_list_ids"])
     )
 
 
@@ -185,7 +181,7 @@ async def take_chunk(session: AsyncSession, chunk: SnapshotChunk, done_by: str) 
     """Snapshot a claimed chunk's watch lists (idempotent) and mark it done;
     returns the snapshot rows written."""
     connection = await driver(session)
-    row = await connection.fetchrow(_TAKE, chunk.day, chunk.tenant_ids, chunk.watch_list_ids)
+    row = await connection.fetchrow(_TAKE, chunk.day, chunk.tenant_id, chunk.watch_list_ids)
     assert row is not None
     written = int(row["written"])
     await connection.execute(
