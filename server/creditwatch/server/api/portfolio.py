@@ -31,6 +31,7 @@ from creditwatch.server.domain.portfolio import (
     segment_of,
     segments,
     summarize,
+    summary_of,
     upper_median,
 )
 from creditwatch.server.domain.tenants import Caller
@@ -175,8 +176,11 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         watch_list, _ = await self._watch_list(request.watch_list, tenant)
-        positions = await self._current(tenant, watch_list)
-        summary = summarize(positions, currency, lgd, request.top_contributor_count or 10)
+        async with self._sessions() as session:
+            totals, top = await store.summary_totals(
+                session, tenant, watch_list, currency, lgd, request.top_contributor_count or 10
+            )
+        summary = summary_of(totals, top)
         response = portfolio_pb2.GetPortfolioSummaryResponse(
             watch_list=request.watch_list,
             reporting_currency=currency,

@@ -133,6 +133,51 @@ def summarize(positions: Sequence[Position], currency: str, lgd: float, top_n: i
     )
 
 
+@dataclass(frozen=True)
+class ClassTotals:
+    """Sums over the entries of one risk class (0 = unscored) that count or
+    don't count in the reporting currency: what `summary_of` needs of a book
+    when the database adds it up."""
+
+    risk_class: int
+    counted: bool
+    entries: int
+    scored: int
+    exposure: Decimal
+    expected_loss: Decimal
+    pd_exposure: Decimal
+    """sum(PD x exposure) over the scored entries."""
+    scored_exposure: Decimal
+
+
+def summary_of(totals: Sequence[ClassTotals], top: Sequence[tuple[Position, Decimal]]) -> Summary:
+    """The summary that `summarize` makes of the entries behind `totals`,
+    from the sums alone; `top` is the largest expected losses, in order."""
+    rows = {c: ClassRow(c) for c in CLASSES}
+    counted = [t for t in totals if t.counted]
+    for t in counted:
+        row = rows[t.risk_class]
+        row.entry_count += t.entries
+        row.exposure += t.exposure
+        row.expected_loss += t.expected_loss
+    total_exposure = sum((t.exposure for t in counted), Decimal(0))
+    total_loss = sum((t.expected_loss for t in counted), Decimal(0))
+    for row in rows.values():
+        row.exposure_share = float(row.exposure / total_exposure) if total_exposure else 0.0
+    numerator = sum((t.pd_exposure for t in counted), Decimal(0))
+    denominator = sum((t.scored_exposure for t in counted), Decimal(0))
+    return Summary(
+        entry_count=sum(t.entries for t in counted),
+        scored_entry_count=sum(t.scored for t in counted),
+        excluded_entry_count=sum(t.entries for t in totals if not t.counted),
+        total_exposure=total_exposure,
+        expected_loss=total_loss,
+        classes=[rows[c] for c in CLASSES],
+        top=[(p, loss, float(loss / total_loss) if total_loss else 0.0) for p, loss in top],
+        exposure_weighted_pd=float(numerator / denominator) if denominator else None,
+    )
+
+
 class Segment(enum.IntEnum):
     """Wire enum Segment."""
 
