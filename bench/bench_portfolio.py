@@ -119,7 +119,8 @@ async def seed(db_url: str, tenant: uuid.UUID, lists: int, per_list: int) -> lis
 
 async def bare_read(db_url: str, tenant: uuid.UUID, watch_list: uuid.UUID) -> float:
     """Seconds for the bare SQL read of the summary's rows."""
-    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    # Without JIT, as the service's connections run (store.database).
+    conn = await asyncpg.connect(**connect_kwargs(db_url), server_settings={"jit": "off"})
     try:
         times = []
         for _ in range(5):
@@ -164,7 +165,7 @@ async def summary_latency(address: str, key: str, watch_list: uuid.UUID) -> list
 
 
 async def bare_copy(db_url: str) -> float:
-    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    conn = await asyncpg.connect(**connect_kwargs(db_url), server_settings={"jit": "off"})
     try:
         started = time.perf_counter()
         await conn.execute("CREATE TABLE bench_copy AS SELECT * FROM watch_list_entries")
