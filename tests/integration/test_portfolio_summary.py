@@ -2,7 +2,8 @@
 (`store.portfolio.summary_totals` + `domain.portfolio.summary_of`) equal the
 pure Python reference (`domain.portfolio.summarize`) over the same entries,
 on a random book with every kind of entry: scored and unscored, exposures
-with nine decimals and none, in the reporting currency and not."""
+with nine decimals and none, in the reporting currency and not; and so do
+the day-by-day figures of its snapshots (GetRiskTrend, `since_date`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -24,6 +26,7 @@ from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.portfolio import Summary, cents, summarize, summary_of
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import Intake
+from creditwatch.server.jobs.snapshots import Snapshotter
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import portfolio
 from creditwatch.server.store.watchlists import WatchListStore
@@ -48,6 +51,23 @@ def _exposure(rng: random.Random) -> Money | None:
     return Money(currency, amount)
 
 
+async def _shuffle_scores(
+    sessions: async_sessionmaker[AsyncSession], companies: list[CompanyId], rng: random.Random
+) -> None:
+    """Give the companies' latest scores random PDs and classes."""
+    async with sessions.begin() as session:
+        for company in companies:
+            pd = rng.choice((rng.random(), rng.random() ** 6, 1e-7 * rng.random(), 0.5))
+            await session.execute(
+                text(
+                    "UPDATE scores SET probability_of_default = :pd, risk_class = :c "
+                    "WHERE id = (SELECT max(id) FROM scores WHERE country = 'NO' "
+                    "AND register_number = :n)"
+                ),
+                {"pd": pd, "c": rng.randint(1, 4), "n": company.register_number},
+            )
+
+
 async def _book(
     sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry, seed: int
 ) -> tuple[uuid.UUID, uuid.UUID]:
@@ -62,17 +82,7 @@ async def _book(
         await intake.submit_statement(company, statement(healthy(), "s"), "test", tenant)
     for company in companies[:10]:  # a second, later score: the one that counts
         await intake.submit_statement(company, statement(healthy(), "t"), "test", tenant)
-    async with sessions.begin() as session:
-        for company in companies[:70]:
-            pd = rng.choice((rng.random(), rng.random() ** 6, 1e-7 * rng.random(), 0.5))
-            await session.execute(
-                text(
-                    "UPDATE scores SET probability_of_default = :pd, risk_class = :c "
-                    "WHERE id = (SELECT max(id) FROM scores WHERE country = 'NO' "
-                    "AND register_number = :n)"
-                ),
-                {"pd": pd, "c": rng.randint(1, 4), "n": company.register_number},
-            )
+    await _shuffle_scores(sessions, companies[:70], rng)
     store = WatchListStore(sessions)
     lists = []
     for owner in (tenant, (await new_tenant(sessions, "other")).tenant_id):
@@ -129,3 +139,32 @@ async def test_sql_summary_equals_the_python_reference(
     nok = summarize(positions, "NOK", 0.45, 100)
     assert nok.excluded_entry_count > 0 and nok.entry_count > nok.scored_entry_count
     assert len(nok.top) > 10 and nok.exposure_weighted_pd is not None
+
+
+async def test_sql_day_totals_equal_the_python_reference(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    tenant, watch_list = await _book(sessions, registry, 3)
+    first, second = date(2030, 1, 1), date(2030, 1, 2)
+    await Snapshotter(sessions).run(first)
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(70, start=90_400_000)]
+    await _shuffle_scores(sessions, companies, random.Random(4))  # the next day differs
+    await Snapshotter(sessions).run(second)
+    async with sessions() as session:
+        snapshots = await portfolio.snapshots(session, tenant, watch_list, first, second)
+        for currency, lgd in (("NOK", 0.45), ("EUR", 0.37)):
+            days = await portfolio.day_totals(
+                session, tenant, watch_list, first, second, currency, lgd
+            )
+            assert sorted(days) == [first, second]
+            for day in days:
+                _same(summary_of(days[day], []), summarize(snapshots[day], currency, lgd, 0))
+        # A day without a snapshot is not there.
+        assert (
+            await portfolio.day_totals(
+                session, tenant, watch_list, date(2029, 12, 31), date(2029, 12, 31), "NOK", 0.45
+            )
+            == {}
+        )
+    first_pd = summarize(snapshots[first], "NOK", 0.45, 0).exposure_weighted_pd
+    assert first_pd != summarize(snapshots[second], "NOK", 0.45, 0).exposure_weighted_pd

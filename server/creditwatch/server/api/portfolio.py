@@ -30,7 +30,6 @@ from creditwatch.server.domain.portfolio import (
     cents,
     segment_of,
     segments,
-    summarize,
     summary_of,
     upper_median,
 )
@@ -200,9 +199,14 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         if summary.exposure_weighted_pd is not None:
             response.exposure_weighted_pd = summary.exposure_weighted_pd
         if since is not None:
-            then = await self._snapshot(tenant, watch_list, since, "since_date")
+            async with self._sessions() as session:
+                then = await store.day_totals(
+                    session, tenant, watch_list, since, since, currency, lgd
+                )
+            if since not in then:
+                raise _no_snapshot("since_date", since)
             response.since_date.CopyFrom(_date_message(since))
-            earlier = summarize(then, currency, lgd, 0).exposure_weighted_pd
+            earlier = summary_of(then[since], []).exposure_weighted_pd
             if earlier is not None:
                 response.exposure_weighted_pd_at_since_date = earlier
         return response
@@ -276,12 +280,14 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
             raise InvalidArgument(problems)
         watch_list, _ = await self._watch_list(request.watch_list, tenant)
         async with self._sessions() as session:
-            days = await store.snapshots(session, tenant, watch_list, first, last)
+            days = await store.day_totals(
+                session, tenant, watch_list, first, last, currency, DEFAULT_LGD
+            )
         if not days:
             raise _no_snapshot("start_date", first)
         points = []
         for day in sorted(days):
-            summary = summarize(days[day], currency, DEFAULT_LGD, 0)
+            summary = summary_of(days[day], [])
             point = portfolio_pb2.RiskTrendPoint(
                 date=_date_message(day),
                 total_exposure=_money(summary.total_exposure, currency),

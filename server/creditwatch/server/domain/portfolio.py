@@ -100,7 +100,10 @@ def weighted_pd(positions: Iterable[Position]) -> float | None:
 
 
 def summarize(positions: Sequence[Position], currency: str, lgd: float, top_n: int) -> Summary:
-    """The summary of a watch list."""
+    """The summary of a watch list's entries: the reference arithmetic. The
+    service has PostgreSQL add up the same figures (store.portfolio's
+    summary_totals and day_totals, then `summary_of`); tests hold the two
+    equal."""
     lgd_d = Decimal(repr(lgd))
     counted = [p for p in positions if p.counted_in(currency)]
     rows = {c: ClassRow(c) for c in CLASSES}

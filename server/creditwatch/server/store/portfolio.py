@@ -283,23 +283,66 @@ async def summary_totals(
     PostgreSQL (`domain.portfolio.summary_of` makes the summary of them)."""
     connection = await driver(session)
     rows = await connection.fetch(_SUMMARY, tenant, watch_list, currency, Decimal(repr(lgd)), top_n)
-    totals = [
-        ClassTotals(
-            risk_class=r["klass"],
-            counted=r["counted"],
-            entries=r["entries"],
-            scored=r["scored"],
-            exposure=r["exposure"],
-            expected_loss=r["loss"],
-            pd_exposure=r["pd_exposure"],
-            scored_exposure=r["scored_exposure"],
-        )
-        for r in rows
-        if not r["top"]
-    ]
+    totals = [_totals(r) for r in rows if not r["top"]]
     top = [(_position(r), r["loss"]) for r in rows if r["top"]]
     top.sort(key=lambda pair: (-pair[1], pair[0].company.register_number))
     return totals, top
+
+
+# The snapshots' sums by day, risk class and whether the entry counts in the
+# reporting currency ($5), with LGD $6: the totals of _SUMMARY, of each day.
+_DAY_TOTALS = """
+SELECT snapshot_date,
+       CASE WHEN probability_of_default IS NULL THEN 0 ELSE coalesce(risk_class, 0) END AS klass,
+       (exposure_currency IS NULL OR exposure_currency = $5) AS counted,
+       count(*) AS entries, count(probability_of_default) AS scored,
+       sum(coalesce(exposure_amount, 0)) AS exposure,
+       coalesce(sum(probability_of_default::text::numeric * $6::numeric
+                    * coalesce(exposure_amount, 0)), 0) AS loss,
+       coalesce(sum(probability_of_default::text::numeric * coalesce(exposure_amount, 0)), 0)
+           AS pd_exposure,
+       coalesce(sum(coalesce(exposure_amount, 0))
+                FILTER (WHERE probability_of_default IS NOT NULL), 0) AS scored_exposure
+FROM portfolio_snapshots
+WHERE tenant_id = $1 AND watch_list_id = $2 AND snapshot_date BETWEEN $3 AND $4
+GROUP BY 1, 2, 3
+"""
+
+
+def _totals(row: Any) -> ClassTotals:
+    return ClassTotals(
+        risk_class=row["klass"],
+        counted=row["counted"],
+        entries=row["entries"],
+        scored=row["scored"],
+        exposure=row["exposure"],
+        expected_loss=row["loss"],
+        pd_exposure=row["pd_exposure"],
+        scored_exposure=row["scored_exposure"],
+    )
+
+
+async def day_totals(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    watch_list: uuid.UUID,
+    first: date,
+    last: date,
+    currency: str,
+    lgd: float,
+) -> dict[date, list[ClassTotals]]:
+    """The sums of every day in [first, last] that has a snapshot (an empty
+    list for a snapshot of an empty watch list), added up by PostgreSQL:
+    `domain.portfolio.summary_of` makes a day's summary of them."""
+    days = await snapshot_days(session, tenant, watch_list, first, last)
+    out: dict[date, list[ClassTotals]] = {day: [] for day in days}
+    connection = await driver(session)
+    rows = await connection.fetch(
+        _DAY_TOTALS, tenant, watch_list, first, last, currency, Decimal(repr(lgd))
+    )
+    for row in rows:
+        out.setdefault(row["snapshot_date"], []).append(_totals(row))
+    return out
 
 
 def _position(row: Any) -> Position:
