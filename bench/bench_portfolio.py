@@ -5,7 +5,9 @@ One run measures, on this machine:
     scored): p50 and p90 over repeated calls over gRPC, beside the bare SQL read
     of the same rows (entries joined with each company's latest score);
   * the daily snapshot job over 1,000,000 watch list entries (ten lists of
-    100,000), beside a bare INSERT ... SELECT copy of the entries table.
+    100,000), beside a bare INSERT ... SELECT copy of the entries table;
+  * GetMigrationMatrix and GetRiskTrend over two such days of one list, beside
+    the bare SQL read of the two days' snapshot rows.
 Data is bulk-loaded with COPY. Run: .venv/bin/python bench/bench_portfolio.py
 [--entries 100000] [--snapshot-entries 1000000]
 """
@@ -27,6 +29,8 @@ import asyncpg
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from google.type import date_pb2
 
 from bench.common import (
     connect_kwargs,
@@ -164,6 +168,73 @@ async def summary_latency(address: str, key: str, watch_list: uuid.UUID) -> list
         return times
 
 
+FIRST_DAY, SECOND_DAY = date(2026, 1, 1), date(2026, 1, 2)
+
+
+def _day(day: date) -> date_pb2.Date:
+    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+async def history_latency(address: str, key: str, watch_list: uuid.UUID) -> dict[str, list[float]]:
+    """Seconds per GetMigrationMatrix and GetRiskTrend call over FIRST_DAY and
+    SECOND_DAY's snapshots."""
+    name = f"watchLists/{watch_list}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+        metadata = (("authorization", f"Bearer {key}"),)
+        calls = {
+            "GetMigrationMatrix": lambda: stub.GetMigrationMatrix(
+                portfolio_pb2.GetMigrationMatrixRequest(
+                    watch_list=name,
+                    reporting_currency="NOK",
+                    from_date=_day(FIRST_DAY),
+                    to_date=_day(SECOND_DAY),
+                ),
+                metadata=metadata,
+            ),
+            "GetRiskTrend": lambda: stub.GetRiskTrend(
+                portfolio_pb2.GetRiskTrendRequest(
+                    watch_list=name,
+                    reporting_currency="NOK",
+                    start_date=_day(FIRST_DAY),
+                    end_date=_day(SECOND_DAY),
+                ),
+                metadata=metadata,
+            ),
+        }
+        out: dict[str, list[float]] = {}
+        for label, call in calls.items():
+            await call()  # warm-up
+            times = []
+            for _ in range(9):
+                started = time.perf_counter()
+                await call()
+                times.append(time.perf_counter() - started)
+            out[label] = times
+        return out
+
+
+async def bare_history_read(db_url: str, tenant: uuid.UUID, watch_list: uuid.UUID) -> float:
+    """Seconds for the bare SQL read of the two days' snapshot rows."""
+    conn = await asyncpg.connect(**connect_kwargs(db_url), server_settings={"jit": "off"})
+    try:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            await conn.fetch(
+                "SELECT * FROM portfolio_snapshots WHERE tenant_id = $1 AND watch_list_id = $2 "
+                "AND snapshot_date BETWEEN $3 AND $4",
+                tenant,
+                watch_list,
+                FIRST_DAY,
+                SECOND_DAY,
+            )
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    finally:
+        await conn.close()
+
+
 async def bare_copy(db_url: str) -> float:
     conn = await asyncpg.connect(**connect_kwargs(db_url), server_settings={"jit": "off"})
     try:
@@ -178,8 +249,22 @@ async def snapshot_seconds(db_url: str) -> tuple[float, int]:
     engine = database.create_engine(database.async_url(db_url), 2)
     try:
         started = time.perf_counter()
-        written = await take_snapshots(database.session_factory(engine), date(2026, 1, 1))
+        written = await take_snapshots(database.session_factory(engine), FIRST_DAY)
         return time.perf_counter() - started, written
+    finally:
+        await engine.dispose()
+
+
+async def second_day(db_url: str) -> None:
+    """SECOND_DAY's snapshots, after a tenth of the companies moved a class."""
+    conn = await asyncpg.connect(**connect_kwargs(db_url))
+    try:
+        await conn.execute("UPDATE scores SET risk_class = 1 + risk_class % 4 WHERE id % 10 = 0")
+    finally:
+        await conn.close()
+    engine = database.create_engine(database.async_url(db_url), 2)
+    try:
+        await take_snapshots(database.session_factory(engine), SECOND_DAY)
     finally:
         await engine.dispose()
 
@@ -234,6 +319,24 @@ def main() -> None:
                     f"{copy:.1f}",
                     f"{seconds / copy:.1f}x",
                 )
+            ],
+        )
+        asyncio.run(second_day(db_url))
+        with ServerProcess(db_url, env=env) as server:
+            history = asyncio.run(history_latency(server.address, key, ids[0]))
+        bare_history = asyncio.run(bare_history_read(db_url, tenant, ids[0]))
+        print_table(
+            f"Snapshot history of {args.entries:,} entries over two days",
+            ("call", "p50 (ms)", "p90 (ms)", "bare read of both days (ms)", "ratio"),
+            [
+                (
+                    label,
+                    f"{statistics.median(times) * 1000:.0f}",
+                    f"{sorted(times)[int(len(times) * 0.9)] * 1000:.0f}",
+                    f"{bare_history * 1000:.0f}",
+                    f"{statistics.median(times) / bare_history:.1f}x",
+                )
+                for label, times in history.items()
             ],
         )
     del embedded

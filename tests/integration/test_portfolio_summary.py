@@ -3,7 +3,8 @@
 pure Python reference (`domain.portfolio.summarize`) over the same entries,
 on a random book with every kind of entry: scored and unscored, exposures
 with nine decimals and none, in the reporting currency and not; and so do
-the day-by-day figures of its snapshots (GetRiskTrend, `since_date`)."""
+the day-by-day figures of its snapshots (GetRiskTrend, `since_date`) and
+the class migration between two of them (GetMigrationMatrix)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,13 @@ from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.overrides import OverridePolicy
-from creditwatch.server.domain.portfolio import Summary, cents, summarize, summary_of
+from creditwatch.server.domain.portfolio import (
+    Summary,
+    cents,
+    migration,
+    summarize,
+    summary_of,
+)
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.snapshots import Snapshotter
@@ -149,6 +156,20 @@ async def test_sql_day_totals_equal_the_python_reference(
     await Snapshotter(sessions).run(first)
     companies = [CompanyId("NO", n) for n in norwegian_numbers(70, start=90_400_000)]
     await _shuffle_scores(sessions, companies, random.Random(4))  # the next day differs
+    # ... and has entries the first had not, and lacks some it had.
+    store = WatchListStore(sessions)
+    await store.remove_entries(tenant, watch_list, companies[:5] + companies[-5:])
+    newcomers = [CompanyId("NO", n) for n in norwegian_numbers(4, start=90_410_000)]
+    await store.add_entries(
+        tenant,
+        watch_list,
+        EntryColumns.of(
+            [
+                EntrySpec(c, exposure=Money(cur, Decimal("1234.5")))
+                for c, cur in zip(newcomers, ("NOK", "EUR", "NOK", "NOK"), strict=True)
+            ]
+        ),
+    )
     await Snapshotter(sessions).run(second)
     async with sessions() as session:
         snapshots = await portfolio.snapshots(session, tenant, watch_list, first, second)
@@ -159,6 +180,11 @@ async def test_sql_day_totals_equal_the_python_reference(
             assert sorted(days) == [first, second]
             for day in days:
                 _same(summary_of(days[day], []), summarize(snapshots[day], currency, lgd, 0))
+            cells, excluded = await portfolio.migration_cells(
+                session, tenant, watch_list, first, second, currency
+            )
+            assert (cells, excluded) == migration(snapshots[first], snapshots[second], currency)
+            assert len(cells) > 4 and excluded > 0
         # A day without a snapshot is not there.
         assert (
             await portfolio.day_totals(

@@ -149,15 +149,6 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         async with self._sessions() as session:
             return await store.positions(session, tenant, watch_list)
 
-    async def _snapshot(
-        self, tenant: uuid.UUID, watch_list: uuid.UUID, day: dt.date, field: str
-    ) -> list[Position]:
-        async with self._sessions() as session:
-            found = await store.snapshots(session, tenant, watch_list, day, day)
-        if day not in found:
-            raise _no_snapshot(field, day)
-        return found[day]
-
     @unary
     async def GetPortfolioSummary(
         self, request: portfolio_pb2.GetPortfolioSummaryRequest, tenant: uuid.UUID
@@ -227,36 +218,25 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         if problems or first is None or last is None:
             raise InvalidArgument(problems)
         watch_list, _ = await self._watch_list(request.watch_list, tenant)
-        before = {
-            p.company: p for p in await self._snapshot(tenant, watch_list, first, "from_date")
-        }
-        after = {p.company: p for p in await self._snapshot(tenant, watch_list, last, "to_date")}
-        cells: dict[tuple[int, int], tuple[int, Decimal]] = {}
-        excluded = 0
-        for company in before.keys() | after.keys():
-            old, new = before.get(company), after.get(company)
-            if (old is not None and not old.counted_in(currency)) or (
-                new is not None and not new.counted_in(currency)
-            ):
-                excluded += 1
-                continue
-            key = (
-                (old.risk_class or 0) if old is not None and old.scored else 0,
-                (new.risk_class or 0) if new is not None and new.scored else 0,
+        async with self._sessions() as session:
+            found = await store.snapshot_days(session, tenant, watch_list, first, first)
+            found |= await store.snapshot_days(session, tenant, watch_list, last, last)
+            for day, field in ((first, "from_date"), (last, "to_date")):
+                if day not in found:
+                    raise _no_snapshot(field, day)
+            cells, excluded = await store.migration_cells(
+                session, tenant, watch_list, first, last, currency
             )
-            exposure = (new if new is not None else old).amount  # type: ignore[union-attr]
-            count, total = cells.get(key, (0, Decimal(0)))
-            cells[key] = (count + 1, total + exposure)
         return portfolio_pb2.GetMigrationMatrixResponse(
             reporting_currency=currency,
             cells=[
                 portfolio_pb2.MigrationCell(
-                    from_risk_class=common_pb2.RiskClass.ValueType(a),
-                    to_risk_class=common_pb2.RiskClass.ValueType(b),
-                    entry_count=count,
-                    exposure=_money(total, currency),
+                    from_risk_class=common_pb2.RiskClass.ValueType(cell.from_class),
+                    to_risk_class=common_pb2.RiskClass.ValueType(cell.to_class),
+                    entry_count=cell.entries,
+                    exposure=_money(cell.exposure, currency),
                 )
-                for (a, b), (count, total) in sorted(cells.items())
+                for cell in cells
             ],
             excluded_entry_count=excluded,
         )

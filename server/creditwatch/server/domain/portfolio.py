@@ -181,6 +181,46 @@ def summary_of(totals: Sequence[ClassTotals], top: Sequence[tuple[Position, Deci
     )
 
 
+@dataclass(frozen=True)
+class MigrationCell:
+    """Entries that moved from one risk class to another between two days (0 =
+    unscored or not in that day's snapshot), with their exposure on the later
+    day (the earlier one's if the entry is gone)."""
+
+    from_class: int
+    to_class: int
+    entries: int
+    exposure: Decimal
+
+
+def migration(
+    before: Sequence[Position], after: Sequence[Position], currency: str
+) -> tuple[list[MigrationCell], int]:
+    """The class migration between two snapshots, in (from, to) order, and how
+    many entries were left out for an exposure in another currency on either
+    day: the reference arithmetic (the service has PostgreSQL add it up,
+    store.portfolio.migration_cells; tests hold the two equal)."""
+    old_by = {p.company: p for p in before}
+    new_by = {p.company: p for p in after}
+    cells: dict[tuple[int, int], tuple[int, Decimal]] = {}
+    excluded = 0
+    for company in old_by.keys() | new_by.keys():
+        old, new = old_by.get(company), new_by.get(company)
+        if (old is not None and not old.counted_in(currency)) or (
+            new is not None and not new.counted_in(currency)
+        ):
+            excluded += 1
+            continue
+        key = (
+            (old.risk_class or 0) if old is not None and old.scored else 0,
+            (new.risk_class or 0) if new is not None and new.scored else 0,
+        )
+        exposure = new.amount if new is not None else old.amount if old is not None else Decimal(0)
+        count, total = cells.get(key, (0, Decimal(0)))
+        cells[key] = (count + 1, total + exposure)
+    return [MigrationCell(a, b, n, x) for (a, b), (n, x) in sorted(cells.items())], excluded
+
+
 class Segment(enum.IntEnum):
     """Wire enum Segment."""
 

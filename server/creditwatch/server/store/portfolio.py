@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.portfolio import ClassTotals, Position
+from creditwatch.server.domain.portfolio import ClassTotals, MigrationCell, Position
 from creditwatch.server.store.database import driver
 
 _CURRENT = """
@@ -343,6 +343,59 @@ async def day_totals(
     for row in rows:
         out.setdefault(row["snapshot_date"], []).append(_totals(row))
     return out
+
+
+# Class migration of a watch list between the snapshots of days $3 and $4,
+# by whether an entry is left out (another currency than $5 on either day):
+# domain.portfolio.migration's figures.
+_MIGRATION = """
+WITH a AS (
+    SELECT country, register_number, exposure_currency, exposure_amount,
+           probability_of_default, risk_class
+    FROM portfolio_snapshots
+    WHERE tenant_id = $1 AND watch_list_id = $2 AND snapshot_date = $3
+), b AS (
+    SELECT country, register_number, exposure_currency, exposure_amount,
+           probability_of_default, risk_class
+    FROM portfolio_snapshots
+    WHERE tenant_id = $1 AND watch_list_id = $2 AND snapshot_date = $4
+)
+SELECT coalesce(a.exposure_currency <> $5, false)
+           OR coalesce(b.exposure_currency <> $5, false) AS excluded,
+       CASE WHEN a.probability_of_default IS NULL THEN 0 ELSE coalesce(a.risk_class, 0) END
+           AS from_class,
+       CASE WHEN b.probability_of_default IS NULL THEN 0 ELSE coalesce(b.risk_class, 0) END
+           AS to_class,
+       count(*) AS entries,
+       sum(CASE WHEN b.register_number IS NOT NULL THEN coalesce(b.exposure_amount, 0)
+                ELSE coalesce(a.exposure_amount, 0) END) AS exposure
+FROM a FULL JOIN b ON a.country = b.country AND a.register_number = b.register_number
+GROUP BY 1, 2, 3
+"""
+
+
+async def migration_cells(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    watch_list: uuid.UUID,
+    first: date,
+    last: date,
+    currency: str,
+) -> tuple[list[MigrationCell], int]:
+    """The class migration between the snapshots of `first` and `last` (both
+    must exist), in (from, to) order, and how many entries were left out for
+    another currency; added up by PostgreSQL."""
+    connection = await driver(session)
+    rows = await connection.fetch(_MIGRATION, tenant, watch_list, first, last, currency)
+    cells = sorted(
+        (
+            MigrationCell(r["from_class"], r["to_class"], r["entries"], r["exposure"])
+            for r in rows
+            if not r["excluded"]
+        ),
+        key=lambda cell: (cell.from_class, cell.to_class),
+    )
+    return cells, sum(r["entries"] for r in rows if r["excluded"])
 
 
 def _position(row: Any) -> Position:
