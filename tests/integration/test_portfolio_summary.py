@@ -4,7 +4,9 @@ pure Python reference (`domain.portfolio.summarize`) over the same entries,
 on a random book with every kind of entry: scored and unscored, exposures
 with nine decimals and none, in the reporting currency and not; and so do
 the day-by-day figures of its snapshots (GetRiskTrend, `since_date`) and
-the class migration between two of them (GetMigrationMatrix)."""
+the class migration between two of them (GetMigrationMatrix); and the
+score x exposure segments and their entries, page by page (ListSegments,
+ListSegmentEntries)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,16 @@ from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.portfolio import (
+    Segment,
     Summary,
     cents,
     migration,
+    segment_of,
+    segments,
+    segments_of,
     summarize,
     summary_of,
+    upper_median,
 )
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import Intake
@@ -194,3 +201,101 @@ async def test_sql_day_totals_equal_the_python_reference(
         )
     first_pd = summarize(snapshots[first], "NOK", 0.45, 0).exposure_weighted_pd
     assert first_pd != summarize(snapshots[second], "NOK", 0.45, 0).exposure_weighted_pd
+
+
+@pytest.mark.parametrize(
+    ("currency", "lgd", "pd_split", "exposure_split"),
+    [
+        ("NOK", 0.45, 0.2, None),  # the exposure split: the median
+        ("EUR", 0.6, 1e-7, None),
+        ("NOK", 0.45, 0.5, Decimal("5000000000")),  # a PD on the split counts as high
+    ],
+)
+async def test_sql_segments_equal_the_python_reference(
+    sessions: async_sessionmaker[AsyncSession],
+    registry: ModelRegistry,
+    currency: str,
+    lgd: float,
+    pd_split: float,
+    exposure_split: Decimal | None,
+) -> None:
+    tenant, watch_list = await _book(sessions, registry, 5)
+    async with sessions() as session:
+        positions = await portfolio.positions(session, tenant, watch_list)
+        split, totals = await portfolio.segment_totals(
+            session, tenant, watch_list, currency, lgd, pd_split, exposure_split
+        )
+        expected_split = exposure_split
+        if expected_split is None:
+            expected_split = upper_median(
+                [p.amount for p in positions if p.scored and p.counted_in(currency)]
+            )
+        assert split == expected_split
+        figures, unscored, excluded = segments_of(totals)
+        rows, their_unscored, their_excluded = segments(
+            positions, currency, lgd, pd_split, expected_split
+        )
+        assert (unscored, excluded) == (their_unscored, their_excluded)
+        for mine, theirs in zip(figures, rows, strict=True):
+            assert (mine.segment, mine.entry_count) == (theirs.segment, len(theirs.entries))
+            assert cents(mine.exposure) == cents(theirs.exposure)
+            assert cents(mine.expected_loss) == cents(theirs.expected_loss)
+            if theirs.exposure_weighted_pd is None:
+                assert mine.exposure_weighted_pd is None
+            else:
+                assert mine.exposure_weighted_pd is not None
+                assert math.isclose(
+                    mine.exposure_weighted_pd, theirs.exposure_weighted_pd, rel_tol=1e-12
+                )
+        assert sum(f.entry_count for f in figures) > 0
+
+        # Each segment's entries, read in pages of 7, are the reference's in
+        # its order: largest expected loss first, ties by register number.
+        lgd_d = Decimal(repr(lgd))
+        counted = [p for p in positions if p.counted_in(currency)]
+        total = sum((p.expected_loss(lgd_d) for p in counted), Decimal(0))
+        for segment in Segment:
+            chosen = sorted(
+                (
+                    (p, p.expected_loss(lgd_d))
+                    for p in counted
+                    if p.scored and segment_of(p, pd_split, expected_split) == segment
+                ),
+                key=lambda pair: (-pair[1], pair[0].company.register_number),
+            )
+            read: list[tuple[str, Decimal]] = []
+            offset = 0
+            while True:
+                page = await portfolio.segment_entries(
+                    session,
+                    tenant,
+                    watch_list,
+                    currency,
+                    lgd,
+                    pd_split,
+                    exposure_split,
+                    segment,
+                    offset,
+                    7,
+                )
+                assert page.exposure_split == expected_split
+                assert cents(page.total_loss) == cents(total)
+                assert page.count == len(chosen)
+                read += [(p.company.register_number, cents(loss)) for p, loss in page.entries]
+                offset += 7
+                if offset >= page.count:
+                    break
+            assert read == [(p.company.register_number, cents(loss)) for p, loss in chosen]
+
+    if exposure_split is None:
+        # The median of an odd and of an even number of exposures: one fewer.
+        scored = [p for p in positions if p.scored and p.counted_in(currency)]
+        await WatchListStore(sessions).remove_entries(tenant, watch_list, [scored[0].company])
+        async with sessions() as session:
+            fewer = await portfolio.positions(session, tenant, watch_list)
+            split, _ = await portfolio.segment_totals(
+                session, tenant, watch_list, currency, lgd, pd_split, None
+            )
+        amounts = [p.amount for p in fewer if p.scored and p.counted_in(currency)]
+        assert len(amounts) == len(scored) - 1
+        assert split == upper_median(amounts)

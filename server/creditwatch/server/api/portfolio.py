@@ -28,10 +28,8 @@ from creditwatch.server.domain.portfolio import (
     Position,
     Segment,
     cents,
-    segment_of,
-    segments,
+    segments_of,
     summary_of,
-    upper_median,
 )
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.scoring.registry import ModelRegistry
@@ -144,10 +142,6 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         watch_list = cv.watch_list_id(name, "watch_list")
         found = await self._watch_lists.get(tenant, watch_list)
         return watch_list, found.spec.pd_threshold
-
-    async def _current(self, tenant: uuid.UUID, watch_list: uuid.UUID) -> list[Position]:
-        async with self._sessions() as session:
-            return await store.positions(session, tenant, watch_list)
 
     @unary
     async def GetPortfolioSummary(
@@ -284,10 +278,11 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         given: portfolio_pb2.SegmentSplits,
         currency: str,
         threshold: float,
-        positions: list[Position],
         problems: list[FieldViolation],
         field: str,
-    ) -> tuple[float, Decimal]:
+    ) -> tuple[float, Decimal | None]:
+        """The PD split, and the exposure split if the request gives one (else
+        None: the upper median of the scored exposures, found by the store)."""
         if given.HasField("pd_split"):
             pd_split = given.pd_split
             if not 0 <= pd_split <= 1:
@@ -315,8 +310,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
                     )
                 )
             return pd_split, split.amount
-        scored = [p.amount for p in positions if p.scored and p.counted_in(currency)]
-        return pd_split, upper_median(scored)
+        return pd_split, None
 
     def _splits_message(
         self, pd_split: float, exposure_split: Decimal, currency: str
@@ -335,19 +329,22 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
-        positions = await self._current(tenant, watch_list)
-        pd_split, exposure_split = self._splits(
-            request.splits, currency, threshold, positions, problems, "splits"
+        pd_split, given_split = self._splits(
+            request.splits, currency, threshold, problems, "splits"
         )
         if problems:
             raise InvalidArgument(problems)
-        rows, unscored, excluded = segments(positions, currency, lgd, pd_split, exposure_split)
+        async with self._sessions() as session:
+            exposure_split, totals = await store.segment_totals(
+                session, tenant, watch_list, currency, lgd, pd_split, given_split
+            )
+        rows, unscored, excluded = segments_of(totals)
         summaries = []
         for row in rows:
             summary = portfolio_pb2.SegmentSummary(
                 segment=portfolio_pb2.Segment.ValueType(row.segment),
                 suggested_action=alerts_pb2.SuggestedAction.ValueType(SEGMENT_ACTION[row.segment]),
-                entry_count=len(row.entries),
+                entry_count=row.entry_count,
                 exposure=_money(row.exposure, currency),
                 expected_loss=_money(row.expected_loss, currency),
             )
@@ -384,31 +381,37 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
             request.page_size, request.page_token, digest, default_size=1_000, max_size=10_000
         )
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
-        positions = await self._current(tenant, watch_list)
+        given_split: Decimal | None
         if page.after is None:
             offset = 0
-            pd_split, exposure_split = self._splits(
-                request.splits, currency, threshold, positions, problems, "splits"
+            pd_split, given_split = self._splits(
+                request.splits, currency, threshold, problems, "splits"
             )
             if problems:
                 raise InvalidArgument(problems)
         else:
+            # Later pages keep the first page's splits (the median may move).
             offset, pd_split, split_text = page.key(int, float, str)  # type: ignore[misc]
-            exposure_split = Decimal(split_text)
+            given_split = Decimal(split_text)
         segment = Segment(request.segment)
-        lgd_d = Decimal(repr(lgd))
-        counted = [p for p in positions if p.counted_in(currency)]
-        total_loss = sum((p.expected_loss(lgd_d) for p in counted), Decimal(0))
-        chosen = [
-            (p, p.expected_loss(lgd_d))
-            for p in counted
-            if p.scored and segment_of(p, pd_split, exposure_split) == segment
-        ]
-        chosen.sort(key=lambda pair: (-pair[1], pair[0].company.register_number))
-        window = chosen[offset : offset + page.size]
+        async with self._sessions() as session:
+            found = await store.segment_entries(
+                session,
+                tenant,
+                watch_list,
+                currency,
+                lgd,
+                pd_split,
+                given_split,
+                segment,
+                offset,
+                page.size,
+            )
+        exposure_split = found.exposure_split
         token = ""
-        if offset + page.size < len(chosen):
+        if offset + page.size < found.count:
             token = encode_token((offset + page.size, pd_split, str(exposure_split)), digest)
+        total_loss = found.total_loss
         return portfolio_pb2.ListSegmentEntriesResponse(
             entries=[
                 _entry(
@@ -418,7 +421,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
                     loss,
                     float(loss / total_loss) if total_loss else 0.0,
                 )
-                for p, loss in window
+                for p, loss in found.entries
             ],
             next_page_token=token,
             splits=self._splits_message(pd_split, exposure_split, currency),

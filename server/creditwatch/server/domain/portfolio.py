@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
 from creditwatch.server.domain.alerts import SuggestedAction
 from creditwatch.server.domain.identifiers import CompanyId
@@ -247,11 +248,25 @@ def upper_median(values: Sequence[Decimal]) -> Decimal:
 def segment_of(position: Position, pd_split: float, exposure_split: Decimal) -> Segment:
     """The quadrant of a scored entry."""
     assert position.pd is not None
-    high_risk = position.pd >= pd_split
-    high_exposure = position.amount >= exposure_split
+    return quadrant(position.pd >= pd_split, position.amount >= exposure_split)
+
+
+def quadrant(high_risk: bool, high_exposure: bool) -> Segment:
+    """The segment of an entry on either side of the two splits."""
     if high_risk:
         return Segment.HIGH_RISK_HIGH_EXPOSURE if high_exposure else Segment.HIGH_RISK_LOW_EXPOSURE
     return Segment.LOW_RISK_HIGH_EXPOSURE if high_exposure else Segment.LOW_RISK_LOW_EXPOSURE
+
+
+def sides(segment: Segment) -> tuple[bool, bool]:
+    """(high risk, high exposure) of a segment: `quadrant` reversed."""
+    return segment in (
+        Segment.HIGH_RISK_HIGH_EXPOSURE,
+        Segment.HIGH_RISK_LOW_EXPOSURE,
+    ), segment in (
+        Segment.HIGH_RISK_HIGH_EXPOSURE,
+        Segment.LOW_RISK_HIGH_EXPOSURE,
+    )
 
 
 @dataclass
@@ -272,7 +287,10 @@ def segments(
     pd_split: float,
     exposure_split: Decimal,
 ) -> tuple[list[SegmentRow], int, int]:
-    """(the four segments in enum order, unscored count, excluded count)."""
+    """(the four segments in enum order, unscored count, excluded count): the
+    reference arithmetic (the service has PostgreSQL add it up,
+    store.portfolio.segment_totals and `segments_of`; tests hold the two
+    equal)."""
     lgd_d = Decimal(repr(lgd))
     counted = [p for p in positions if p.counted_in(currency)]
     rows = {s: SegmentRow(s) for s in Segment}
@@ -287,3 +305,58 @@ def segments(
         row.exposure_weighted_pd = weighted_pd(row.entries)
     unscored = sum(1 for p in counted if not p.scored)
     return [rows[s] for s in Segment], unscored, len(positions) - len(counted)
+
+
+@dataclass(frozen=True)
+class SegmentTotals:
+    """Sums over a watch list's entries on one side of each split, by whether
+    they count in the reporting currency and are scored: what `segments_of`
+    needs when the database adds them up."""
+
+    counted: bool
+    scored: bool
+    high_risk: bool
+    high_exposure: bool
+    entries: int
+    exposure: Decimal
+    expected_loss: Decimal
+    pd_exposure: Decimal
+    """sum(PD x exposure)."""
+
+
+@dataclass(frozen=True)
+class SegmentFigures:
+    """One segment's figures, as `segments` gives them but for the entries."""
+
+    segment: Segment
+    entry_count: int
+    exposure: Decimal
+    expected_loss: Decimal
+    exposure_weighted_pd: float | None
+
+
+def segments_of(totals: Sequence[SegmentTotals]) -> tuple[list[SegmentFigures], int, int]:
+    """`segments`' figures from the sums alone: (the four segments in enum
+    order, unscored count, excluded count)."""
+    sums: dict[Segment, list[Any]] = {s: [0, Decimal(0), Decimal(0), Decimal(0)] for s in Segment}
+    for t in totals:
+        if not (t.counted and t.scored):
+            continue
+        row = sums[quadrant(t.high_risk, t.high_exposure)]
+        row[0] += t.entries
+        row[1] += t.exposure
+        row[2] += t.expected_loss
+        row[3] += t.pd_exposure
+    figures = [
+        SegmentFigures(
+            segment,
+            count,
+            exposure,
+            loss,
+            float(pd_exposure / exposure) if exposure else None,
+        )
+        for segment, (count, exposure, loss, pd_exposure) in sums.items()
+    ]
+    unscored = sum(t.entries for t in totals if t.counted and not t.scored)
+    excluded = sum(t.entries for t in totals if not t.counted)
+    return figures, unscored, excluded

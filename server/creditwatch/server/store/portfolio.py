@@ -14,7 +14,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.portfolio import ClassTotals, MigrationCell, Position
+from creditwatch.server.domain.portfolio import (
+    ClassTotals,
+    MigrationCell,
+    Position,
+    Segment,
+    SegmentTotals,
+    sides,
+)
 from creditwatch.server.store.database import driver
 
 _CURRENT = """
@@ -227,13 +234,12 @@ async def close_day(session: AsyncSession, day: date) -> DayTotals:
     return DayTotals(*(int(row[k]) for k in DayTotals.__slots__))
 
 
-# A watch list's sums by risk class and by whether the entry counts in the
-# reporting currency ($3), then its $5 largest expected losses (LGD $4), in
-# one pass over the entries. The PD is taken as its shortest decimal text
-# (float8 -> text is the shortest round trip, as Python's repr), and numeric
-# arithmetic is exact: the figures of domain.portfolio.summarize.
-_SUMMARY = """
-WITH p AS MATERIALIZED (
+# A watch list's entries ($1 tenant, $2 list) with their companies' current
+# scores, whether they count in the reporting currency $3, and the PD as its
+# shortest decimal text (float8 -> text is the shortest round trip, as
+# Python's repr) for exact numeric arithmetic.
+_POSITIONS = """
+p AS MATERIALIZED (
     SELECT e.country, e.register_number, e.external_reference, e.exposure_currency,
            e.exposure_amount, coalesce(e.exposure_amount, 0) AS amount,
            s.probability_of_default AS pd, s.risk_class,
@@ -246,7 +252,152 @@ WITH p AS MATERIALIZED (
         ORDER BY id DESC LIMIT 1
     ) s ON true
     WHERE e.tenant_id = $1 AND e.watch_list_id = $2
+)"""
+
+# The exposure split: $5 when given, else the upper median of the counted
+# scored entries' exposures (domain.portfolio.upper_median), 0 when none.
+_SPLIT = """
+split AS (
+    SELECT coalesce($5::numeric, (
+        SELECT amount FROM p WHERE counted AND pd IS NOT NULL ORDER BY amount
+        OFFSET (SELECT count(*) / 2 FROM p WHERE counted AND pd IS NOT NULL) LIMIT 1
+    ), 0) AS x
+)"""
+
+# Segment sums: by counted, scored and the side of each split (PD split $4,
+# LGD $6), beside the exposure split used.
+_SEGMENTS = f"""
+WITH {_POSITIONS}, {_SPLIT}
+SELECT split.x AS exposure_split, g.*
+FROM split LEFT JOIN LATERAL (
+    SELECT p.counted, p.pd IS NOT NULL AS scored,
+           coalesce(p.pd >= $4::float8, false) AS high_risk,
+           p.amount >= split.x AS high_exposure,
+           count(*) AS entries, sum(p.amount) AS exposure,
+           coalesce(sum(p.pd_n * $6::numeric * p.amount), 0) AS loss,
+           coalesce(sum(p.pd_n * p.amount), 0) AS pd_exposure
+    FROM p GROUP BY 1, 2, 3, 4
+) g ON true
+"""
+
+# One segment's entries (sides $7, $8), largest expected loss first, from
+# offset $9, at most $10; with the split used, the expected loss of every
+# counted entry and how many the segment holds.
+_SEGMENT_ENTRIES = f"""
+WITH {_POSITIONS}, {_SPLIT},
+chosen AS (
+    SELECT p.*, p.pd_n * $6::numeric * p.amount AS loss FROM p CROSS JOIN split
+    WHERE p.counted AND p.pd IS NOT NULL
+      AND (p.pd >= $4::float8) = $7 AND (p.amount >= split.x) = $8
 )
+SELECT split.x AS exposure_split,
+       (SELECT coalesce(sum(pd_n * $6::numeric * amount), 0) FROM p WHERE counted) AS total_loss,
+       (SELECT count(*) FROM chosen) AS chosen_count,
+       t.country, t.register_number, t.external_reference, t.exposure_currency,
+       t.exposure_amount, t.pd AS probability_of_default, t.risk_class, t.loss,
+       coalesce(c.name, '') AS name
+FROM split
+LEFT JOIN LATERAL (
+    SELECT * FROM chosen ORDER BY loss DESC, register_number COLLATE "C" OFFSET $9 LIMIT $10
+) t ON true
+LEFT JOIN companies c ON c.country = t.country AND c.register_number = t.register_number
+ORDER BY t.loss DESC, t.register_number COLLATE "C"
+"""
+
+
+async def segment_totals(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    watch_list: uuid.UUID,
+    currency: str,
+    lgd: float,
+    pd_split: float,
+    exposure_split: Decimal | None,
+) -> tuple[Decimal, list[SegmentTotals]]:
+    """The exposure split (`exposure_split`, or the upper median of the
+    counted scored exposures) and the watch list's sums on either side of
+    both splits (`domain.portfolio.segments_of` makes the segments of them);
+    added up by PostgreSQL."""
+    connection = await driver(session)
+    rows = await connection.fetch(
+        _SEGMENTS, tenant, watch_list, currency, pd_split, exposure_split, Decimal(repr(lgd))
+    )
+    totals = [
+        SegmentTotals(
+            counted=r["counted"],
+            scored=r["scored"],
+            high_risk=r["high_risk"],
+            high_exposure=r["high_exposure"],
+            entries=r["entries"],
+            exposure=r["exposure"],
+            expected_loss=r["loss"],
+            pd_exposure=r["pd_exposure"],
+        )
+        for r in rows
+        if r["entries"] is not None
+    ]
+    return rows[0]["exposure_split"], totals
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentPage:
+    """A page of one segment's entries and what paging and shares need."""
+
+    exposure_split: Decimal
+    total_loss: Decimal
+    """Expected loss of every counted entry, for each entry's share."""
+    count: int
+    """Entries in the segment."""
+    entries: list[tuple[Position, Decimal]]
+    """(entry, expected loss), largest first."""
+
+
+async def segment_entries(
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    watch_list: uuid.UUID,
+    currency: str,
+    lgd: float,
+    pd_split: float,
+    exposure_split: Decimal | None,
+    segment: Segment,
+    offset: int,
+    limit: int,
+) -> SegmentPage:
+    """Entries `offset`.. of a segment, at most `limit`, largest expected loss
+    first (ties by register number), as domain.portfolio.segment_of sorts
+    them; added up and sorted by PostgreSQL."""
+    high_risk, high_exposure = sides(segment)
+    connection = await driver(session)
+    rows = await connection.fetch(
+        _SEGMENT_ENTRIES,
+        tenant,
+        watch_list,
+        currency,
+        pd_split,
+        exposure_split,
+        Decimal(repr(lgd)),
+        high_risk,
+        high_exposure,
+        offset,
+        limit,
+    )
+    first = rows[0]
+    return SegmentPage(
+        exposure_split=first["exposure_split"],
+        total_loss=first["total_loss"],
+        count=first["chosen_count"],
+        entries=[(_position(r), r["loss"]) for r in rows if r["register_number"] is not None],
+    )
+
+
+# A watch list's sums by risk class and by whether the entry counts in the
+# reporting currency ($3), then its $5 largest expected losses (LGD $4), in
+# one pass over the entries. The PD is taken as its shortest decimal text
+# (float8 -> text is the shortest round trip, as Python's repr), and numeric
+# arithmetic is exact: the figures of domain.portfolio.summarize.
+_SUMMARY = f"""
+WITH {_POSITIONS}
 SELECT false AS top, CASE WHEN pd IS NULL THEN 0 ELSE coalesce(risk_class, 0) END AS klass,
        counted, count(*) AS entries, count(pd) AS scored, sum(amount) AS exposure,
        coalesce(sum(pd_n * $4::numeric * amount), 0) AS loss,
