@@ -15,7 +15,11 @@ from tests.conftest import TenantKey, new_tenant
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[ServerProcess]:
     """One server for the e2e session, on the session's database."""
-    with ServerProcess(database_url) as process:
+    # It shares the session's database with the integration tests, whose
+    # replicas' chunk sharing is under test: it takes no chunks of theirs.
+    with ServerProcess(
+        database_url, env={"CREDITWATCH_BATCH_SHARE_INTERVAL_SECONDS": "86400"}
+    ) as process:
         yield process
 
 

@@ -250,7 +250,8 @@ async def test_sql_segments_equal_the_python_reference(
         assert sum(f.entry_count for f in figures) > 0
 
         # Each segment's entries, read in pages of 7, are the reference's in
-        # its order: largest expected loss first, ties by register number.
+        # its order: largest expected loss first, ties by register number,
+        # then country (as the summary's top contributors).
         lgd_d = Decimal(repr(lgd))
         counted = [p for p in positions if p.counted_in(currency)]
         total = sum((p.expected_loss(lgd_d) for p in counted), Decimal(0))
@@ -261,7 +262,11 @@ async def test_sql_segments_equal_the_python_reference(
                     for p in counted
                     if p.scored and segment_of(p, pd_split, expected_split) == segment
                 ),
-                key=lambda pair: (-pair[1], pair[0].company.register_number),
+                key=lambda pair: (
+                    -pair[1],
+                    pair[0].company.register_number,
+                    pair[0].company.country,
+                ),
             )
             read: list[tuple[str, Decimal]] = []
             offset = 0

@@ -123,7 +123,9 @@ def summarize(positions: Sequence[Position], currency: str, lgd: float, top_n: i
             losses.append((p, loss))
     for row in rows.values():
         row.exposure_share = float(row.exposure / total_exposure) if total_exposure else 0.0
-    losses.sort(key=lambda pair: (-pair[1], pair[0].company.register_number))
+    losses.sort(
+        key=lambda pair: (-pair[1], pair[0].company.register_number, pair[0].company.country)
+    )
     top = [(p, loss, float(loss / total_loss) if total_loss else 0.0) for p, loss in losses[:top_n]]
     return Summary(
         entry_count=len(counted),

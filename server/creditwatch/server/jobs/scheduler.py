@@ -141,7 +141,16 @@ class Jobs:
     async def share(self) -> tuple[RescoreResult, SnapshotResult]:
         """Take part in the batch work another replica leads, if it has chunks
         free: a re-scoring run, a day's portfolio snapshots."""
-        return await self.rescorer.share(), await self.snapshotter.share()
+        rescored, snapshotted = RescoreResult(), SnapshotResult()
+        try:
+            rescored = await self.rescorer.share()
+        except Exception:  # one kind's failure must not stop the other's sharing
+            log.exception("sharing a re-scoring run failed")
+        try:
+            snapshotted = await self.snapshotter.share()
+        except Exception:
+            log.exception("sharing a day's snapshots failed")
+        return rescored, snapshotted
 
     async def retention(self) -> int | None:
         """One retention run if this replica leads it."""

@@ -109,6 +109,11 @@ class Snapshotter:
         self._leading = True
         try:
             async with self._sessions.begin() as session:
+                if dropped := await portfolio.drop_earlier_days(session, day):
+                    log.warning(
+                        "dropped earlier days' snapshot chunks not done",
+                        extra={"day": str(day), "chunks": dropped},
+                    )
                 planned = await portfolio.plan(session, day, self._chunk_entries, self._chunk_lists)
             log.info("portfolio snapshots queued", extra={"day": str(day), "chunks": planned})
             await self._drain(mine)

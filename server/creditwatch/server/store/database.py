@@ -94,7 +94,10 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # jit_above_cost, which cost a 100,000-entry portfolio summary 313 ms
         # of its 778 (bench_portfolio); the service's queries are short or
         # bulk but simple, and compiling never pays back within one call.
-        connect_args={"server_settings": {"jit": "off"}},
+        # extra_float_digits 1 (PostgreSQL's default, stated in case a role
+        # or database sets another): float8 -> text is the shortest round
+        # trip, which the portfolio sums take a PD as (store.portfolio).
+        connect_args={"server_settings": {"jit": "off", "extra_float_digits": "1"}},
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed)
     return engine

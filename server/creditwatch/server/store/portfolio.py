@@ -166,12 +166,39 @@ async def plan(
     return len(chunks)
 
 
+async def drop_earlier_days(session: AsyncSession, day: date) -> int:
+    """Delete the chunks not done of days before `day` (their leader gave up
+    or died, or a chunk keeps failing): taken now, they would store today's
+    scores under an earlier date, and a chunk that fails every time would
+    hold up every day after it. Chunks a worker holds are left to it.
+    Returns how many."""
+    connection = await driver(session)
+    dropped: int = await connection.fetchval(
+        """
+        WITH dropped AS (
+            DELETE FROM snapshot_chunks WHERE id IN (
+                SELECT id FROM snapshot_chunks
+                WHERE done_time IS NULL AND snapshot_date < $1
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING 1
+        )
+        SELECT count(*) FROM dropped
+        """,
+        day,
+    )
+    return dropped
+
+
 async def claim(session: AsyncSession) -> SnapshotChunk | None:
     """Lock the oldest chunk (of any day) no one has done or holds, until this
     transaction ends; None if there is none. The worker takes it with
     `take_chunk` in the same transaction; should that roll back (or its
     replica die), the chunk is free again."""
     connection = await driver(session)
+    # A replica that hangs (or is cut off) holding a chunk frees it within a
+    # minute of its last statement, so no leader waits on it for long.
+    await connection.execute("SET LOCAL idle_in_transaction_session_timeout = '60s'")
     row = await connection.fetchrow(
         """
         SELECT id, snapshot_date, tenant_id, watch_list_ids FROM snapshot_chunks
@@ -298,10 +325,12 @@ SELECT split.x AS exposure_split,
        coalesce(c.name, '') AS name
 FROM split
 LEFT JOIN LATERAL (
-    SELECT * FROM chosen ORDER BY loss DESC, register_number COLLATE "C" OFFSET $9 LIMIT $10
+    SELECT * FROM chosen
+    ORDER BY loss DESC, register_number COLLATE "C", country
+    OFFSET $9 LIMIT $10
 ) t ON true
 LEFT JOIN companies c ON c.country = t.country AND c.register_number = t.register_number
-ORDER BY t.loss DESC, t.register_number COLLATE "C"
+ORDER BY t.loss DESC, t.register_number COLLATE "C", t.country
 """
 
 
@@ -365,8 +394,7 @@ async def segment_entries(
     limit: int,
 ) -> SegmentPage:
     """Entries `offset`.. of a segment, at most `limit`, largest expected loss
-    first (ties by register number), as domain.portfolio.segment_of sorts
-    them; added up and sorted by PostgreSQL."""
+    first (ties by register number, then country); added up and sorted by PostgreSQL."""
     high_risk, high_exposure = sides(segment)
     connection = await driver(session)
     rows = await connection.fetch(
@@ -414,7 +442,7 @@ SELECT true, coalesce(t.risk_class, 0), true, 1, 1, t.amount, t.loss,
 FROM (
     SELECT p.*, p.pd_n * $4::numeric * p.amount AS loss FROM p
     WHERE p.counted AND p.pd IS NOT NULL
-    ORDER BY loss DESC, p.register_number COLLATE "C"
+    ORDER BY loss DESC, p.register_number COLLATE "C", p.country
     LIMIT $5
 ) t
 LEFT JOIN companies c ON c.country = t.country AND c.register_number = t.register_number
@@ -436,7 +464,7 @@ async def summary_totals(
     rows = await connection.fetch(_SUMMARY, tenant, watch_list, currency, Decimal(repr(lgd)), top_n)
     totals = [_totals(r) for r in rows if not r["top"]]
     top = [(_position(r), r["loss"]) for r in rows if r["top"]]
-    top.sort(key=lambda pair: (-pair[1], pair[0].company.register_number))
+    top.sort(key=lambda pair: (-pair[1], pair[0].company.register_number, pair[0].company.country))
     return totals, top
 
 

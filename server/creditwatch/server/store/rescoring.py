@@ -173,6 +173,9 @@ async def claim(session: AsyncSession, model_version: str) -> Chunk | None:
     `finish`; should the transaction roll back (or its replica die), the chunk
     is free again."""
     connection = await driver(session)
+    # A replica that hangs (or is cut off) holding a chunk frees it within a
+    # minute of its last statement, so no leader waits on it for long.
+    await connection.execute("SET LOCAL idle_in_transaction_session_timeout = '60s'")
     row = await connection.fetchrow(
         """
         SELECT id, run_id, stale_before, countries, numbers FROM rescore_chunks
