@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -152,6 +153,20 @@ async def bare_read(db_url: str, tenant: uuid.UUID, watch_list: uuid.UUID) -> fl
         await conn.close()
 
 
+async def _latencies(calls: dict[str, Callable[[], Awaitable[object]]]) -> dict[str, list[float]]:
+    """Seconds per call of each, nine calls after a warm-up."""
+    out: dict[str, list[float]] = {}
+    for label, call in calls.items():
+        await call()  # warm-up
+        times = []
+        for _ in range(9):
+            started = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - started)
+        out[label] = times
+    return out
+
+
 async def current_latency(address: str, key: str, watch_list: uuid.UUID) -> dict[str, list[float]]:
     """Seconds per GetPortfolioSummary and ListSegments call (current scores)."""
     name = f"watchLists/{watch_list}"
@@ -168,16 +183,7 @@ async def current_latency(address: str, key: str, watch_list: uuid.UUID) -> dict
                 metadata=metadata,
             ),
         }
-        out: dict[str, list[float]] = {}
-        for label, call in calls.items():
-            await call()  # warm-up
-            times = []
-            for _ in range(9):
-                started = time.perf_counter()
-                await call()
-                times.append(time.perf_counter() - started)
-            out[label] = times
-        return out
+        return await _latencies(calls)
 
 
 FIRST_DAY, SECOND_DAY = date(2026, 1, 1), date(2026, 1, 2)
@@ -214,16 +220,7 @@ async def history_latency(address: str, key: str, watch_list: uuid.UUID) -> dict
                 metadata=metadata,
             ),
         }
-        out: dict[str, list[float]] = {}
-        for label, call in calls.items():
-            await call()  # warm-up
-            times = []
-            for _ in range(9):
-                started = time.perf_counter()
-                await call()
-                times.append(time.perf_counter() - started)
-            out[label] = times
-        return out
+        return await _latencies(calls)
 
 
 async def bare_history_read(db_url: str, tenant: uuid.UUID, watch_list: uuid.UUID) -> float:
@@ -291,6 +288,26 @@ async def tenant_key(db_url: str) -> tuple[uuid.UUID, str]:
         await engine.dispose()
 
 
+def latency_table(
+    title: str, baseline_label: str, baseline: float, results: dict[str, list[float]]
+) -> None:
+    """p50 and p90 of each call beside a baseline (seconds), and their ratio."""
+    print_table(
+        title,
+        ("call", "p50 (ms)", "p90 (ms)", baseline_label, "ratio"),
+        [
+            (
+                label,
+                f"{statistics.median(times) * 1000:.0f}",
+                f"{sorted(times)[int(len(times) * 0.9)] * 1000:.0f}",
+                f"{baseline * 1000:.0f}",
+                f"{statistics.median(times) / baseline:.1f}x",
+            )
+            for label, times in results.items()
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=100_000)
@@ -306,19 +323,11 @@ def main() -> None:
         with ServerProcess(db_url, env=env) as server:
             current = asyncio.run(current_latency(server.address, key, ids[0]))
         bare = asyncio.run(bare_read(db_url, tenant, ids[0]))
-        print_table(
+        latency_table(
             f"Portfolio of {args.entries:,} entries, current scores",
-            ("call", "p50 (ms)", "p90 (ms)", "bare SQL read (ms)", "ratio"),
-            [
-                (
-                    label,
-                    f"{statistics.median(times) * 1000:.0f}",
-                    f"{sorted(times)[int(len(times) * 0.9)] * 1000:.0f}",
-                    f"{bare * 1000:.0f}",
-                    f"{statistics.median(times) / bare:.1f}x",
-                )
-                for label, times in current.items()
-            ],
+            "bare SQL read (ms)",
+            bare,
+            current,
         )
         seconds, written = asyncio.run(snapshot_seconds(db_url))
         copy = asyncio.run(bare_copy(db_url))
@@ -338,19 +347,11 @@ def main() -> None:
         with ServerProcess(db_url, env=env) as server:
             history = asyncio.run(history_latency(server.address, key, ids[0]))
         bare_history = asyncio.run(bare_history_read(db_url, tenant, ids[0]))
-        print_table(
+        latency_table(
             f"Snapshot history of {args.entries:,} entries over two days",
-            ("call", "p50 (ms)", "p90 (ms)", "bare read of both days (ms)", "ratio"),
-            [
-                (
-                    label,
-                    f"{statistics.median(times) * 1000:.0f}",
-                    f"{sorted(times)[int(len(times) * 0.9)] * 1000:.0f}",
-                    f"{bare_history * 1000:.0f}",
-                    f"{statistics.median(times) / bare_history:.1f}x",
-                )
-                for label, times in history.items()
-            ],
+            "bare read of both days (ms)",
+            bare_history,
+            history,
         )
     del embedded
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -16,7 +14,6 @@ from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.leader import Leadership
@@ -29,13 +26,6 @@ from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture(scope="module")
-async def registry() -> AsyncIterator[ModelRegistry]:
-    """The shipped model, as a server loads it."""
-    with ThreadPoolExecutor(1) as executor:
-        yield ModelRegistry.load(executor, OverridePolicy())
 
 
 async def _watched(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 
@@ -25,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.portfolio import (
     Segment,
     Summary,
@@ -47,12 +44,6 @@ from creditwatch.server.store.watchlists import WatchListStore
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
-
-
-@pytest.fixture(scope="module")
-async def registry() -> AsyncIterator[ModelRegistry]:
-    with ThreadPoolExecutor(1) as executor:
-        yield ModelRegistry.load(executor, OverridePolicy())
 
 
 def _exposure(rng: random.Random) -> Money | None:

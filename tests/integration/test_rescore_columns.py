@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -18,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.intake import score_companies
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
@@ -29,12 +26,6 @@ from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture(scope="module")
-async def registry() -> AsyncIterator[ModelRegistry]:
-    with ThreadPoolExecutor(1) as executor:
-        yield ModelRegistry.load(executor, OverridePolicy())
 
 
 def _comparable(score: StoredScore | None) -> StoredScore | None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,31 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
 from creditwatch.server.scoring.engine import Scorer
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import database, rescoring
+from creditwatch.server.store import rescoring
 from tests.e2e.test_scoring import distressed
 from tests.integration.test_jobs import _watched
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture(scope="module")
-async def registry() -> AsyncIterator[ModelRegistry]:
-    """The shipped model, as a server loads it."""
-    with ThreadPoolExecutor(1) as executor:
-        yield ModelRegistry.load(executor, OverridePolicy())
-
-
-@pytest.fixture
-async def other_replica(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions of a second replica: an engine and pool of its own."""
-    engine = database.create_engine(database.async_url(database_url), 3)
-    yield database.session_factory(engine)
-    await engine.dispose()
 
 
 async def _retire(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from decimal import Decimal
 
@@ -23,12 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.snapshots import Snapshotter
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import database, portfolio
+from creditwatch.server.store import portfolio
 from creditwatch.server.store.watchlists import WatchListStore
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import distressed, healthy
@@ -37,20 +34,6 @@ from tests.identifiers import norwegian_numbers
 # Entries per watch list: one empty, one larger than a chunk of CHUNK.
 SIZES = (7, 3, 0, 12, 5, 9)
 CHUNK = 8
-
-
-@pytest.fixture(scope="module")
-async def registry() -> AsyncIterator[ModelRegistry]:
-    with ThreadPoolExecutor(1) as executor:
-        yield ModelRegistry.load(executor, OverridePolicy())
-
-
-@pytest.fixture
-async def other_replica(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """Sessions of a second replica: an engine and pool of its own."""
-    engine = database.create_engine(database.async_url(database_url), 3)
-    yield database.session_factory(engine)
-    await engine.dispose()
 
 
 async def _portfolios(
