@@ -50,6 +50,9 @@ def upgrade() -> None:
         sa.Column("scored", sa.Integer(), nullable=True),
         sa.Column("alerts", sa.Integer(), nullable=True),
         sa.Column("skipped_locked", sa.Integer(), nullable=True),
+        # Attempts that failed (an error, not a lost replica): at
+        # store.database.CHUNK_FAILURES the chunk is given up.
+        sa.Column("failures", sa.SmallInteger(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(

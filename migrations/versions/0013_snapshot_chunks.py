@@ -47,6 +47,9 @@ def upgrade() -> None:
         sa.Column("done_time", sa.DateTime(timezone=True), nullable=True),
         sa.Column("done_by", sa.Text(), nullable=True),
         sa.Column("written", sa.BigInteger(), nullable=True),
+        # Attempts that failed (an error, not a lost replica): at
+        # store.database.CHUNK_FAILURES the chunk is given up.
+        sa.Column("failures", sa.SmallInteger(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index(

@@ -22,6 +22,7 @@ from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
 from creditwatch.server.scoring.engine import Scorer
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
+from creditwatch.server.store.database import CHUNK_FAILURES
 from tests.e2e.test_scoring import distressed
 from tests.integration.test_jobs import _watched
 
@@ -67,13 +68,16 @@ async def _scores_by(
 
 class _Gated(Rescorer):
     """A replica whose chunks wait for `gate` before their re-score starts, and
-    that can be told to fail each chunk after re-scoring it (as a replica
-    dying before commit would)."""
+    that can be told to lose its connection in each chunk after re-scoring it
+    (as a replica dying before commit would), or to fail every time the
+    chunk holding the company numbered `poison` (as bad data would)."""
 
     def __init__(self, *args: object, gate: asyncio.Event | None = None, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.gate = gate
         self.fail = False
+        self.poison: str | None = None
+        self.poisoned = 0  # attempts at the poisoned chunk
         self.claimed = asyncio.Event()
 
     async def _rescore_in(
@@ -88,7 +92,15 @@ class _Gated(Rescorer):
             await self.gate.wait()
         done = await super()._rescore_in(session, scorer, companies, fresh_from)
         if self.fail:
-            raise RuntimeError("replica lost before commit")
+            raise ConnectionResetError("replica lost before commit")
+        numbers = (
+            companies.numbers
+            if isinstance(companies, rescoring.Keys)
+            else [c.register_number for c in companies]
+        )
+        if self.poison in numbers:
+            self.poisoned += 1
+            raise ValueError("a company whose data breaks the re-score")
         return done
 
 
@@ -160,7 +172,7 @@ async def test_a_chunk_whose_replica_fails_mid_way_is_rescored_by_another(
     doomed = _Gated(other_replica, registry, chunk=8, workers=1, replica="b")
     doomed.fail = True
     run = asyncio.create_task(leader.run(stale_after_seconds=3600))
-    with pytest.raises(RuntimeError, match="replica lost"):
+    with pytest.raises(ConnectionResetError, match="replica lost"):
         while not doomed.claimed.is_set():
             await doomed.share()
             await asyncio.sleep(0.01)
@@ -200,3 +212,28 @@ async def test_a_company_an_intake_rescored_after_it_was_queued_is_skipped(
     assert [after[c.register_number] - before[c.register_number] for c in companies] == [0, 1, 1]
     async with sessions.begin() as session:  # an orphan of a run nobody leads: tidy up
         await session.execute(text("DELETE FROM rescore_chunks"))
+
+
+async def test_a_chunk_that_keeps_failing_is_given_up_and_the_run_ends(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    _, companies = await _watched(sessions, registry, 89_800_000, 24)
+    await _retire(sessions, companies)
+    version = registry.active.version
+    before = await _scores_by(sessions, companies, version)
+
+    leader = _Gated(sessions, registry, chunk=8, workers=2, replica="a")
+    leader.poison = companies[12].register_number
+    result = await leader.run(stale_after_seconds=3600)
+
+    assert result.given_up == 1  # tried CHUNK_FAILURES times, then left
+    assert leader.poisoned == CHUNK_FAILURES
+    after = await _scores_by(sessions, companies, version)
+    moved = {n: after[n] - before[n] for n in after}
+    # The chunk that failed holds the poisoned company and was re-scored not
+    # at all (each attempt rolled back); every other company once.
+    assert moved[companies[12].register_number] == 0
+    assert set(moved.values()) == {0, 1} and sum(moved.values()) >= len(companies) - 8
+    async with sessions() as session:
+        left = await session.scalar(text("SELECT count(*) FROM rescore_chunks"))
+    assert left == 0  # the run closed, the chunk given up went with it

@@ -26,6 +26,7 @@ from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.snapshots import Snapshotter
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import portfolio
+from creditwatch.server.store.database import CHUNK_FAILURES
 from creditwatch.server.store.watchlists import WatchListStore
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import distressed, healthy
@@ -136,13 +137,16 @@ async def _check_day(
 
 class _Gated(Snapshotter):
     """A replica whose chunks wait for `gate` before they are taken, and that
-    can be told to fail each chunk after taking it (as a replica dying before
-    commit would)."""
+    can be told to lose its connection in each chunk after taking it (as a
+    replica dying before commit would), or to fail every time the chunk
+    holding the watch list `poison` (as bad data would)."""
 
     def __init__(self, *args: object, gate: asyncio.Event | None = None, **kwargs: object):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.gate = gate
         self.fail = False
+        self.poison: uuid.UUID | None = None
+        self.poisoned = 0  # attempts at the poisoned chunk
         self.claimed = asyncio.Event()
 
     async def _take(self, session: AsyncSession, chunk: portfolio.SnapshotChunk) -> int:
@@ -151,7 +155,10 @@ class _Gated(Snapshotter):
             await self.gate.wait()
         written = await super()._take(session, chunk)
         if self.fail:
-            raise RuntimeError("replica lost before commit")
+            raise ConnectionResetError("replica lost before commit")
+        if self.poison in chunk.watch_list_ids:
+            self.poisoned += 1
+            raise ValueError("a watch list whose data breaks the snapshot")
         return written
 
 
@@ -214,7 +221,7 @@ async def test_a_chunk_whose_replica_fails_mid_way_is_taken_by_another(
     doomed = _Gated(other_replica, workers=1, chunk_entries=CHUNK, replica="b")
     doomed.fail = True
     run = asyncio.create_task(leader.run(day))
-    with pytest.raises(RuntimeError, match="replica lost"):
+    with pytest.raises(ConnectionResetError, match="replica lost"):
         while not doomed.claimed.is_set():
             await doomed.share()
             await asyncio.sleep(0.01)
@@ -266,3 +273,39 @@ async def test_a_plan_whose_leader_died_is_finished_not_planned_again(
             text("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date = '2031-02-02'")
         )
     assert stale == 0  # the earlier day's chunk was dropped, not taken
+
+
+async def test_a_chunk_that_keeps_failing_is_given_up_and_the_day_ends(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    tenant, lists = await _portfolios(sessions, registry, 90_330_000)
+    day = date(2031, 3, 4)
+    leader = _Gated(sessions, workers=2, chunk_entries=CHUNK)
+    leader.poison = lists[3]  # the list of 12 entries: a chunk of its own
+    result = await leader.run(day)
+
+    assert result.given_up == 1  # tried CHUNK_FAILURES times, then left
+    assert leader.poisoned == CHUNK_FAILURES
+    async with sessions() as session:
+        marked = set(
+            (
+                await session.execute(
+                    text(
+                        "SELECT watch_list_id FROM portfolio_snapshot_days "
+                        "WHERE tenant_id = :t AND snapshot_date = :day"
+                    ),
+                    {"t": tenant, "day": day},
+                )
+            ).scalars()
+        )
+        poisoned_rows = await session.scalar(
+            text(
+                "SELECT count(*) FROM portfolio_snapshots WHERE watch_list_id = :w "
+                "AND snapshot_date = :day"
+            ),
+            {"w": lists[3], "day": day},
+        )
+        left = await session.scalar(text("SELECT count(*) FROM snapshot_chunks"))
+    assert marked == set(lists) - {lists[3]}  # every other list has its day
+    assert poisoned_rows == 0  # each attempt rolled back
+    assert left == 0  # the day closed, the chunk given up went with it

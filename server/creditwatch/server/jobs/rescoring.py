@@ -34,6 +34,7 @@ from creditwatch.server.intake import write_alerts
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
+from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class RescoreResult:
     skipped_locked: int = 0
     seconds: float = 0.0
     chunks: int = 0
+    given_up: int = 0
+    """Chunks whose re-score failed store.database.CHUNK_FAILURES times."""
     replicas: int = 1
 
     @property
@@ -181,17 +184,35 @@ class Rescorer:
 
     async def _claim_and_rescore(self, scorer: Scorer, result: RescoreResult) -> bool:
         """Claim a queued chunk for the scorer's model version and re-score it,
-        in one transaction; False if no chunk was free."""
-        async with self._sessions.begin() as session:
-            chunk = await rescoring.claim(session, scorer.version)
-            if chunk is None:
-                return False
-            done = await self._rescore_in(
-                session, scorer, chunk.companies, (chunk.model_version, chunk.stale_before)
+        in one transaction; False if no chunk was free. A chunk whose re-score
+        fails (but for a lost connection: that is the replica's, not the
+        chunk's) is counted against it and left for another attempt."""
+        chunk: rescoring.Chunk | None = None
+        try:
+            async with self._sessions.begin() as session:
+                chunk = await rescoring.claim(session, scorer.version)
+                if chunk is None:
+                    return False
+                done = await self._rescore_in(
+                    session, scorer, chunk.companies, (chunk.model_version, chunk.stale_before)
+                )
+                await rescoring.finish(
+                    session, chunk, self._replica, done.scored, done.alerts, done.skipped_locked
+                )
+        except Exception as error:
+            if chunk is None or connection_lost(error):
+                raise
+            async with self._sessions.begin() as session:
+                failures = await rescoring.fail(session, chunk.id)
+            log.exception(
+                "re-scoring a chunk failed",
+                extra={
+                    "chunk": chunk.id,
+                    "failures": failures,
+                    "given_up": failures >= CHUNK_FAILURES,
+                },
             )
-            await rescoring.finish(
-                session, chunk, self._replica, done.scored, done.alerts, done.skipped_locked
-            )
+            return True
         self._count(done, result)
         return True
 
@@ -326,6 +347,7 @@ class Rescorer:
             seconds=time.perf_counter() - started,
             chunks=totals.chunks,
             replicas=totals.replicas,
+            given_up=totals.given_up,
         )
         log.info(
             "re-scoring done",
@@ -336,6 +358,7 @@ class Rescorer:
                 "skipped_locked": result.skipped_locked,
                 "chunks": result.chunks,
                 "replicas": result.replicas,
+                "chunks_given_up": result.given_up,
                 "by_this_replica": mine.companies,
                 "per_second": round(result.rate),
             },

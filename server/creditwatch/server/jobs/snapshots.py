@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.jobs.rescoring import REPLICA
 from creditwatch.server.store import portfolio
+from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class SnapshotResult:
     chunks: int = 0
     replicas: int = 0
     seconds: float = 0.0
+    given_up: int = 0
+    """Chunks whose snapshot failed store.database.CHUNK_FAILURES times."""
 
 
 class Snapshotter:
@@ -64,12 +67,30 @@ class Snapshotter:
 
     async def _claim_and_take(self, mine: SnapshotResult) -> bool:
         """Claim a queued chunk and take its snapshots, in one transaction;
-        False if no chunk was free."""
-        async with self._sessions.begin() as session:
-            chunk = await portfolio.claim(session)
-            if chunk is None:
-                return False
-            written = await self._take(session, chunk)
+        False if no chunk was free. A chunk whose snapshot fails (but for a
+        lost connection: that is the replica's, not the chunk's) is counted
+        against it and left for another attempt."""
+        chunk: portfolio.SnapshotChunk | None = None
+        try:
+            async with self._sessions.begin() as session:
+                chunk = await portfolio.claim(session)
+                if chunk is None:
+                    return False
+                written = await self._take(session, chunk)
+        except Exception as error:
+            if chunk is None or connection_lost(error):
+                raise
+            async with self._sessions.begin() as session:
+                failures = await portfolio.fail(session, chunk.id)
+            log.exception(
+                "a snapshot chunk failed",
+                extra={
+                    "chunk": chunk.id,
+                    "failures": failures,
+                    "given_up": failures >= CHUNK_FAILURES,
+                },
+            )
+            return True
         mine.written += written
         mine.lists += len(chunk.watch_list_ids)
         mine.chunks += 1
@@ -135,6 +156,7 @@ class Snapshotter:
             chunks=totals.chunks,
             replicas=totals.replicas,
             seconds=time.perf_counter() - started,
+            given_up=totals.given_up,
         )
         log.info(
             "portfolio snapshots taken",
@@ -144,6 +166,7 @@ class Snapshotter:
                 "watch_lists": result.lists,
                 "chunks": result.chunks,
                 "replicas": result.replicas,
+                "chunks_given_up": result.given_up,
                 "by_this_replica": mine.written,
                 "seconds": round(result.seconds, 2),
             },

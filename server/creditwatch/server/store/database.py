@@ -57,6 +57,12 @@ def resolve_url(database_url: str | None, data_dir: Path) -> str:
     return async_url(start_embedded(data_dir))
 
 
+# Batch work's chunks (re-scoring, snapshots): a chunk whose work failed this
+# many times (an error, not a lost replica or connection) is given up, so that
+# one bad chunk cannot hold up its run or day.
+CHUNK_FAILURES = 3
+
+
 def connect_kwargs(url: str) -> dict[str, Any]:
     """asyncpg.connect() arguments for a URL (dedicated LISTEN connections)."""
     parsed = make_url(url)

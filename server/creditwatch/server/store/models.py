@@ -413,6 +413,7 @@ class RescoreChunk(Base):
     scored: Mapped[int | None] = mapped_column(Integer)
     alerts: Mapped[int | None] = mapped_column(Integer)
     skipped_locked: Mapped[int | None] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
 
 
 class SnapshotChunk(Base):
@@ -437,6 +438,7 @@ class SnapshotChunk(Base):
     done_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     done_by: Mapped[str | None] = mapped_column(Text)
     written: Mapped[int | None] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
 
 
 class CreditPolicyVersion(Base):

@@ -22,7 +22,7 @@ from creditwatch.server.domain.portfolio import (
     SegmentTotals,
     sides,
 )
-from creditwatch.server.store.database import driver
+from creditwatch.server.store.database import CHUNK_FAILURES, driver
 
 _CURRENT = """
 SELECT e.country, e.register_number, e.external_reference, e.exposure_currency,
@@ -100,6 +100,7 @@ class DayTotals:
     lists: int
     written: int
     replicas: int
+    given_up: int
 
 
 def group(
@@ -202,8 +203,9 @@ async def claim(session: AsyncSession) -> SnapshotChunk | None:
     row = await connection.fetchrow(
         """
         SELECT id, snapshot_date, tenant_id, watch_list_ids FROM snapshot_chunks
-        WHERE done_time IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
-        """
+        WHERE done_time IS NULL AND failures < $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+        """,
+        CHUNK_FAILURES,
     )
     if row is None:
         return None
@@ -228,34 +230,52 @@ async def take_chunk(session: AsyncSession, chunk: SnapshotChunk, done_by: str) 
     return written
 
 
+async def fail(session: AsyncSession, chunk_id: int) -> int:
+    """Count a failed attempt at a chunk; returns its failures so far."""
+    connection = await driver(session)
+    failures: int = await connection.fetchval(
+        "UPDATE snapshot_chunks SET failures = failures + 1 WHERE id = $1 RETURNING failures",
+        chunk_id,
+    )
+    return failures
+
+
 async def unfinished(session: AsyncSession, day: date) -> int:
-    """How many of the day's chunks are not done yet (waiting or being taken)."""
+    """How many of the day's chunks are not done yet (waiting or being
+    taken), but for those given up."""
     connection = await driver(session)
     count: int = await connection.fetchval(
-        "SELECT count(*) FROM snapshot_chunks WHERE snapshot_date = $1 AND done_time IS NULL",
+        "SELECT count(*) FROM snapshot_chunks "
+        "WHERE snapshot_date = $1 AND done_time IS NULL AND failures < $2",
         day,
+        CHUNK_FAILURES,
     )
     return count
 
 
 async def close_day(session: AsyncSession, day: date) -> DayTotals:
-    """Sum the day's done chunks, then delete them (and any done chunks of
-    earlier days, whose leader did not live to close them)."""
+    """Sum the day's done chunks, then delete them (with the day's chunks
+    given up, and any done chunks of earlier days, whose leader did not live
+    to close them)."""
     connection = await driver(session)
     row = await connection.fetchrow(
         """
-        WITH done AS (
+        WITH gone AS (
             DELETE FROM snapshot_chunks
-            WHERE done_time IS NOT NULL AND snapshot_date <= $1
+            WHERE (done_time IS NOT NULL AND snapshot_date <= $1)
+               OR (snapshot_date = $1 AND failures >= $2)
             RETURNING *
-        )
+        ),
+        done AS (SELECT * FROM gone WHERE done_time IS NOT NULL AND snapshot_date = $1)
         SELECT count(*) AS chunks,
                coalesce(sum(cardinality(watch_list_ids)), 0) AS lists,
                coalesce(sum(written), 0) AS written,
-               count(DISTINCT done_by) AS replicas
-        FROM done WHERE snapshot_date = $1
+               count(DISTINCT done_by) AS replicas,
+               (SELECT count(*) FROM gone WHERE done_time IS NULL) AS given_up
+        FROM done
         """,
         day,
+        CHUNK_FAILURES,
     )
     assert row is not None
     return DayTotals(*(int(row[k]) for k in DayTotals.__slots__))

@@ -34,7 +34,7 @@ from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore, reasons_as_json
 from creditwatch.server.scoring.engine import ScoreRows
 from creditwatch.server.store import facts, score_cache
-from creditwatch.server.store.database import driver, dumps
+from creditwatch.server.store.database import CHUNK_FAILURES, driver, dumps
 
 # A chunk's keys travel as two comma-separated strings (countries, register
 # numbers; neither can hold a comma, see domain.identifiers), not as text
@@ -141,6 +141,7 @@ class RunTotals:
     alerts: int
     skipped_locked: int
     replicas: int
+    given_up: int
 
 
 async def add_chunks(
@@ -179,10 +180,11 @@ async def claim(session: AsyncSession, model_version: str) -> Chunk | None:
     row = await connection.fetchrow(
         """
         SELECT id, run_id, stale_before, countries, numbers FROM rescore_chunks
-        WHERE done_time IS NULL AND model_version = $1
+        WHERE done_time IS NULL AND model_version = $1 AND failures < $2
         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
         """,
         model_version,
+        CHUNK_FAILURES,
     )
     if row is None:
         return None
@@ -214,25 +216,41 @@ async def finish(
     )
 
 
+async def fail(session: AsyncSession, chunk_id: int) -> int:
+    """Count a failed attempt at a chunk; returns its failures so far."""
+    connection = await driver(session)
+    failures: int = await connection.fetchval(
+        "UPDATE rescore_chunks SET failures = failures + 1 WHERE id = $1 RETURNING failures",
+        chunk_id,
+    )
+    return failures
+
+
 async def unfinished(session: AsyncSession, run_id: uuid.UUID) -> int:
-    """How many of a run's chunks are not done yet (waiting or being re-scored)."""
+    """How many of a run's chunks are not done yet (waiting or being
+    re-scored), but for those given up."""
     connection = await driver(session)
     count: int = await connection.fetchval(
-        "SELECT count(*) FROM rescore_chunks WHERE run_id = $1 AND done_time IS NULL", run_id
+        "SELECT count(*) FROM rescore_chunks "
+        "WHERE run_id = $1 AND done_time IS NULL AND failures < $2",
+        run_id,
+        CHUNK_FAILURES,
     )
     return count
 
 
 async def close_run(session: AsyncSession, run_id: uuid.UUID) -> RunTotals:
-    """Sum a finished run's chunks, then delete them."""
+    """Sum a finished run's chunks, then delete them (and those given up)."""
     connection = await driver(session)
     row = await connection.fetchrow(
         """
-        WITH done AS (DELETE FROM rescore_chunks WHERE run_id = $1 RETURNING *)
+        WITH gone AS (DELETE FROM rescore_chunks WHERE run_id = $1 RETURNING *),
+        done AS (SELECT * FROM gone WHERE done_time IS NOT NULL)
         SELECT count(*) AS chunks, coalesce(sum(size), 0) AS companies,
                coalesce(sum(scored), 0) AS scored, coalesce(sum(alerts), 0) AS alerts,
                coalesce(sum(skipped_locked), 0) AS skipped_locked,
-               count(DISTINCT done_by) AS replicas
+               count(DISTINCT done_by) AS replicas,
+               (SELECT count(*) FROM gone WHERE done_time IS NULL) AS given_up
         FROM done
         """,
         run_id,
