@@ -31,10 +31,11 @@ from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import write_alerts
+from creditwatch.server.jobs.chunks import count_failure, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
-from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
+from creditwatch.server.store.database import connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ class RescoreResult:
 REPLICA = f"{socket.gethostname()}:{os.getpid()}"
 # A leader's workers look for newly queued chunks this often while it plans.
 _WAIT_FOR_CHUNKS = 0.01
-# The leader looks this often whether other replicas' chunks are done.
-_WAIT_FOR_OTHERS = 0.05
 
 
 class Rescorer:
@@ -202,16 +201,7 @@ class Rescorer:
         except Exception as error:
             if chunk is None or connection_lost(error):
                 raise
-            async with self._sessions.begin() as session:
-                failures = await rescoring.fail(session, chunk.id)
-            log.exception(
-                "re-scoring a chunk failed",
-                extra={
-                    "chunk": chunk.id,
-                    "failures": failures,
-                    "given_up": failures >= CHUNK_FAILURES,
-                },
-            )
+            await count_failure(self._sessions, rescoring.fail, chunk.id, "re-scoring a chunk")
             return True
         self._count(done, result)
         return True
@@ -328,13 +318,11 @@ class Rescorer:
             await asyncio.gather(plan(), *(work() for _ in range(self._workers)))
             # Chunks other replicas hold are theirs to finish (or, should one
             # die, to roll back and leave for another claim: ours).
-            while True:
-                async with self._sessions() as session:
-                    if not await rescoring.unfinished(session, run_id):
-                        break
-                if await self._claim_and_rescore(scorer, mine):
-                    continue
-                await asyncio.sleep(_WAIT_FOR_OTHERS)
+            await wait_for_others(
+                self._sessions,
+                lambda session: rescoring.unfinished(session, run_id),
+                lambda: self._claim_and_rescore(scorer, mine),
+            )
             async with self._sessions.begin() as session:
                 totals = await rescoring.close_run(session, run_id)
         finally:

@@ -18,14 +18,12 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.jobs.chunks import count_failure, wait_for_others
 from creditwatch.server.jobs.rescoring import REPLICA
 from creditwatch.server.store import portfolio
-from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
+from creditwatch.server.store.database import connection_lost
 
 log = logging.getLogger(__name__)
-
-# How long the leader waits between looks at chunks other replicas hold.
-_WAIT_FOR_OTHERS = 0.05
 
 
 @dataclass
@@ -80,16 +78,7 @@ class Snapshotter:
         except Exception as error:
             if chunk is None or connection_lost(error):
                 raise
-            async with self._sessions.begin() as session:
-                failures = await portfolio.fail(session, chunk.id)
-            log.exception(
-                "a snapshot chunk failed",
-                extra={
-                    "chunk": chunk.id,
-                    "failures": failures,
-                    "given_up": failures >= CHUNK_FAILURES,
-                },
-            )
+            await count_failure(self._sessions, portfolio.fail, chunk.id, "a snapshot chunk")
             return True
         mine.written += written
         mine.lists += len(chunk.watch_list_ids)
@@ -140,12 +129,11 @@ class Snapshotter:
             await self._drain(mine)
             # Chunks other replicas hold are theirs to finish (or, should one
             # die, to roll back and leave for another claim: ours).
-            while True:
-                async with self._sessions() as session:
-                    if not await portfolio.unfinished(session, day):
-                        break
-                if not await self._claim_and_take(mine):
-                    await asyncio.sleep(_WAIT_FOR_OTHERS)
+            await wait_for_others(
+                self._sessions,
+                lambda session: portfolio.unfinished(session, day),
+                lambda: self._claim_and_take(mine),
+            )
             async with self._sessions.begin() as session:
                 totals = await portfolio.close_day(session, day)
         finally:
