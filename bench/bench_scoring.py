@@ -13,7 +13,9 @@ One run measures, on this machine:
   * a bare grpc.aio echo round trip on loopback (transport cost), same client;
   * ScoreCompany (stored-score lookup) and ScoreFinancials (model on the spot,
     with reason codes) at concurrency 1, 8 and 64: p50, p99, requests/s;
-  * StreamScores: statement rows/s over one bidirectional stream;
+  * StreamScores: statement rows/s over one bidirectional stream: a
+    server's first stream (which starts its worker processes), then a long
+    one; and a long one from a server scoring chunks in its own process;
 and prints ratios to the baselines. Goals (issue #4): ScoreCompany p50 <= 1.2x
 echo, ScoreFinancials p50 <= 1.5x echo, StreamScores >= 50 % of raw batch rows/s;
 (scheduled re-score) Scorer.score_many >= 25 % of raw batch rows/s.
@@ -66,7 +68,8 @@ from tests.identifiers import norwegian_numbers
 from tests.unit.test_scorer import varied_statements
 
 DURATION = 3.0  # seconds per latency measurement
-STREAM_ROWS = 20_000
+FIRST_STREAM_ROWS = 20_000
+STREAM_ROWS = 200_000
 STREAM_CHUNK = 1_000
 RESCORE_ROWS = 10_000
 REPO = Path(__file__).resolve().parent.parent
@@ -207,25 +210,36 @@ async def measure(scoring: str, echo: str, key: str, company: str) -> dict[str, 
             results[f"ScoreFinancials c={concurrency}"] = await closed_loop(
                 lambda: stub.ScoreFinancials(financials_request, metadata=metadata), concurrency
             )
-
-        statements = [healthy(net_profit=1_000_000 + i) for i in range(STREAM_CHUNK)]
-        chunk = scoring_pb2.StreamScoresRequest(
-            items=[
-                scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=s)
-                for i, s in enumerate(statements)
-            ]
-        )
-
-        async def chunks():  # type: ignore[no-untyped-def]
-            for _ in range(STREAM_ROWS // STREAM_CHUNK):
-                yield chunk
-
-        started = time.perf_counter()
-        rows = 0
-        async for response in stub.StreamScores(chunks(), metadata=metadata):
-            rows += len(response.results)
-        results["StreamScores"] = {"rows_per_s": rows / (time.perf_counter() - started)}
     return results
+
+
+async def stream_rates(scoring: str, key: str) -> tuple[float, float]:
+    """StreamScores rows/s of a server's first stream (which starts its worker
+    processes, if any), then of a second, longer one."""
+    metadata = (("authorization", f"Bearer {key}"),)
+    statements = [healthy(net_profit=1_000_000 + i) for i in range(STREAM_CHUNK)]
+    chunk = scoring_pb2.StreamScoresRequest(
+        items=[
+            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=s)
+            for i, s in enumerate(statements)
+        ]
+    )
+    rates = []
+    async with grpc.aio.insecure_channel(scoring) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        for count in (FIRST_STREAM_ROWS, STREAM_ROWS):
+
+            async def chunks(count: int = count):  # type: ignore[no-untyped-def]
+                for _ in range(count // STREAM_CHUNK):
+                    yield chunk
+
+            started = time.perf_counter()
+            rows = 0
+            async for response in stub.StreamScores(chunks(), metadata=metadata):
+                rows += len(response.results)
+            assert rows == count, f"{rows} answers to {count} statements"
+            rates.append(rows / (time.perf_counter() - started))
+    return rates[0], rates[1]
 
 
 async def seed_score(db_url: str) -> str:
@@ -251,8 +265,12 @@ def main() -> None:
     with fresh_database(url) as db_url, bare_server() as (echo_address, _):
         key = asyncio.run(create_tenant_key(db_url))
         company = asyncio.run(seed_score(db_url))
-        with ServerProcess(db_url, env={"CREDITWATCH_LOG_LEVEL": "WARNING"}) as server:
+        quiet = {"CREDITWATCH_LOG_LEVEL": "WARNING"}
+        with ServerProcess(db_url, env=quiet) as server:
             results = asyncio.run(measure(server.address, echo_address, key, company))
+            first, stream_rate = asyncio.run(stream_rates(server.address, key))
+        with ServerProcess(db_url, env=quiet | {"CREDITWATCH_STREAM_PROCESSES": "0"}) as server:
+            _, in_process = asyncio.run(stream_rates(server.address, key))
 
     print_table(
         "Raw onnxruntime (one thread; batches of random rows)",
@@ -303,11 +321,26 @@ def main() -> None:
         ("call", "p50 ms", "p99 ms", "req/s", "p50 vs echo"),
         rows,
     )
-    stream_rate = results["StreamScores"]["rows_per_s"]
     print_table(
-        f"StreamScores ({STREAM_ROWS:,} statements in chunks of {STREAM_CHUNK:,})",
+        f"StreamScores (statements in chunks of {STREAM_CHUNK:,}, one stream at a time)",
         ("measure", "rows/s", "vs raw batch"),
-        [("StreamScores", f"{stream_rate:,.0f}", f"{stream_rate / batch_rate:.0%}")],
+        [
+            (
+                f"{STREAM_ROWS:,} statements, worker processes (the default)",
+                f"{stream_rate:,.0f}",
+                f"{stream_rate / batch_rate:.0%}",
+            ),
+            (
+                f"the server's first {FIRST_STREAM_ROWS:,} (starting its workers)",
+                f"{first:,.0f}",
+                f"{first / batch_rate:.0%}",
+            ),
+            (
+                f"{STREAM_ROWS:,} statements, in the server process (STREAM_PROCESSES=0)",
+                f"{in_process:,.0f}",
+                f"{in_process / batch_rate:.0%}",
+            ),
+        ],
     )
     c1 = results["echo c=1"]["p50"]
     print(

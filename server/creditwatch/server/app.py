@@ -26,12 +26,13 @@ from creditwatch.server.api.limits import CreditLimitServicer
 from creditwatch.server.api.portfolio import PortfolioServicer
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.scoring import add_to_server as add_scoring_service
+from creditwatch.server.api.stream_processes import ChunkProcesses, usable_cores
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.scheduler import Jobs
-from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
 from creditwatch.server.store import database, migrate
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
@@ -76,6 +77,7 @@ class Running:
     score_cache: ScoreCache
     hub: AlertHub
     jobs: Jobs | None
+    processes: ChunkProcesses | None
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool.
@@ -89,6 +91,8 @@ class Running:
         await self.score_cache.stop()
         await self.engine.dispose()
         self.executor.shutdown(wait=False)
+        if self.processes is not None:
+            self.processes.close()
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -147,7 +151,11 @@ async def start(settings: Settings) -> Running:
     jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake, intake=intake)
     if settings.jobs_enabled:
         jobs.start()
-    add_scoring_service(ScoringServicer(auth, registry, intake, activations), server)
+    workers = settings.stream_processes
+    if workers is None:
+        workers = usable_cores()
+    processes = ChunkProcesses(manifest_paths(settings.model_dir), workers) if workers else None
+    add_scoring_service(ScoringServicer(auth, registry, intake, activations, processes), server)
     companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(
         CompanyDataServicer(auth, intake), server
     )
@@ -211,6 +219,7 @@ async def start(settings: Settings) -> Running:
         score_cache,
         hub,
         jobs if settings.jobs_enabled else None,
+        processes,
     )
 
 

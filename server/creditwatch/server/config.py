@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often a replica checks which model version is active."
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="Threads running onnxruntime.")
+    stream_processes: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="Worker processes that score large StreamScores chunks, started on the "
+        "first one; unset: one per core this process may use; 0: none (chunks are scored "
+        "in the server process).",
+    )
     alert_poll_seconds: float = Field(
         1.0,
         gt=0,

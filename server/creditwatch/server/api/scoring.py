@@ -20,7 +20,12 @@ from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
 from creditwatch.server.api.handlers import add_service
-from creditwatch.server.domain.currency import DEFAULT_PLN_RATES, UnsupportedCurrency
+from creditwatch.server.api.stream_processes import (
+    SUPPORTED_CURRENCIES,
+    ChunkProcesses,
+    plain_statements,
+)
+from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
     FieldViolation,
@@ -39,12 +44,12 @@ from creditwatch.server.store.activations import ActivationStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 
 MAX_STREAM_CHUNK = 1_000
-# Chunks with more items than this are read and answered in a worker thread,
-# so that a 1,000-item chunk does not hold the event loop for milliseconds.
+# Chunks with more items than this are read and answered in a worker thread
+# (or process), so that a 1,000-item chunk does not hold the event loop for
+# milliseconds.
 INLINE_ITEMS = 64
 # Chunks of one stream held at once: being read, scored or answered.
 CHUNKS_IN_FLIGHT = 3
-SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,19 @@ Outcome = StoredScore | _CompanyScore | ScoreRequest | DomainError
 
 
 def _response(
-    items: Sequence[scoring_pb2.ScoreItem], outcomes: Sequence[Outcome | bytes | None]
+    items: Sequence[scoring_pb2.ScoreItem],
+    outcomes: Sequence[Outcome | bytes | None],
+    answered: Sequence[bytes | None],
 ) -> bytes:
-    """A chunk's serialised answer; an outcome in bytes is a serialised Score."""
+    """A chunk's serialised answer: an item's serialised ScoreItemResult from
+    `answered` (a worker process's), else its outcome; an outcome in bytes is
+    a serialised Score."""
     results: list[bytes] = []
     times: dict[datetime, Timestamp] = {}  # the chunk's scores share their times
-    for item, outcome in zip(items, outcomes, strict=True):
+    for item, outcome, done in zip(items, outcomes, answered, strict=True):
+        if done is not None:
+            results.append(done)
+            continue
         if isinstance(outcome, bytes):
             results.append(score_wire.result(item.correlation_id, outcome))
             continue
@@ -116,11 +128,14 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         registry: ModelRegistry,
         intake: Intake,
         activations: ActivationStore,
+        processes: ChunkProcesses | None = None,
     ) -> None:
+        """`processes`, if given, scores large StreamScores chunks."""
         self._auth = auth
         self._registry = registry
         self._intake = intake
         self._activations = activations
+        self._processes = processes
         self._answers: dict[CompanyId, tuple[StoredScore, bytes]] = {}
         self._wires: dict[str, score_wire.ScoreWire] = {}
 
@@ -208,9 +223,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                     await room.acquire()
                     # Started and queued with no await between: every chunk
                     # task is either answered or cancelled below.
-                    task = asyncio.create_task(
-                        self._score_chunk(chunk.items, self._registry.active)
-                    )
+                    task = asyncio.create_task(self._score_chunk(chunk, self._registry.active))
                     tasks.append(task)
                     started.put_nowait(task)
             finally:
@@ -232,17 +245,19 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 if task.done() and not task.cancelled():
                     task.exception()  # seen: not "never retrieved" in the log
 
-    async def _score_chunk(self, items: Sequence[scoring_pb2.ScoreItem], scorer: Scorer) -> bytes:
+    async def _score_chunk(self, chunk: scoring_pb2.StreamScoresRequest, scorer: Scorer) -> bytes:
         """One chunk's serialised answer. Valid statements without events,
         nearly every item of a portfolio upload, are read and scored in
-        columns and their scores written straight in wire format; the rest
-        (companies, events, anything invalid) item by item."""
+        columns and their scores written straight in wire format, by a worker
+        process if there are any; the rest (companies, events, anything
+        invalid) item by item."""
+        items = chunk.items
         large = len(items) > INLINE_ITEMS
-        plain = [
-            i
-            for i, item in enumerate(items)
-            if not item.events and item.WhichOneof("subject") == "financial_statement"
-        ]
+        if large and self._processes is not None:
+            answered = await self._processes.score(scorer.version, chunk.SerializeToString())
+            if answered is not None:
+                return await self._answer_rest(items, answered, scorer)
+        plain = plain_statements(items)
         messages = [items[i].financial_statement for i in plain]
         if large:
             columns, chosen, _ = await asyncio.to_thread(
@@ -254,6 +269,40 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         blocks = await scorer.score_columns_block(columns) if chosen else []
         for at in chosen:
             outcomes[plain[at]] = b""  # a score in `blocks`, written below
+        await self._score_items(items, outcomes, scorer)
+        wire = self._wire(scorer)
+        answered = [None] * len(items)
+
+        def answer() -> bytes:
+            scores = (score for block in blocks for score in wire.scores(block))
+            for at, score in zip(chosen, scores, strict=True):
+                outcomes[plain[at]] = score
+            return _response(items, outcomes, answered)
+
+        return await asyncio.to_thread(answer) if large else answer()
+
+    async def _answer_rest(
+        self,
+        items: Sequence[scoring_pb2.ScoreItem],
+        answered: Sequence[bytes | None],
+        scorer: Scorer,
+    ) -> bytes:
+        """A chunk's answer once a worker process has answered what it could."""
+        outcomes: list[Outcome | bytes | None] = [
+            None if done is None else b"" for done in answered
+        ]
+        if any(done is None for done in answered):
+            await self._score_items(items, outcomes, scorer)
+            return await asyncio.to_thread(_response, items, outcomes, answered)
+        return score_wire.response(answered)  # type: ignore[arg-type]  # no None left
+
+    async def _score_items(
+        self,
+        items: Sequence[scoring_pb2.ScoreItem],
+        outcomes: list[Outcome | bytes | None],
+        scorer: Scorer,
+    ) -> None:
+        """Fill in the outcomes still None, item by item (statements scored together)."""
         pending: dict[int, ScoreRequest] = {}
         for i, item in enumerate(items):
             if outcomes[i] is None:
@@ -264,15 +313,6 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             computed = await scorer.score_many(list(pending.values()))
             for i, later in zip(pending, computed, strict=True):
                 outcomes[i] = later
-        wire = self._wire(scorer)
-
-        def answer() -> bytes:
-            scores = (score for block in blocks for score in wire.scores(block))
-            for at, score in zip(chosen, scores, strict=True):
-                outcomes[plain[at]] = score
-            return _response(items, outcomes)
-
-        return await asyncio.to_thread(answer) if large else answer()
 
     def _wire(self, scorer: Scorer) -> score_wire.ScoreWire:
         wire = self._wires.get(scorer.version)

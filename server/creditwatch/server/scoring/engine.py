@@ -242,6 +242,15 @@ class ScoreBlock:
         return len(self.pds)
 
 
+def _conversion_rates(currencies: Sequence[str]) -> npt.NDArray[np.float64]:
+    """PLN per unit of each statement's currency (raises UnsupportedCurrency)."""
+    known: dict[str, float] = {}
+    for currency in currencies:
+        if currency not in known:
+            known[currency] = pln_per_unit(currency)
+    return np.array([known[c] for c in currencies], dtype=np.float64)
+
+
 class Scorer:
     """Runs one model with its override policy; safe to share between calls."""
 
@@ -378,11 +387,7 @@ class Scorer:
         count = len(columns)
         if states is not None and len(states) != count:
             raise ValueError(f"{len(states)} states for {count} statements")
-        known: dict[str, float] = {}
-        for currency in columns.currencies:
-            if currency not in known:
-                known[currency] = pln_per_unit(currency)
-        rates = np.array([known[c] for c in columns.currencies], dtype=np.float64)
+        rates = _conversion_rates(columns.currencies)
         clean = [RiskState()] * count if states is None else states
 
         def inputs(start: int, end: int) -> tuple[Features, Features]:
@@ -396,6 +401,15 @@ class Scorer:
             x, run = inputs(0, count)
             return chunk(0, count, x, await self._run(run))
         return await self._pipeline(count, inputs, chunk)
+
+    def score_columns_block_now(self, columns: StatementColumns) -> ScoreBlock:
+        """`score_columns_block` of statements without events, in one run on
+        the calling thread (no micro-batcher, no event loop): for a process
+        of its own that scores whole chunks (scoring.workers)."""
+        rates = _conversion_rates(columns.currencies)
+        x, rows = self._inputs(compute_feature_table(columns.items, to_training_currency=rates))
+        outputs = self.model.evaluate(rows) if len(rows) else rows
+        return self._assemble_block([RiskState()] * len(columns), columns.period_ends, x, outputs)
 
     def _assemble_block(
         self,
