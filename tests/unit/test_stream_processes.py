@@ -68,7 +68,7 @@ def worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 async def test_a_worker_answers_each_good_statement_as_the_server_does(worker: str) -> None:
     chunk = _chunk(300)
-    answered = score_chunk(worker, chunk.SerializeToString())
+    answered = score_chunk(worker, chunk)
     with ThreadPoolExecutor(1) as pool:
         scorer = _scorer(MANIFEST, pool)
         servicer = ScoringServicer(None, SimpleNamespace(active=scorer), None, None)  # type: ignore[arg-type]
@@ -96,19 +96,23 @@ async def test_a_worker_leaves_companies_and_unknown_versions_to_the_server(work
     )
     chunk = _chunk(3)
     chunk.items.append(company)
-    answered = score_chunk(worker, chunk.SerializeToString())
+    answered = score_chunk(worker, chunk)
     assert answered[0] is not None and answered[3] is None
-    assert score_chunk("no-such-version", chunk.SerializeToString()) == [None] * 4
+    assert score_chunk("no-such-version", chunk) == [None] * 4
 
 
 def _workers(parent: int) -> list[int]:
     """The pids of `parent`'s pool workers (not multiprocessing's resource tracker)."""
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [
-        int(pid)
-        for pid in children
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and _alive(int(pid))
-    ]
+    workers = []
+    for pid in children:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:  # gone since the list was read
+            continue
+        if b"spawn_main" in command and _alive(int(pid)):
+            workers.append(int(pid))
+    return workers
 
 
 def _alive(pid: int) -> bool:
@@ -128,8 +132,11 @@ def _killed(pids: Sequence[int]) -> None:
         time.sleep(0.01)
 
 
-async def test_a_dead_worker_costs_its_chunk_and_the_next_chunk_gets_new_ones() -> None:
-    chunk = _chunk(100).SerializeToString()
+async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 1.0)
+    chunk = _chunk(100)
     processes = ChunkProcesses([MANIFEST], workers=1)
     try:
         version = json.loads(MANIFEST.read_text())["version"]
@@ -138,6 +145,9 @@ async def test_a_dead_worker_costs_its_chunk_and_the_next_chunk_gets_new_ones() 
         (pid,) = _workers(os.getpid())
         _killed([pid])
         assert await processes.score(version, chunk) is None  # the server scores it
+        assert await processes.score(version, chunk) is None  # and the next, for a pause
+        assert _workers(os.getpid()) == []
+        await asyncio.sleep(1.0)
         again = await processes.score(version, chunk)
         assert again is not None
         assert [a is None for a in again] == [a is None for a in first]
@@ -145,21 +155,68 @@ async def test_a_dead_worker_costs_its_chunk_and_the_next_chunk_gets_new_ones() 
         assert _workers(os.getpid()) not in ([], [pid])
     finally:
         processes.close()
+    assert await processes.score(version, chunk) is None  # closed for good
     deadline = time.monotonic() + 10
     while _workers(os.getpid()):  # closing stops them
         assert time.monotonic() < deadline, "workers outlive their pool"
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize(
-    ("cpu_max", "expected"),
-    [("max 100000\n", 2), ("100000 100000\n", 1), ("150000 100000\n", 2), ("garbage", 2)],
-)
-async def test_the_default_worker_count_respects_a_container_cpu_quota(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str, expected: int
+async def test_a_worker_leaves_a_model_whose_files_changed_to_the_server(
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
-    limit = tmp_path / "cpu.max"
-    limit.write_text(cpu_max)
-    assert stream_processes.usable_cores(limit) == expected
-    assert stream_processes.usable_cores(tmp_path / "absent") == 2
+    copy = tmp_path / MANIFEST.name
+    copy.write_bytes(MANIFEST.read_bytes())
+    copy.with_suffix(".onnx").write_bytes(MANIFEST.with_suffix(".onnx").read_bytes())
+    processes = ChunkProcesses([copy], workers=1)  # the server loads these files
+    try:
+        manifest = json.loads(copy.read_text())
+        version = manifest["version"]
+        manifest["created"] = "2099-01-01"  # replaced in place before a worker starts
+        copy.write_text(json.dumps(manifest))
+        assert await processes.score(version, _chunk(10)) == [None] * 10
+    finally:
+        processes.close()
+
+
+@pytest.mark.parametrize(
+    ("membership", "files", "expected"),
+    [
+        ("0::/\n", {}, 4),  # no quota
+        ("0::/\n", {"cpu.max": "max 100000\n"}, 4),
+        ("0::/\n", {"cpu.max": "200000 100000\n"}, 2),  # a container's limit
+        ("0::/a/b\n", {"a/b/cpu.max": "max 100000", "a/cpu.max": "150000 100000"}, 2),
+        ("0::/a\n", {"a/cpu.max": "50000 100000"}, 1),  # half a core: one
+        ("0::/a\n", {"a/cpu.max": "garbage"}, 4),
+        (
+            "4:cpu,cpuacct:/x\n1:memory:/x\n",
+            {
+                "cpu,cpuacct/x/cpu.cfs_quota_us": "300000",
+                "cpu,cpuacct/x/cpu.cfs_period_us": "100000",
+            },
+            3,
+        ),
+        ("4:cpu,cpuacct:/x\n", {"cpu,cpuacct/x/cpu.cfs_quota_us": "-1"}, 4),  # v1, no quota
+    ],
+)
+async def test_the_worker_count_respects_cpu_quotas(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    membership: str,
+    files: dict[str, str],
+    expected: int,
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    groups = tmp_path / "cgroup"
+    for name, content in files.items():
+        (groups / name).parent.mkdir(parents=True, exist_ok=True)
+        (groups / name).write_text(content)
+    (tmp_path / "membership").write_text(membership)
+    assert stream_processes.usable_cores(groups, tmp_path / "membership") == expected
+
+
+async def test_one_core_gets_no_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_processes, "usable_cores", lambda: 1)
+    assert stream_processes.default_workers() == 0
+    monkeypatch.setattr(stream_processes, "usable_cores", lambda: 3)
+    assert stream_processes.default_workers() == 3

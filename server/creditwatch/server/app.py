@@ -26,7 +26,7 @@ from creditwatch.server.api.limits import CreditLimitServicer
 from creditwatch.server.api.portfolio import PortfolioServicer
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.scoring import add_to_server as add_scoring_service
-from creditwatch.server.api.stream_processes import ChunkProcesses, usable_cores
+from creditwatch.server.api.stream_processes import ChunkProcesses, default_workers
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings
 from creditwatch.server.domain.overrides import OverridePolicy
@@ -153,7 +153,7 @@ async def start(settings: Settings) -> Running:
         jobs.start()
     workers = settings.stream_processes
     if workers is None:
-        workers = usable_cores()
+        workers = default_workers()
     processes = ChunkProcesses(manifest_paths(settings.model_dir), workers) if workers else None
     add_scoring_service(ScoringServicer(auth, registry, intake, activations, processes), server)
     companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
         ge=0,
         le=256,
         description="Worker processes that score large StreamScores chunks, started on the "
-        "first one; unset: one per core this process may use; 0: none (chunks are scored "
-        "in the server process).",
+        "first one; unset: one per core this process may use (none on one core); 0: none "
+        "(chunks are scored in the server process).",
     )
     alert_poll_seconds: float = Field(
         1.0,

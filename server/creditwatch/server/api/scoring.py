@@ -254,7 +254,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         items = chunk.items
         large = len(items) > INLINE_ITEMS
         if large and self._processes is not None:
-            answered = await self._processes.score(scorer.version, chunk.SerializeToString())
+            answered = await self._processes.score(scorer.version, chunk)
             if answered is not None:
                 return await self._answer_rest(items, answered, scorer)
         plain = plain_statements(items)

@@ -405,7 +405,7 @@ class Scorer:
     def score_columns_block_now(self, columns: StatementColumns) -> ScoreBlock:
         """`score_columns_block` of statements without events, in one run on
         the calling thread (no micro-batcher, no event loop): for a process
-        of its own that scores whole chunks (scoring.workers)."""
+        of its own that scores whole chunks (api.stream_processes)."""
         rates = _conversion_rates(columns.currencies)
         x, rows = self._inputs(compute_feature_table(columns.items, to_training_currency=rates))
         outputs = self.model.evaluate(rows) if len(rows) else rows
