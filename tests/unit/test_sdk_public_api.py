@@ -13,6 +13,8 @@ from creditwatch.client import CreditwatchError, RetryPolicy, entry, money
 
 PUBLIC = [
     "MAX_BATCH",
+    "RESULT_COLUMNS",
+    "STATEMENT_COLUMNS",
     "AbortedError",
     "AlertStream",
     "AlertsClient",
@@ -44,7 +46,9 @@ PUBLIC = [
     "entry",
     "entry_name",
     "money",
+    "result_row",
     "score_item",
+    "score_items_from_csv",
 ]
 
 

@@ -162,6 +162,29 @@ async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
         await asyncio.sleep(0.05)
 
 
+async def test_a_worker_killed_while_it_scores_costs_only_that_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed at random points of a chunk (reading it, scoring, writing the
+    answer): the call ends with None (or the answer, if it was in), never hangs."""
+    monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 0.0)
+    chunk = _chunk(1000)
+    version = json.loads(MANIFEST.read_text())["version"]
+    processes = ChunkProcesses([MANIFEST], workers=1)
+    try:
+        assert await processes.score(version, chunk) is not None  # started and loaded
+        outcomes = []
+        for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04):
+            call = asyncio.create_task(processes.score(version, chunk))
+            await asyncio.sleep(delay)
+            _killed(_workers(os.getpid()))
+            outcomes.append(await asyncio.wait_for(call, 20))
+        assert None in outcomes
+        assert await processes.score(version, chunk) is not None  # a new worker
+    finally:
+        processes.close()
+
+
 async def test_a_worker_leaves_a_model_whose_files_changed_to_the_server(
     tmp_path: Path,
 ) -> None:

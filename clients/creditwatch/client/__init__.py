@@ -51,10 +51,18 @@ from creditwatch.client._services import (
     ScoringClient,
     score_item,
 )
+from creditwatch.client._statements import (
+    RESULT_COLUMNS,
+    STATEMENT_COLUMNS,
+    result_row,
+    score_items_from_csv,
+)
 from creditwatch.client._watchlists import RiskClassLike, WatchListsClient
 
 __all__ = [
     "MAX_BATCH",
+    "RESULT_COLUMNS",
+    "STATEMENT_COLUMNS",
     "AbortedError",
     "AlertStream",
     "AlertsClient",
@@ -86,5 +94,7 @@ __all__ = [
     "entry",
     "entry_name",
     "money",
+    "result_row",
     "score_item",
+    "score_items_from_csv",
 ]

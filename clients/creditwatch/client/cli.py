@@ -29,6 +29,7 @@ from creditwatch.client._client import CreditwatchClient
 from creditwatch.client._errors import CreditwatchError, UnavailableError
 from creditwatch.client._messages import CSV_COLUMNS, entries_from_csv
 from creditwatch.client._retry import RetryPolicy
+from creditwatch.client._statements import RESULT_COLUMNS, result_row, score_items_from_csv
 from creditwatch.v1 import common_pb2, limits_pb2, watchlists_pb2
 
 T = TypeVar("T")
@@ -288,6 +289,52 @@ def watchlist_export(connection: Connection, name: str, output: TextIO) -> None:
 
     count = run(connection, action)
     click.echo(f"{count:,} entries exported", err=True)
+
+
+@click.command("wash")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="default: stdout"
+)
+@connection_options
+def wash(connection: Connection, csv_path: Path, output: TextIO) -> None:
+    """Score a portfolio file ("portfolio washing") over one StreamScores stream,
+    with a progress bar: each row a known company (country, register_number)
+    or a financial statement (period_start, period_end, currency and line-item
+    columns named as FinancialStatement's fields). Writes one CSV row per input
+    row, in order: id, status (OK or the item's error code), risk classes, PD,
+    reason codes, model version, error. The file is checked whole before any
+    row is sent; a row the server refuses is an error row, not a failure."""
+    try:
+        with csv_path.open(encoding="utf-8-sig", newline="") as handle:
+            total = sum(1 for _ in score_items_from_csv(handle))
+    except ValueError as error:
+        raise click.UsageError(f"{csv_path}: {error}") from None
+
+    async def action(client: CreditwatchClient) -> tuple[int, int]:
+        writer = csv.writer(output)
+        writer.writerow(RESULT_COLUMNS)
+        scored = refused = 0
+        with (
+            csv_path.open(encoding="utf-8-sig", newline="") as handle,
+            click.progressbar(length=total, label="scoring", file=sys.stderr, show_pos=True) as bar,
+        ):
+            items = (item for _, item in score_items_from_csv(handle))
+            shown = 0
+            async for result in client.scoring.score_many(items):
+                writer.writerow(result_row(result))
+                if result.HasField("score"):
+                    scored += 1
+                else:
+                    refused += 1
+                if scored + refused - shown == 100:  # a million rows, not a million redraws
+                    bar.update(100)
+                    shown += 100
+            bar.update(scored + refused - shown)
+        return scored, refused
+
+    scored, refused = run(connection, action)
+    click.echo(f"{scored:,} scored, {refused:,} refused (see the status column)", err=True)
 
 
 @click.command("score")
@@ -561,5 +608,5 @@ def portfolio_summary(
         )
 
 
-COMMANDS = (watchlist, score, limit, alerts, portfolio)
+COMMANDS = (watchlist, score, wash, limit, alerts, portfolio)
 """The client commands the `creditwatch` command line adds to its own."""

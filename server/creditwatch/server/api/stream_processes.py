@@ -13,10 +13,13 @@ anything invalid, whose precise error the server's own path words).
 Workers load the same model files as the server (every version, so a chunk
 is scored by the version the server chose for it; a file replaced since the
 server loaded it is not loaded) and nothing else: no database, no gRPC. They
-are started on the first chunk that needs them, not with the server. A worker
-that dies takes only its chunk with it: that chunk is scored in the server
-process, so the stream goes on with nothing lost, and a later chunk starts a
-new pool.
+are started on the first chunk that needs them, not with the server. Each
+has a pipe of its own to the server, so a worker that dies, even in the
+middle of an answer, is seen at once (its pipe ends) and takes only its
+chunk with it: that chunk is scored in the server process, so the stream
+goes on with nothing lost, and a new worker is started after a pause. (The
+standard library's process pool shares one result pipe among its workers; a
+worker killed while writing to it left the pool waiting for ever.)
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import math
 import multiprocessing
 import os
 import signal
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from creditwatch.server.api import score_wire
 from creditwatch.server.api import scoring_converters as sc
@@ -47,8 +52,10 @@ from creditwatch.v1 import scoring_pb2
 log = logging.getLogger(__name__)
 
 SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
-PARENT_CHECK_SECONDS = 1.0
 RESTART_PAUSE_SECONDS = 30.0
+# A chunk takes a worker tens of milliseconds; one that takes this long is
+# stuck, and its worker is killed.
+CHUNK_TIMEOUT_SECONDS = 60.0
 
 # One worker's state: its scorers by model version, and their wire writers.
 _scorers: dict[str, tuple[Scorer, score_wire.ScoreWire]] = {}
@@ -64,16 +71,15 @@ def plain_statements(items: Sequence[scoring_pb2.ScoreItem]) -> list[int]:
     ]
 
 
-def _start(server: int, models: Sequence[tuple[str, str]]) -> None:
-    """A worker's start (ProcessPoolExecutor's initializer): leave with the
-    server process, not with a signal meant for it; then load every model
-    whose files are still the server's."""
+def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
+    """A worker process's life: load the models whose files are still the
+    server's, then answer chunks until the server's end of the pipe closes
+    (the server stopped or was killed)."""
     # Ctrl-C in a terminal, or a service manager stopping the whole group,
     # signals the workers too: the server stops them itself once its calls
-    # are done, and they follow it if it is killed.
+    # are done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_exit_without, args=(server,), daemon=True).start()
     same = []
     for path, fingerprint in models:
         if _fingerprint(Path(path)) == fingerprint:
@@ -81,14 +87,21 @@ def _start(server: int, models: Sequence[tuple[str, str]]) -> None:
         else:  # replaced since the server loaded it: its chunks stay in the server
             log.warning("model files changed since the server loaded them", extra={"path": path})
     _load(same)
-
-
-def _exit_without(server: int) -> None:
-    # A worker waits for chunks on a queue it holds both ends of, so a server
-    # killed with SIGKILL would leave it waiting for ever: it watches instead.
-    while os.getppid() == server:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    while True:
+        try:
+            version, chunk = server.recv()
+        except (EOFError, OSError):
+            return
+        answers: list[bytes | None] | None
+        try:
+            answers = score_chunk(version, chunk)
+        except Exception:  # the server scores this chunk itself
+            log.exception("a worker process could not score a chunk")
+            answers = None
+        try:
+            server.send(answers)
+        except OSError:
+            return
 
 
 def _load(manifests: Sequence[str]) -> None:
@@ -182,8 +195,22 @@ def _fingerprint(manifest: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    pipe: Connection
+
+
+def _round_trip(pipe: Connection, request: tuple[str, scoring_pb2.StreamScoresRequest]) -> Any:
+    """Send a chunk to a worker and wait for its answer (in a thread: the
+    chunk is pickled here, not on the event loop). EOFError or OSError: the
+    worker is gone."""
+    pipe.send(request)
+    return pipe.recv()
+
+
 class ChunkProcesses:
-    """A pool of worker processes scoring StreamScores chunks (see the module)."""
+    """Worker processes scoring StreamScores chunks (see the module)."""
 
     def __init__(self, manifests: Sequence[Path], workers: int) -> None:
         """Call when the server loads its models: workers load only the files
@@ -191,66 +218,114 @@ class ChunkProcesses:
         if workers < 1:
             raise ValueError("at least one worker process")
         self._models = [(str(path), _fingerprint(path)) for path in manifests]
-        self._workers = workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._size = workers
+        self._workers: set[_Worker] = set()
+        self._idle: list[_Worker] = []
+        self._changed: asyncio.Condition | None = None
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="stream-processes")
         self._paused_until = 0.0
         self._closed = False
 
-    def _started(self) -> ProcessPoolExecutor | None:
+    def _start_workers(self) -> None:
         if self._closed or time.monotonic() < self._paused_until:
-            return None
-        if self._pool is None:
+            return
+        context = multiprocessing.get_context("spawn")
+        added = 0
+        while len(self._workers) < self._size:
             # spawn, not fork: the server process runs gRPC's and onnxruntime's
             # threads, which a forked child would inherit half-copied.
-            self._pool = ProcessPoolExecutor(
-                self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start,
-                initargs=(os.getpid(), self._models),
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve, args=(theirs, self._models), name="creditwatch-stream-worker"
             )
-            log.info("stream scoring processes started", extra={"workers": self._workers})
-        return self._pool
+            process.daemon = True
+            try:
+                process.start()
+            except OSError as error:
+                ours.close()
+                self._failed(f"could not start a stream scoring process: {error}")
+                return
+            finally:
+                theirs.close()  # the worker's end lives in the worker only
+            worker = _Worker(process, ours)
+            self._workers.add(worker)
+            self._idle.append(worker)
+            added += 1
+        if added:
+            log.info("stream scoring processes started", extra={"workers": added})
+
+    def _failed(self, message: str) -> None:
+        log.error(message, extra={"pause_seconds": RESTART_PAUSE_SECONDS})
+        self._paused_until = time.monotonic() + RESTART_PAUSE_SECONDS
 
     async def score(
         self, version: str, chunk: scoring_pb2.StreamScoresRequest
     ) -> list[bytes | None] | None:
         """`score_chunk` in a worker; None if there is none to do it (the
-        caller scores the chunk itself): closed, a worker died or could not
-        start (then the pool pauses for RESTART_PAUSE_SECONDS before the next
-        chunk starts a new one, so a worker that cannot start is not started
-        again for every chunk)."""
-        pool = self._started()
-        if pool is None:
-            return None
+        caller scores the chunk itself): closed, or the worker died on it, or
+        none is left and starting new ones is paused (RESTART_PAUSE_SECONDS
+        after a failure, so a worker that cannot start is not started again
+        for every chunk)."""
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        self._start_workers()
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._idle or not self._workers))
+            if not self._idle:
+                return None
+            worker = self._idle.pop()
+        loop = asyncio.get_running_loop()
+        trip = loop.run_in_executor(self._threads, _round_trip, worker.pipe, (version, chunk))
+        # A worker is free again only when its answer is in, even if the
+        # stream that sent the chunk has gone.
+        trip.add_done_callback(lambda done: self._back(worker, done))
         try:
-            # The chunk is pickled (serialised) by the pool's feeder thread,
-            # not on the event loop.
-            work = pool.submit(score_chunk, version, chunk)
-            # A pool future is never cancelled, even when the stream is: on
-            # Python 3.11 a pool that breaks while it holds a cancelled future
-            # leaves every other pending future unresolved (CPython #105829).
-            work.add_done_callback(_retrieve)
-            return await asyncio.shield(asyncio.wrap_future(work))
-        except (BrokenProcessPool, OSError, RuntimeError) as error:
-            if self._pool is pool and not self._closed:
-                log.error(
-                    "stream scoring processes failed; chunks are scored in the server",
-                    extra={"error": repr(error), "pause_seconds": RESTART_PAUSE_SECONDS},
-                )
-                self._pool = None
-                self._paused_until = time.monotonic() + RESTART_PAUSE_SECONDS
-                pool.shutdown(wait=False)
+            answers: list[bytes | None] | None = await asyncio.wait_for(
+                asyncio.shield(trip), CHUNK_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            worker.process.kill()  # hung: its pipe ends, and `_back` drops it
             return None
+        except (EOFError, OSError):
+            return None  # it died; `_back` dropped it
+        return answers
+
+    def _back(self, worker: _Worker, trip: asyncio.Future[Any]) -> None:
+        if trip.cancelled() or trip.exception() is not None:
+            if worker in self._workers and not self._closed:
+                self._failed(
+                    "a stream scoring process died; its chunk is scored in the server "
+                    f"(exit code {worker.process.exitcode})"
+                )
+            self._drop(worker)
+        elif self._closed:
+            self._drop(worker)
+        else:
+            self._idle.append(worker)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        if self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _drop(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        worker.pipe.close()
+        worker.process.kill()
+        multiprocessing.active_children()  # reaps the workers that have exited
 
     def close(self) -> None:
-        """Stop the workers for good (a chunk being scored is abandoned)."""
+        """Stop the workers for good (a chunk being scored is abandoned: its
+        caller gets None and scores it itself)."""
         self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-
-def _retrieve(work: Future[list[bytes | None]]) -> None:
-    # Marks a failure as seen when the stream that wanted it has gone.
-    if not work.cancelled():
-        work.exception()
+        for worker in list(self._workers):
+            if worker in self._idle:
+                self._drop(worker)
+            else:
+                worker.process.kill()  # its round trip ends, and `_back` drops it
+        self._threads.shutdown(wait=False)
+        if self._changed is not None:
+            asyncio.get_running_loop().create_task(self._notify())
