@@ -116,10 +116,19 @@ def _workers(parent: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether any thread of `pid` still runs (a killed process's main thread
+    is a zombie while its other threads are still being torn down)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return False
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return False
 
 
 def _killed(pids: Sequence[int]) -> None:
@@ -165,21 +174,49 @@ async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
 async def test_a_worker_killed_while_it_scores_costs_only_that_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Killed at random points of a chunk (reading it, scoring, writing the
-    answer): the call ends with None (or the answer, if it was in), never hangs."""
+    """A warm worker killed at points spread over a chunk's time (reading it,
+    scoring, writing the answer): the call ends with None, or with the
+    answer if it was in, and never hangs; the next chunk gets a new worker."""
     monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 0.0)
     chunk = _chunk(1000)
     version = json.loads(MANIFEST.read_text())["version"]
     processes = ChunkProcesses([MANIFEST], workers=1)
+    outcomes = []
     try:
-        assert await processes.score(version, chunk) is not None  # started and loaded
-        outcomes = []
-        for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04):
+        for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.97, 1.0):
+            assert await processes.score(version, chunk) is not None  # a warm worker
+            started = time.perf_counter()
+            assert await processes.score(version, chunk) is not None
+            took = time.perf_counter() - started
             call = asyncio.create_task(processes.score(version, chunk))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(took * fraction)
             _killed(_workers(os.getpid()))
             outcomes.append(await asyncio.wait_for(call, 20))
-        assert None in outcomes
+        assert outcomes[0] is None  # killed before it could answer
+        assert await processes.score(version, chunk) is not None
+    finally:
+        processes.close()
+
+
+async def test_a_stuck_worker_is_killed_even_if_its_stream_has_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 0.0)
+    monkeypatch.setattr(stream_processes, "CHUNK_TIMEOUT_SECONDS", 1.0)
+    chunk = _chunk(100)
+    version = json.loads(MANIFEST.read_text())["version"]
+    processes = ChunkProcesses([MANIFEST], workers=1)
+    try:
+        assert await processes.score(version, chunk) is not None  # warm
+        (stuck,) = _workers(os.getpid())
+        os.kill(stuck, signal.SIGSTOP)
+        call = asyncio.create_task(processes.score(version, chunk))
+        await asyncio.sleep(0.2)
+        call.cancel()  # the client gave up
+        deadline = time.monotonic() + 10
+        while _alive(stuck):
+            assert time.monotonic() < deadline, "the stuck worker was not killed"
+            await asyncio.sleep(0.05)
         assert await processes.score(version, chunk) is not None  # a new worker
     finally:
         processes.close()

@@ -65,10 +65,19 @@ def score_items_from_csv(handle: TextIO) -> Iterator[tuple[int, scoring_pb2.Scor
     (`period_start`, `period_end` as YYYY-MM-DD, `currency`, and any of the
     line-item columns `LINE_ITEM_COLUMNS` in the currency's units; an empty
     cell is not reported). `id` becomes the item's correlation id (default:
-    the line number). Feed the items to `ScoringClient.score_many`. A
-    malformed row raises ValueError naming its line; whether a statement is
-    acceptable (required items, signs) is the server's to judge, per item."""
+    the line number). Blank rows are skipped. Feed the items to
+    `ScoringClient.score_many`. A malformed row raises ValueError naming its
+    line; whether a statement is acceptable (required items, signs) is the
+    server's to judge, per item. Open the file with encoding="utf-8-sig" to
+    accept a byte-order mark (spreadsheets write one)."""
     reader = csv.DictReader(handle)
+    try:
+        yield from _items(reader)
+    except csv.Error as error:
+        raise ValueError(f"line {reader.line_num + 1}: {error}") from None  # the line being read
+
+
+def _items(reader: csv.DictReader[str]) -> Iterator[tuple[int, scoring_pb2.ScoreItem]]:
     columns = set(reader.fieldnames or ())
     unknown = columns - set(STATEMENT_COLUMNS)
     if unknown:
@@ -78,12 +87,19 @@ def score_items_from_csv(handle: TextIO) -> Iterator[tuple[int, scoring_pb2.Scor
     statement_columns = columns - {"id", "country", "register_number"}
     for row in reader:
         line = reader.line_num
-        cells = {k: (v or "").strip() for k, v in row.items() if k is not None}
         if None in row:
             raise ValueError(f"line {line}: more cells than columns")
+        cells = {k: (v or "").strip() for k, v in row.items()}
+        if not any(cells.values()):
+            continue  # a blank row
         item = scoring_pb2.ScoreItem(correlation_id=cells.get("id") or str(line))
-        if not any(cells.get(c) for c in statement_columns):
-            country, number = cells.get("country", ""), cells.get("register_number", "")
+        country, number = cells.get("country", ""), cells.get("register_number", "")
+        is_statement = any(cells.get(c) for c in statement_columns)
+        if is_statement and (country or number):
+            raise ValueError(
+                f"line {line}: a company (country, register_number) or a statement, not both"
+            )
+        if not is_statement:
             if not (country and number):
                 raise ValueError(f"line {line}: neither a company nor a statement")
             item.company.CopyFrom(company(country.upper(), number))

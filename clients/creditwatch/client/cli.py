@@ -304,7 +304,9 @@ def wash(connection: Connection, csv_path: Path, output: TextIO) -> None:
     columns named as FinancialStatement's fields). Writes one CSV row per input
     row, in order: id, status (OK or the item's error code), risk classes, PD,
     reason codes, model version, error. The file is checked whole before any
-    row is sent; a row the server refuses is an error row, not a failure."""
+    row is sent; a row the server refuses is an error row, not a failure. If
+    the stream itself fails (exit code 1), the output holds the rows answered
+    until then."""
     try:
         with csv_path.open(encoding="utf-8-sig", newline="") as handle:
             total = sum(1 for _ in score_items_from_csv(handle))

@@ -82,17 +82,19 @@ class Running:
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool.
         Alert streams end at once with UNAVAILABLE (clients resume elsewhere)."""
-        await self.health.enter_graceful_shutdown()
-        if self.jobs is not None:
-            await self.jobs.stop()
-        await self.hub.stop()
-        await self.server.stop(grace)
-        self.background.cancel()
-        await self.score_cache.stop()
-        await self.engine.dispose()
-        self.executor.shutdown(wait=False)
-        if self.processes is not None:
-            self.processes.close()
+        try:
+            await self.health.enter_graceful_shutdown()
+            if self.jobs is not None:
+                await self.jobs.stop()
+            await self.hub.stop()
+            await self.server.stop(grace)
+            self.background.cancel()
+            await self.score_cache.stop()
+            await self.engine.dispose()
+            self.executor.shutdown(wait=False)
+        finally:
+            if self.processes is not None:
+                self.processes.close()
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:

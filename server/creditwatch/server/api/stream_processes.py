@@ -15,9 +15,10 @@ is scored by the version the server chose for it; a file replaced since the
 server loaded it is not loaded) and nothing else: no database, no gRPC. They
 are started on the first chunk that needs them, not with the server. Each
 has a pipe of its own to the server, so a worker that dies, even in the
-middle of an answer, is seen at once (its pipe ends) and takes only its
-chunk with it: that chunk is scored in the server process, so the stream
-goes on with nothing lost, and a new worker is started after a pause. (The
+middle of an answer, is seen at once (its pipe ends, or it is found dead
+before it is given a chunk) and takes only the chunk it had with it: that
+chunk is scored in the server process, so the stream goes on with nothing
+lost, and a new worker is started after a pause. (The
 standard library's process pool shares one result pipe among its workers; a
 worker killed while writing to it left the pool waiting for ever.)
 """
@@ -25,6 +26,7 @@ worker killed while writing to it left the pool waiting for ever.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -53,8 +55,9 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
 RESTART_PAUSE_SECONDS = 30.0
-# A chunk takes a worker tens of milliseconds; one that takes this long is
-# stuck, and its worker is killed.
+# A chunk takes a worker tens of milliseconds (its first, with the models'
+# loading, a second or two); one that takes this long is stuck, and its
+# worker is killed.
 CHUNK_TIMEOUT_SECONDS = 60.0
 
 # One worker's state: its scorers by model version, and their wire writers.
@@ -75,11 +78,10 @@ def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
     """A worker process's life: load the models whose files are still the
     server's, then answer chunks until the server's end of the pipe closes
     (the server stopped or was killed)."""
-    # Ctrl-C in a terminal, or a service manager stopping the whole group,
-    # signals the workers too: the server stops them itself once its calls
-    # are done.
+    # Ctrl-C in a terminal signals the workers too: the server stops them
+    # itself once its calls are done. (SIGTERM is left alone: multiprocessing
+    # ends a server's leftover workers with it at exit, and waits for them.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     same = []
     for path, fingerprint in models:
         if _fingerprint(Path(path)) == fingerprint:
@@ -204,8 +206,11 @@ class _Worker:
 def _round_trip(pipe: Connection, request: tuple[str, scoring_pb2.StreamScoresRequest]) -> Any:
     """Send a chunk to a worker and wait for its answer (in a thread: the
     chunk is pickled here, not on the event loop). EOFError or OSError: the
-    worker is gone."""
+    worker is gone; TimeoutError: it is stuck (whether or not the stream
+    that sent the chunk still waits)."""
     pipe.send(request)
+    if not pipe.poll(CHUNK_TIMEOUT_SECONDS):
+        raise TimeoutError(f"no answer in {CHUNK_TIMEOUT_SECONDS:.0f} s")
     return pipe.recv()
 
 
@@ -270,34 +275,30 @@ class ChunkProcesses:
             self._changed = asyncio.Condition()
         self._start_workers()
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self._idle or not self._workers))
-            if not self._idle:
-                return None
-            worker = self._idle.pop()
+            while True:
+                await self._changed.wait_for(lambda: bool(self._idle or not self._workers))
+                if not self._idle:
+                    return None
+                worker = self._idle.pop()
+                if worker.process.is_alive():
+                    break
+                # Died while idle: not worth a chunk's detour.
+                self._lost(worker)
+                self._start_workers()
         loop = asyncio.get_running_loop()
         trip = loop.run_in_executor(self._threads, _round_trip, worker.pipe, (version, chunk))
         # A worker is free again only when its answer is in, even if the
         # stream that sent the chunk has gone.
         trip.add_done_callback(lambda done: self._back(worker, done))
         try:
-            answers: list[bytes | None] | None = await asyncio.wait_for(
-                asyncio.shield(trip), CHUNK_TIMEOUT_SECONDS
-            )
-        except TimeoutError:
-            worker.process.kill()  # hung: its pipe ends, and `_back` drops it
-            return None
-        except (EOFError, OSError):
-            return None  # it died; `_back` dropped it
+            answers: list[bytes | None] | None = await asyncio.shield(trip)
+        except (EOFError, OSError, TimeoutError):
+            return None  # it died or is stuck; `_back` dropped it
         return answers
 
     def _back(self, worker: _Worker, trip: asyncio.Future[Any]) -> None:
         if trip.cancelled() or trip.exception() is not None:
-            if worker in self._workers and not self._closed:
-                self._failed(
-                    "a stream scoring process died; its chunk is scored in the server "
-                    f"(exit code {worker.process.exitcode})"
-                )
-            self._drop(worker)
+            self._lost(worker)
         elif self._closed:
             self._drop(worker)
         else:
@@ -308,6 +309,16 @@ class ChunkProcesses:
         if self._changed is not None:
             async with self._changed:
                 self._changed.notify_all()
+
+    def _lost(self, worker: _Worker) -> None:
+        """A worker died or is stuck: drop it; start no other for a pause."""
+        if worker in self._workers and not self._closed:
+            worker.process.kill()
+            self._failed(
+                "a stream scoring process died or was stuck; chunks it had are scored in "
+                f"the server (exit code {worker.process.exitcode})"
+            )
+        self._drop(worker)
 
     def _drop(self, worker: _Worker) -> None:
         self._workers.discard(worker)
@@ -327,5 +338,5 @@ class ChunkProcesses:
             else:
                 worker.process.kill()  # its round trip ends, and `_back` drops it
         self._threads.shutdown(wait=False)
-        if self._changed is not None:
+        with contextlib.suppress(RuntimeError):  # no loop, so no caller waiting for a worker
             asyncio.get_running_loop().create_task(self._notify())
