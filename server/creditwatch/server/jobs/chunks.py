@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.store.database import CHUNK_FAILURES
+from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -18,21 +21,31 @@ log = logging.getLogger(__name__)
 WAIT_FOR_OTHERS = 0.05
 
 
-async def count_failure(
-    sessions: async_sessionmaker[AsyncSession],
+async def attempt(
+    session: AsyncSession,
+    work: Callable[[], Awaitable[T]],
     fail: Callable[[AsyncSession, int], Awaitable[int]],
     chunk_id: int,
     what: str,
-) -> None:
-    """Count a failed attempt at a chunk, in a transaction of its own (the
-    chunk's rolled back), and log the error being handled; at CHUNK_FAILURES
-    failures the chunk is given up."""
-    async with sessions.begin() as session:
+) -> T | None:
+    """A claimed chunk's work in a savepoint of the claim's transaction; None
+    if it failed (not for a lost connection: that is the replica's, not the
+    chunk's, and is raised). A failed attempt is rolled back and counted in
+    the claim's transaction, which still holds the chunk's lock, so no other
+    worker claims it before the count is in; at CHUNK_FAILURES failures the
+    chunk is given up."""
+    try:
+        async with session.begin_nested():
+            return await work()
+    except Exception as error:
+        if connection_lost(error):
+            raise
         failures = await fail(session, chunk_id)
-    log.exception(
-        f"{what} failed",
-        extra={"chunk": chunk_id, "failures": failures, "given_up": failures >= CHUNK_FAILURES},
-    )
+        log.exception(
+            f"{what} failed",
+            extra={"chunk": chunk_id, "failures": failures, "given_up": failures >= CHUNK_FAILURES},
+        )
+        return None
 
 
 async def wait_for_others(

@@ -31,11 +31,10 @@ from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import write_alerts
-from creditwatch.server.jobs.chunks import count_failure, wait_for_others
+from creditwatch.server.jobs.chunks import attempt, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
-from creditwatch.server.store.database import connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -186,22 +185,22 @@ class Rescorer:
         in one transaction; False if no chunk was free. A chunk whose re-score
         fails (but for a lost connection: that is the replica's, not the
         chunk's) is counted against it and left for another attempt."""
-        chunk: rescoring.Chunk | None = None
-        try:
-            async with self._sessions.begin() as session:
-                chunk = await rescoring.claim(session, scorer.version)
-                if chunk is None:
-                    return False
-                done = await self._rescore_in(
-                    session, scorer, chunk.companies, (chunk.model_version, chunk.stale_before)
-                )
+        async with self._sessions.begin() as session:
+            chunk = await rescoring.claim(session, scorer.version)
+            if chunk is None:
+                return False
+            claimed = chunk
+
+            async def work() -> RescoreResult:
+                fresh_from = (claimed.model_version, claimed.stale_before)
+                done = await self._rescore_in(session, scorer, claimed.companies, fresh_from)
                 await rescoring.finish(
-                    session, chunk, self._replica, done.scored, done.alerts, done.skipped_locked
+                    session, claimed, self._replica, done.scored, done.alerts, done.skipped_locked
                 )
-        except Exception as error:
-            if chunk is None or connection_lost(error):
-                raise
-            await count_failure(self._sessions, rescoring.fail, chunk.id, "re-scoring a chunk")
+                return done
+
+            done = await attempt(session, work, rescoring.fail, chunk.id, "re-scoring a chunk")
+        if done is None:
             return True
         self._count(done, result)
         return True

@@ -18,10 +18,9 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.jobs.chunks import count_failure, wait_for_others
+from creditwatch.server.jobs.chunks import attempt, wait_for_others
 from creditwatch.server.jobs.rescoring import REPLICA
 from creditwatch.server.store import portfolio
-from creditwatch.server.store.database import connection_lost
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +67,19 @@ class Snapshotter:
         False if no chunk was free. A chunk whose snapshot fails (but for a
         lost connection: that is the replica's, not the chunk's) is counted
         against it and left for another attempt."""
-        chunk: portfolio.SnapshotChunk | None = None
-        try:
-            async with self._sessions.begin() as session:
-                chunk = await portfolio.claim(session)
-                if chunk is None:
-                    return False
-                written = await self._take(session, chunk)
-        except Exception as error:
-            if chunk is None or connection_lost(error):
-                raise
-            await count_failure(self._sessions, portfolio.fail, chunk.id, "a snapshot chunk")
+        async with self._sessions.begin() as session:
+            chunk = await portfolio.claim(session)
+            if chunk is None:
+                return False
+            claimed = chunk
+            written = await attempt(
+                session,
+                lambda: self._take(session, claimed),
+                portfolio.fail,
+                chunk.id,
+                "a snapshot chunk",
+            )
+        if written is None:
             return True
         mine.written += written
         mine.lists += len(chunk.watch_list_ids)
