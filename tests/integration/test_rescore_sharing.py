@@ -23,6 +23,7 @@ from creditwatch.server.scoring.engine import Scorer
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import rescoring
 from creditwatch.server.store.database import CHUNK_FAILURES
+from tests.chunk_metrics import failure_counts
 from tests.e2e.test_scoring import distressed
 from tests.integration.test_jobs import _watched
 
@@ -224,10 +225,13 @@ async def test_a_chunk_that_keeps_failing_is_given_up_and_the_run_ends(
 
     leader = _Gated(sessions, registry, chunk=8, workers=2, replica="a")
     leader.poison = companies[12].register_number
+    failures = failure_counts("rescore")
     result = await leader.run(stale_after_seconds=3600)
 
     assert result.given_up == 1  # tried CHUNK_FAILURES times, then left
     assert leader.poisoned == CHUNK_FAILURES
+    after = failure_counts("rescore")
+    assert (after[0] - failures[0], after[1] - failures[1]) == (CHUNK_FAILURES - 1, 1)
     after = await _scores_by(sessions, companies, version)
     moved = {n: after[n] - before[n] for n in after}
     # The chunk that failed holds the poisoned company and was re-scored not

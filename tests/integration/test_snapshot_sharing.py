@@ -28,6 +28,7 @@ from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import portfolio
 from creditwatch.server.store.database import CHUNK_FAILURES
 from creditwatch.server.store.watchlists import WatchListStore
+from tests.chunk_metrics import failure_counts
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import distressed, healthy
 from tests.identifiers import norwegian_numbers
@@ -282,10 +283,13 @@ async def test_a_chunk_that_keeps_failing_is_given_up_and_the_day_ends(
     day = date(2031, 3, 4)
     leader = _Gated(sessions, workers=2, chunk_entries=CHUNK)
     leader.poison = lists[3]  # the list of 12 entries: a chunk of its own
+    failures = failure_counts("snapshot")
     result = await leader.run(day)
 
     assert result.given_up == 1  # tried CHUNK_FAILURES times, then left
     assert leader.poisoned == CHUNK_FAILURES
+    after = failure_counts("snapshot")
+    assert (after[0] - failures[0], after[1] - failures[1]) == (CHUNK_FAILURES - 1, 1)
     async with sessions() as session:
         marked = set(
             (

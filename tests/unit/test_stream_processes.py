@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from prometheus_client import REGISTRY
 
 from creditwatch.server.api import scoring_converters as sc
 from creditwatch.server.api import stream_processes
@@ -280,3 +281,31 @@ async def test_one_core_gets_no_worker_processes(monkeypatch: pytest.MonkeyPatch
     assert stream_processes.default_workers() == 0
     monkeypatch.setattr(stream_processes, "usable_cores", lambda: 3)
     assert stream_processes.default_workers() == 3
+
+
+async def test_a_servicer_counts_where_its_chunks_were_scored() -> None:
+    def counted(where: str) -> float:
+        value = REGISTRY.get_sample_value("creditwatch_stream_chunks_total", {"scored_in": where})
+        return value or 0.0
+
+    chunk = _chunk(100)
+    processes = ChunkProcesses([MANIFEST], workers=1)
+    with ThreadPoolExecutor(1) as pool:
+        scorer = _scorer(MANIFEST, pool)
+        servicer = ScoringServicer(
+            None,  # type: ignore[arg-type]
+            SimpleNamespace(active=scorer),  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            processes,
+        )
+        before = counted("worker"), counted("server")
+        by_worker = await servicer._score_chunk(chunk, scorer)
+        processes.close()  # no worker left: the server scores the next one
+        by_server = await servicer._score_chunk(chunk, scorer)
+    assert (counted("worker") - before[0], counted("server") - before[1]) == (1, 1)
+    first, second = (scoring_pb2.StreamScoresResponse.FromString(b) for b in (by_worker, by_server))
+    for ours, theirs in zip(first.results, second.results, strict=True):
+        ours.score.ClearField("score_time")
+        theirs.score.ClearField("score_time")
+    assert first == second

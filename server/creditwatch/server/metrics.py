@@ -40,6 +40,18 @@ INTAKE = Counter(
     "Company facts taken in (each in one transaction with its re-score and alerts), by kind.",
     ["kind"],
 )
+BATCH_CHUNK_FAILURES = Counter(
+    "creditwatch_batch_chunk_failures_total",
+    "Failed attempts at chunks of shared batch work, by kind (rescore, snapshot) and "
+    "whether the attempt gave the chunk up.",
+    ["kind", "given_up"],
+)
+STREAM_CHUNKS = Counter(
+    "creditwatch_stream_chunks_total",
+    "StreamScores chunks of more than 64 items, by where their statements were scored "
+    "(worker: a worker process; server: the server process, with no worker to do it).",
+    ["scored_in"],
+)
 SUBSCRIBERS = Gauge(
     "creditwatch_alert_subscribers", "Open SubscribeAlerts streams on this replica."
 )

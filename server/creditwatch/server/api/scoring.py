@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import status_pb2
 
+from creditwatch.server import metrics
 from creditwatch.server.api import converters as cv
 from creditwatch.server.api import score_wire
 from creditwatch.server.api import scoring_converters as sc
@@ -255,6 +256,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         large = len(items) > INLINE_ITEMS
         if large and self._processes is not None:
             answered = await self._processes.score(scorer.version, chunk)
+            metrics.STREAM_CHUNKS.labels("server" if answered is None else "worker").inc()
             if answered is not None:
                 return await self._answer_rest(items, answered, scorer)
         plain = plain_statements(items)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server import metrics
 from creditwatch.server.store.database import CHUNK_FAILURES, connection_lost
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ async def attempt(
     work: Callable[[], Awaitable[T]],
     fail: Callable[[AsyncSession, int], Awaitable[int]],
     chunk_id: int,
-    what: str,
+    kind: str,
 ) -> T | None:
     """A claimed chunk's work in a savepoint of the claim's transaction; None
     if it failed (not for a lost connection: that is the replica's, not the
@@ -41,9 +42,11 @@ async def attempt(
         if connection_lost(error):
             raise
         failures = await fail(session, chunk_id)
+        given_up = failures >= CHUNK_FAILURES
+        metrics.BATCH_CHUNK_FAILURES.labels(kind, str(given_up).lower()).inc()
         log.exception(
-            f"{what} failed",
-            extra={"chunk": chunk_id, "failures": failures, "given_up": failures >= CHUNK_FAILURES},
+            f"a {kind} chunk failed" + ("; given up" if given_up else ""),
+            extra={"chunk": chunk_id, "failures": failures, "given_up": given_up},
         )
         return None
 

@@ -199,7 +199,7 @@ class Rescorer:
                 )
                 return done
 
-            done = await attempt(session, work, rescoring.fail, chunk.id, "re-scoring a chunk")
+            done = await attempt(session, work, rescoring.fail, chunk.id, "rescore")
         if done is None:
             return True
         self._count(done, result)

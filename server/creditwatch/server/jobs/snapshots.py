@@ -77,7 +77,7 @@ class Snapshotter:
                 lambda: self._take(session, claimed),
                 portfolio.fail,
                 chunk.id,
-                "a snapshot chunk",
+                "snapshot",
             )
         if written is None:
             return True
