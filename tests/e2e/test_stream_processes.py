@@ -4,6 +4,8 @@ has passed (tests/unit/test_stream_processes.py has the pool's restart)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -36,6 +38,11 @@ async def test_killed_workers_lose_no_answer(
             )
 
     stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    # A first stream starts the workers, which take a moment to load the
+    # models (its chunks are scored by the server meanwhile).
+    async for _ in stub.StreamScores(requests(), metadata=tenant.metadata):
+        pass
+    await asyncio.sleep(3)
     results: list[scoring_pb2.ScoreItemResult] = []
     killed: list[int] = []
     async for response in stub.StreamScores(requests(), metadata=tenant.metadata):

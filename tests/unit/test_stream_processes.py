@@ -142,6 +142,18 @@ def _killed(pids: Sequence[int]) -> None:
         time.sleep(0.01)
 
 
+async def _when_ready(
+    processes: ChunkProcesses, version: str, chunk: scoring_pb2.StreamScoresRequest
+) -> list[bytes | None]:
+    """A worker's answer, once one has loaded its models (until then the
+    pool leaves chunks to the server: None)."""
+    deadline = time.monotonic() + 30
+    while (answered := await processes.score(version, chunk)) is None:
+        assert time.monotonic() < deadline, "no worker became ready"
+        await asyncio.sleep(0.05)
+    return answered
+
+
 async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -150,16 +162,16 @@ async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
     processes = ChunkProcesses([MANIFEST], workers=1)
     try:
         version = json.loads(MANIFEST.read_text())["version"]
-        first = await processes.score(version, chunk)
-        assert first is not None and None in first and any(first)
+        assert await processes.score(version, chunk) is None  # the worker is loading
+        first = await _when_ready(processes, version, chunk)
+        assert None in first and any(first)
         (pid,) = _workers(os.getpid())
         _killed([pid])
         assert await processes.score(version, chunk) is None  # the server scores it
         assert await processes.score(version, chunk) is None  # and the next, for a pause
         assert _workers(os.getpid()) == []
         await asyncio.sleep(1.0)
-        again = await processes.score(version, chunk)
-        assert again is not None
+        again = await _when_ready(processes, version, chunk)
         assert [a is None for a in again] == [a is None for a in first]
         assert [_without_times(a) for a in again if a] == [_without_times(a) for a in first if a]
         assert _workers(os.getpid()) not in ([], [pid])
@@ -185,7 +197,7 @@ async def test_a_worker_killed_while_it_scores_costs_only_that_chunk(
     outcomes = []
     try:
         for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.97, 1.0):
-            assert await processes.score(version, chunk) is not None  # a warm worker
+            await _when_ready(processes, version, chunk)  # a warm worker
             started = time.perf_counter()
             assert await processes.score(version, chunk) is not None
             took = time.perf_counter() - started
@@ -194,7 +206,7 @@ async def test_a_worker_killed_while_it_scores_costs_only_that_chunk(
             _killed(_workers(os.getpid()))
             outcomes.append(await asyncio.wait_for(call, 20))
         assert outcomes[0] is None  # killed before it could answer
-        assert await processes.score(version, chunk) is not None
+        await _when_ready(processes, version, chunk)
     finally:
         processes.close()
 
@@ -208,7 +220,7 @@ async def test_a_stuck_worker_is_killed_even_if_its_stream_has_gone(
     version = json.loads(MANIFEST.read_text())["version"]
     processes = ChunkProcesses([MANIFEST], workers=1)
     try:
-        assert await processes.score(version, chunk) is not None  # warm
+        await _when_ready(processes, version, chunk)  # warm
         (stuck,) = _workers(os.getpid())
         os.kill(stuck, signal.SIGSTOP)
         call = asyncio.create_task(processes.score(version, chunk))
@@ -218,7 +230,7 @@ async def test_a_stuck_worker_is_killed_even_if_its_stream_has_gone(
         while _alive(stuck):
             assert time.monotonic() < deadline, "the stuck worker was not killed"
             await asyncio.sleep(0.05)
-        assert await processes.score(version, chunk) is not None  # a new worker
+        await _when_ready(processes, version, chunk)  # a new worker
     finally:
         processes.close()
 
@@ -235,7 +247,7 @@ async def test_a_worker_leaves_a_model_whose_files_changed_to_the_server(
         version = manifest["version"]
         manifest["created"] = "2099-01-01"  # replaced in place before a worker starts
         copy.write_text(json.dumps(manifest))
-        assert await processes.score(version, _chunk(10)) == [None] * 10
+        assert await _when_ready(processes, version, _chunk(10)) == [None] * 10
     finally:
         processes.close()
 
@@ -299,6 +311,7 @@ async def test_a_servicer_counts_where_its_chunks_were_scored() -> None:
             None,  # type: ignore[arg-type]
             processes,
         )
+        await _when_ready(processes, scorer.version, chunk)
         before = counted("worker"), counted("server")
         by_worker = await servicer._score_chunk(chunk, scorer)
         processes.close()  # no worker left: the server scores the next one

@@ -13,7 +13,9 @@ anything invalid, whose precise error the server's own path words).
 Workers load the same model files as the server (every version, so a chunk
 is scored by the version the server chose for it; a file replaced since the
 server loaded it is not loaded) and nothing else: no database, no gRPC. They
-are started on the first chunk that needs them, not with the server. Each
+are started on the first chunk that needs them, not with the server; until
+they say they have loaded the models, chunks are scored in the server
+process rather than kept waiting. Each
 has a pipe of its own to the server, so a worker that dies, even in the
 middle of an answer, is seen at once (its pipe ends, or it is found dead
 before it is given a chunk) and takes only the chunk it had with it: that
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_CURRENCIES = frozenset(DEFAULT_PLN_RATES)
 RESTART_PAUSE_SECONDS = 30.0
+READY = "ready"  # what a worker says once its models are loaded
 # A chunk takes a worker tens of milliseconds (its first, with the models'
 # loading, a second or two); one that takes this long is stuck, and its
 # worker is killed.
@@ -89,6 +93,10 @@ def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
         else:  # replaced since the server loaded it: its chunks stay in the server
             log.warning("model files changed since the server loaded them", extra={"path": path})
     _load(same)
+    try:
+        server.send(READY)
+    except OSError:
+        return
     while True:
         try:
             version, chunk = server.recv()
@@ -203,6 +211,15 @@ class _Worker:
     pipe: Connection
 
 
+def _wait_until_ready(pipe: Connection) -> None:
+    """Wait for a new worker to have loaded its models (in a thread).
+    EOFError or OSError: it died; TimeoutError: it is stuck."""
+    if not pipe.poll(CHUNK_TIMEOUT_SECONDS):
+        raise TimeoutError(f"not ready in {CHUNK_TIMEOUT_SECONDS:.0f} s")
+    if pipe.recv() != READY:
+        raise OSError("a worker said something other than that it is ready")
+
+
 def _round_trip(pipe: Connection, request: tuple[str, scoring_pb2.StreamScoresRequest]) -> Any:
     """Send a chunk to a worker and wait for its answer (in a thread: the
     chunk is pickled here, not on the event loop). EOFError or OSError: the
@@ -226,7 +243,9 @@ class ChunkProcesses:
         self._size = workers
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []
+        self._loading: set[_Worker] = set()  # started, models not loaded yet
         self._changed: asyncio.Condition | None = None
+        # A round trip or a wait for a new worker to be ready per worker, at most.
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="stream-processes")
         self._paused_until = 0.0
         self._closed = False
@@ -254,10 +273,24 @@ class ChunkProcesses:
                 theirs.close()  # the worker's end lives in the worker only
             worker = _Worker(process, ours)
             self._workers.add(worker)
-            self._idle.append(worker)
+            self._loading.add(worker)
+            ready = asyncio.get_running_loop().run_in_executor(
+                self._threads, _wait_until_ready, ours
+            )
+            ready.add_done_callback(functools.partial(self._ready, worker))
             added += 1
         if added:
             log.info("stream scoring processes started", extra={"workers": added})
+
+    def _ready(self, worker: _Worker, ready: asyncio.Future[None]) -> None:
+        self._loading.discard(worker)
+        if ready.cancelled() or ready.exception() is not None:
+            self._lost(worker)
+        elif self._closed:
+            self._drop(worker)
+        else:
+            self._idle.append(worker)
+        asyncio.get_running_loop().create_task(self._notify())
 
     def _failed(self, message: str) -> None:
         log.error(message, extra={"pause_seconds": RESTART_PAUSE_SECONDS})
@@ -267,16 +300,19 @@ class ChunkProcesses:
         self, version: str, chunk: scoring_pb2.StreamScoresRequest
     ) -> list[bytes | None] | None:
         """`score_chunk` in a worker; None if there is none to do it (the
-        caller scores the chunk itself): closed, or the worker died on it, or
-        none is left and starting new ones is paused (RESTART_PAUSE_SECONDS
+        caller scores the chunk itself): closed; the worker died on it; every
+        worker is still loading its models (the first chunks after start);
+        or none is left and starting new ones is paused (RESTART_PAUSE_SECONDS
         after a failure, so a worker that cannot start is not started again
-        for every chunk)."""
+        for every chunk). While every ready worker is busy, it waits for one."""
         if self._changed is None:
             self._changed = asyncio.Condition()
         self._start_workers()
         async with self._changed:
             while True:
-                await self._changed.wait_for(lambda: bool(self._idle or not self._workers))
+                await self._changed.wait_for(
+                    lambda: bool(self._idle or not self._workers - self._loading)
+                )
                 if not self._idle:
                     return None
                 worker = self._idle.pop()
@@ -322,6 +358,7 @@ class ChunkProcesses:
 
     def _drop(self, worker: _Worker) -> None:
         self._workers.discard(worker)
+        self._loading.discard(worker)
         if worker in self._idle:
             self._idle.remove(worker)
         worker.pipe.close()
@@ -336,7 +373,7 @@ class ChunkProcesses:
             if worker in self._idle:
                 self._drop(worker)
             else:
-                worker.process.kill()  # its round trip ends, and `_back` drops it
+                worker.process.kill()  # its round trip or wait ends, and it is dropped
         self._threads.shutdown(wait=False)
         with contextlib.suppress(RuntimeError):  # no loop, so no caller waiting for a worker
             asyncio.get_running_loop().create_task(self._notify())
