@@ -290,13 +290,14 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         scorer: Scorer,
     ) -> bytes:
         """A chunk's answer once a worker process has answered what it could."""
+        finished = [done for done in answered if done is not None]
+        if len(finished) == len(answered):
+            return score_wire.response(finished)
         outcomes: list[Outcome | bytes | None] = [
             None if done is None else b"" for done in answered
         ]
-        if any(done is None for done in answered):
-            await self._score_items(items, outcomes, scorer)
-            return await asyncio.to_thread(_response, items, outcomes, answered)
-        return score_wire.response(answered)  # type: ignore[arg-type]  # no None left
+        await self._score_items(items, outcomes, scorer)
+        return await asyncio.to_thread(_response, items, outcomes, answered)
 
     async def _score_items(
         self,

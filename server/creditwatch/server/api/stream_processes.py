@@ -277,20 +277,10 @@ class ChunkProcesses:
             ready = asyncio.get_running_loop().run_in_executor(
                 self._threads, _wait_until_ready, ours
             )
-            ready.add_done_callback(functools.partial(self._ready, worker))
+            ready.add_done_callback(functools.partial(self._back, worker))
             added += 1
         if added:
             log.info("stream scoring processes started", extra={"workers": added})
-
-    def _ready(self, worker: _Worker, ready: asyncio.Future[None]) -> None:
-        self._loading.discard(worker)
-        if ready.cancelled() or ready.exception() is not None:
-            self._lost(worker)
-        elif self._closed:
-            self._drop(worker)
-        else:
-            self._idle.append(worker)
-        asyncio.get_running_loop().create_task(self._notify())
 
     def _failed(self, message: str) -> None:
         log.error(message, extra={"pause_seconds": RESTART_PAUSE_SECONDS})
@@ -325,15 +315,17 @@ class ChunkProcesses:
         trip = loop.run_in_executor(self._threads, _round_trip, worker.pipe, (version, chunk))
         # A worker is free again only when its answer is in, even if the
         # stream that sent the chunk has gone.
-        trip.add_done_callback(lambda done: self._back(worker, done))
+        trip.add_done_callback(functools.partial(self._back, worker))
         try:
             answers: list[bytes | None] | None = await asyncio.shield(trip)
         except (EOFError, OSError, TimeoutError):
             return None  # it died or is stuck; `_back` dropped it
         return answers
 
-    def _back(self, worker: _Worker, trip: asyncio.Future[Any]) -> None:
-        if trip.cancelled() or trip.exception() is not None:
+    def _back(self, worker: _Worker, wait: asyncio.Future[Any]) -> None:
+        """A wait on a worker ended: for its models to load, or for an answer."""
+        self._loading.discard(worker)
+        if wait.cancelled() or wait.exception() is not None:
             self._lost(worker)
         elif self._closed:
             self._drop(worker)
