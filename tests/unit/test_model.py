@@ -1,10 +1,15 @@
-"""The committed default PD model: ONNX file, manifest, booster and training data agree."""
+"""The committed PD models: ONNX file, manifest, booster and training data agree.
+
+Every test runs for each shipped model (v1: 5year.arff alone; v2, the default:
+with 1year.arff's rows too, see scripts/train_model.py)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +25,31 @@ from creditwatch.server.scoring.features import FEATURE_FORMULAS
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
-STEM = "default-pd-v1"
+STEMS = ("default-pd-v1", "default-pd-v2")
+DEFAULT_STEM = "default-pd-v2"
 DATA_FILE = REPO / "data" / "polish-bankruptcy" / "5year.arff"
 
-# The brief asked for 0.965; the best honest cross-validated AUC found is 0.962
-# (see scripts/train_model.py), so this guards against regressions below it.
-MIN_CV_AUC = 0.96
+# The issue's bar for the default model; v1, trained on 5year.arff alone,
+# reached 0.962 and is kept for rollback.
+MIN_CV_AUC = {"default-pd-v1": 0.96, "default-pd-v2": 0.965}
 MAX_BRIER = 0.028
 
 
+@pytest.fixture(scope="module", params=STEMS)
+def stem(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def manifest() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((MODELS / f"{STEM}.json").read_text(encoding="utf-8"))
+def manifest(stem: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((MODELS / f"{stem}.json").read_text(encoding="utf-8"))
     return data
 
 
 @pytest.fixture(scope="module")
-def session() -> ort.InferenceSession:
-    return ort.InferenceSession(str(MODELS / f"{STEM}.onnx"), providers=["CPUExecutionProvider"])
+def session(stem: str) -> ort.InferenceSession:
+    return ort.InferenceSession(str(MODELS / f"{stem}.onnx"), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +107,32 @@ def test_training_data_is_the_one_the_manifest_names(
     assert (training["rows"], training["defaults"]) == (len(y), int(y.sum())) == (5910, 410)
 
 
+def test_extra_training_data_is_what_the_manifest_names(manifest: dict[str, Any]) -> None:
+    extra = manifest["training"]["extra_data"]
+    if manifest["files"]["onnx"] == "default-pd-v1.onnx":
+        assert extra == []
+        return
+    (one_year,) = extra
+    path = REPO / one_year["data_file"]
+    assert path == DATA_FILE.parent / "1year.arff"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == one_year["data_sha256"]
+    rows, _ = arff.loadarff(path)
+    labels = [int(row["bankruptcy"]) for row in rows]
+    assert (one_year["rows"], one_year["defaults"]) == (len(labels), sum(labels)) == (7027, 271)
+    assert 0 < one_year["weight"] <= 1
+
+
+def test_the_newest_model_is_the_default_and_meets_the_auc_target() -> None:
+    created = {
+        stem: json.loads((MODELS / f"{stem}.json").read_text(encoding="utf-8"))["created"]
+        for stem in STEMS
+    }
+    assert max(created, key=lambda stem: created[stem]) == DEFAULT_STEM
+    default = json.loads((MODELS / f"{DEFAULT_STEM}.json").read_text(encoding="utf-8"))
+    assert default["metrics"]["auc_mean"] >= 0.965
+    assert (MODELS / default["files"]["model_card"]).is_file()
+
+
 def test_pd_is_a_probability_for_data_and_edge_inputs(
     session: ort.InferenceSession, training_data: tuple[np.ndarray, np.ndarray]
 ) -> None:
@@ -137,7 +175,7 @@ def test_cross_validated_metrics_meet_the_bar(manifest: dict[str, Any]) -> None:
     metrics = manifest["metrics"]
     assert len(metrics["auc_per_fold"]) == 15
     assert metrics["auc_mean"] == pytest.approx(np.mean(metrics["auc_per_fold"]), abs=1e-6)
-    assert metrics["auc_mean"] >= MIN_CV_AUC
+    assert metrics["auc_mean"] >= MIN_CV_AUC[Path(manifest["files"]["onnx"]).stem]
     assert metrics["brier_oof_calibrated"] <= MAX_BRIER
     assert metrics["brier_oof_cross_fitted"] <= MAX_BRIER
     assert metrics["brier_oof_calibrated"] < metrics["brier_base_rate"]
@@ -306,3 +344,23 @@ def test_strongest_contribution_is_one_treeshap_ranks_high(
     overlap = [len(set(our_top5[i]) & set(shap_top5[i])) for i in range(len(x))]
     assert np.mean(in_top3) >= 0.9
     assert np.mean(overlap) >= 3.5
+
+
+def test_the_training_script_exports_the_committed_graph_byte_for_byte(
+    stem: str, manifest: dict[str, Any], booster: lgb.Booster
+) -> None:
+    # The booster is the trained model; the graph is derived from it. A
+    # converter whose output varied from run to run (it once listed its
+    # opsets in set order) would make the committed file irreproducible.
+    spec = importlib.util.spec_from_file_location(
+        "train_model", REPO / "scripts" / "train_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    train_model = importlib.util.module_from_spec(spec)
+    sys.modules["train_model"] = train_model  # dataclasses look their module up
+    spec.loader.exec_module(train_model)
+    (recipe,) = [r for r in train_model.RECIPES.values() if r.stem == stem]
+    assert recipe.version == manifest["version"]
+    calibration = manifest["calibration"]
+    graph = train_model.to_onnx(booster, calibration["a"], calibration["b"], recipe=recipe)
+    assert graph.SerializeToString() == (MODELS / f"{stem}.onnx").read_bytes()

@@ -46,7 +46,7 @@ from creditwatch.server.store import facts
 from tests.unit.test_features import HEALTHY
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-MANIFEST = MODELS / "default-pd-v1.json"
+MANIFEST = MODELS / "default-pd-v2.json"  # the default model
 OPTIONAL_ITEMS = [name for name in LINE_ITEMS if name not in REQUIRED_ITEMS]
 
 
@@ -342,7 +342,7 @@ async def test_overrides_follow_the_model_reasons(scorer: Scorer) -> None:
 def old_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped model without its contributions output, as older models are."""
     folder = tmp_path_factory.mktemp("old-model")
-    model = onnx.load(str(MODELS / "default-pd-v1.onnx"))
+    model = onnx.load(str(MANIFEST.with_suffix(".onnx")))
     kept = [o for o in model.graph.output if o.name == "pd"]
     del model.graph.output[:]
     model.graph.output.extend(kept)

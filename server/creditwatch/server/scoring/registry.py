@@ -44,7 +44,7 @@ class ModelRegistry:
     def __init__(self, scorers: Iterable[Scorer], default_version: str | None = None) -> None:
         self._scorers = {s.version: s for s in scorers}
         if not self._scorers:
-            raise RuntimeError("no model found: the package ships models/default-pd-v1.*")
+            raise RuntimeError("no model found: the package ships models/default-pd-v*.onnx")
         newest = max(self._scorers.values(), key=lambda s: s.model.info.created).version
         self._active = default_version or newest
         if self._active not in self._scorers:
