@@ -620,6 +620,15 @@ def build_manifest(
         "version": recipe.version,
         "created": recipe.created,
         "target": "bankruptcy within 12 months of the statement (12-month PD)",
+        "description": (
+            f"LightGBM, {NUM_BOOST_ROUND} trees, on {DATA_FILE.name} ({len(y):,} statements)"
+            + "".join(
+                f" and {e.file.name} ({count:,}, at weight {e.weight})"
+                for e, count, _ in _extra_counts(recipe)
+            )
+            + " of the UCI Polish companies bankruptcy data: the probability of bankruptcy"
+            " within 12 months of the statement"
+        ),
         "framework": versions(),
         "files": {
             "onnx": f"{recipe.stem}.onnx",

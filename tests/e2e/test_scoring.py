@@ -83,10 +83,17 @@ async def test_model_registry_describes_the_shipped_model(
     listed = await _stub(channel).ListModels(
         scoring_pb2.ListModelsRequest(), metadata=tenant.metadata
     )
-    assert len(listed.models) >= 1
     active = [m for m in listed.models if m.active]
     assert len(active) == 1
     model = active[0]
+    # Both shipped models are loaded; the newest, v2, scores and v1 stays
+    # there to be activated again.
+    shipped = {m.version: m for m in listed.models if m.version.startswith("pd-lgbm-")}
+    assert set(shipped) == {"pd-lgbm-2026.11.1", "pd-lgbm-2026.12.1"}
+    assert model.version == "pd-lgbm-2026.12.1"
+    assert "1year.arff" in model.description and "12 months" in model.description
+    assert model.training_metrics.roc_auc_mean >= 0.965
+    assert "1year.arff" not in shipped["pd-lgbm-2026.11.1"].description
     assert len(model.features) == 64
     assert model.features[0].formula == "net profit / total assets"
     assert [b.risk_class for b in model.pd_bands] == [1, 2, 3, 4]

@@ -113,7 +113,7 @@ def read_manifest(path: Path) -> ModelInfo:
     return ModelInfo(
         model_id=str(data["model_id"]),
         version=str(data["version"]),
-        description=str(data.get("target", "")),
+        description=str(data.get("description") or data.get("target", "")),
         created=_aware(datetime.fromisoformat(str(data["created"]))),
         features=features,
         bands=_bands(data["pd_bands"]),
