@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -104,3 +106,43 @@ def test_every_pd_lands_in_the_band_of_its_class(pd: float) -> None:
 def test_bands_must_increase() -> None:
     with pytest.raises(ValueError):
         PdBands(0.05, 0.03, 0.2)
+
+
+def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"version": "bank-1", "collection_case_notches": 2}))
+    policy = OverridePolicy.load(path)
+    assert policy == OverridePolicy(version="bank-1", collection_case_notches=2)
+    assert policy.describe()["collection_case_notches"] == 2
+    state = RiskState(open_collection_cases=1)
+    assert policy.apply(RiskClass.A, state)[0] == RiskClass.C
+    assert OverridePolicy().apply(RiskClass.A, state)[0] == RiskClass.B
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"payment_remark_notch": 1}', "unknown override policy keys: ['payment_remark_notch']"),
+        ('{"payment_remark_notches": true}', "payment_remark_notches must be a JSON integer"),
+        ('{"payment_remark_notches": 1.5}', "payment_remark_notches must be a JSON integer"),
+        ('{"bankruptcy_forces_d": 0}', "bankruptcy_forces_d must be a JSON true or false"),
+        ('{"version": 2}', "version must be a JSON string"),
+        ('{"overdue_days": -30}', "must not be negative"),
+        ('"strict"', "a JSON object is expected"),
+        ("{", "override policy"),
+    ],
+)
+def test_a_bad_policy_file_is_refused_with_its_name_and_the_problem(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(content)
+    with pytest.raises(ValueError) as caught:
+        OverridePolicy.load(path)
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_a_missing_policy_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"nowhere\.json"):
+        OverridePolicy.load(tmp_path / "nowhere.json")

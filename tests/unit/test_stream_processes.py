@@ -22,6 +22,7 @@ from creditwatch.server.api import stream_processes
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.stream_processes import ChunkProcesses, score_chunk
 from creditwatch.server.domain.financials import FinancialStatement
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.v1 import common_pb2, companies_pb2, scoring_pb2
 from tests.unit.test_features import HEALTHY
 from tests.unit.test_scorer import MANIFEST, _scorer
@@ -62,7 +63,7 @@ def _without_times(answer: bytes) -> scoring_pb2.ScoreItemResult:
 def worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """This process set up as a worker (its models loaded); the model version."""
     monkeypatch.setattr(stream_processes, "_scorers", {})
-    stream_processes._load([str(MANIFEST)])
+    stream_processes._load([str(MANIFEST)], OverridePolicy())
     (version,) = stream_processes._scorers
     yield version
 

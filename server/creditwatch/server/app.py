@@ -112,6 +112,19 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 async def start(settings: Settings) -> Running:
     """Connect, migrate, and start serving; returns once the port is bound."""
+    # First: a bad policy file stops the start-up before anything is started.
+    policy = (
+        OverridePolicy.load(settings.override_policy_file)
+        if settings.override_policy_file is not None
+        else OverridePolicy()
+    )
+    log.info(
+        "override policy",
+        extra={
+            "file": str(settings.override_policy_file or "built-in"),
+            "policy": policy.describe(),
+        },
+    )
     url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
     if settings.migrate_on_start:
         await migrate.upgrade_async(url)
@@ -130,7 +143,7 @@ async def start(settings: Settings) -> Running:
     # a small machine's cores for gRPC and PostgreSQL.
     executor = ThreadPoolExecutor(max_workers=settings.scoring_threads, thread_name_prefix="onnx")
     registry = await asyncio.to_thread(
-        ModelRegistry.load, executor, OverridePolicy(), settings.model_dir, settings.model_version
+        ModelRegistry.load, executor, policy, settings.model_dir, settings.model_version
     )
     watchlists_pb2_grpc.add_WatchListServiceServicer_to_server(
         WatchListServicer(auth, WatchListStore(sessions)), server
@@ -156,7 +169,9 @@ async def start(settings: Settings) -> Running:
     workers = settings.stream_processes
     if workers is None:
         workers = default_workers()
-    processes = ChunkProcesses(manifest_paths(settings.model_dir), workers) if workers else None
+    processes = (
+        ChunkProcesses(manifest_paths(settings.model_dir), workers, policy) if workers else None
+    )
     add_scoring_service(ScoringServicer(auth, registry, intake, activations, processes), server)
     companies_pb2_grpc.add_CompanyDataServiceServicer_to_server(
         CompanyDataServicer(auth, intake), server

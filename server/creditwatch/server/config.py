@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often a replica checks which model version is active."
     )
     scoring_threads: int = Field(1, ge=1, le=64, description="Threads running onnxruntime.")
+    override_policy_file: Path | None = Field(
+        None,
+        description="JSON file of the override policy (how events move a risk class); "
+        "unset: the built-in policy. A bad file stops the start-up.",
+    )
     stream_processes: int | None = Field(
         None,
         ge=0,

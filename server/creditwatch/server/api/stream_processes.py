@@ -78,7 +78,7 @@ def plain_statements(items: Sequence[scoring_pb2.ScoreItem]) -> list[int]:
     ]
 
 
-def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
+def _serve(server: Connection, models: Sequence[tuple[str, str]], policy: OverridePolicy) -> None:
     """A worker process's life: load the models whose files are still the
     server's, then answer chunks until the server's end of the pipe closes
     (the server stopped or was killed)."""
@@ -92,7 +92,7 @@ def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
             same.append(path)
         else:  # replaced since the server loaded it: its chunks stay in the server
             log.warning("model files changed since the server loaded them", extra={"path": path})
-    _load(same)
+    _load(same, policy)
     try:
         server.send(READY)
     except OSError:
@@ -114,12 +114,14 @@ def _serve(server: Connection, models: Sequence[tuple[str, str]]) -> None:
             return
 
 
-def _load(manifests: Sequence[str]) -> None:
-    """Load every model into this process's `_scorers`."""
+def _load(manifests: Sequence[str], policy: OverridePolicy) -> None:
+    """Load every model into this process's `_scorers`, with the server's
+    override policy (a chunk's items carry no events, so it applies to none
+    of them today; it is the server's all the same)."""
     unused = ThreadPoolExecutor(1)  # a Scorer needs a batcher; chunks never use it
     for path in manifests:
         model = OnnxModel(Path(path))
-        scorer = Scorer(model, MicroBatcher(model.evaluate, unused), OverridePolicy())
+        scorer = Scorer(model, MicroBatcher(model.evaluate, unused), policy)
         _scorers[scorer.version] = scorer, score_wire.ScoreWire(scorer.texts)
 
 
@@ -234,12 +236,16 @@ def _round_trip(pipe: Connection, request: tuple[str, scoring_pb2.StreamScoresRe
 class ChunkProcesses:
     """Worker processes scoring StreamScores chunks (see the module)."""
 
-    def __init__(self, manifests: Sequence[Path], workers: int) -> None:
+    def __init__(
+        self, manifests: Sequence[Path], workers: int, policy: OverridePolicy | None = None
+    ) -> None:
         """Call when the server loads its models: workers load only the files
-        that are, byte for byte, the ones the server loaded then."""
+        that are, byte for byte, the ones the server loaded then, and score
+        with the server's override `policy` (default: the built-in one)."""
         if workers < 1:
             raise ValueError("at least one worker process")
         self._models = [(str(path), _fingerprint(path)) for path in manifests]
+        self._policy = policy or OverridePolicy()
         self._size = workers
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []
@@ -260,7 +266,9 @@ class ChunkProcesses:
             # threads, which a forked child would inherit half-copied.
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=_serve, args=(theirs, self._models), name="creditwatch-stream-worker"
+                target=_serve,
+                args=(theirs, self._models, self._policy),
+                name="creditwatch-stream-worker",
             )
             process.daemon = True
             try:

@@ -1,13 +1,16 @@
 """Policy overrides applied on top of the model's risk class, recorded as reasons.
 
 The model sees only financial statements; registered events can make a company
-riskier than its accounts say. The policy is data (loaded from a JSON file next
-to the model) so credit teams can change it without a release.
+riskier than its accounts say. The policy is data (a JSON file named by
+CREDITWATCH_OVERRIDE_POLICY_FILE, `OverridePolicy.load`; the defaults below
+without one) so credit teams can change it without a release.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from creditwatch.server.domain.events import RiskState
@@ -34,12 +37,36 @@ class OverridePolicy:
     overdue_payment_notches: int = 1
 
     @classmethod
+    def load(cls, path: Path) -> OverridePolicy:
+        """Read a policy file (a JSON object of `from_json`'s keys); any problem
+        is a ValueError naming the file."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"override policy {path}: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"override policy {path}: a JSON object is expected")
+        try:
+            return cls.from_json(data)
+        except ValueError as error:
+            raise ValueError(f"override policy {path}: {error}") from None
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> OverridePolicy:
-        """Read a policy document; unknown keys are an error, so typos are caught."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+        """Read a policy document; unknown keys and values of the wrong type are
+        errors, so typos are caught. Keys left out keep their defaults."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
         if unknown:
             raise ValueError(f"unknown override policy keys: {sorted(unknown)}")
+        for name, value in data.items():
+            expected = type(known[name].default)
+            # bool is an int in Python; a policy that says `true` for a count
+            # (or 1 for a switch) is a mistake, not a value.
+            if type(value) is not expected:
+                raise ValueError(
+                    f"{name} must be a JSON {_JSON_TYPES[expected]}, got {json.dumps(value)}"
+                )
         policy = cls(**data)
         notches = (
             policy.payment_remark_notches,
@@ -47,8 +74,12 @@ class OverridePolicy:
             policy.overdue_payment_notches,
         )
         if min(notches) < 0 or policy.overdue_days < 0:
-            raise ValueError("notches must not be negative")
+            raise ValueError("notches and overdue_days must not be negative")
         return policy
+
+    def describe(self) -> dict[str, Any]:
+        """The policy as `from_json` reads it (for logs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def apply(self, model_class: RiskClass, state: RiskState) -> tuple[RiskClass, list[Reason]]:
         """The final class and the override reasons that produced it."""
@@ -109,3 +140,6 @@ class OverridePolicy:
                 )
             )
         return RiskClass(min(int(RiskClass.D), int(model_class) + notches)), reasons
+
+
+_JSON_TYPES = {bool: "true or false", int: "integer", str: "string"}
