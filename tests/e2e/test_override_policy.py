@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.type import money_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
@@ -21,12 +22,12 @@ from tests.e2e.test_intake import _ref
 from tests.e2e.test_scoring import _event, healthy
 from tests.identifiers import norwegian_numbers
 
-# Two classes down per payment remark (the built-in policy: one); an opened
-# bankruptcy no longer forces class D.
+# Two classes down per payment remark (the built-in policy: one), none for an
+# open debt collection case (the built-in policy: one).
 POLICY = {
     "version": "overrides-test-1",
     "payment_remark_notches": 2,
-    "bankruptcy_forces_d": False,
+    "collection_case_notches": 0,
 }
 QUIET = {"CREDITWATCH_JOBS_ENABLED": "false", "CREDITWATCH_BATCH_SHARE_INTERVAL_SECONDS": "86400"}
 
@@ -72,11 +73,22 @@ async def test_score_financials_follows_the_file(
     assert remark.risk_class == plain.risk_class + 2
     (reason,) = [r for r in remark.reasons if r.code == "OVERRIDE_PAYMENT_REMARK"]
     assert "2 class(es) worse" in reason.description
+    collection = await _score(
+        policy_channel,
+        tenant,
+        _event(
+            debt_collection_opened=companies_pb2.DebtCollectionOpened(
+                case_id="c1", amount=money_pb2.Money(currency_code="NOK", units=25_000)
+            )
+        ),
+    )
+    assert collection.risk_class == plain.risk_class
+    assert "OVERRIDE_COLLECTION_CASE" not in [r.code for r in collection.reasons]
+    # Bankruptcy is class D whatever a policy says.
     bankrupt = await _score(
         policy_channel, tenant, _event(bankruptcy_opened=companies_pb2.BankruptcyOpened())
     )
-    assert bankrupt.risk_class == plain.risk_class
-    assert "OVERRIDE_BANKRUPTCY" not in [r.code for r in bankrupt.reasons]
+    assert bankrupt.risk_class == common_pb2.RISK_CLASS_D
     # The session's server, on the built-in policy, scores the same request otherwise.
     assert (await _score(channel, tenant, _remark())).risk_class == plain.risk_class + 1
 
@@ -144,6 +156,7 @@ async def test_intake_and_stream_scores_follow_the_file(
         (json.dumps({"payment_remark_notch": 2}), "payment_remark_notch"),
         (json.dumps({"payment_remark_notches": True}), "payment_remark_notches"),
         (json.dumps({"collection_case_notches": -1}), "must not be negative"),
+        (json.dumps({"bankruptcy_forces_d": False}), "cannot be switched off"),
         ("[1, 2]", "a JSON object is expected"),
         ("{not json", "overrides.json"),
     ],

@@ -128,6 +128,7 @@ def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path:
         ('{"bankruptcy_forces_d": 0}', "bankruptcy_forces_d must be a JSON true or false"),
         ('{"version": 2}', "version must be a JSON string"),
         ('{"overdue_days": -30}', "must not be negative"),
+        ('{"dissolution_forces_d": false}', "dissolution_forces_d cannot be switched off"),
         ('"strict"', "a JSON object is expected"),
         ("{", "override policy"),
     ],

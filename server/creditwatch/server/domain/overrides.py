@@ -67,6 +67,11 @@ class OverridePolicy:
                 raise ValueError(
                     f"{name} must be a JSON {_JSON_TYPES[expected]}, got {json.dumps(value)}"
                 )
+        for name in ("bankruptcy_forces_d", "dissolution_forces_d"):
+            if data.get(name) is False:
+                # A domain fact, not a preference: such a company is D
+                # whatever its accounts say (DESIGN.md).
+                raise ValueError(f"{name} cannot be switched off")
         policy = cls(**data)
         notches = (
             policy.payment_remark_notches,
