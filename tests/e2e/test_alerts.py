@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import text
@@ -19,6 +20,8 @@ from creditwatch.v1 import (
     common_pb2,
     companies_pb2,
     companies_pb2_grpc,
+    limits_pb2,
+    limits_pb2_grpc,
     watchlists_pb2,
 )
 from tests.conftest import TenantKey, new_tenant
@@ -358,3 +361,64 @@ async def test_a_cursor_older_than_retention_is_refused_with_resync_advice(
     fresh = subscribe(channel, tenant, position=alerts_pb2.START_POSITION_NOW)
     await alerting.first_heartbeat(fresh)
     fresh.cancel()
+
+
+async def test_a_class_change_suggests_what_each_tenants_credit_policy_says(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    # `tenant` asks for prepayment from customers that fall into class C;
+    # `other_tenant` keeps the default policy (C: reduce the limit).
+    limits = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    current = (
+        await limits.GetCreditPolicy(limits_pb2.GetCreditPolicyRequest(), metadata=tenant.metadata)
+    ).credit_policy
+    stricter = [
+        limits_pb2.ClassPolicy(
+            risk_class=p.risk_class,
+            max_share_of_equity=p.max_share_of_equity,
+            max_share_of_sales=p.max_share_of_sales,
+            max_payment_terms_days=p.max_payment_terms_days,
+            suggested_action=(
+                alerts_pb2.SUGGESTED_ACTION_REQUIRE_PREPAYMENT
+                if p.risk_class == common_pb2.RISK_CLASS_C
+                else p.suggested_action
+            ),
+        )
+        for p in current.class_policies
+    ]
+    await limits.UpdateCreditPolicy(
+        limits_pb2.UpdateCreditPolicyRequest(
+            credit_policy=limits_pb2.CreditPolicy(class_policies=stricter),
+            update_mask=field_mask_pb2.FieldMask(paths=["class_policies"]),
+        ),
+        metadata=tenant.metadata,
+    )
+    number = norwegian_numbers(1, start=88_900_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    first = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=healthy()
+        ),
+        metadata=feed.metadata,
+    )
+    assert first.effect.score.risk_class == common_pb2.RISK_CLASS_B
+    rules = watchlists_pb2.AlertRules(alert_types=[A.ALERT_TYPE_RISK_CLASS_DOWNGRADE])
+    strict_list = await watch(channel, tenant, [number], alert_rules=rules)
+    default_list = await watch(channel, other_tenant, [number], alert_rules=rules)
+    # A payment remark moves it one class down, to C (the built-in override policy).
+    response = await record(channel, feed, remark(number, "policy-r1"))
+    assert response.effects[0].score.risk_class == common_pb2.RISK_CLASS_C
+    stub = alerts_pb2_grpc.AlertServiceStub(channel)
+    actions = {}
+    for key, watch_list in ((tenant, strict_list), (other_tenant, default_list)):
+        listed = await stub.ListAlerts(
+            alerts_pb2.ListAlertsRequest(filter=alerts_pb2.AlertFilter(watch_lists=[watch_list])),
+            metadata=key.metadata,
+        )
+        (alert,) = listed.alerts
+        assert alert.type == A.ALERT_TYPE_RISK_CLASS_DOWNGRADE
+        actions[watch_list] = alert.suggested_action
+    assert actions == {
+        strict_list: alerts_pb2.SUGGESTED_ACTION_REQUIRE_PREPAYMENT,
+        default_list: alerts_pb2.SUGGESTED_ACTION_REDUCE_LIMIT,
+    }

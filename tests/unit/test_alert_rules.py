@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -179,3 +180,40 @@ def test_cursors_round_trip_and_are_bound_to_their_tenant() -> None:
             cursors.decode(garbage, tenant, "cursor")
     assert cursors.Position(5, 1) < cursors.Position(5, 2) < cursors.Position(6, 0)
     assert cursors.Position.settled_below(10) < cursors.Position(10, 0)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "default"),
+    [
+        (RiskClass.A, RiskClass.B, SuggestedAction.MONITOR),
+        (RiskClass.B, RiskClass.C, SuggestedAction.REDUCE_LIMIT),
+        (RiskClass.A, RiskClass.D, SuggestedAction.REQUIRE_PREPAYMENT),
+        (RiskClass.C, RiskClass.B, SuggestedAction.MONITOR),
+        (RiskClass.B, RiskClass.A, SuggestedAction.ROOM_TO_GROW),
+    ],
+)
+def test_a_class_change_suggests_the_credit_policys_action_for_the_new_class(
+    before: RiskClass, after: RiskClass, default: SuggestedAction
+) -> None:
+    fact = RescoreFact(RescoreReason.MODEL_CHANGED, "m2")
+    change = Change(fact, score(before, 0.01), score(after, 0.01), NOW, fact_alert=False)
+    (alert,) = plan(change, [watcher()])
+    assert alert.suggested_action == default
+    strict = dataclasses.replace(
+        watcher(), class_actions=dict.fromkeys(RiskClass, SuggestedAction.STOP_CREDIT)
+    )
+    (alert,) = plan(change, [strict])
+    assert alert.suggested_action == SuggestedAction.STOP_CREDIT
+
+
+def test_other_alerts_keep_their_own_advice_whatever_the_policy() -> None:
+    change = Change(
+        event(EventType.BANKRUPTCY_OPENED), score(RiskClass.B, 0.02), score(RiskClass.D, 0.02), NOW
+    )
+    lenient = dataclasses.replace(
+        watcher(), class_actions=dict.fromkeys(RiskClass, SuggestedAction.NONE)
+    )
+    assert [(p.type, p.suggested_action) for p in plan(change, [lenient])] == [
+        (AlertType.BANKRUPTCY_OPENED, SuggestedAction.STOP_CREDIT),
+        (AlertType.RISK_CLASS_DOWNGRADE, SuggestedAction.NONE),
+    ]

@@ -11,10 +11,11 @@ actions until a tenant configures its own (credit-limit issue).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from creditwatch.server.domain.cursors import Position
@@ -69,6 +70,19 @@ class SuggestedAction(enum.IntEnum):
     REQUIRE_PREPAYMENT = 5
     STOP_CREDIT = 6
     ROOM_TO_GROW = 7
+
+
+# What alerts suggest for a company that moves into each class, in the default
+# credit policy (domain.limits.DEFAULT_POLICY); a tenant's own policy sets
+# its own (ClassPolicy.suggested_action).
+DEFAULT_CLASS_ACTIONS: Mapping[RiskClass, SuggestedAction] = MappingProxyType(
+    {
+        RiskClass.A: SuggestedAction.ROOM_TO_GROW,
+        RiskClass.B: SuggestedAction.MONITOR,
+        RiskClass.C: SuggestedAction.REDUCE_LIMIT,
+        RiskClass.D: SuggestedAction.REQUIRE_PREPAYMENT,
+    }
+)
 
 
 class RescoreReason(enum.IntEnum):
@@ -202,6 +216,11 @@ class Watcher:
     exposure_currency: str | None = None
     exposure_amount: Decimal | None = None
     external_reference: str = ""
+    class_actions: Mapping[RiskClass, SuggestedAction] = field(
+        default_factory=lambda: DEFAULT_CLASS_ACTIONS, hash=False
+    )
+    """The action the list's tenant's credit policy suggests for a company that
+    moves into each class (risk-class alerts take theirs from it)."""
 
 
 @dataclass(frozen=True)
@@ -305,8 +324,16 @@ def threshold_candidate(change: Change, threshold: float) -> Candidate | None:
     )
 
 
-def suggested_action(candidate: Candidate, score: StoredScore | None) -> SuggestedAction:
-    """The default credit policy's advice for an alert."""
+def suggested_action(
+    candidate: Candidate,
+    score: StoredScore | None,
+    class_actions: Mapping[RiskClass, SuggestedAction] = DEFAULT_CLASS_ACTIONS,
+) -> SuggestedAction:
+    """The advice for an alert: for a risk-class change, what the credit policy
+    (`class_actions`) says for a company in the new class; for any other
+    alert, by its severity and type."""
+    if candidate.type in _CLASS_CHANGES and score is not None:
+        return class_actions.get(score.risk_class, SuggestedAction.REVIEW)
     if candidate.severity == Severity.CRITICAL:
         return SuggestedAction.STOP_CREDIT
     if candidate.severity == Severity.HIGH:
@@ -315,10 +342,6 @@ def suggested_action(candidate: Candidate, score: StoredScore | None) -> Suggest
         if candidate.type in _LIMIT_PRESSURE:
             return SuggestedAction.REDUCE_LIMIT
         return SuggestedAction.REVIEW
-    if candidate.type == AlertType.RISK_CLASS_UPGRADE:
-        if score is not None and score.risk_class == RiskClass.A:
-            return SuggestedAction.ROOM_TO_GROW
-        return SuggestedAction.NONE
     if candidate.severity == Severity.LOW:
         return SuggestedAction.MONITOR
     return SuggestedAction.NONE
@@ -362,7 +385,9 @@ def plan(change: Change, watchers: Iterable[Watcher]) -> list[PlannedAlert]:
                     type=candidate.type,
                     severity=candidate.severity,
                     priority=priority(candidate.severity, watcher.exposure_amount),
-                    suggested_action=suggested_action(candidate, change.score),
+                    suggested_action=suggested_action(
+                        candidate, change.score, watcher.class_actions
+                    ),
                     summary=candidate.summary,
                 )
             )

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-from creditwatch.server.domain.alerts import SuggestedAction
+from creditwatch.server.domain.alerts import DEFAULT_CLASS_ACTIONS, SuggestedAction
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.scores import RiskClass, StoredScore
@@ -64,6 +64,10 @@ class CreditPolicy:
     insolvency_waiting_days: int = 30
     version: int = 1
     update_time: datetime | None = None
+
+    def class_actions(self) -> dict[RiskClass, SuggestedAction]:
+        """What alerts suggest for a company that moves into each class."""
+        return {c: p.suggested_action for c, p in self.classes.items()}
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (without version and time, which are columns)."""
@@ -139,10 +143,10 @@ class CreditPolicy:
 
 DEFAULT_POLICY = CreditPolicy(
     classes={
-        RiskClass.A: ClassPolicy(0.20, 0.10, 90, SuggestedAction.ROOM_TO_GROW),
-        RiskClass.B: ClassPolicy(0.10, 0.05, 60, SuggestedAction.MONITOR),
-        RiskClass.C: ClassPolicy(0.05, 0.02, 30, SuggestedAction.REDUCE_LIMIT),
-        RiskClass.D: ClassPolicy(0.0, 0.0, 0, SuggestedAction.REQUIRE_PREPAYMENT),
+        RiskClass.A: ClassPolicy(0.20, 0.10, 90, DEFAULT_CLASS_ACTIONS[RiskClass.A]),
+        RiskClass.B: ClassPolicy(0.10, 0.05, 60, DEFAULT_CLASS_ACTIONS[RiskClass.B]),
+        RiskClass.C: ClassPolicy(0.05, 0.02, 30, DEFAULT_CLASS_ACTIONS[RiskClass.C]),
+        RiskClass.D: ClassPolicy(0.0, 0.0, 0, DEFAULT_CLASS_ACTIONS[RiskClass.D]),
     }
 )
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.alerts import (
+    DEFAULT_CLASS_ACTIONS,
     AlertFilter,
     AlertType,
     Change,
@@ -44,7 +45,8 @@ from creditwatch.server.domain.alerts import (
 )
 from creditwatch.server.domain.cursors import ORIGIN, Position
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import StoredScore
+from creditwatch.server.domain.limits import CreditPolicy
+from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
 from creditwatch.server.store import models
 from creditwatch.server.store.database import driver, dumps
@@ -67,6 +69,13 @@ WHERE (e.country, e.register_number) IN (
     -- comma-separated keys, not text arrays: see store.rescoring._UNNEST
     SELECT * FROM unnest(string_to_array($1, ',')::char(2)[], string_to_array($2, ',')::varchar[])
 )
+"""
+
+# Each tenant's current credit policy, for the actions its alerts suggest.
+_POLICIES = """
+SELECT DISTINCT ON (tenant_id) tenant_id, policy::text FROM credit_policies
+WHERE tenant_id = ANY($1::uuid[])
+ORDER BY tenant_id, version DESC
 """
 
 _COLUMNS = (
@@ -107,8 +116,9 @@ def _rules(value: Mapping[str, Any] | str) -> AlertRules:
 async def watchers(
     session: AsyncSession, companies: Sequence[CompanyId]
 ) -> tuple[dict[CompanyId, list[Watcher]], dict[CompanyId, str]]:
-    """Every watch list entry (of every tenant) holding each company, and the
-    companies' legal names; one query for any number of companies."""
+    """Every watch list entry (of every tenant) holding each company, with its
+    tenant's credit policy's class actions, and the companies' legal names; two
+    queries for any number of companies."""
     found: dict[CompanyId, list[Watcher]] = {}
     names: dict[CompanyId, str] = {}
     connection = await driver(session)
@@ -117,6 +127,11 @@ async def watchers(
         ",".join([c.country for c in companies]),
         ",".join([c.register_number for c in companies]),
     )
+    actions: dict[Any, Mapping[RiskClass, SuggestedAction]] = {}
+    if rows:
+        tenants = list({row["tenant_id"] for row in rows})
+        for tenant, policy in await connection.fetch(_POLICIES, tenants):
+            actions[tenant] = CreditPolicy.from_json(orjson.loads(policy), 0, None).class_actions()
     rules: dict[Any, AlertRules] = {}
     for row in rows:
         company = CompanyId(row["country"], row["register_number"])
@@ -133,6 +148,7 @@ async def watchers(
                 exposure_currency=row["exposure_currency"],
                 exposure_amount=row["exposure_amount"],
                 external_reference=row["external_reference"],
+                class_actions=actions.get(row["tenant_id"], DEFAULT_CLASS_ACTIONS),
             )
         )
     return found, names
