@@ -99,7 +99,10 @@ def pd_only_session(manifest: Path, threads: int = 1) -> ort.InferenceSession:
     facts = json.loads(manifest.read_text())
     booster = lgb.Booster(model_file=str(manifest.parent / facts["files"]["booster"]))
     calibration = facts["calibration"]
-    graph = train_model.to_onnx(booster, calibration["a"], calibration["b"], contributions=False)
+    (recipe,) = [r for r in train_model.RECIPES.values() if r.version == facts["version"]]
+    graph = train_model.to_onnx(
+        booster, calibration["a"], calibration["b"], recipe=recipe, contributions=False
+    )
     return _session(graph.SerializeToString(), threads)
 
 

@@ -6,9 +6,10 @@ with 1year.arff's rows too, see scripts/train_model.py)."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def test_training_data_is_the_one_the_manifest_names(
 
 def test_extra_training_data_is_what_the_manifest_names(manifest: dict[str, Any]) -> None:
     extra = manifest["training"]["extra_data"]
-    if manifest["files"]["onnx"] == "default-pd-v1.onnx":
+    if manifest["version"] == "pd-lgbm-2026.11.1":  # v1: 5year.arff alone
         assert extra == []
         return
     (one_year,) = extra
@@ -122,7 +123,9 @@ def test_extra_training_data_is_what_the_manifest_names(manifest: dict[str, Any]
     assert 0 < one_year["weight"] <= 1
 
 
-def test_the_newest_model_is_the_default_and_meets_the_auc_target() -> None:
+def test_the_newest_model_is_the_default_and_its_card_records_the_auc_target() -> None:
+    # What the training script measured and wrote down (the CV itself takes
+    # minutes: scripts/train_model.py), held to the issue's bar.
     created = {
         stem: json.loads((MODELS / f"{stem}.json").read_text(encoding="utf-8"))["created"]
         for stem in STEMS
@@ -203,7 +206,15 @@ def test_onnx_equals_booster_with_calibration_on_all_rows(
     training_data: tuple[np.ndarray, np.ndarray],
 ) -> None:
     x, _ = training_data
-    assert np.max(np.abs(run(session, x) - booster_pd(manifest, x))) <= 1e-5
+    rows = np.concatenate([x, *(_extra_rows(e) for e in manifest["training"]["extra_data"])])
+    assert len(rows) == 5910 + sum(e["rows"] for e in manifest["training"]["extra_data"])
+    assert np.max(np.abs(run(session, rows) - booster_pd(manifest, rows))) <= 1e-5
+
+
+def _extra_rows(extra: dict[str, Any]) -> np.ndarray:
+    rows, meta = arff.loadarff(REPO / extra["data_file"])
+    names = meta.names()
+    return np.array([[row[n] for n in names[:64]] for row in rows], dtype=np.float32)
 
 
 def test_onnx_equals_booster_when_features_are_missing(
@@ -346,21 +357,36 @@ def test_strongest_contribution_is_one_treeshap_ranks_high(
     assert np.mean(overlap) >= 3.5
 
 
-def test_the_training_script_exports_the_committed_graph_byte_for_byte(
-    stem: str, manifest: dict[str, Any], booster: lgb.Booster
-) -> None:
-    # The booster is the trained model; the graph is derived from it. A
-    # converter whose output varied from run to run (it once listed its
-    # opsets in set order) would make the committed file irreproducible.
-    spec = importlib.util.spec_from_file_location(
-        "train_model", REPO / "scripts" / "train_model.py"
+_EXPORT = """
+import hashlib, json, sys
+from pathlib import Path
+import lightgbm as lgb
+sys.path.insert(0, sys.argv[1])
+import train_model
+models = Path(sys.argv[2])
+for recipe in train_model.RECIPES.values():
+    manifest = json.loads((models / f"{recipe.stem}.json").read_text())
+    booster = lgb.Booster(model_file=str(models / manifest["files"]["booster"]))
+    a, b = manifest["calibration"]["a"], manifest["calibration"]["b"]
+    graph = train_model.to_onnx(booster, a, b, recipe=recipe)
+    print(recipe.stem, hashlib.sha256(graph.SerializeToString()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "20"])
+def test_the_training_script_exports_the_committed_graphs_byte_for_byte(hash_seed: str) -> None:
+    # The booster is the trained model; the graph is derived from it. The
+    # converter lists its opsets in set order, which follows the string hash
+    # seed (seed 20 reversed them); the script sorts them, so every seed
+    # gives the committed bytes.
+    done = subprocess.run(
+        [sys.executable, "-c", _EXPORT, str(REPO / "scripts"), str(MODELS)],
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert spec is not None and spec.loader is not None
-    train_model = importlib.util.module_from_spec(spec)
-    sys.modules["train_model"] = train_model  # dataclasses look their module up
-    spec.loader.exec_module(train_model)
-    (recipe,) = [r for r in train_model.RECIPES.values() if r.stem == stem]
-    assert recipe.version == manifest["version"]
-    calibration = manifest["calibration"]
-    graph = train_model.to_onnx(booster, calibration["a"], calibration["b"], recipe=recipe)
-    assert graph.SerializeToString() == (MODELS / f"{stem}.onnx").read_bytes()
+    exported = dict(line.split() for line in done.stdout.splitlines())
+    assert exported == {
+        stem: hashlib.sha256((MODELS / f"{stem}.onnx").read_bytes()).hexdigest() for stem in STEMS
+    }
