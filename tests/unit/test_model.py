@@ -6,6 +6,7 @@ with 1year.arff's rows too, see scripts/train_model.py)."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import os
@@ -390,3 +391,36 @@ def test_the_training_script_exports_the_committed_graphs_byte_for_byte(hash_see
     assert exported == {
         stem: hashlib.sha256((MODELS / f"{stem}.onnx").read_bytes()).hexdigest() for stem in STEMS
     }
+
+
+def test_the_default_model_records_its_company_overlap_check(manifest: dict[str, Any]) -> None:
+    check = manifest["metrics"].get("company_overlap_check")
+    if not manifest["training"]["extra_data"]:
+        assert check is None
+        return
+    assert check is not None
+    assert 0.3 < check["extra_rows_left_out_share"] < 0.7
+    # Without the extra rows nearest the held-out companies the AUC still
+    # clears the bar, and they add little beyond their number.
+    assert check["auc_mean_near_rows_left_out"] >= 0.965
+    assert check["auc_mean_random_rows_left_out"] - check["auc_mean_near_rows_left_out"] < 0.003
+
+
+def test_nearest_rows_finds_a_rows_copy_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "train_model_nearest", REPO / "scripts" / "train_model.py"
+    )
+    assert spec is not None and spec.loader is not None
+    train_model = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up
+    monkeypatch.setitem(sys.modules, "train_model_nearest", train_model)
+    spec.loader.exec_module(train_model)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(200, 64)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    picked = np.array([3, 150, 77])
+    other = x[picked] + np.float32(1e-4)
+    nearest = train_model.nearest_rows(x, other, 2)
+    assert nearest.shape == (3, 2)
+    assert nearest[:, 0].tolist() == picked.tolist()
+    assert (nearest[:, 1] != picked).all()
