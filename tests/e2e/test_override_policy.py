@@ -1,9 +1,15 @@
 """A server started with an override policy file scores by it: ScoreFinancials,
-intake and StreamScores alike; a bad file stops it before it serves."""
+intake and StreamScores alike (the worker processes get the policy too, but
+the items they score carry no events, so no policy changes their answers: the
+stream's remarked item is the server's); a bad file stops it before it serves,
+and stops `creditwatch registers sync` too."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -185,3 +191,27 @@ def test_a_missing_policy_file_stops_the_start_up(database_url: str, tmp_path: P
     with pytest.raises(RuntimeError, match="exited with") as caught:
         server.start()
     assert str(missing) in str(caught.value)
+
+
+def test_the_register_feed_command_scores_with_the_policy_file_too(
+    database_url: str, tmp_path: Path
+) -> None:
+    # `creditwatch registers sync` re-scores companies outside any server: it
+    # reads the same file (a bad one stops it before any feed is asked).
+    path = tmp_path / "overrides.json"
+    path.write_text(json.dumps({"payment_remark_notches": "two"}))
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CREDITWATCH_OVERRIDE_POLICY_FILE": str(path),
+    }
+    command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
+    run = subprocess.run(
+        [*command, "--base-url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert f"override policy {path}: payment_remark_notches must be a JSON integer" in run.stderr

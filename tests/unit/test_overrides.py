@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from creditwatch.server.config import override_policy
 from creditwatch.server.domain.events import CompanyEvent, EventType, RiskState
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.risk_classes import PdBands
@@ -111,7 +112,7 @@ def test_bands_must_increase() -> None:
 def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({"version": "bank-1", "collection_case_notches": 2}))
-    policy = OverridePolicy.load(path)
+    policy = override_policy(path)
     assert policy == OverridePolicy(version="bank-1", collection_case_notches=2)
     assert policy.describe()["collection_case_notches"] == 2
     state = RiskState(open_collection_cases=1)
@@ -130,6 +131,7 @@ def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path:
         ('{"overdue_days": -30}', "must not be negative"),
         ('{"dissolution_forces_d": false}', "dissolution_forces_d cannot be switched off"),
         ('"strict"', "a JSON object is expected"),
+        ('{"version": " "}', "version must not be empty"),
         ("{", "override policy"),
     ],
 )
@@ -139,11 +141,11 @@ def test_a_bad_policy_file_is_refused_with_its_name_and_the_problem(
     path = tmp_path / "policy.json"
     path.write_text(content)
     with pytest.raises(ValueError) as caught:
-        OverridePolicy.load(path)
+        override_policy(path)
     assert str(path) in str(caught.value)
     assert message in str(caught.value)
 
 
 def test_a_missing_policy_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nowhere\.json"):
-        OverridePolicy.load(tmp_path / "nowhere.json")
+        override_policy(tmp_path / "nowhere.json")

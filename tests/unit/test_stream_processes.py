@@ -160,7 +160,7 @@ async def test_a_dead_worker_costs_its_chunk_and_after_a_pause_new_ones_start(
 ) -> None:
     monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 1.0)
     chunk = _chunk(100)
-    processes = ChunkProcesses([MANIFEST], workers=1)
+    processes = ChunkProcesses([MANIFEST], workers=1, policy=OverridePolicy())
     try:
         version = json.loads(MANIFEST.read_text())["version"]
         assert await processes.score(version, chunk) is None  # the worker is loading
@@ -194,7 +194,7 @@ async def test_a_worker_killed_while_it_scores_costs_only_that_chunk(
     monkeypatch.setattr(stream_processes, "RESTART_PAUSE_SECONDS", 0.0)
     chunk = _chunk(1000)
     version = json.loads(MANIFEST.read_text())["version"]
-    processes = ChunkProcesses([MANIFEST], workers=1)
+    processes = ChunkProcesses([MANIFEST], workers=1, policy=OverridePolicy())
     outcomes = []
     try:
         for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.97, 1.0):
@@ -219,7 +219,7 @@ async def test_a_stuck_worker_is_killed_even_if_its_stream_has_gone(
     monkeypatch.setattr(stream_processes, "CHUNK_TIMEOUT_SECONDS", 1.0)
     chunk = _chunk(100)
     version = json.loads(MANIFEST.read_text())["version"]
-    processes = ChunkProcesses([MANIFEST], workers=1)
+    processes = ChunkProcesses([MANIFEST], workers=1, policy=OverridePolicy())
     try:
         await _when_ready(processes, version, chunk)  # warm
         (stuck,) = _workers(os.getpid())
@@ -242,7 +242,8 @@ async def test_a_worker_leaves_a_model_whose_files_changed_to_the_server(
     copy = tmp_path / MANIFEST.name
     copy.write_bytes(MANIFEST.read_bytes())
     copy.with_suffix(".onnx").write_bytes(MANIFEST.with_suffix(".onnx").read_bytes())
-    processes = ChunkProcesses([copy], workers=1)  # the server loads these files
+    # The server loads these files.
+    processes = ChunkProcesses([copy], workers=1, policy=OverridePolicy())
     try:
         manifest = json.loads(copy.read_text())
         version = manifest["version"]
@@ -302,7 +303,7 @@ async def test_a_servicer_counts_where_its_chunks_were_scored() -> None:
         return value or 0.0
 
     chunk = _chunk(100)
-    processes = ChunkProcesses([MANIFEST], workers=1)
+    processes = ChunkProcesses([MANIFEST], workers=1, policy=OverridePolicy())
     with ThreadPoolExecutor(1) as pool:
         scorer = _scorer(MANIFEST, pool)
         servicer = ScoringServicer(

@@ -28,8 +28,7 @@ from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.scoring import add_to_server as add_scoring_service
 from creditwatch.server.api.stream_processes import ChunkProcesses, default_workers
 from creditwatch.server.api.watchlists import WatchListServicer
-from creditwatch.server.config import Settings
-from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.config import Settings, override_policy
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.scheduler import Jobs
 from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
@@ -113,11 +112,7 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
 async def start(settings: Settings) -> Running:
     """Connect, migrate, and start serving; returns once the port is bound."""
     # First: a bad policy file stops the start-up before anything is started.
-    policy = (
-        OverridePolicy.load(settings.override_policy_file)
-        if settings.override_policy_file is not None
-        else OverridePolicy()
-    )
+    policy = override_policy(settings.override_policy_file)
     log.info(
         "override policy",
         extra={

@@ -20,7 +20,7 @@ import click
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from creditwatch.server import logs
-from creditwatch.server.config import Settings
+from creditwatch.server.config import Settings, override_policy
 from creditwatch.server.domain.tenants import SCOPES
 
 
@@ -231,7 +231,6 @@ def registers_sync(
 async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list[Any]:
     from concurrent.futures import ThreadPoolExecutor
 
-    from creditwatch.server.domain.overrides import OverridePolicy
     from creditwatch.server.intake import Intake
     from creditwatch.server.jobs.leader import Leadership
     from creditwatch.server.jobs.scheduler import sync_registers
@@ -247,7 +246,10 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
     try:
         with ThreadPoolExecutor(1) as executor:
             registry = ModelRegistry.load(
-                executor, OverridePolicy(), settings.model_dir, settings.model_version
+                executor,
+                override_policy(settings.override_policy_file),
+                settings.model_dir,
+                settings.model_version,
             )
             await registry.sync(ActivationStore(sessions))
             intake = Intake(sessions, registry)

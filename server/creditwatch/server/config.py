@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from creditwatch.server.domain.overrides import OverridePolicy
 
 
 class Settings(BaseSettings):
@@ -137,3 +140,21 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
     )
+
+
+def override_policy(path: Path | None) -> OverridePolicy:
+    """The override policy a process scores with: that of the JSON file at
+    `path` (CREDITWATCH_OVERRIDE_POLICY_FILE), or the built-in one. Any problem
+    with the file is a ValueError naming it and the problem."""
+    if path is None:
+        return OverridePolicy()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"override policy {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"override policy {path}: a JSON object is expected")
+    try:
+        return OverridePolicy.from_json(data)
+    except ValueError as error:
+        raise ValueError(f"override policy {path}: {error}") from None

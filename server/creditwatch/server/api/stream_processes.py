@@ -236,16 +236,14 @@ def _round_trip(pipe: Connection, request: tuple[str, scoring_pb2.StreamScoresRe
 class ChunkProcesses:
     """Worker processes scoring StreamScores chunks (see the module)."""
 
-    def __init__(
-        self, manifests: Sequence[Path], workers: int, policy: OverridePolicy | None = None
-    ) -> None:
+    def __init__(self, manifests: Sequence[Path], workers: int, policy: OverridePolicy) -> None:
         """Call when the server loads its models: workers load only the files
         that are, byte for byte, the ones the server loaded then, and score
-        with the server's override `policy` (default: the built-in one)."""
+        with the server's override `policy`."""
         if workers < 1:
             raise ValueError("at least one worker process")
         self._models = [(str(path), _fingerprint(path)) for path in manifests]
-        self._policy = policy or OverridePolicy()
+        self._policy = policy
         self._size = workers
         self._workers: set[_Worker] = set()
         self._idle: list[_Worker] = []

@@ -1,16 +1,16 @@
 """Policy overrides applied on top of the model's risk class, recorded as reasons.
 
 The model sees only financial statements; registered events can make a company
-riskier than its accounts say. The policy is data (a JSON file named by
-CREDITWATCH_OVERRIDE_POLICY_FILE, `OverridePolicy.load`; the defaults below
-without one) so credit teams can change it without a release.
+riskier than its accounts say. The policy is data (a JSON document,
+`OverridePolicy.from_json`, read from the file CREDITWATCH_OVERRIDE_POLICY_FILE
+names by `config.override_policy`; the defaults below without one) so credit
+teams can change it without a release.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from creditwatch.server.domain.events import RiskState
@@ -37,21 +37,6 @@ class OverridePolicy:
     overdue_payment_notches: int = 1
 
     @classmethod
-    def load(cls, path: Path) -> OverridePolicy:
-        """Read a policy file (a JSON object of `from_json`'s keys); any problem
-        is a ValueError naming the file."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"override policy {path}: {error}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"override policy {path}: a JSON object is expected")
-        try:
-            return cls.from_json(data)
-        except ValueError as error:
-            raise ValueError(f"override policy {path}: {error}") from None
-
-    @classmethod
     def from_json(cls, data: dict[str, Any]) -> OverridePolicy:
         """Read a policy document; unknown keys and values of the wrong type are
         errors, so typos are caught. Keys left out keep their defaults."""
@@ -60,13 +45,13 @@ class OverridePolicy:
         if unknown:
             raise ValueError(f"unknown override policy keys: {sorted(unknown)}")
         for name, value in data.items():
-            expected = type(known[name].default)
+            expected = _JSON_TYPES[str(known[name].type)]
             # bool is an int in Python; a policy that says `true` for a count
             # (or 1 for a switch) is a mistake, not a value.
-            if type(value) is not expected:
-                raise ValueError(
-                    f"{name} must be a JSON {_JSON_TYPES[expected]}, got {json.dumps(value)}"
-                )
+            if type(value) is not expected[0]:
+                raise ValueError(f"{name} must be a JSON {expected[1]}, got {json.dumps(value)}")
+        if "version" in data and not data["version"].strip():
+            raise ValueError("version must not be empty")
         for name in ("bankruptcy_forces_d", "dissolution_forces_d"):
             if data.get(name) is False:
                 # A domain fact, not a preference: such a company is D
@@ -147,4 +132,9 @@ class OverridePolicy:
         return RiskClass(min(int(RiskClass.D), int(model_class) + notches)), reasons
 
 
-_JSON_TYPES = {bool: "true or false", int: "integer", str: "string"}
+# A field's annotation (a string: annotations are postponed) -> its JSON type.
+_JSON_TYPES: dict[str, tuple[type, str]] = {
+    "bool": (bool, "true or false"),
+    "int": (int, "integer"),
+    "str": (str, "string"),
+}
