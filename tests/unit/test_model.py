@@ -408,15 +408,21 @@ def test_the_default_model_records_its_company_overlap_check(manifest: dict[str,
     assert gain < 2 * check["near_rows_gain_standard_error"] + 0.001
 
 
-def test_nearest_rows_finds_a_rows_copy_first(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def train_model(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """scripts/train_model.py, imported as a module for this test."""
     spec = importlib.util.spec_from_file_location(
-        "train_model_nearest", REPO / "scripts" / "train_model.py"
+        "train_model_under_test", REPO / "scripts" / "train_model.py"
     )
     assert spec is not None and spec.loader is not None
-    train_model = importlib.util.module_from_spec(spec)
+    module = importlib.util.module_from_spec(spec)
     # dataclasses look their module up
-    monkeypatch.setitem(sys.modules, "train_model_nearest", train_model)
-    spec.loader.exec_module(train_model)
+    monkeypatch.setitem(sys.modules, "train_model_under_test", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nearest_rows_finds_a_rows_copy_first(train_model: Any) -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(200, 64)).astype(np.float32)
     x[rng.random(x.shape) < 0.1] = np.nan
@@ -436,15 +442,8 @@ class _Constant:
 
 
 def test_the_overlap_check_leaves_out_near_rows_and_a_matched_control(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, train_model: Any
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "train_model_overlap", REPO / "scripts" / "train_model.py"
-    )
-    assert spec is not None and spec.loader is not None
-    train_model = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "train_model_overlap", train_model)
-    spec.loader.exec_module(train_model)
     rng = np.random.default_rng(9)
     x = rng.normal(size=(100, 64)).astype(np.float32)
     y = (np.arange(100) % 10 == 0).astype(np.int64)
