@@ -114,11 +114,12 @@ def _rules(value: Mapping[str, Any] | str) -> AlertRules:
 
 
 async def watchers(
-    session: AsyncSession, companies: Sequence[CompanyId]
+    session: AsyncSession, companies: Sequence[CompanyId], class_actions: bool = True
 ) -> tuple[dict[CompanyId, list[Watcher]], dict[CompanyId, str]]:
     """Every watch list entry (of every tenant) holding each company, with its
-    tenant's credit policy's class actions, and the companies' legal names; two
-    queries for any number of companies."""
+    tenant's credit policy's class actions (unless `class_actions` is false:
+    then the default policy's, for changes that move no class), and the
+    companies' legal names; two queries for any number of companies."""
     found: dict[CompanyId, list[Watcher]] = {}
     names: dict[CompanyId, str] = {}
     connection = await driver(session)
@@ -128,7 +129,7 @@ async def watchers(
         ",".join([c.register_number for c in companies]),
     )
     actions: dict[Any, Mapping[RiskClass, SuggestedAction]] = {}
-    if rows:
+    if rows and class_actions:
         tenants = list({row["tenant_id"] for row in rows})
         for tenant, policy in await connection.fetch(_POLICIES, tenants):
             actions[tenant] = CreditPolicy.from_json(orjson.loads(policy), 0, None).class_actions()
@@ -182,7 +183,15 @@ async def write(
     if not changes and not limits and not claims:
         return {}
     companies = [c for c, _ in changes] + [x.company for x in limits] + [x.company for x in claims]
-    held, names = await watchers(session, list(dict.fromkeys(companies)))
+    # Only a risk-class alert reads its tenant's policy: no query without one.
+    moved = any(
+        change.score_alerts
+        and change.previous is not None
+        and change.score is not None
+        and change.previous.risk_class != change.score.risk_class
+        for _, change in changes
+    )
+    held, names = await watchers(session, list(dict.fromkeys(companies)), moved)
     # (company, change's scores, occurred, trigger JSON, alerts)
     batches: list[
         tuple[CompanyId, Change | _NoScores, datetime, dict[str, Any], list[PlannedAlert]]
