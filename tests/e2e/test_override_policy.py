@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.type import money_pb2
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
@@ -71,8 +72,20 @@ async def _score(
 
 
 async def test_score_financials_follows_the_file(
-    policy_channel: grpc.aio.Channel, channel: grpc.aio.Channel, tenant: TenantKey
+    policy_channel: grpc.aio.Channel,
+    channel: grpc.aio.Channel,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    # The server recorded the policy it started with, other than the one
+    # before it: the scheduled re-score treats older scores as stale.
+    async with sessions() as session:
+        newest = (
+            await session.execute(
+                text("SELECT version FROM override_policy_changes ORDER BY id DESC LIMIT 1")
+            )
+        ).scalar_one()
+    assert newest == "overrides-test-1"
     plain = await _score(policy_channel, tenant)
     assert plain.risk_class <= 2  # room for two notches below
     remark = await _score(policy_channel, tenant, _remark())

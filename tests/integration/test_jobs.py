@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -12,14 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.config import Settings
+from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
-from creditwatch.server.intake import Intake
+from creditwatch.server.intake import IncomingEvent, Intake
 from creditwatch.server.jobs.leader import Leadership
 from creditwatch.server.jobs.scheduler import Jobs, purge_alerts
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts, database, facts
+from creditwatch.server.store import alerts, database, facts, policies
 from creditwatch.server.store.watchlists import WatchListStore
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import healthy
@@ -189,3 +192,67 @@ async def test_retention_deletes_old_alerts_and_records_the_purged_position(
         )
     assert left == 1
     assert purged.seq == newest_gone - 1  # the 100-day-old alert, written just before
+
+
+async def test_a_changed_override_policy_makes_fresh_scores_due(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    built_in, stricter = OverridePolicy(), OverridePolicy(payment_remark_notches=2)
+    first = await policies.record(sessions, built_in)
+    assert await policies.record(sessions, built_in) == first  # unchanged: no new row
+
+    # A watched company with an open payment remark, scored under the built-in
+    # policy (one class down for it) a moment ago: fresh by any stale time.
+    tenant, companies = await _watched(sessions, registry, 86_970_000, 2)
+    remarked = companies[0]
+    intake = Intake(sessions, registry)
+    await intake.record_events(
+        [
+            IncomingEvent(
+                remarked,
+                "policy-change-r1",
+                CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, datetime.now(UTC), "r1"),
+                {"remark_id": "r1"},
+                "test",
+                0,
+                "payment_remark_registered",
+            )
+        ],
+        tenant,
+    )
+    async with sessions() as session:
+        before = await facts.latest_score(session, remarked)
+    assert before is not None and before.risk_class == before.model_risk_class + 1
+    url = database.async_url(database_url)
+    with ThreadPoolExecutor(1) as executor:
+        strict_registry = ModelRegistry.load(executor, stricter)
+        settings = _settings(rescore_stale_seconds=3600)
+        # Without a policy change they are not due ...
+        quiet = Jobs(settings, url, sessions, strict_registry)
+        assert (await quiet.rescore()) is not None
+        async with sessions() as session:
+            assert await facts.latest_score(session, remarked) == before
+        # ... after one, scores made before it are, and follow the new policy.
+        before_change = datetime.now(UTC)
+        since = await policies.record(sessions, stricter)
+        assert since >= before_change - timedelta(seconds=5) and since > first
+        assert await policies.record(sessions, stricter) == since
+        jobs = Jobs(settings, url, sessions, strict_registry, policy_since=since)
+        result = await jobs.rescore()
+    assert result is not None and result.scored >= 2
+    async with sessions() as session:
+        after = await facts.latest_score(session, remarked)
+        downgrades = (
+            await session.execute(
+                text(
+                    "SELECT count(*) FROM alerts WHERE tenant_id = :t AND type = 1 "
+                    "AND (trigger::jsonb) ? 'rescoring'"
+                ),
+                {"t": tenant},
+            )
+        ).scalar_one()
+    assert after is not None
+    assert after.risk_class == min(4, before.model_risk_class + 2)
+    assert any("2 class(es) worse" in r.description for r in after.reasons)
+    assert downgrades == (1 if before.risk_class < 4 else 0)
+    await policies.record(sessions, built_in)  # the session's other servers' policy

@@ -32,7 +32,7 @@ from creditwatch.server.config import Settings, override_policy
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.scheduler import Jobs
 from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
-from creditwatch.server.store import database, migrate
+from creditwatch.server.store import database, migrate, policies
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
 from creditwatch.server.store.tenants import TenantStore
@@ -126,6 +126,13 @@ async def start(settings: Settings) -> Running:
         log.info("database schema at head")
     engine = database.create_engine(url, settings.db_pool_size)
     sessions = database.session_factory(engine)
+    # A policy other than the one last recorded makes the scores made before
+    # now stale for the scheduled re-score (store.policies).
+    policy_since = await policies.record(sessions, policy)
+    log.info(
+        "override policy in effect",
+        extra={"version": policy.version, "since": policy_since.isoformat()},
+    )
     auth = Authenticator(TenantStore(sessions))
 
     server = grpc.aio.server(
@@ -158,7 +165,15 @@ async def start(settings: Settings) -> Running:
     if settings.metrics_port is not None:
         metrics.serve(settings.metrics_port, settings.host)
     intake = Intake(sessions, registry, score_cache, on_alerts=hub.wake)
-    jobs = Jobs(settings, url, sessions, registry, on_alerts=hub.wake, intake=intake)
+    jobs = Jobs(
+        settings,
+        url,
+        sessions,
+        registry,
+        on_alerts=hub.wake,
+        intake=intake,
+        policy_since=policy_since,
+    )
     if settings.jobs_enabled:
         jobs.start()
     workers = settings.stream_processes

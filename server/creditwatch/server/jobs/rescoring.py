@@ -91,7 +91,12 @@ class Rescorer:
         workers: int = 2,
         on_alerts: Callable[[], None] | None = None,
         replica: str = REPLICA,
+        policy_since: datetime | None = None,
     ) -> None:
+        """`policy_since`: since when the override policy this replica scores
+        with has been in effect (store.policies.record); scores made before it
+        are stale, as those of another model version are."""
+        self._policy_since = policy_since
         self._workers = workers
         self._sessions = sessions
         self._registry = registry
@@ -255,6 +260,8 @@ class Rescorer:
         started = time.perf_counter()
         mine = RescoreResult()
         stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
+        if self._policy_since is not None and self._policy_since > stale_before:
+            stale_before = self._policy_since  # a changed policy
         scorer = self._registry.active
         run_id = uuid.uuid4()
         planned = False

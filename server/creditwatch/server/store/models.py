@@ -249,6 +249,21 @@ class ModelActivation(Base):
     )
 
 
+class OverridePolicyChange(Base):
+    """Which override policy replicas started with, from when; the newest row is
+    the policy in effect. A row is added only when a replica starts with a
+    policy other than the newest row's."""
+
+    __tablename__ = "override_policy_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # sha256 of the policy's canonical JSON.
+    fingerprint: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    apply_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class IdempotencyKey(Base):
     """The first result of a request carrying a client `request_id`."""
 
