@@ -113,13 +113,6 @@ async def start(settings: Settings) -> Running:
     """Connect, migrate, and start serving; returns once the port is bound."""
     # First: a bad policy file stops the start-up before anything is started.
     policy = override_policy(settings.override_policy_file)
-    log.info(
-        "override policy",
-        extra={
-            "file": str(settings.override_policy_file or "built-in"),
-            "policy": policy.describe(),
-        },
-    )
     url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
     if settings.migrate_on_start:
         await migrate.upgrade_async(url)
@@ -130,8 +123,12 @@ async def start(settings: Settings) -> Running:
     # now stale for the scheduled re-score (store.policies).
     policy_since = await policies.record(sessions, policy)
     log.info(
-        "override policy in effect",
-        extra={"version": policy.version, "since": policy_since.isoformat()},
+        "override policy",
+        extra={
+            "file": str(settings.override_policy_file or "built-in"),
+            "policy": policy.describe(),
+            "since": policy_since.isoformat(),
+        },
     )
     auth = Authenticator(TenantStore(sessions))
 
