@@ -253,6 +253,7 @@ async def seed_score(db_url: str) -> str:
         await ScoreStore(database.session_factory(engine)).record(
             CompanyId("NO", number),
             StoredScore(0.02, RiskClass.B, RiskClass.B, (), "seed", None, datetime.now(UTC)),
+            OverridePolicy().tag,
         )
     finally:
         await engine.dispose()

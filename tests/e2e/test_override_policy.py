@@ -2,7 +2,12 @@
 intake and StreamScores alike (the worker processes get the policy too, but
 the items they score carry no events, so no policy changes their answers: the
 stream's remarked item is the server's); a bad file stops it before it serves,
-and stops `creditwatch registers sync` too."""
+and stops `creditwatch registers sync` too, as does a policy other than the
+servers'.
+
+The policy server has a database of its own: its policy, new there, becomes
+the current one, which the session's database must not carry into the other
+tests (the session's server would leave re-scoring to it)."""
 
 from __future__ import annotations
 
@@ -10,17 +15,18 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.type import money_pb2
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.store import database, migrate, policies
 from creditwatch.v1 import common_pb2, companies_pb2, companies_pb2_grpc, scoring_pb2
 from creditwatch.v1 import scoring_pb2_grpc as scoring_grpc
 from tests.conftest import TenantKey, new_tenant
@@ -40,11 +46,30 @@ QUIET = {"CREDITWATCH_JOBS_ENABLED": "false", "CREDITWATCH_BATCH_SHARE_INTERVAL_
 
 
 @pytest.fixture(scope="module")
-def policy_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def policy_database(fresh_database: Callable[[], str]) -> str:
+    url = fresh_database()
+    migrate.upgrade(database.async_url(url))
+    return url
+
+
+@pytest.fixture
+async def policy_sessions(policy_database: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = database.create_engine(database.async_url(policy_database), 2)
+    yield database.session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def policy_tenant(policy_sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    return await new_tenant(policy_sessions, "policy bank")
+
+
+@pytest.fixture(scope="module")
+def policy_server(policy_database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = tmp_path_factory.mktemp("policy") / "overrides.json"
     path.write_text(json.dumps(POLICY))
     env = QUIET | {"CREDITWATCH_OVERRIDE_POLICY_FILE": str(path)}
-    with ServerProcess(database_url, env=env) as process:
+    with ServerProcess(policy_database, env=env) as process:
         assert '"payment_remark_notches": 2' in process.log_text()  # logged at start
         yield process.address
 
@@ -75,26 +100,23 @@ async def test_score_financials_follows_the_file(
     policy_channel: grpc.aio.Channel,
     channel: grpc.aio.Channel,
     tenant: TenantKey,
-    sessions: async_sessionmaker[AsyncSession],
+    policy_tenant: TenantKey,
+    policy_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    # The server recorded the policy it started with, other than the one
-    # before it: the scheduled re-score treats older scores as stale.
-    async with sessions() as session:
-        newest = (
-            await session.execute(
-                text("SELECT version FROM override_policy_changes ORDER BY id DESC LIMIT 1")
-            )
-        ).scalar_one()
-    assert newest == "overrides-test-1"
-    plain = await _score(policy_channel, tenant)
+    # The server recorded the policy it started with, new on its database:
+    # the current one, which the scheduled re-score brings every score to.
+    current = await policies.current(policy_sessions)
+    assert current is not None and current.version == "overrides-test-1"
+    assert current.matches(OverridePolicy.from_json(POLICY))
+    plain = await _score(policy_channel, policy_tenant)
     assert plain.risk_class <= 2  # room for two notches below
-    remark = await _score(policy_channel, tenant, _remark())
+    remark = await _score(policy_channel, policy_tenant, _remark())
     assert remark.risk_class == plain.risk_class + 2
     (reason,) = [r for r in remark.reasons if r.code == "OVERRIDE_PAYMENT_REMARK"]
     assert "2 class(es) worse" in reason.description
     collection = await _score(
         policy_channel,
-        tenant,
+        policy_tenant,
         _event(
             debt_collection_opened=companies_pb2.DebtCollectionOpened(
                 case_id="c1", amount=money_pb2.Money(currency_code="NOK", units=25_000)
@@ -105,7 +127,7 @@ async def test_score_financials_follows_the_file(
     assert "OVERRIDE_COLLECTION_CASE" not in [r.code for r in collection.reasons]
     # Bankruptcy is class D whatever a policy says.
     bankrupt = await _score(
-        policy_channel, tenant, _event(bankruptcy_opened=companies_pb2.BankruptcyOpened())
+        policy_channel, policy_tenant, _event(bankruptcy_opened=companies_pb2.BankruptcyOpened())
     )
     assert bankrupt.risk_class == common_pb2.RISK_CLASS_D
     # The session's server, on the built-in policy, scores the same request otherwise.
@@ -114,10 +136,10 @@ async def test_score_financials_follows_the_file(
 
 async def test_intake_and_stream_scores_follow_the_file(
     policy_channel: grpc.aio.Channel,
-    sessions: async_sessionmaker[AsyncSession],
-    tenant: TenantKey,
+    policy_sessions: async_sessionmaker[AsyncSession],
+    policy_tenant: TenantKey,
 ) -> None:
-    feed = await new_tenant(sessions, "policy feed", scopes=(SCOPE_COMPANIES_WRITE,))
+    feed = await new_tenant(policy_sessions, "policy feed", scopes=(SCOPE_COMPANIES_WRITE,))
     data = companies_pb2_grpc.CompanyDataServiceStub(policy_channel)
     number = norwegian_numbers(1, start=85_960_000)[0]
     first = await data.SubmitFinancialStatement(
@@ -160,7 +182,7 @@ async def test_intake_and_stream_scores_follow_the_file(
     results = [
         result
         async for response in scoring_grpc.ScoringServiceStub(policy_channel).StreamScores(
-            chunks(), metadata=tenant.metadata
+            chunks(), metadata=policy_tenant.metadata
         )
         for result in response.results
     ]
@@ -228,3 +250,22 @@ def test_the_register_feed_command_scores_with_the_policy_file_too(
     )
     assert run.returncode != 0
     assert f"override policy {path}: payment_remark_notches must be a JSON integer" in run.stderr
+
+
+def test_the_register_feed_command_refuses_a_policy_other_than_the_servers(
+    policy_database: str, policy_server: str
+) -> None:
+    # Its scores would be redone by the servers' re-score (and alert twice).
+    env = {**os.environ, "DATABASE_URL": policy_database}
+    env.pop("CREDITWATCH_OVERRIDE_POLICY_FILE", None)  # the built-in policy
+    command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
+    run = subprocess.run(
+        [*command, "--base-url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "override policy (overrides-2026.11.1) is not the servers' current one" in run.stderr
+    assert "(overrides-test-1, since" in run.stderr

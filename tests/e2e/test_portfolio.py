@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.jobs.scheduler import take_snapshots
 from creditwatch.server.store import facts
@@ -57,6 +58,7 @@ async def _score(
             session,
             CompanyId("NO", number),
             StoredScore(pd, risk_class, risk_class, (), "hand-set", None, now),
+            OverridePolicy().tag,
         )
 
 

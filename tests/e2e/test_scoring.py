@@ -13,6 +13,7 @@ from google.type import date_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.store.scores import ScoreStore
 from creditwatch.v1 import common_pb2, companies_pb2, scoring_pb2, scoring_pb2_grpc
@@ -252,6 +253,7 @@ async def test_score_company_returns_the_stored_score(
     await ScoreStore(sessions).record(
         CompanyId("NO", number),
         StoredScore(0.02, RiskClass.B, RiskClass.B, (), "stored-model", None, datetime.now(UTC)),
+        OverridePolicy().tag,
     )
     got = await _stub(channel).ScoreCompany(
         scoring_pb2.ScoreCompanyRequest(

@@ -9,6 +9,7 @@ from google.type import money_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.store.scores import ScoreStore
 from creditwatch.v1 import common_pb2, watchlists_pb2, watchlists_pb2_grpc
@@ -385,10 +386,12 @@ async def test_filter_entries_by_latest_risk_class(
         await scores.record(
             CompanyId("NO", number),
             StoredScore(0.5, RiskClass.B, RiskClass.B, (), "test-model", None, now),
+            OverridePolicy().tag,
         )
         await scores.record(
             CompanyId("NO", number),
             StoredScore(0.1 * int(cls), cls, cls, (), "test-model", None, now),
+            OverridePolicy().tag,
         )
     page = await stub.ListEntries(
         watchlists_pb2.ListEntriesRequest(

@@ -13,16 +13,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.config import Settings
+from creditwatch.server.domain.alerts import RescoreReason
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import EntryColumns, EntrySpec, WatchListSpec
 from creditwatch.server.intake import IncomingEvent, Intake
 from creditwatch.server.jobs.leader import Leadership
 from creditwatch.server.jobs.scheduler import Jobs, purge_alerts
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts, database, facts, policies
+from creditwatch.server.store import alerts, database, facts, policies, rescoring
 from creditwatch.server.store.watchlists import WatchListStore
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import healthy
@@ -194,25 +196,14 @@ async def test_retention_deletes_old_alerts_and_records_the_purged_position(
     assert purged.seq == newest_gone - 1  # the 100-day-old alert, written just before
 
 
-async def test_a_changed_override_policy_makes_fresh_scores_due(
-    database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
-) -> None:
-    built_in, stricter = OverridePolicy(), OverridePolicy(payment_remark_notches=2)
-    first = await policies.record(sessions, built_in)
-    assert await policies.record(sessions, built_in) == first  # unchanged: no new row
-
-    # A watched company with an open payment remark, scored under the built-in
-    # policy (one class down for it) a moment ago: fresh by any stale time.
-    tenant, companies = await _watched(sessions, registry, 86_970_000, 2)
-    remarked = companies[0]
-    intake = Intake(sessions, registry)
+async def _remark(intake: Intake, company: CompanyId, tenant: uuid.UUID, remark: str) -> None:
     await intake.record_events(
         [
             IncomingEvent(
-                remarked,
-                "policy-change-r1",
-                CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, datetime.now(UTC), "r1"),
-                {"remark_id": "r1"},
+                company,
+                f"policy-{remark}",
+                CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, datetime.now(UTC), remark),
+                {"remark_id": remark},
                 "test",
                 0,
                 "payment_remark_registered",
@@ -220,39 +211,117 @@ async def test_a_changed_override_policy_makes_fresh_scores_due(
         ],
         tenant,
     )
+
+
+async def _policy_rescores(sessions: async_sessionmaker[AsyncSession], tenant: uuid.UUID) -> int:
+    """The tenant's alerts raised by a re-score for an override policy change."""
     async with sessions() as session:
-        before = await facts.latest_score(session, remarked)
-    assert before is not None and before.risk_class == before.model_risk_class + 1
-    url = database.async_url(database_url)
+        count = await session.scalar(
+            text(
+                "SELECT count(*) FROM alerts WHERE tenant_id = :t "
+                "AND (trigger::jsonb) -> 'rescoring' ->> 'reason' = :reason"
+            ),
+            {"t": tenant, "reason": str(int(RescoreReason.POLICY_CHANGED))},
+        )
+    return int(count or 0)
+
+
+async def _class_of(sessions: async_sessionmaker[AsyncSession], company: CompanyId) -> StoredScore:
+    async with sessions() as session:
+        score = await facts.latest_score(session, company)
+    assert score is not None
+    return score
+
+
+async def test_a_rolling_deploy_of_a_new_override_policy(
+    own_database: tuple[str, async_sessionmaker[AsyncSession]], registry: ModelRegistry
+) -> None:
+    """Old replicas (the built-in policy) and new ones (two classes down per
+    payment remark) side by side: the scores the old ones make even after the
+    change are redone by the new ones' re-score, exactly once, and neither an
+    old replica's run nor its restart takes the policy back."""
+    url, sessions = own_database
+    built_in, stricter = OverridePolicy(), OverridePolicy("strict-1", payment_remark_notches=2)
+    assert (await policies.record(sessions, built_in)).matches(built_in)
+    tenant, (before, during, new) = await _watched(sessions, registry, 86_970_000, 3)
+    old_intake = Intake(sessions, registry)
+    await _remark(old_intake, before, tenant, "r1")
+    settings = _settings(rescore_stale_seconds=3600)
     with ThreadPoolExecutor(1) as executor:
-        strict_registry = ModelRegistry.load(executor, stricter)
-        settings = _settings(rescore_stale_seconds=3600)
-        # Without a policy change they are not due ...
-        quiet = Jobs(settings, url, sessions, strict_registry)
-        assert (await quiet.rescore()) is not None
-        async with sessions() as session:
-            assert await facts.latest_score(session, remarked) == before
-        # ... after one, scores made before it are, and follow the new policy.
-        before_change = datetime.now(UTC)
-        since = await policies.record(sessions, stricter)
-        assert since >= before_change - timedelta(seconds=5) and since > first
-        assert await policies.record(sessions, stricter) == since
-        jobs = Jobs(settings, url, sessions, strict_registry, policy_since=since)
-        result = await jobs.rescore()
-    assert result is not None and result.scored >= 2
+        new_registry = ModelRegistry.load(executor, stricter)
+        old_jobs = Jobs(settings, url, sessions, registry)
+        new_jobs = Jobs(settings, url, sessions, new_registry)
+        # Nothing is due before the change.
+        quiet = await old_jobs.rescore()
+        assert quiet is not None and quiet.companies == 0
+
+        # A new replica starts: its policy, never seen before, is current.
+        current = await policies.record(sessions, stricter)
+        assert current.matches(stricter) and current.version == "strict-1"
+        await _remark(Intake(sessions, new_registry), new, tenant, "r3")
+        # An old replica still takes intake, with its own policy ...
+        await _remark(old_intake, during, tenant, "r2")
+        old_score = await _class_of(sessions, during)
+        assert old_score.risk_class == old_score.model_risk_class + 1
+        # ... runs no re-score (its policy is not current: it would redo the
+        # new replica's scores) ...
+        skipped = await old_jobs.rescore()
+        assert skipped is not None and skipped.companies == 0
+        new_score = await _class_of(sessions, new)
+        assert new_score.risk_class == min(4, new_score.model_risk_class + 2)
+        # ... and restarting does not make its policy current again.
+        assert (await policies.record(sessions, built_in)).matches(stricter)
+
+        done = await new_jobs.rescore()
+        assert done is not None and done.scored == 2
+        again = await new_jobs.rescore()
+        assert again is not None and again.companies == 0
+    moved = 0  # companies that were not yet class D: one downgrade alert each
+    for company in (before, during):
+        after = await _class_of(sessions, company)
+        assert after.risk_class == min(4, after.model_risk_class + 2)
+        assert any("2 class(es) worse" in r.description for r in after.reasons)
+        moved += after.model_risk_class + 1 < 4
+    assert moved and await _policy_rescores(sessions, tenant) == moved
+
+
+async def test_the_first_policy_file_redoes_the_built_in_scores(
+    own_database: tuple[str, async_sessionmaker[AsyncSession]], registry: ModelRegistry
+) -> None:
+    """A database upgraded from a release that recorded no policy: its scores
+    were made with the built-in one, and a first deploy with a policy file
+    redoes them."""
+    url, sessions = own_database
+    tenant, (company, _) = await _watched(sessions, registry, 86_975_000, 2)
+    await _remark(Intake(sessions, registry), company, tenant, "r1")
     async with sessions() as session:
-        after = await facts.latest_score(session, remarked)
-        downgrades = (
-            await session.execute(
-                text(
-                    "SELECT count(*) FROM alerts WHERE tenant_id = :t AND type = 1 "
-                    "AND (trigger::jsonb) ? 'rescoring'"
-                ),
-                {"t": tenant},
-            )
-        ).scalar_one()
-    assert after is not None
-    assert after.risk_class == min(4, before.model_risk_class + 2)
-    assert any("2 class(es) worse" in r.description for r in after.reasons)
-    assert downgrades == (1 if before.risk_class < 4 else 0)
-    await policies.record(sessions, built_in)  # the session's other servers' policy
+        tags = await session.scalar(text("SELECT array_agg(DISTINCT override_policy) FROM scores"))
+    assert tags == [OverridePolicy().tag]
+    stricter = OverridePolicy("strict-2", payment_remark_notches=2)
+    assert (await policies.record(sessions, stricter)).matches(stricter)  # the first row
+    with ThreadPoolExecutor(1) as executor:
+        jobs = Jobs(
+            _settings(rescore_stale_seconds=3600),
+            url,
+            sessions,
+            ModelRegistry.load(executor, stricter),
+        )
+        done = await jobs.rescore()
+    assert done is not None and done.scored == 2
+    after = await _class_of(sessions, company)
+    assert after.risk_class == min(4, after.model_risk_class + 2)
+
+
+async def test_a_replica_claims_only_chunks_of_its_own_policy(
+    own_database: tuple[str, async_sessionmaker[AsyncSession]],
+) -> None:
+    _, sessions = own_database
+    companies = rescoring.Keys(["NO"], [norwegian_numbers(1, start=86_976_000)[0]])
+    maker = rescoring.Maker("v1", "new-policy", datetime.now(UTC))
+    async with sessions.begin() as session:
+        await rescoring.add_chunks(session, uuid.uuid4(), maker, [companies])
+    async with sessions.begin() as session:
+        assert await rescoring.claim(session, "v1", "old-policy") is None
+        assert await rescoring.claim(session, "v2", "new-policy") is None
+        chunk = await rescoring.claim(session, "v1", "new-policy")
+    assert chunk is not None and chunk.maker == maker and chunk.companies == companies

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.store import database, rescoring, score_cache
 from creditwatch.server.store.score_cache import ScoreCache, notices
@@ -17,6 +18,8 @@ from creditwatch.server.store.scores import ScoreStore
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
+
+BUILT_IN = OverridePolicy().tag
 
 
 async def _until(condition: object, seconds: float = 5.0) -> None:
@@ -43,7 +46,7 @@ async def test_a_score_write_anywhere_evicts_the_cached_entry(
         assert cache.get(company) == score
 
         stale_generation = cache.generation
-        await ScoreStore(sessions).record(company, score)  # NOTIFY at commit
+        await ScoreStore(sessions).record(company, score, BUILT_IN)  # NOTIFY at commit
         await _until(lambda: cache.get(company) is None)
         cache.put(company, score, stale_generation)  # a look-up that raced the write
         assert cache.get(company) is None
@@ -75,7 +78,7 @@ async def test_a_bulk_write_evicts_every_company_it_names(
             cache.put(company, score, cache.generation)
         async with sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
-            await rescoring.add_scores(session, [(c, score) for c in companies])
+            await rescoring.add_scores(session, [(c, score) for c in companies], BUILT_IN)
         await _until(lambda: all(cache.get(c) is None for c in companies))
         assert cache.get(kept) == score  # not named, not evicted
     finally:
@@ -123,7 +126,7 @@ async def test_a_bulk_write_past_the_flush_size_empties_every_cache(
         cache.put(elsewhere, score, cache.generation)
         async with sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
-            await rescoring.add_scores(session, [(c, score) for c in companies])
+            await rescoring.add_scores(session, [(c, score) for c in companies], BUILT_IN)
         await _until(lambda: cache.get(elsewhere) is None)  # '*': everything goes
     finally:
         await cache.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,12 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from creditwatch.server.config import override_policy
+from creditwatch.server.config import Settings, override_policy
 from creditwatch.server.domain.events import CompanyEvent, EventType, RiskState
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.risk_classes import PdBands
 from creditwatch.server.domain.scores import RiskClass
 
+REPO = Path(__file__).resolve().parents[2]
 BANDS = PdBands(a_below=0.01, b_below=0.03, c_below=0.15)
 
 
@@ -132,6 +134,11 @@ def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path:
         ('{"dissolution_forces_d": false}', "dissolution_forces_d cannot be switched off"),
         ('"strict"', "a JSON object is expected"),
         ('{"version": " "}', "version must not be empty"),
+        ('{"payment_remark_notches": 4}', "notches must be at most 3"),
+        # Bound as a 32-bit parameter in every intake's query: refused here,
+        # not there (where it failed every intake).
+        ('{"overdue_days": 2147483648}', "overdue_days must be at most 3650"),
+        ('{"overdue_days": 30, "overdue_days": 60}', "overdue_days is given twice"),
         ("{", "override policy"),
     ],
 )
@@ -149,3 +156,41 @@ def test_a_bad_policy_file_is_refused_with_its_name_and_the_problem(
 def test_a_missing_policy_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"nowhere\.json"):
         override_policy(tmp_path / "nowhere.json")
+
+
+def test_an_empty_policy_variable_means_the_built_in_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CREDITWATCH_OVERRIDE_POLICY_FILE", "")
+    settings = Settings()
+    assert settings.override_policy_file is None
+    assert override_policy(settings.override_policy_file) == OverridePolicy()
+
+
+def test_the_tag_names_the_values_and_the_version() -> None:
+    built_in = OverridePolicy()
+    assert len(built_in.tag) == 16 and built_in.fingerprint.startswith(built_in.tag)
+    assert OverridePolicy().tag == built_in.tag  # the same values, the same tag
+    assert OverridePolicy(payment_remark_notches=2).tag != built_in.tag
+    # A new version of the same values is a new policy (how an operator
+    # makes an earlier policy current again).
+    assert OverridePolicy(version="overrides-2026.11.2").tag != built_in.tag
+
+
+def test_the_scores_before_0015_carry_the_built_in_policy_s_tag() -> None:
+    path = REPO / "migrations" / "versions" / "0015_scores_carry_their_override_policy.py"
+    spec = importlib.util.spec_from_file_location("migration_0015", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    # The only policy there was before 0014, spelt out: its tag is history.
+    before = OverridePolicy(
+        version="overrides-2026.11.1",
+        bankruptcy_forces_d=True,
+        dissolution_forces_d=True,
+        payment_remark_notches=1,
+        collection_case_notches=1,
+        overdue_days=90,
+        overdue_payment_notches=1,
+    )
+    assert before.tag == migration.BUILT_IN_TAG

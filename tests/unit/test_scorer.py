@@ -218,7 +218,7 @@ async def test_stored_form_is_the_same_scores_reasons_text_and_all(
 
 
 def test_stored_rows_take_scores_of_their_own_model_version_only() -> None:
-    rows = ScoreRows("v2")
+    rows = ScoreRows("v2", "policy-tag")
     score = StoredScore(0.5, RiskClass.D, RiskClass.C, (), "v2", None, datetime.now(UTC))
     rows.append(score)
     assert rows.score(0) == score and rows.reasons_json == ["[]"]

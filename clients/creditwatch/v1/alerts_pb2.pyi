@@ -110,6 +110,11 @@ class _RescoreReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rescore
     """Pooled payment experiences of all tenants changed; the tenants' invoices
     stay private, so no further detail is given.
     """
+    RESCORE_REASON_POLICY_CHANGED: _RescoreReason.ValueType  # 4
+    """The override policy changed (a replica started with a new
+    CREDITWATCH_OVERRIDE_POLICY_FILE): the scheduled re-score redid the scores
+    made with another one.
+    """
 
 class RescoreReason(_RescoreReason, metaclass=_RescoreReasonEnumTypeWrapper):
     """Why a company was re-scored without a new fact about it."""
@@ -123,6 +128,11 @@ RESCORE_REASON_SCHEDULED: RescoreReason.ValueType  # 2
 RESCORE_REASON_PAYMENT_DATA: RescoreReason.ValueType  # 3
 """Pooled payment experiences of all tenants changed; the tenants' invoices
 stay private, so no further detail is given.
+"""
+RESCORE_REASON_POLICY_CHANGED: RescoreReason.ValueType  # 4
+"""The override policy changed (a replica started with a new
+CREDITWATCH_OVERRIDE_POLICY_FILE): the scheduled re-score redid the scores
+made with another one.
 """
 Global___RescoreReason: _TypeAlias = RescoreReason  # noqa: Y015
 

@@ -119,17 +119,29 @@ async def start(settings: Settings) -> Running:
         log.info("database schema at head")
     engine = database.create_engine(url, settings.db_pool_size)
     sessions = database.session_factory(engine)
-    # A policy other than the one last recorded makes the scores made before
-    # now stale for the scheduled re-score (store.policies).
-    policy_since = await policies.record(sessions, policy)
+    # A policy never seen before becomes the current one, whose replicas
+    # re-score what other policies scored (store.policies).
+    current = await policies.record(sessions, policy)
     log.info(
         "override policy",
         extra={
             "file": str(settings.override_policy_file or "built-in"),
             "policy": policy.describe(),
-            "since": policy_since.isoformat(),
+            "tag": policy.tag,
+            "current_since": current.since.isoformat() if current.matches(policy) else None,
         },
     )
+    if not current.matches(policy):
+        log.warning(
+            "this replica's override policy is not the current one: it serves, but its "
+            "scores will be redone by the replicas on the current policy, and it takes no "
+            "re-scoring work (to make an earlier policy current again, give it a new version)",
+            extra={
+                "current": current.version,
+                "current_since": current.since.isoformat(),
+                "this_replica": policy.version,
+            },
+        )
     auth = Authenticator(TenantStore(sessions))
 
     server = grpc.aio.server(
@@ -169,7 +181,6 @@ async def start(settings: Settings) -> Running:
         registry,
         on_alerts=hub.wake,
         intake=intake,
-        policy_since=policy_since,
     )
     if settings.jobs_enabled:
         jobs.start()

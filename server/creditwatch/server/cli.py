@@ -235,9 +235,10 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
     from creditwatch.server.jobs.leader import Leadership
     from creditwatch.server.jobs.scheduler import sync_registers
     from creditwatch.server.scoring.registry import ModelRegistry
-    from creditwatch.server.store import database, migrate
+    from creditwatch.server.store import database, migrate, policies
     from creditwatch.server.store.activations import ActivationStore
 
+    policy = override_policy(settings.override_policy_file)
     url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
     await migrate.upgrade_async(url)
     engine = database.create_engine(url, 4)
@@ -245,11 +246,18 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
     results: list[Any] = []
     try:
         with ThreadPoolExecutor(1) as executor:
+            # Its scores would be redone by the servers' next re-score, and
+            # alert twice: it scores with the servers' policy or not at all.
+            current = await policies.current(sessions)
+            if current is not None and not current.matches(policy):
+                raise RuntimeError(
+                    f"this command's override policy ({policy.version}) is not the "
+                    f"servers' current one ({current.version}, since "
+                    f"{current.since:%Y-%m-%d %H:%M} UTC): give it the servers' "
+                    "CREDITWATCH_OVERRIDE_POLICY_FILE"
+                )
             registry = ModelRegistry.load(
-                executor,
-                override_policy(settings.override_policy_file),
-                settings.model_dir,
-                settings.model_version,
+                executor, policy, settings.model_dir, settings.model_version
             )
             await registry.sync(ActivationStore(sessions))
             intake = Intake(sessions, registry)

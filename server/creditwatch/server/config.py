@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,7 +16,11 @@ class Settings(BaseSettings):
     """Every knob of a creditwatch server. Environment names are `CREDITWATCH_<FIELD>`
     (upper case), except `DATABASE_URL`, which is also read without the prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="CREDITWATCH_", extra="ignore")
+    # An empty variable (`CREDITWATCH_OVERRIDE_POLICY_FILE=`) means unset, as
+    # in a shell or a compose file it usually does.
+    model_config = SettingsConfigDict(
+        env_prefix="CREDITWATCH_", extra="ignore", env_ignore_empty=True
+    )
 
     host: str = Field("0.0.0.0", description="Address the gRPC server binds to.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -149,7 +154,7 @@ def override_policy(path: Path | None) -> OverridePolicy:
     if path is None:
         return OverridePolicy()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (OSError, ValueError) as error:
         raise ValueError(f"override policy {path}: {error}") from None
     if not isinstance(data, dict):
@@ -158,3 +163,14 @@ def override_policy(path: Path | None) -> OverridePolicy:
         return OverridePolicy.from_json(data)
     except ValueError as error:
         raise ValueError(f"override policy {path}: {error}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different (json keeps the last of a
+    repeated key without a word: in a policy file, a mistake)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"{key} is given twice")
+        found[key] = value
+    return found

@@ -102,7 +102,7 @@ async def score_companies(
     ]
     scores = await scorer.score_many(requests)
     scored = [(c, s) for c, s in zip(companies, scores, strict=True) if s is not None]
-    await rescoring.add_scores(session, scored)
+    await rescoring.add_scores(session, scored, scorer.policy.tag)
     metrics.SCORES.labels(origin).inc(len(scored))
     return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
 

@@ -91,6 +91,7 @@ class RescoreReason(enum.IntEnum):
     MODEL_CHANGED = 1
     SCHEDULED = 2
     PAYMENT_DATA = 3
+    POLICY_CHANGED = 4
 
 
 # Priority = severity weight x exposure (documented on Alert.priority).

@@ -9,12 +9,21 @@ teams can change it without a release.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.scores import Reason, ReasonKind, RiskClass
+
+MAX_NOTCHES = 3
+"""More notches than this cannot move a class further (A to D is three)."""
+MAX_OVERDUE_DAYS = 3650
+"""Ten years: an invoice overdue longer is no signal a policy could mean."""
+TAG_LENGTH = 16
+"""Hex digits of the fingerprint that every stored score carries (64 bits)."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,28 @@ class OverridePolicy:
         )
         if min(notches) < 0 or policy.overdue_days < 0:
             raise ValueError("notches and overdue_days must not be negative")
+        if max(notches) > MAX_NOTCHES:
+            raise ValueError(f"notches must be at most {MAX_NOTCHES} (A to D)")
+        if policy.overdue_days > MAX_OVERDUE_DAYS:
+            raise ValueError(f"overdue_days must be at most {MAX_OVERDUE_DAYS}")
         return policy
 
     def describe(self) -> dict[str, Any]:
         """The policy as `from_json` reads it (for logs)."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the policy's canonical JSON, version included: the version
+        names a policy, so the same values under a new version are a new one."""
+        canonical = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def tag(self) -> str:
+        """The fingerprint's first TAG_LENGTH hex digits, which every score
+        made with this policy stores (scores.override_policy)."""
+        return self.fingerprint[:TAG_LENGTH]
 
     def apply(self, model_class: RiskClass, state: RiskState) -> tuple[RiskClass, list[Reason]]:
         """The final class and the override reasons that produced it."""

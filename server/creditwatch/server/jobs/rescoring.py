@@ -1,6 +1,6 @@
 """Scheduled re-scoring: watched companies with a stale score, or one made by
-another model version, are re-scored in chunks, producing alerts like any
-other change.
+another model version or override policy, are re-scored in chunks, producing
+alerts like any other change.
 
 The leading replica lists the due companies in chunks that every replica's
 workers claim (see `Rescorer`). Each chunk is one transaction: claim it, lock
@@ -9,7 +9,11 @@ itself, as it may have since the chunk was listed) and read their facts in
 columns in one statement, run the model once for the chunk (no statement
 object per company), store the scores and write
 the alerts (risk-class changes and PD-threshold crossings; the trigger says
-"re-scored" with the reason, MODEL_CHANGED or SCHEDULED).
+"re-scored" with the reason, MODEL_CHANGED, POLICY_CHANGED or SCHEDULED).
+
+Only a replica running the current override policy (store.policies) leads or
+shares a run: in a rolling deploy the replicas still on the old policy leave
+the re-score to the new ones, whose run redoes the scores the old ones made.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from creditwatch.server.intake import write_alerts
 from creditwatch.server.jobs.chunks import attempt, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import rescoring
+from creditwatch.server.store import policies, rescoring
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,8 @@ _WAIT_FOR_CHUNKS = 0.01
 
 
 class Rescorer:
-    """Re-scores watched companies whose score is stale or from another model.
+    """Re-scores watched companies whose score is stale or from another model
+    version or override policy.
 
     A run is shared by the replicas: the leading replica (`run`) lists the due
     companies in chunks in the `rescore_chunks` table, and its own workers and
@@ -91,12 +96,7 @@ class Rescorer:
         workers: int = 2,
         on_alerts: Callable[[], None] | None = None,
         replica: str = REPLICA,
-        policy_since: datetime | None = None,
     ) -> None:
-        """`policy_since`: since when the override policy this replica scores
-        with has been in effect (store.policies.record); scores made before it
-        are stale, as those of another model version are."""
-        self._policy_since = policy_since
         self._workers = workers
         self._sessions = sessions
         self._registry = registry
@@ -124,14 +124,18 @@ class Rescorer:
         session: AsyncSession,
         scorer: Scorer,
         companies: Sequence[CompanyId] | rescoring.Keys,
-        fresh_from: tuple[str, datetime] | None,
+        fresh_from: rescoring.Maker | None,
     ) -> RescoreResult:
         """Re-score a chunk in the session's transaction, but for companies
         whose score is fresh by `fresh_from` (see rescoring.lock_and_read)."""
         now = datetime.now(UTC)
         facts_ = {
             reason: RescoreFact(reason, scorer.version)
-            for reason in (RescoreReason.MODEL_CHANGED, RescoreReason.SCHEDULED)
+            for reason in (
+                RescoreReason.MODEL_CHANGED,
+                RescoreReason.POLICY_CHANGED,
+                RescoreReason.SCHEDULED,
+            )
         }
         known = await rescoring.lock_and_read(
             session, companies, scorer.policy.overdue_days, fresh_from
@@ -161,12 +165,13 @@ class Rescorer:
         metrics.SCORES.labels("rescoring").inc(len(rows))
         changes = []
         for j, i in alerting:
-            old, old_reasons = previous[i]
-            reason = (
-                RescoreReason.MODEL_CHANGED
-                if old.model_version != scorer.version
-                else RescoreReason.SCHEDULED
-            )
+            old, old_reasons, old_policy = previous[i]
+            if old.model_version != scorer.version:
+                reason = RescoreReason.MODEL_CHANGED
+            elif old_policy != scorer.policy.tag:
+                reason = RescoreReason.POLICY_CHANGED
+            else:
+                reason = RescoreReason.SCHEDULED
             change = Change(
                 facts_[reason],
                 old,
@@ -186,19 +191,19 @@ class Rescorer:
         )
 
     async def _claim_and_rescore(self, scorer: Scorer, result: RescoreResult) -> bool:
-        """Claim a queued chunk for the scorer's model version and re-score it,
-        in one transaction; False if no chunk was free. A chunk whose re-score
+        """Claim a queued chunk for the scorer's model version and override
+        policy and re-score it, in one transaction; False if no chunk was
+        free. A chunk whose re-score
         fails (but for a lost connection: that is the replica's, not the
         chunk's) is counted against it and left for another attempt."""
         async with self._sessions.begin() as session:
-            chunk = await rescoring.claim(session, scorer.version)
+            chunk = await rescoring.claim(session, scorer.version, scorer.policy.tag)
             if chunk is None:
                 return False
             claimed = chunk
 
             async def work() -> RescoreResult:
-                fresh_from = (claimed.model_version, claimed.stale_before)
-                done = await self._rescore_in(session, scorer, claimed.companies, fresh_from)
+                done = await self._rescore_in(session, scorer, claimed.companies, claimed.maker)
                 await rescoring.finish(
                     session, claimed, self._replica, done.scored, done.alerts, done.skipped_locked
                 )
@@ -213,8 +218,8 @@ class Rescorer:
     async def share(self) -> RescoreResult:
         """Re-score chunks of another replica's run until none is free (one
         claim first, then `workers` at a time); what this replica did. A
-        replica whose active model differs from the run's leaves its chunks
-        alone."""
+        replica whose active model or override policy differs from the run's
+        leaves its chunks alone."""
         result = RescoreResult()
         if self._leading:
             return result  # its own run's workers are at it
@@ -256,13 +261,24 @@ class Rescorer:
         `workers` tasks claim and re-score chunks concurrently, each in its own
         transaction, so database round trips overlap the model runs. The run
         ends when every chunk is done, whichever replica did it; its result
-        is every replica's."""
+        is every replica's. A replica whose override policy is not the
+        current one (store.policies) does nothing: its scores would be
+        redone by the replicas that run it."""
         started = time.perf_counter()
         mine = RescoreResult()
-        stale_before = datetime.fromtimestamp(time.time() - stale_after_seconds, UTC)
-        if self._policy_since is not None and self._policy_since > stale_before:
-            stale_before = self._policy_since  # a changed policy
         scorer = self._registry.active
+        current = await policies.current(self._sessions)
+        if current is not None and not current.matches(scorer.policy):
+            log.warning(
+                "re-scoring left to the replicas on the current override policy",
+                extra={"current": current.version, "this_replica": scorer.policy.version},
+            )
+            return mine
+        maker = rescoring.Maker(
+            scorer.version,
+            scorer.policy.tag,
+            datetime.fromtimestamp(time.time() - stale_after_seconds, UTC),
+        )
         run_id = uuid.uuid4()
         planned = False
         queued = asyncio.Event()
@@ -280,16 +296,13 @@ class Rescorer:
                 try:
                     while True:
                         async with self._sessions.begin() as session:
-                            due = await rescoring.due(
-                                session, scorer.version, stale_before, after, page
-                            )
+                            due = await rescoring.due(session, maker, after, page)
                             if not len(due):
                                 break
                             await rescoring.add_chunks(
                                 session,
                                 run_id,
-                                scorer.version,
-                                stale_before,
+                                maker,
                                 [
                                     due.slice(start, start + self._chunk)
                                     for start in range(0, len(due), self._chunk)
@@ -379,7 +392,7 @@ async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> tuple[list[int]
         states = known.states if whole else [known.states[i] for i in rows]
         scored = await scorer.score_columns_stored(columns, states)
     else:
-        scored = ScoreRows(scorer.version)
+        scored = ScoreRows(scorer.version, scorer.policy.tag)
     order = list(rows)
     if len(rows) + len(skip) < count:
         bare = sorted(set(range(count)) - set(rows) - skip)

@@ -114,7 +114,6 @@ class Jobs:
         registry: ModelRegistry,
         on_alerts: Callable[[], None] | None = None,
         intake: Intake | None = None,
-        policy_since: datetime | None = None,
     ) -> None:
         self._settings = settings
         self._intake = intake
@@ -126,7 +125,6 @@ class Jobs:
             chunk=settings.rescore_chunk,
             workers=settings.rescore_workers,
             on_alerts=on_alerts,
-            policy_since=policy_since,
         )
         self.snapshotter = Snapshotter(sessions)
         self._scheduler = AsyncIOScheduler(timezone=UTC)

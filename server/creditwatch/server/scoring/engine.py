@@ -166,6 +166,8 @@ class ScoreRows:
     Reason objects and StoredScores are made only for those (`score`)."""
 
     model_version: str
+    override_policy: str
+    """The override policy's tag (OverridePolicy.tag)."""
     pds: list[float] = field(default_factory=list)
     risk_classes: list[int] = field(default_factory=list)
     model_risk_classes: list[int] = field(default_factory=list)
@@ -203,9 +205,13 @@ class ScoreRows:
         self.score_times.append(score.score_time)
 
     def extend(self, other: ScoreRows) -> None:
-        """Add another batch's rows (of the same model version)."""
+        """Add another batch's rows (of the same model version and policy)."""
         if other.model_version != self.model_version:
             raise ValueError(f"{other.model_version} scores among {self.model_version} scores")
+        if other.override_policy != self.override_policy:
+            raise ValueError(
+                f"scores of policy {other.override_policy} among {self.override_policy}'s"
+            )
         self.pds += other.pds
         self.risk_classes += other.risk_classes
         self.model_risk_classes += other.model_risk_classes
@@ -364,7 +370,7 @@ class Scorer:
     ) -> ScoreRows:
         """`score_columns` in the form scores are stored (ScoreRows): the same
         scores, without a StoredScore or Reason object per statement."""
-        rows = ScoreRows(self.version)
+        rows = ScoreRows(self.version, self._policy.tag)
         for part in await self._in_columns(columns, states, self._assemble_stored):
             rows.extend(part)
         return rows
@@ -468,7 +474,7 @@ class Scorer:
         outputs: npt.NDArray[np.float32],
     ) -> ScoreRows:
         """`_assemble_block` as ScoreRows."""
-        rows = ScoreRows(self.version)
+        rows = ScoreRows(self.version, self._policy.tag)
         if not len(x):
             return rows
         block = self._assemble_block(states, period_ends, x, outputs)

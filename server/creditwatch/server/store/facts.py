@@ -245,9 +245,12 @@ def score_from_json(value: dict[str, Any]) -> StoredScore:
     )
 
 
-async def add_score(session: AsyncSession, company: CompanyId, score: StoredScore) -> None:
-    """Append a score; it becomes the company's current one. Replicas caching
-    scores hear about it when this transaction commits (NOTIFY)."""
+async def add_score(
+    session: AsyncSession, company: CompanyId, score: StoredScore, policy: str
+) -> None:
+    """Append a score made with the override policy tagged `policy`
+    (OverridePolicy.tag); it becomes the company's current one. Replicas
+    caching scores hear about it when this transaction commits (NOTIFY)."""
     await session.execute(
         _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
     )
@@ -260,6 +263,7 @@ async def add_score(session: AsyncSession, company: CompanyId, score: StoredScor
             model_risk_class=int(score.model_risk_class),
             reasons=reasons_as_json(score.reasons),
             model_version=score.model_version,
+            override_policy=policy,
             data_as_of=score.data_as_of,
             score_time=score.score_time,
         )

@@ -179,6 +179,11 @@ class Score(Base):
     # json, not jsonb: stored and read back whole, never queried into.
     reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     model_version: Mapped[str] = mapped_column(Text)
+    # The override policy's tag (OverridePolicy.tag): with the model version,
+    # what made the score; the scheduled re-score redoes scores of others.
+    # The default, the built-in policy's tag until 0015, is for replicas of
+    # earlier releases during a rolling upgrade; this release names the tag.
+    override_policy: Mapped[str] = mapped_column(Text, server_default=text("'0e9b52c933dff796'"))
     data_as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     score_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -250,11 +255,12 @@ class ModelActivation(Base):
 
 
 class OverridePolicyChange(Base):
-    """Which override policy replicas started with, from when; the newest row is
-    the policy in effect. A row is added only when a replica starts with a
-    policy other than the newest row's."""
+    """Override policies replicas started with, one row per policy, added when
+    a replica starts with a policy never recorded before; the newest row is
+    the policy the replicas should run (store.policies)."""
 
     __tablename__ = "override_policy_changes"
+    __table_args__ = (Index("ix_override_policy_changes_fingerprint", "fingerprint", unique=True),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     # sha256 of the policy's canonical JSON.
@@ -416,6 +422,8 @@ class RescoreChunk(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
     run_id: Mapped[uuid.UUID] = mapped_column(UUID)
     model_version: Mapped[str] = mapped_column(Text)
+    # The run's OverridePolicy.tag ('': queued by a release before 0015).
+    override_policy: Mapped[str] = mapped_column(Text, server_default=text("''"))
     countries: Mapped[str] = mapped_column(Text)
     numbers: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +50,7 @@ FROM (
 SELECT c.country, c.register_number
 FROM companies c
 JOIN LATERAL (
-    SELECT model_version, score_time FROM scores s
+    SELECT model_version, override_policy, score_time FROM scores s
     WHERE s.country = c.country AND s.register_number = c.register_number
     ORDER BY s.id DESC LIMIT 1
 ) latest ON true
@@ -59,7 +59,7 @@ WHERE (c.country, c.register_number) > ($1, $2)
     SELECT 1 FROM watch_list_entries e
     WHERE e.country = c.country AND e.register_number = c.register_number
   )
-  AND (latest.model_version <> $3 OR latest.score_time < $4)
+  AND (latest.model_version <> $3 OR latest.override_policy <> $6 OR latest.score_time < $4)
 ORDER BY c.country, c.register_number
 LIMIT $5
 ) due
@@ -97,23 +97,35 @@ def _arrays(companies: Sequence[CompanyId] | Keys) -> tuple[str, str]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Maker:
+    """What makes a score: a model version and an override policy (its tag).
+    A re-score redoes the scores of any other maker, and those made before
+    `stale_before`."""
+
+    model_version: str
+    override_policy: str
+    stale_before: datetime
+
+
 async def due(
     session: AsyncSession,
-    version: str,
-    stale_before: datetime,
+    maker: Maker,
     after: CompanyId | None,
     limit: int,
 ) -> Keys:
     """Watched companies (in key order, after `after`) whose current score was
-    made by another model version or before `stale_before`."""
+    made by another model version or override policy, or before the maker's
+    `stale_before`."""
     connection = await driver(session)
     row = await connection.fetchrow(
         _DUE,
         after.country if after else "",
         after.register_number if after else "",
-        version,
-        stale_before,
+        maker.model_version,
+        maker.stale_before,
         limit,
+        maker.override_policy,
     )
     if row is None or row["country"] is None:
         return Keys([], [])
@@ -126,8 +138,7 @@ class Chunk:
 
     id: int
     run_id: uuid.UUID
-    model_version: str
-    stale_before: datetime
+    maker: Maker
     companies: Keys
 
 
@@ -147,29 +158,31 @@ class RunTotals:
 async def add_chunks(
     session: AsyncSession,
     run_id: uuid.UUID,
-    model_version: str,
-    stale_before: datetime,
+    maker: Maker,
     chunks: Sequence[Keys],
 ) -> None:
     """Queue chunks of a run for any replica's workers (visible at commit)."""
     connection = await driver(session)
     await connection.execute(
         """
-        INSERT INTO rescore_chunks (run_id, model_version, stale_before, countries, numbers, size)
-        SELECT $1, $2, $3, c, n, s FROM unnest($4::text[], $5::text[], $6::int[]) AS t(c, n, s)
+        INSERT INTO rescore_chunks
+            (run_id, model_version, override_policy, stale_before, countries, numbers, size)
+        SELECT $1, $2, $7, $3, c, n, s FROM unnest($4::text[], $5::text[], $6::int[]) AS t(c, n, s)
         """,
         run_id,
-        model_version,
-        stale_before,
+        maker.model_version,
+        maker.stale_before,
         [",".join(k.countries) for k in chunks],
         [",".join(k.numbers) for k in chunks],
         [len(k) for k in chunks],
+        maker.override_policy,
     )
 
 
-async def claim(session: AsyncSession, model_version: str) -> Chunk | None:
+async def claim(session: AsyncSession, model_version: str, override_policy: str) -> Chunk | None:
     """Lock the oldest chunk no one has done or holds, of a run for
-    `model_version`, until this transaction ends; None if there is none. A
+    `model_version` and `override_policy` (a tag: a replica scores only runs
+    of its own model and policy), until this transaction ends; None if there is none. A
     worker re-scores the chunk in the same transaction and marks it with
     `finish`; should the transaction roll back (or its replica die), the chunk
     is free again."""
@@ -180,19 +193,20 @@ async def claim(session: AsyncSession, model_version: str) -> Chunk | None:
     row = await connection.fetchrow(
         """
         SELECT id, run_id, stale_before, countries, numbers FROM rescore_chunks
-        WHERE done_time IS NULL AND model_version = $1 AND failures < $2
+        WHERE done_time IS NULL AND model_version = $1 AND override_policy = $3
+          AND failures < $2
         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
         """,
         model_version,
         CHUNK_FAILURES,
+        override_policy,
     )
     if row is None:
         return None
     return Chunk(
         row["id"],
         row["run_id"],
-        model_version,
-        row["stale_before"],
+        Maker(model_version, override_policy, row["stale_before"]),
         Keys(row["countries"].split(","), row["numbers"].split(",")),
     )
 
@@ -438,7 +452,9 @@ SELECT array_agg(k.i) AS i,
        array_agg(sc.probability_of_default) AS pd,
        array_agg(sc.risk_class) AS risk_class,
        array_agg(sc.id) AS score_id,
-       array_agg(coalesce(sc.model_version = $5 AND sc.score_time >= $6, false)) AS fresh
+       array_agg(coalesce(
+           sc.model_version = $5 AND sc.override_policy = $7 AND sc.score_time >= $6, false
+       )) AS fresh
 FROM chunk k
 LEFT JOIN LATERAL (
     SELECT f.currency, f.period_end, f.line_items
@@ -447,7 +463,8 @@ LEFT JOIN LATERAL (
     ORDER BY f.period_end DESC LIMIT 1
 ) st ON true
 LEFT JOIN LATERAL (
-    SELECT s.id, s.probability_of_default, s.risk_class, s.model_version, s.score_time
+    SELECT s.id, s.probability_of_default, s.risk_class, s.model_version,
+           s.override_policy, s.score_time
     FROM scores s
     WHERE s.country = k.country AND s.register_number = k.register_number
     ORDER BY s.id DESC LIMIT 1
@@ -524,25 +541,25 @@ async def lock_and_read(
     session: AsyncSession,
     companies: Sequence[CompanyId] | Keys,
     overdue_days: int,
-    fresh_from: tuple[str, datetime] | None = None,
+    fresh_from: Maker | None = None,
 ) -> ChunkFacts:
     """Lock a re-score's chunk (skipping companies an intake holds), then read
     the locked companies' facts in columns: two statements, plus one for the
-    events of the few companies that have any. `fresh_from` (model version,
-    staleness cut-off): which current scores count as `fresh`; none without."""
+    events of the few companies that have any. `fresh_from`: which current
+    scores count as `fresh` (its maker's, since its `stale_before`); none without."""
     connection = await driver(session)
     locked = await connection.fetchrow(_LOCK, *_arrays(companies))
     if locked is None or locked["country"] is None:
         return _NO_FACTS
-    version, stale_before = fresh_from if fresh_from is not None else (None, None)
     row = await connection.fetchrow(
         _READ,
         locked["country"],
         locked["register_number"],
         overdue_days,
         _NO_ITEMS,
-        version,
-        stale_before,
+        fresh_from.model_version if fresh_from else None,
+        fresh_from.stale_before if fresh_from else None,
+        fresh_from.override_policy if fresh_from else None,
     )
     statuses: list[int] = locked["status"]
     countries = locked["country"].split(",")
@@ -585,13 +602,23 @@ async def lock_and_read(
     )
 
 
+class PreviousScore(NamedTuple):
+    """A company's score before a re-score."""
+
+    score: StoredScore
+    """Its `reasons` left empty, not decoded: the re-score's alerts and limit
+    decisions copy `reasons_text` (see `Change`)."""
+    reasons_text: str
+    """Its reasons as stored (JSON)."""
+    override_policy: str
+    """The tag of the override policy it was made with."""
+
+
 async def previous_scores(
     session: AsyncSession, known: ChunkFacts, indexes: Sequence[int]
-) -> dict[int, tuple[StoredScore, str]]:
+) -> dict[int, PreviousScore]:
     """The current scores (as `lock_and_read` found them) of the chunk's
-    companies at `indexes` that have one, each with its reasons as stored JSON
-    text, by index. The scores' `reasons` are left empty, not decoded: the
-    re-score's alerts and limit decisions copy the text (see `Change`)."""
+    companies at `indexes` that have one, by index."""
     ids = {i: score_id for i in indexes if (score_id := known._score_id[i]) is not None}
     if not ids:
         return {}
@@ -601,7 +628,8 @@ async def previous_scores(
         for r in await connection.fetch(
             """
             SELECT id, probability_of_default, risk_class, model_risk_class,
-                   reasons::text AS reasons, model_version, data_as_of, score_time
+                   reasons::text AS reasons, model_version, override_policy, data_as_of,
+                   score_time
             FROM scores
             WHERE (country, register_number, id) IN
                   (SELECT * FROM unnest(string_to_array($1, ',')::char(2)[],
@@ -613,7 +641,7 @@ async def previous_scores(
         )
     }
     classes, new = facts.RISK_CLASSES, tuple.__new__
-    found: dict[int, tuple[StoredScore, str]] = {}
+    found: dict[int, PreviousScore] = {}
     for i, score_id in ids.items():
         row = rows[score_id]
         # StoredScore(pd, risk_class, model_risk_class, reasons, model_version,
@@ -630,7 +658,7 @@ async def previous_scores(
                 row["score_time"],
             ),
         )
-        found[i] = score, row["reasons"]
+        found[i] = PreviousScore(score, row["reasons"], row["override_policy"])
     return found
 
 
@@ -676,15 +704,17 @@ _SCORE_COLUMNS = (
     "model_risk_class",
     "reasons",
     "model_version",
+    "override_policy",
     "data_as_of",
     "score_time",
 )
 
 
 async def add_scores(
-    session: AsyncSession, scored: Sequence[tuple[CompanyId, StoredScore]]
+    session: AsyncSession, scored: Sequence[tuple[CompanyId, StoredScore]], policy: str
 ) -> None:
-    """Append many scores (COPY); they become the companies' current ones."""
+    """Append many scores (COPY), made with the override policy tagged
+    `policy`; they become the companies' current ones."""
     if not scored:
         return
     connection = await driver(session)
@@ -700,6 +730,7 @@ async def add_scores(
                 int(score.model_risk_class),
                 orjson.dumps(reasons_as_json(score.reasons)).decode(),
                 score.model_version,
+                policy,
                 score.data_as_of,
                 score.score_time,
             )
@@ -730,6 +761,7 @@ async def add_score_rows(
             rows.model_risk_classes,
             rows.reasons_json,
             repeat(rows.model_version),
+            repeat(rows.override_policy),
             rows.data_as_of,
             rows.score_times,
             strict=False,  # `repeat` is endless; the lists' lengths are checked above

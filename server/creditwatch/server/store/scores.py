@@ -15,10 +15,11 @@ class ScoreStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def record(self, company: CompanyId, score: StoredScore) -> None:
-        """Append a new current score for `company` (creating the company row if new)."""
+    async def record(self, company: CompanyId, score: StoredScore, policy: str) -> None:
+        """Append a new current score for `company` (creating the company row if
+        new), made with the override policy tagged `policy`."""
         async with self._sessions.begin() as session:
-            await facts.add_score(session, company, score)
+            await facts.add_score(session, company, score, policy)
 
     async def latest(self, company: CompanyId) -> StoredScore | None:
         """The company's current score, or None if it was never scored."""
