@@ -196,8 +196,9 @@ async def test_a_company_an_intake_rescored_after_it_was_queued_is_skipped(
         await rescoring.add_chunks(
             session,
             uuid.uuid4(),
-            version,
-            datetime.now(UTC) - timedelta(hours=1),
+            rescoring.Maker(
+                version, registry.active.policy.tag, datetime.now(UTC) - timedelta(hours=1)
+            ),
             [rescoring.Keys(["NO"] * 3, [c.register_number for c in companies])],
         )
     # Queued while due; then an intake re-scores the first with the active model.

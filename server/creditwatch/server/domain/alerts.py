@@ -205,6 +205,18 @@ class Change:
     alerts reads them). It must be `previous`'s and `score`'s own: a copy of a
     Change with another score must drop or replace the text too."""
 
+    @property
+    def moves_class(self) -> bool:
+        """Whether the change raises a risk-class alert (for any watch list
+        whose rules want it)."""
+        before, after = self.previous, self.score
+        return (
+            self.score_alerts
+            and before is not None
+            and after is not None
+            and before.risk_class != after.risk_class
+        )
+
 
 @dataclass(frozen=True)
 class Watcher:
@@ -282,7 +294,7 @@ def _fact_candidate(change: Change) -> Candidate | None:
 
 def _class_candidate(change: Change) -> Candidate | None:
     before, after = change.previous, change.score
-    if before is None or after is None or before.risk_class == after.risk_class:
+    if not change.moves_class or before is None or after is None:
         return None
     steps = int(after.risk_class) - int(before.risk_class)
     text = (
@@ -304,7 +316,7 @@ def candidates(change: Change) -> list[Candidate]:
     """Alerts the change raises for any watch list, before rules and thresholds."""
     found = [
         _fact_candidate(change) if change.fact_alert else None,
-        _class_candidate(change) if change.score_alerts else None,
+        _class_candidate(change),
     ]
     return [c for c in found if c is not None]
 

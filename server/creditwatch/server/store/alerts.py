@@ -184,13 +184,7 @@ async def write(
         return {}
     companies = [c for c, _ in changes] + [x.company for x in limits] + [x.company for x in claims]
     # Only a risk-class alert reads its tenant's policy: no query without one.
-    moved = any(
-        change.score_alerts
-        and change.previous is not None
-        and change.score is not None
-        and change.previous.risk_class != change.score.risk_class
-        for _, change in changes
-    )
+    moved = any(change.moves_class for _, change in changes)
     held, names = await watchers(session, list(dict.fromkeys(companies)), moved)
     # (company, change's scores, occurred, trigger JSON, alerts)
     batches: list[
