@@ -285,6 +285,41 @@ async def test_a_rolling_deploy_of_a_new_override_policy(
     assert moved and await _policy_rescores(sessions, tenant) == moved
 
 
+async def test_a_rolled_back_policy_takes_over_after_the_rollout_window(
+    own_database: tuple[str, async_sessionmaker[AsyncSession]], registry: ModelRegistry
+) -> None:
+    """A policy is recorded once: after a rollback to the built-in one, the
+    policy rolled back from stays current, and no replica runs it. The jobs
+    wait for the rollout window, then the built-in policy takes over and the
+    scores made with the other are redone."""
+    url, sessions = own_database
+    built_in, stricter = OverridePolicy(), OverridePolicy("strict-3", payment_remark_notches=2)
+    await policies.record(sessions, built_in)
+    tenant, (company,) = await _watched(sessions, registry, 86_977_000, 1)
+    with ThreadPoolExecutor(1) as executor:
+        await policies.record(sessions, stricter)  # the deploy rolled back
+        await _remark(
+            Intake(sessions, ModelRegistry.load(executor, stricter)), company, tenant, "r1"
+        )
+        intake = Intake(sessions, registry)
+        waiting = Jobs(
+            _settings(rescore_stale_seconds=3600), url, sessions, registry, intake=intake
+        )
+        skipped = await waiting.rescore()
+        assert skipped is not None and skipped.companies == 0
+        assert await waiting.registers() is None  # the register feeds wait too (no pass)
+        current = await policies.current(sessions)
+        assert current is not None and current.matches(stricter)
+        settings = _settings(rescore_stale_seconds=3600, policy_rollout_seconds=0)
+        done = await Jobs(settings, url, sessions, registry).rescore()
+        assert await waiting.registers() == []  # a pass (no feed is enabled here)
+    assert done is not None and done.scored == 1
+    current = await policies.current(sessions)
+    assert current is not None and current.matches(built_in)
+    score = await _class_of(sessions, company)
+    assert score.risk_class == min(4, score.model_risk_class + 1)
+
+
 async def test_the_first_policy_file_redoes_the_built_in_scores(
     own_database: tuple[str, async_sessionmaker[AsyncSession]], registry: ModelRegistry
 ) -> None:

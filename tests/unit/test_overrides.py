@@ -162,9 +162,13 @@ def test_an_empty_policy_variable_means_the_built_in_policy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CREDITWATCH_OVERRIDE_POLICY_FILE", "")
+    monkeypatch.setenv("CREDITWATCH_TLS_CLIENT_CA_FILE", "")
     settings = Settings()
     assert settings.override_policy_file is None
     assert override_policy(settings.override_policy_file) == OverridePolicy()
+    # Only the policy file: an empty TLS file is still a path that stops the
+    # start-up, not mTLS quietly off.
+    assert settings.tls_client_ca_file is not None
 
 
 def test_the_tag_names_the_values_and_the_version() -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from creditwatch.server.domain.overrides import OverridePolicy
@@ -16,11 +16,7 @@ class Settings(BaseSettings):
     """Every knob of a creditwatch server. Environment names are `CREDITWATCH_<FIELD>`
     (upper case), except `DATABASE_URL`, which is also read without the prefix."""
 
-    # An empty variable (`CREDITWATCH_OVERRIDE_POLICY_FILE=`) means unset, as
-    # in a shell or a compose file it usually does.
-    model_config = SettingsConfigDict(
-        env_prefix="CREDITWATCH_", extra="ignore", env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(env_prefix="CREDITWATCH_", extra="ignore")
 
     host: str = Field("0.0.0.0", description="Address the gRPC server binds to.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
@@ -60,8 +56,24 @@ class Settings(BaseSettings):
     override_policy_file: Path | None = Field(
         None,
         description="JSON file of the override policy (how events move a risk class); "
-        "unset: the built-in policy. A bad file stops the start-up.",
+        "unset or empty: the built-in policy. A bad file stops the start-up.",
     )
+    policy_rollout_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long a replica whose override policy is not the current one "
+        "leaves re-scoring and the register feeds to the replicas on the current one; "
+        "past it, its own policy becomes current (a rollback, an unfinished deploy).",
+    )
+
+    @field_validator("override_policy_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `CREDITWATCH_OVERRIDE_POLICY_FILE=` in a compose file means "none",
+        # not the current directory. (Only here: an empty TLS file must
+        # still stop the start-up, not turn TLS off.)
+        return None if value == "" else value
+
     stream_processes: int | None = Field(
         None,
         ge=0,
@@ -99,7 +111,8 @@ class Settings(BaseSettings):
     rescore_stale_seconds: float = Field(
         86400.0,
         ge=0,
-        description="A score older than this (or from another model version) is re-scored.",
+        description="A score older than this (or from another model version or override "
+        "policy) is re-scored.",
     )
     rescore_chunk: int = Field(
         1000, ge=1, le=100_000, description="Companies re-scored per transaction."

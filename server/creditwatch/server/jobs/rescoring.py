@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import write_alerts
 from creditwatch.server.jobs.chunks import attempt, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
@@ -96,7 +97,11 @@ class Rescorer:
         workers: int = 2,
         on_alerts: Callable[[], None] | None = None,
         replica: str = REPLICA,
+        policy_rollout_seconds: float = 3600.0,
     ) -> None:
+        """`policy_rollout_seconds`: how long a replica whose override policy
+        is not the current one leaves runs to others (store.policies.settle)."""
+        self._rollout = policy_rollout_seconds
         self._workers = workers
         self._sessions = sessions
         self._registry = registry
@@ -262,17 +267,12 @@ class Rescorer:
         transaction, so database round trips overlap the model runs. The run
         ends when every chunk is done, whichever replica did it; its result
         is every replica's. A replica whose override policy is not the
-        current one (store.policies) does nothing: its scores would be
-        redone by the replicas that run it."""
+        current one does nothing for a rollout window, then makes its own
+        current (store.policies.settle)."""
         started = time.perf_counter()
         mine = RescoreResult()
         scorer = self._registry.active
-        current = await policies.current(self._sessions)
-        if current is not None and not current.matches(scorer.policy):
-            log.warning(
-                "re-scoring left to the replicas on the current override policy",
-                extra={"current": current.version, "this_replica": scorer.policy.version},
-            )
+        if not await settled(self._sessions, scorer.policy, self._rollout, "re-scoring"):
             return mine
         maker = rescoring.Maker(
             scorer.version,
@@ -371,6 +371,31 @@ class Rescorer:
             },
         )
         return result
+
+
+async def settled(
+    sessions: async_sessionmaker[AsyncSession],
+    policy: OverridePolicy,
+    rollout_seconds: float,
+    job: str,
+) -> bool:
+    """Whether this replica may run `job`, a job that stores scores, with its
+    override policy (store.policies.settle); says why not, or that its policy
+    took over."""
+    allowed, before = await policies.settle(sessions, policy, rollout_seconds)
+    if before is not None and not before.matches(policy):
+        if allowed:
+            log.warning(
+                "the current override policy was recorded longer ago than the rollout "
+                "window and this replica runs another: its policy is current now",
+                extra={"job": job, "was": before.version, "now": policy.version},
+            )
+        else:
+            log.warning(
+                "job left to the replicas on the current override policy",
+                extra={"job": job, "current": before.version, "this_replica": policy.version},
+            )
+    return allowed
 
 
 async def _score(scorer: Scorer, known: rescoring.ChunkFacts) -> tuple[list[int], ScoreRows]:

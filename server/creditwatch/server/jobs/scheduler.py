@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.config import Settings
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.leader import Leadership
-from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
+from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult, settled
 from creditwatch.server.jobs.snapshots import SnapshotResult, Snapshotter
 from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
@@ -125,7 +125,9 @@ class Jobs:
             chunk=settings.rescore_chunk,
             workers=settings.rescore_workers,
             on_alerts=on_alerts,
+            policy_rollout_seconds=settings.policy_rollout_seconds,
         )
+        self._registry = registry
         self.snapshotter = Snapshotter(sessions)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: set[asyncio.Task[Any]] = set()
@@ -165,6 +167,11 @@ class Jobs:
             return None
         async with self._leadership.lead("registers") as leader:
             if not leader:
+                return None
+            # Its intakes store scores: with the current policy, or none.
+            policy = self._registry.active.policy
+            rollout = self._settings.policy_rollout_seconds
+            if not await settled(self._sessions, policy, rollout, "registers"):
                 return None
             return await sync_registers(self._settings, self._sessions, self._intake)
 

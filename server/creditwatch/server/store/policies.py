@@ -6,9 +6,13 @@ re-score redoes the watched companies' scores made with any policy but the
 current one. The current policy is the newest recorded: a replica that starts
 with a policy never recorded before records it, so in a rolling deploy the
 new file's replicas make their policy current, and replicas still on the old
-one (or an old one restarting) do not take it back. Returning to an earlier
-policy takes a new `version` in its file (the version is part of the
-fingerprint).
+one (or an old one restarting) do not take it back. A replica whose policy
+is not current leaves re-scoring and the register feeds to the replicas that
+run the current one, for a rollout window (`settle`); past it, it takes over
+and makes its own policy current: after a rollback to an earlier policy (a
+policy is recorded once, so going back does not make it current by itself),
+or a deploy that never finished, the jobs do not stop for ever. Giving an
+earlier policy a new `version` makes it current at once.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.overrides import TAG_LENGTH, OverridePolicy
@@ -68,6 +72,41 @@ async def record(
         found = await _current(session)
     assert found is not None
     return found
+
+
+async def settle(
+    sessions: async_sessionmaker[AsyncSession], policy: OverridePolicy, rollout_seconds: float
+) -> tuple[bool, CurrentPolicy | None]:
+    """Whether a replica running `policy` may do the jobs that store scores
+    (re-scoring, register feeds), and the current policy before this call.
+    Yes if `policy` is current (or none is recorded); no while the current
+    one was recorded less than `rollout_seconds` ago; else `policy` becomes
+    the current one (its row the newest) and yes."""
+    async with sessions.begin() as session:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext('override_policy_changes'))")
+        )
+        found = await _current(session)
+        if found is None or found.matches(policy):
+            return True, found
+        # The database's clock: the row's time is the database's now().
+        settled = await session.scalar(
+            text("SELECT now() - :since < make_interval(secs => :window)"),
+            {"since": found.since, "window": rollout_seconds},
+        )
+        if settled:
+            return False, found
+        await session.execute(
+            delete(OverridePolicyChange).where(
+                OverridePolicyChange.fingerprint == policy.fingerprint
+            )
+        )
+        await session.execute(
+            insert(OverridePolicyChange).values(
+                fingerprint=policy.fingerprint, version=policy.version, policy=policy.describe()
+            )
+        )
+    return True, found
 
 
 async def current(sessions: async_sessionmaker[AsyncSession]) -> CurrentPolicy | None:
