@@ -13,9 +13,10 @@ stores its model version, and the scheduled re-score compares tags, not times.
 Scores made before this revision get the tag of the built-in policy
 `overrides-2026.11.1`, the only one before 0014 (0014 was never released; a
 database that ran it with a policy file has its watched companies re-scored
-once after this revision, their alerts saying POLICY_CHANGED), and so does a score that a replica of an earlier release writes during a
-rolling upgrade (the column's default, a constant recorded in the catalogue,
-not written into every row). This release's writers always name the tag. A
+once after this revision, their alerts saying POLICY_CHANGED), and so does a
+score that a replica of an earlier release writes during a rolling upgrade
+(the column's default, a constant recorded in the catalogue, not written into
+every row). This release's writers always name the tag. A
 re-score chunk queued by an earlier release gets an empty tag, which only
 earlier releases claim; the next run's leader drops it.
 
