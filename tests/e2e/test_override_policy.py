@@ -228,6 +228,19 @@ def test_a_missing_policy_file_stops_the_start_up(database_url: str, tmp_path: P
     assert str(missing) in str(caught.value)
 
 
+def _registers_sync(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`creditwatch registers sync --once` against a feed nobody serves (the
+    tests here expect it to stop before asking)."""
+    command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
+    return subprocess.run(
+        [*command, "--base-url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_the_register_feed_command_scores_with_the_policy_file_too(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -240,14 +253,7 @@ def test_the_register_feed_command_scores_with_the_policy_file_too(
         "DATABASE_URL": database_url,
         "CREDITWATCH_OVERRIDE_POLICY_FILE": str(path),
     }
-    command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
-    run = subprocess.run(
-        [*command, "--base-url", "http://127.0.0.1:9"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = _registers_sync(env)
     assert run.returncode != 0
     assert f"override policy {path}: payment_remark_notches must be a JSON integer" in run.stderr
 
@@ -258,14 +264,7 @@ def test_the_register_feed_command_refuses_a_policy_other_than_the_servers(
     # Its scores would be redone by the servers' re-score (and alert twice).
     env = {**os.environ, "DATABASE_URL": policy_database}
     env.pop("CREDITWATCH_OVERRIDE_POLICY_FILE", None)  # the built-in policy
-    command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
-    run = subprocess.run(
-        [*command, "--base-url", "http://127.0.0.1:9"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = _registers_sync(env)
     assert run.returncode != 0
     assert "override policy (overrides-2026.11.1) is not the servers' current one" in run.stderr
     assert "(overrides-test-1, since" in run.stderr
