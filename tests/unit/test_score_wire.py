@@ -108,3 +108,11 @@ def test_rows_without_model_reasons_and_shared_times_are_written_whole(scorer: S
         "",
         "",
     ]
+
+
+def test_lengths_in_bulk_are_the_varints_of_each_even_past_two_bytes() -> None:
+    sizes = np.array([0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152])
+    expected = [score_wire._varint(size) for size in sizes.tolist()]
+    assert score_wire._lengths(sizes).tolist() == expected
+    assert score_wire._lengths(sizes[:6]).tolist() == expected[:6]  # the table's path
+    assert score_wire._varint_sizes(sizes).tolist() == [len(v) for v in expected]
