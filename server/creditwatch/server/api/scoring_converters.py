@@ -44,14 +44,6 @@ _DETAIL_TYPES: dict[str, EventType] = {
 }
 
 
-# Line items by field descriptor (all `optional double`): a dict lookup per
-# reported field, not a name comparison, is what StreamScores' 1,000-statement
-# chunks need.
-_ITEM_FIELDS = {
-    companies_pb2.FinancialStatement.DESCRIPTOR.fields_by_name[name]: name for name in LINE_ITEMS
-}
-
-
 def _date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) -> dt.date | None:
     try:
         return dt.date(value.year, value.month, value.day)
@@ -67,11 +59,12 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     problems: list[FieldViolation] = []
     start = _date(message.period_start, f"{field}.period_start", problems)
     end = _date(message.period_end, f"{field}.period_end", problems)
-    items: dict[str, float | None] = dict.fromkeys(LINE_ITEMS)
-    for descriptor, value in message.ListFields():  # only the items actually reported
-        name = _ITEM_FIELDS.get(descriptor)
-        if name is not None:
-            items[name] = value
+    # All items in one C call; an item not reported reads 0.0, so only a
+    # 0.0 needs a second look (reported, or not reported at all?).
+    items: dict[str, float | None] = dict(zip(LINE_ITEMS, _READ_ITEMS(message), strict=True))
+    for name, value in items.items():
+        if value == 0.0 and not message.HasField(name):  # type: ignore[arg-type]
+            items[name] = None
     if problems or start is None or end is None:
         raise InvalidArgument(problems)
     domain = FinancialStatement(

@@ -123,10 +123,9 @@ _ITEMS = operator.attrgetter(*LINE_ITEMS)
 
 
 def _div(numerator: float, denominator: float) -> float:
-    """Quotient, or NaN when either side is missing or the denominator is zero."""
-    if math.isnan(numerator) or math.isnan(denominator) or denominator == 0.0:
-        return _NAN
-    return numerator / denominator
+    """Quotient, or NaN when either side is missing or the denominator is zero
+    (a NaN is true, and NaN divides or is divided into NaN)."""
+    return numerator / denominator if denominator else _NAN
 
 
 def _log10(value: float) -> float:
