@@ -110,7 +110,9 @@ async def test_a_bankrupt_status_forces_class_d(
     )
     assert status.effect.score.risk_class == common_pb2.RISK_CLASS_D
     assert any(r.code == "OVERRIDE_BANKRUPTCY" for r in status.effect.score.reasons)
-    assert status.effect.alerts_raised_count == 1  # the downgrade (status was unknown before)
+    # Handled like a bankruptcy-opened event dated now: that event's alert and
+    # the downgrade (the status was unknown before: no master-data alert).
+    assert status.effect.alerts_raised_count == 2
 
 
 async def test_upsert_refuses_bad_fields_and_callers_without_the_grant(

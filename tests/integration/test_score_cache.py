@@ -9,12 +9,17 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.domain.scores import RiskClass, StoredScore
+from creditwatch.server.intake import Intake
+from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import database, rescoring, score_cache
 from creditwatch.server.store.score_cache import ScoreCache, notices
 from creditwatch.server.store.scores import ScoreStore
+from tests.conftest import new_tenant
+from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
@@ -128,5 +133,34 @@ async def test_a_bulk_write_past_the_flush_size_empties_every_cache(
             await rescoring.ensure_and_lock(session, companies)
             await rescoring.add_scores(session, [(c, score) for c in companies], BUILT_IN)
         await _until(lambda: cache.get(elsewhere) is None)  # '*': everything goes
+    finally:
+        await cache.stop()
+
+
+async def test_an_intake_forgets_its_companies_in_its_own_cache_without_waiting_for_notify(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    """A caller that writes a fact and then reads the score back from the same
+    replica gets the new score, however late the NOTIFY is."""
+    company = CompanyId("NO", norwegian_numbers(1, start=91_600_000)[0])
+    tenant = (await new_tenant(sessions, "cache reader")).tenant_id
+    cache = ScoreCache(database.async_url(database_url))
+    cache.start()
+    try:
+        await _until(lambda: cache.live)
+        assert cache._connection is not None
+        # The NOTIFY never arrives here: only the intake itself can evict.
+        await cache._connection.remove_listener(score_cache.CHANNEL, cache._on_notify)
+        intake = Intake(sessions, registry, cache)
+        await intake.submit_statement(company, statement(healthy(), "s"), "test", tenant)
+        first, _ = await intake.score_company(company)
+        assert cache.get(company) is first  # cached
+
+        _, effect = await intake.submit_statement(
+            company, statement(healthy(net_profit=-3_000_000), "s"), "test", tenant
+        )
+        assert effect.score is not None and effect.score != first
+        read, computed = await intake.score_company(company)
+        assert not computed and read == effect.score
     finally:
         await cache.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,8 +30,11 @@ from creditwatch.server.domain.alerts import (
 )
 from creditwatch.server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from creditwatch.server.domain.events import (
+    EVENT_OF_STATUS,
     STATUS_AFTER,
     CompanyEvent,
+    CompanyStatus,
+    EventType,
     risk_state,
 )
 from creditwatch.server.domain.financials import FinancialStatement
@@ -80,6 +83,10 @@ class PaymentReport:
     """due_date, days_past_due, currency, amount, settled_date."""
 
 
+STATUS_SOURCE = "UpsertCompany"
+"""The source of the events that stand for statuses set by UpsertCompany."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -107,25 +114,35 @@ async def score_companies(
     return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
 
 
-def _master_after(events: Sequence[IncomingEvent]) -> dict[str, Any]:
-    """Master-data fields the (time-ordered) events set: register status and address."""
+# Sets the register status (or the address) that the company's events say.
+_MASTER_EVENTS = (*STATUS_AFTER, EventType.ADDRESS_CHANGED)
+
+
+def _master_after(
+    company: CompanyId,
+    events: Sequence[IncomingEvent],
+    earlier: Mapping[tuple[CompanyId, EventType], datetime],
+) -> dict[str, Any]:
+    """Master-data fields the new (time-ordered) events set: register status
+    and address, each from the latest new event that sets it, unless an event
+    stored `earlier` (latest time per company and type) is newer: a late
+    report of an old event must not undo a newer status or address."""
+
+    def newest(types: Collection[EventType]) -> IncomingEvent | None:
+        latest = next((e for e in reversed(events) if e.event.type in types), None)
+        if latest is None:
+            return None
+        at = latest.event.occurred_at or _now()
+        stored = [earlier[company, t] for t in types if (company, t) in earlier]
+        return latest if all(at >= before for before in stored) else None
+
     master: dict[str, Any] = {}
-    status = next(
-        (STATUS_AFTER[e.event.type] for e in reversed(events) if e.event.type in STATUS_AFTER),
-        None,
-    )
+    status = newest(STATUS_AFTER.keys())
     if status is not None:
-        master["status"] = int(status)
-    address = next(
-        (
-            e.detail.get("newAddress")
-            for e in reversed(events)
-            if e.detail_case == "address_changed"
-        ),
-        None,
-    )
-    if address:
-        master["registered_address"] = address
+        master["status"] = int(STATUS_AFTER[status.event.type])
+    moved = newest((EventType.ADDRESS_CHANGED,))
+    if moved is not None and moved.detail.get("newAddress"):
+        master["registered_address"] = moved.detail["newAddress"]
     return master
 
 
@@ -157,7 +174,10 @@ class Intake:
         self._on_alerts = on_alerts
 
     def _written(self, effects: Sequence[Effect]) -> None:
-        """Alerts committed: wake this replica's hub without waiting for NOTIFY."""
+        """Committed: this replica's score cache forgets the companies at once,
+        and alerts wake its hub, neither waiting for NOTIFY."""
+        if self._cache is not None:
+            self._cache.forget([e.company for e in effects])
         if self._on_alerts is not None and any(e.alerts_raised for e in effects):
             self._on_alerts()
 
@@ -191,6 +211,11 @@ class Intake:
         """Store (or replace) a statement and re-score; returns (replaced, effect)."""
         async with self._sessions.begin() as session:
             await facts.lock_company(session, company)
+            if await facts.statement_stored(session, company, statement):
+                # A retry, or the same accounts sent again: nothing changes,
+                # so nothing is re-scored or alerted.
+                latest = await facts.latest_score(session, company)
+                return True, Effect(company, latest, latest)
             replaced = await facts.put_statement(session, company, statement, source, by)
             effect = await self._rescore(session, company)
             fact = StatementFact(statement.period_start, statement.period_end)
@@ -209,6 +234,7 @@ class Intake:
         companies = list(dict.fromkeys(i.company for i in incoming))
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
+            earlier = await facts.latest_event_times(session, companies, _MASTER_EVENTS)
             stored, conflicts = await rescoring.add_events(
                 session,
                 [
@@ -233,7 +259,7 @@ class Intake:
                     duplicates.append(item.event_id)
             for company, items in new.items():
                 items.sort(key=lambda e: (e.event.occurred_at or _now(), e.index))
-                master = _master_after(items)
+                master = _master_after(company, items, earlier)
                 if master:
                     await facts.update_master(session, company, master)
             changed = [c for c in companies if c in new]
@@ -269,12 +295,40 @@ class Intake:
             await facts.lock_company(session, company)
             created, changed, updated = await facts.update_master(session, company, values)
             if "status" in updated:
+                now = _now()
+                raised: list[tuple[Fact, bool]] = []  # (fact, whether it alerts itself)
+                kind = EVENT_OF_STATUS.get(CompanyStatus(values["status"]))
+                if kind is not None:
+                    # Handled like the matching event dated now (the contract):
+                    # stored, so it stays in the company's risk state and
+                    # history like any event, and alerted as that event.
+                    event_id = f"status:{kind.name.lower()}:{now.isoformat()}"
+                    event = CompanyEvent(kind, now)
+                    await facts.add_event(
+                        session, company, event_id, event, {}, STATUS_SOURCE, None
+                    )
+                    changed = [name for name in changed if name != "status"]
+                    raised.append(
+                        (EventFact(event_id, event, kind.name.lower(), {}, STATUS_SOURCE), True)
+                    )
+                if changed or not raised:
+                    raised.insert(0, (MasterDataFact(tuple(changed or updated)), bool(changed)))
                 effect = await self._rescore(session, company)
-                fact = MasterDataFact(tuple(changed or updated))
-                change = Change(
-                    fact, effect.previous, effect.score, _now(), fact_alert=bool(changed)
-                )
-                counts = await write_alerts(session, [(company, change)])
+                changes = [
+                    (
+                        company,
+                        Change(
+                            fact,
+                            effect.previous,
+                            effect.score,
+                            now,
+                            score_alerts=i == len(raised) - 1,
+                            fact_alert=alerting,
+                        ),
+                    )
+                    for i, (fact, alerting) in enumerate(raised)
+                ]
+                counts = await write_alerts(session, changes)
                 effect = dataclasses.replace(effect, alerts_raised=counts.get(company, 0))
             else:
                 latest = await facts.latest_score(session, company)
@@ -292,15 +346,26 @@ class Intake:
     async def report_payment(self, tenant: uuid.UUID, report: PaymentReport) -> tuple[bool, Effect]:
         """Store a tenant's overdue invoice and re-score the company on the pooled
         payment data; alerts say only that payment data changed."""
+        company = report.company
         async with self._sessions.begin() as session:
-            await facts.lock_company(session, company := report.company)
+            # An invoice reported again on another company moves to it: the
+            # company it leaves is re-scored too (its overdue count drops).
+            before = await facts.invoice_company(session, tenant, report.invoice_id)
+            companies = sorted({company} if before in (None, company) else {company, before})
+            await rescoring.ensure_and_lock(session, companies)
             created = await facts.payment_experience_put(
                 session, tenant, report.invoice_id, company, report.values
             )
-            effect = await self._rescore(session, company)
+            scored = await score_companies(session, self._registry.active, companies)
             fact = RescoreFact(RescoreReason.PAYMENT_DATA, self._registry.active.version)
-            effect = await self._alert(session, effect, [(fact, _now())])
-        self._written([effect])
+            now = _now()
+            counts = await write_alerts(
+                session,
+                [(c, Change(fact, scored[c].previous, scored[c].score, now)) for c in companies],
+            )
+        effects = [dataclasses.replace(scored[c], alerts_raised=counts.get(c, 0)) for c in scored]
+        effect = next(e for e in effects if e.company == company)
+        self._written(effects)
         metrics.INTAKE.labels("payment_experience").inc()
         return created, effect
 

@@ -124,6 +124,12 @@ STATUS_AFTER: dict[EventType, CompanyStatus] = {
     EventType.DELETED_FROM_REGISTER: CompanyStatus.DELETED,
 }
 
+# The event a register status is handled like, when it is set without one
+# (UpsertCompany): BANKRUPT like a bankruptcy-opened event dated then.
+EVENT_OF_STATUS: dict[CompanyStatus, EventType] = {
+    status: event for event, status in STATUS_AFTER.items()
+}
+
 
 def risk_state(events: Iterable[CompanyEvent], status: int, overdue_invoices: int) -> RiskState:
     """A company's risk state from its events, its register status (a status of

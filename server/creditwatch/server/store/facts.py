@@ -7,16 +7,17 @@ them back and store the resulting score in ONE transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import Table, func, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from creditwatch.server.domain.events import CompanyEvent
+from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import (
@@ -133,6 +134,50 @@ async def put_statement(
         set_={k: insert_statement.excluded[k] for k in updated} | {"submit_time": text("now()")},
     ).returning(text("(xmax <> 0) AS replaced"))
     return bool(await session.scalar(query))
+
+
+async def statement_stored(
+    session: AsyncSession, company: CompanyId, statement: FinancialStatement
+) -> bool:
+    """Whether this very statement (period, currency and every item) is the
+    one stored for its period end."""
+    reported = {name: v for name in LINE_ITEMS if (v := getattr(statement, name)) is not None}
+    found = await session.scalar(
+        select(_F.c.period_end).where(
+            _F.c.country == company.country,
+            _F.c.register_number == company.register_number,
+            _F.c.period_end == statement.period_end,
+            _F.c.period_start == statement.period_start,
+            _F.c.currency == statement.currency,
+            _F.c["items"] == reported,
+        )
+    )
+    return found is not None
+
+
+async def latest_event_times(
+    session: AsyncSession, companies: Sequence[CompanyId], types: Collection[EventType]
+) -> dict[tuple[CompanyId, EventType], datetime]:
+    """When each company's latest stored event of each of `types` happened (an
+    undated one: when it was recorded)."""
+    if not companies:
+        return {}
+    rows = await session.execute(
+        select(
+            _EV.c.country,
+            _EV.c.register_number,
+            _EV.c.type,
+            func.max(func.coalesce(_EV.c.occurred_at, _EV.c.record_time)),
+        )
+        .where(
+            tuple_(_EV.c.country, _EV.c.register_number).in_(
+                [(c.country, c.register_number) for c in companies]
+            ),
+            _EV.c.type.in_([int(t) for t in types]),
+        )
+        .group_by(_EV.c.country, _EV.c.register_number, _EV.c.type)
+    )
+    return {(CompanyId(c, n), EventType(t)): at for c, n, t, at in rows}
 
 
 async def add_event(
@@ -355,6 +400,21 @@ async def update_master(
             .values(**updates, update_time=text("now()"))
         )
     return created, changed, written
+
+
+async def invoice_company(
+    session: AsyncSession, tenant: uuid.UUID, invoice_id: str
+) -> CompanyId | None:
+    """The company a tenant's invoice is reported on, None if it is new; the
+    invoice's row stays locked until the transaction ends."""
+    row = (
+        await session.execute(
+            select(_P.c.country, _P.c.register_number)
+            .where(_P.c.tenant_id == tenant, _P.c.invoice_id == invoice_id)
+            .with_for_update()
+        )
+    ).first()
+    return None if row is None else CompanyId(row.country, row.register_number)
 
 
 async def payment_experience_put(

@@ -95,6 +95,14 @@ class ScoreCache:
         with an invalidation or a reconnect is not cached."""
         return self._generation
 
+    def forget(self, companies: Sequence[CompanyId]) -> None:
+        """Drop these companies now: a replica that has just committed their
+        new scores must not answer with the old ones until its NOTIFY comes
+        round (a caller reads back its own write from the same replica)."""
+        self._generation += 1
+        for company in companies:
+            self._entries.pop(company, None)
+
     def _invalidate(self, payload: str) -> None:
         self._generation += 1
         if not self._entries:

@@ -1,0 +1,210 @@
+"""Intake facts that must not be lost, doubled or undone: identical statements,
+statuses set by UpsertCompany, late reports of old events, invoices that move."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.v1 import (
+    alerts_pb2,
+    alerts_pb2_grpc,
+    common_pb2,
+    companies_pb2,
+    companies_pb2_grpc,
+    scoring_pb2,
+    scoring_pb2_grpc,
+)
+from tests.conftest import TenantKey, new_tenant
+from tests.e2e.alerting import record, ref, watch
+from tests.e2e.test_company_master import _invoice
+from tests.e2e.test_scoring import healthy
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    return await new_tenant(sessions, "intake facts feed", scopes=(SCOPE_COMPANIES_WRITE,))
+
+
+async def _alert_types(
+    channel: grpc.aio.Channel, tenant: TenantKey, watch_list: str
+) -> list[common_pb2.AlertType.ValueType]:
+    """The watch list's alerts, oldest first."""
+    listed = await alerts_pb2_grpc.AlertServiceStub(channel).ListAlerts(
+        alerts_pb2.ListAlertsRequest(
+            filter=alerts_pb2.AlertFilter(watch_lists=[watch_list]), page_size=100
+        ),
+        metadata=tenant.metadata,
+    )
+    return [a.type for a in reversed(listed.alerts)]
+
+
+async def _submit(
+    data: companies_pb2_grpc.CompanyDataServiceStub,
+    feed: TenantKey,
+    number: str,
+    statement: companies_pb2.FinancialStatement,
+) -> companies_pb2.SubmitFinancialStatementResponse:
+    response: companies_pb2.SubmitFinancialStatementResponse = await data.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=statement
+        ),
+        metadata=feed.metadata,
+    )
+    return response
+
+
+async def _status(
+    data: companies_pb2_grpc.CompanyDataServiceStub,
+    feed: TenantKey,
+    number: str,
+    status: companies_pb2.CompanyStatus.ValueType,
+) -> companies_pb2.UpsertCompanyResponse:
+    response: companies_pb2.UpsertCompanyResponse = await data.UpsertCompany(
+        companies_pb2.UpsertCompanyRequest(
+            company=companies_pb2.Company(company=ref(number), status=status)
+        ),
+        metadata=feed.metadata,
+    )
+    return response
+
+
+async def test_an_identical_statement_again_changes_nothing_and_raises_no_alert(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=91_100_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    first = await _submit(data, feed, number, healthy())
+    watch_list = await watch(channel, tenant, [number])
+
+    again = await _submit(data, feed, number, healthy())
+    assert again.replaced
+    assert again.effect.alerts_raised_count == 0
+    assert again.effect.score == first.effect.score  # not even a new score row
+    assert await _alert_types(channel, tenant, watch_list) == []
+
+    # One item different is a restatement: stored, re-scored and alerted.
+    restated = await _submit(data, feed, number, healthy(net_profit=-2_000_000))
+    assert restated.replaced
+    assert restated.effect.score.score_time != first.effect.score.score_time
+    assert common_pb2.ALERT_TYPE_FINANCIAL_STATEMENT_PUBLISHED in await _alert_types(
+        channel, tenant, watch_list
+    )
+
+
+async def test_a_bankrupt_status_is_handled_like_a_bankruptcy_event_dated_now(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=91_200_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await _submit(data, feed, number, healthy())
+    await _status(data, feed, number, companies_pb2.COMPANY_STATUS_ACTIVE)
+    watch_list = await watch(channel, tenant, [number])
+
+    bankrupt = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_BANKRUPT)
+    assert bankrupt.effect.score.risk_class == common_pb2.RISK_CLASS_D
+    assert sorted(await _alert_types(channel, tenant, watch_list)) == sorted(
+        [common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED, common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE]
+    )
+
+    # A register feed reports, late, a liquidation resolved years ago: it is
+    # history, not the company's status now, and does not lift class D.
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime(2019, 3, 1, tzinfo=UTC))
+    late = companies_pb2.CompanyEvent(
+        event_id=f"{number}-liquidation-2019",
+        company=ref(number),
+        occurred_time=stamp,
+        source="test",
+        voluntary_liquidation=companies_pb2.VoluntaryLiquidation(),
+    )
+    effect = (await record(channel, feed, late)).effects[0]
+    assert effect.score.risk_class == common_pb2.RISK_CLASS_D
+    company = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    assert common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE not in await _alert_types(
+        channel, tenant, watch_list
+    )
+
+    # The same status again is a retry: nothing new.
+    repeat = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_BANKRUPT)
+    assert repeat.effect.alerts_raised_count == 0
+
+
+async def test_a_newer_event_still_sets_the_status(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=91_300_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await _submit(data, feed, number, healthy())
+
+    def dated(day: int, event_id: str, **detail: object) -> companies_pb2.CompanyEvent:
+        stamp = Timestamp()
+        stamp.FromDatetime(datetime(2026, 5, day, tzinfo=UTC))
+        return companies_pb2.CompanyEvent(
+            event_id=event_id,
+            company=ref(number),
+            occurred_time=stamp,
+            source="test",
+            **detail,  # type: ignore[arg-type]
+        )
+
+    await record(
+        channel,
+        feed,
+        dated(2, f"{number}-liq", voluntary_liquidation=companies_pb2.VoluntaryLiquidation()),
+    )
+    opened = companies_pb2.BankruptcyOpened()
+    await record(channel, feed, dated(9, f"{number}-bankrupt", bankruptcy_opened=opened))
+    company = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+
+
+async def test_an_invoice_moved_to_another_company_re_scores_the_one_it_left(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    left, taken = norwegian_numbers(2, start=91_400_000)
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    scoring = scoring_pb2_grpc.ScoringServiceStub(channel)
+    for number in (left, taken):
+        await _submit(data, feed, number, healthy())
+    watch_list = await watch(channel, tenant, [left, taken])
+
+    await data.ReportPaymentExperience(
+        companies_pb2.ReportPaymentExperienceRequest(
+            payment_experience=_invoice(left, "INV-MOVE", 200, 50_000)
+        ),
+        metadata=tenant.metadata,
+    )
+    overdue = await scoring.ScoreCompany(
+        scoring_pb2.ScoreCompanyRequest(company=ref(left)), metadata=tenant.metadata
+    )
+    assert any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in overdue.score.reasons)
+
+    # The creditor corrects the invoice's debtor.
+    moved = await data.ReportPaymentExperience(
+        companies_pb2.ReportPaymentExperienceRequest(
+            payment_experience=_invoice(taken, "INV-MOVE", 200, 50_000)
+        ),
+        metadata=tenant.metadata,
+    )
+    assert any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in moved.effect.score.reasons)
+    after = await scoring.ScoreCompany(
+        scoring_pb2.ScoreCompanyRequest(company=ref(left)), metadata=tenant.metadata
+    )
+    assert not any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in after.score.reasons)
+    assert after.score.risk_class == overdue.score.risk_class - 1
+    types = await _alert_types(channel, tenant, watch_list)
+    assert types.count(common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE) == 1  # the company left
