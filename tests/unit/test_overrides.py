@@ -50,6 +50,21 @@ def test_events_are_replayed_in_time_order_not_arrival_order() -> None:
     assert state.open_payment_remarks == 0
 
 
+@pytest.mark.parametrize("when", [_at(3), None])
+def test_at_the_same_time_an_opening_comes_before_its_closing(when: datetime | None) -> None:
+    """Events of one day share a time; stored events come back in event-id
+    order, which says nothing about which came first."""
+    state = RiskState.of(
+        [
+            CompanyEvent(EventType.PAYMENT_REMARK_REMOVED, when, "a-1"),
+            CompanyEvent(EventType.DEBT_COLLECTION_CLOSED, when, "c-1"),
+            CompanyEvent(EventType.PAYMENT_REMARK_REGISTERED, when, "a-1"),
+            CompanyEvent(EventType.DEBT_COLLECTION_OPENED, when, "c-1"),
+        ]
+    )
+    assert (state.open_payment_remarks, state.open_collection_cases) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("model_class", "state", "expected", "codes"),
     [

@@ -71,6 +71,9 @@ class _OpenItems:
         return len(self._referenced) + self._anonymous
 
 
+_CLOSING = frozenset({EventType.PAYMENT_REMARK_REMOVED, EventType.DEBT_COLLECTION_CLOSED})
+
+
 @dataclass(frozen=True)
 class RiskState:
     """What a company's events say about it, as scoring overrides need it."""
@@ -85,10 +88,18 @@ class RiskState:
 
     @classmethod
     def of(cls, events: Iterable[CompanyEvent]) -> RiskState:
-        """Replay events in time order (undated ones last, as they arrived)."""
+        """Replay events in time order (undated ones last, as they arrived).
+        At the same time (a day's events are dated at midnight) an opening
+        comes before a closing: a remark is not removed before it exists,
+        whichever order the events were stored in."""
         ordered = sorted(
             enumerate(events),
-            key=lambda pair: (pair[1].occurred_at is None, pair[1].occurred_at or 0, pair[0]),
+            key=lambda pair: (
+                pair[1].occurred_at is None,
+                pair[1].occurred_at or 0,
+                pair[1].type in _CLOSING,
+                pair[0],
+            ),
         )
         bankrupt = dissolved = False
         remarks, cases = _OpenItems(), _OpenItems()
