@@ -16,7 +16,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -146,6 +146,10 @@ def _event(company: common_pb2.CompanyRef, rng: random.Random) -> companies_pb2.
         event.bankruptcy_petition_filed.court_name = "Oslo tingrett"
     elif roll < 0.95:
         event.bankruptcy_hearing_scheduled.court_name = "Oslo tingrett"
+        hearing = datetime.now(UTC).date() + timedelta(days=rng.randint(7, 40))
+        event.bankruptcy_hearing_scheduled.hearing_date.CopyFrom(
+            date_pb2.Date(year=hearing.year, month=hearing.month, day=hearing.day)
+        )
     else:
         event.bankruptcy_opened.court_name = "Oslo tingrett"
     return event
