@@ -3,14 +3,18 @@ follow risk, and policy versions; checked against hand-computed figures."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import uuid
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.type import date_pb2, money_pb2
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.domain.paging import encode_token, fingerprint
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.jobs.scheduler import run_claims_clock
 from creditwatch.v1 import (
@@ -402,3 +406,230 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
             metadata=tenant.metadata,
         )
     assert "overdue_payment.invoice_due_date" in field_violations(bad.value)
+
+
+async def _get(
+    stub: limits_pb2_grpc.CreditLimitServiceStub, tenant: TenantKey, name: str
+) -> limits_pb2.CreditLimit:
+    response = await stub.GetCreditLimit(
+        limits_pb2.GetCreditLimitRequest(name=name), metadata=tenant.metadata
+    )
+    return response.credit_limit
+
+
+async def test_concurrent_first_decisions_on_a_buyer_all_succeed(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    numbers = norwegian_numbers(4, start=81_560_000)
+    for number in numbers:
+        await _statement(channel, feed, number, healthy())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    for number in numbers:
+        # Each call finds no standing limit and creates one: all but one meet
+        # the row the first inserted.
+        calls = [
+            stub.DecideCreditLimit(_ask(number, 100_000 + i, days=30), metadata=tenant.metadata)
+            for i in range(3)
+        ]
+        decisions = [response.decision for response in await asyncio.gather(*calls)]
+        assert {d.outcome for d in decisions} == {LIM.CREDIT_LIMIT_OUTCOME_APPROVED}
+        assert len({d.credit_limit for d in decisions}) == 1
+        listed = await stub.ListCreditLimits(
+            limits_pb2.ListCreditLimitsRequest(company=ref(number)), metadata=tenant.metadata
+        )
+        (limit,) = listed.credit_limits
+        assert limit.name == decisions[0].credit_limit
+        assert limit.latest_decision in decisions  # the one that committed last
+        assert limit.amount == limit.latest_decision.approved_amount
+
+
+async def test_a_request_without_exposure_keeps_the_one_last_reported(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_570_000)[0]
+    await _statement(channel, feed, number, healthy())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    reported = money_pb2.Money(currency_code="NOK", units=70_000)
+    first = await stub.DecideCreditLimit(
+        _ask(number, 100_000, days=30, current_exposure=reported), metadata=tenant.metadata
+    )
+    await stub.DecideCreditLimit(_ask(number, 120_000, days=30), metadata=tenant.metadata)
+    limit = await _get(stub, tenant, first.decision.credit_limit)
+    assert limit.amount.units == 120_000
+    assert limit.current_exposure == reported
+
+    lower = money_pb2.Money(currency_code="NOK", units=20_000)
+    await stub.DecideCreditLimit(
+        _ask(number, 120_000, days=30, current_exposure=lower), metadata=tenant.metadata
+    )
+    assert (await _get(stub, tenant, first.decision.credit_limit)).current_exposure == lower
+
+
+async def test_a_lapsed_limit_reads_expired_and_worse_risk_leaves_it_alone(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    feed: TenantKey,
+    tenant: TenantKey,
+) -> None:
+    number = norwegian_numbers(1, start=81_580_000)[0]
+    await _statement(channel, feed, number, strong())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    granted = await stub.DecideCreditLimit(
+        _ask(number, 5_000_000, days=90), metadata=tenant.metadata
+    )
+    name = granted.decision.credit_limit
+    async with sessions.begin() as session:  # its validity ran out yesterday
+        await session.execute(
+            text(
+                "UPDATE credit_limits SET valid_until = now() - interval '1 day' "
+                "WHERE tenant_id = :tenant"
+            ),
+            {"tenant": tenant.tenant_id},
+        )
+    assert (await _get(stub, tenant, name)).state == LIM.CREDIT_LIMIT_STATE_EXPIRED
+
+    async def listed(*states: int) -> list[str]:
+        response = await stub.ListCreditLimits(
+            limits_pb2.ListCreditLimitsRequest(states=states), metadata=tenant.metadata
+        )
+        return [x.name for x in response.credit_limits]
+
+    assert await listed(LIM.CREDIT_LIMIT_STATE_EXPIRED) == [name]
+    assert await listed(LIM.CREDIT_LIMIT_STATE_ACTIVE) == []
+
+    # A payment remark (class A -> B) would cut an ACTIVE limit to 4.0M and
+    # 60 days (see test_standing_limits_follow_worsening_risk_with_alerts); a
+    # lapsed one covers nothing, so it stays as it was.
+    await record(channel, feed, remark(number, "lim-lapsed-r1"))
+    limit = await _get(stub, tenant, name)
+    assert limit.state == LIM.CREDIT_LIMIT_STATE_EXPIRED
+    assert (limit.amount.units, limit.max_payment_terms_days) == (5_000_000, 90)
+    assert limit.latest_decision.origin == LIM.DECISION_ORIGIN_REQUEST
+
+    # A new decision puts it in force again.
+    await stub.DecideCreditLimit(_ask(number, 1_000_000, days=30), metadata=tenant.metadata)
+    assert (await _get(stub, tenant, name)).state == LIM.CREDIT_LIMIT_STATE_ACTIVE
+    assert await listed(LIM.CREDIT_LIMIT_STATE_ACTIVE) == [name]
+
+
+async def test_a_request_id_replays_for_24_hours_only(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    feed: TenantKey,
+    tenant: TenantKey,
+) -> None:
+    number = norwegian_numbers(1, start=81_590_000)[0]
+    await _statement(channel, feed, number, healthy())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+
+    async def decide(amount: int) -> limits_pb2.CreditLimitDecision:
+        response = await stub.DecideCreditLimit(
+            _ask(number, amount, days=30, request_id="order-42"), metadata=tenant.metadata
+        )
+        return response.decision
+
+    async def age(hours: int) -> None:
+        async with sessions.begin() as session:
+            await session.execute(
+                text(
+                    "UPDATE idempotency_keys SET create_time = now() - make_interval(hours => :h) "
+                    "WHERE tenant_id = :tenant"
+                ),
+                {"h": hours, "tenant": tenant.tenant_id},
+            )
+
+    first = await decide(100_000)
+    await age(23)
+    assert await decide(200_000) == first
+    await age(25)
+    later = await decide(200_000)
+    assert later.requested_amount.units == 200_000
+    assert later.decide_time.ToDatetime() > first.decide_time.ToDatetime()
+    assert await decide(300_000) == later  # the new decision is the one replayed now
+
+
+async def test_a_bad_class_policy_names_the_entry_as_sent(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    # Sent D, C, B, A: the bad values are in entries [0] (D) and [2] (B).
+    policies = [
+        LIM.ClassPolicy(risk_class=4, max_share_of_equity=99.0),
+        LIM.ClassPolicy(risk_class=3, max_share_of_equity=0.05, max_payment_terms_days=30),
+        LIM.ClassPolicy(risk_class=2, max_share_of_equity=0.1, max_payment_terms_days=400),
+        LIM.ClassPolicy(risk_class=1, max_share_of_equity=0.2, max_payment_terms_days=90),
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateCreditPolicy(
+            limits_pb2.UpdateCreditPolicyRequest(
+                credit_policy=LIM.CreditPolicy(class_policies=policies),
+                update_mask=field_mask_pb2.FieldMask(paths=["class_policies"]),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(caught.value)) == {
+        "credit_policy.class_policies[0].max_share_of_equity",
+        "credit_policy.class_policies[2].max_payment_terms_days",
+    }
+
+
+async def _three_limits(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, start: int
+) -> limits_pb2_grpc.CreditLimitServiceStub:
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    for number in norwegian_numbers(3, start=start):
+        await _statement(channel, feed, number, healthy())
+        await stub.DecideCreditLimit(_ask(number, 10_000, days=30), metadata=tenant.metadata)
+    return stub
+
+
+async def test_states_unspecified_means_any_state(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    stub = await _three_limits(channel, feed, tenant, 81_500_000)
+    for states in ([LIM.CREDIT_LIMIT_STATE_UNSPECIFIED], [0, LIM.CREDIT_LIMIT_STATE_WITHDRAWN]):
+        listed = await stub.ListCreditLimits(
+            limits_pb2.ListCreditLimitsRequest(states=states), metadata=tenant.metadata
+        )
+        assert len(listed.credit_limits) == 3, states
+    first = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(states=[0], page_size=2), metadata=tenant.metadata
+    )
+    rest = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(states=[0], page_token=first.next_page_token),
+        metadata=tenant.metadata,
+    )
+    assert len(first.credit_limits) + len(rest.credit_limits) == 3 and not rest.next_page_token
+
+
+async def test_page_tokens_of_another_tenant_or_forged_are_refused(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    stub = await _three_limits(channel, feed, tenant, 81_505_000)
+    await _three_limits(channel, feed, other_tenant, 81_505_000)
+    first = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(page_size=2), metadata=tenant.metadata
+    )
+    digest = fingerprint(tenant.tenant_id, [], "")
+    some_id = str(uuid.uuid4())
+    refused = [
+        (other_tenant, first.next_page_token),
+        (tenant, encode_token(("2026-01-01T00:00:00", some_id), digest)),  # no UTC offset
+        (tenant, encode_token(("2026-01-01T00:00:00+00:00", "x"), digest)),
+        (tenant, encode_token(("2026-01-01T00:00:00+00:00\x00", some_id), digest)),
+        (tenant, encode_token(("\ud800", some_id), digest)),
+    ]
+    for caller, token in refused:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListCreditLimits(
+                limits_pb2.ListCreditLimitsRequest(page_token=token), metadata=caller.metadata
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+        assert "page_token" in field_violations(caught.value)
+    # The control: a token issued to this tenant for these filters pages on.
+    rest = await stub.ListCreditLimits(
+        limits_pb2.ListCreditLimitsRequest(page_token=first.next_page_token),
+        metadata=tenant.metadata,
+    )
+    assert len(rest.credit_limits) == 1

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.paging import encode_token, fingerprint
+from creditwatch.server.domain.portfolio import DEFAULT_LGD
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.jobs.scheduler import take_snapshots
 from creditwatch.server.store import facts
@@ -25,6 +27,7 @@ from creditwatch.v1 import (
 )
 from tests.conftest import TenantKey
 from tests.e2e.alerting import ref
+from tests.e2e.rpc_errors import field_violations
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
@@ -271,3 +274,53 @@ async def test_errors_name_the_field_or_the_missing_snapshot(
             metadata=tenant.metadata,
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_forged_segment_page_tokens_are_invalid_argument(
+    channel: grpc.aio.Channel, sessions: async_sessionmaker[AsyncSession], tenant: TenantKey
+) -> None:
+    watch_list, _ = await _book(channel, sessions, tenant)
+    stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+    segment = P.SEGMENT_LOW_RISK_HIGH_EXPOSURE
+
+    def request(token: str) -> P.ListSegmentEntriesRequest:
+        return P.ListSegmentEntriesRequest(
+            watch_list=watch_list,
+            reporting_currency="NOK",
+            segment=segment,
+            page_size=1,
+            page_token=token,
+        )
+
+    issued = await stub.ListSegmentEntries(request(""), metadata=tenant.metadata)
+    assert issued.next_page_token  # the control: the server's own token pages on
+    await stub.ListSegmentEntries(request(issued.next_page_token), metadata=tenant.metadata)
+
+    # Tokens for the same filters (so their fingerprint matches), with a key
+    # of the right types but values no request can give.
+    digest = fingerprint(
+        tenant.tenant_id,
+        watch_list,
+        "NOK",
+        int(segment),
+        DEFAULT_LGD,
+        P.SegmentSplits().SerializeToString().hex(),
+    )
+    for key in (
+        (-5, 0.1, "0"),  # offset
+        (2**63, 0.1, "0"),
+        (1, 7.5, "0"),  # PD split
+        (1, float("nan"), "0"),
+        (1, 0.1, "not-a-number"),  # exposure split
+        (1, 0.1, "NaN"),
+        (1, 0.1, "-Infinity"),
+        (1, 0.1, "-1"),
+        (1, 0.1, "1E+20"),
+        (1, 0.1, "1E-99"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListSegmentEntries(
+                request(encode_token(key, digest)), metadata=tenant.metadata
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
+        assert "page_token" in field_violations(caught.value), key

@@ -6,6 +6,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.type import money_pb2
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
@@ -114,6 +115,28 @@ async def test_create_is_idempotent_with_request_id(
         watchlists_pb2.ListWatchListsRequest(), metadata=tenant.metadata
     )
     assert len(listed.watch_lists) == 1
+
+
+async def test_a_request_id_older_than_24_hours_creates_again(
+    channel: grpc.aio.Channel, sessions: async_sessionmaker[AsyncSession], tenant: TenantKey
+) -> None:
+    stub = _stub(channel)
+    request = watchlists_pb2.CreateWatchListRequest(
+        watch_list=watchlists_pb2.WatchList(display_name="Daily"), request_id="daily-import"
+    )
+    first = await stub.CreateWatchList(request, metadata=tenant.metadata)
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE idempotency_keys SET create_time = now() - interval '25 hours' "
+                "WHERE tenant_id = :tenant"
+            ),
+            {"tenant": tenant.tenant_id},
+        )
+    later = await stub.CreateWatchList(request, metadata=tenant.metadata)
+    assert later.watch_list.name != first.watch_list.name
+    again = await stub.CreateWatchList(request, metadata=tenant.metadata)
+    assert again.watch_list.name == later.watch_list.name
 
 
 async def test_ten_thousand_entries_in_one_call_then_paged(
@@ -471,28 +494,71 @@ async def test_forged_page_tokens_are_invalid_argument_not_internal(
     stub = _stub(channel)
     name = await _create(stub, tenant)
     list_id = name.split("/")[1]
+    lists = fingerprint(tenant.tenant_id, "watchLists")
+    entries = fingerprint(tenant.tenant_id, list_id, [], "")
+    some_id = "0f6c3c1e-6f3a-4a59-9d8e-2b7d6c1f0a11"
     forged = [
         (
             stub.ListWatchLists,
             watchlists_pb2.ListWatchListsRequest(
-                page_token=encode_token(("not-a-time", "x"), fingerprint("watchLists"))
+                page_token=encode_token(("not-a-time", "x"), lists)
             ),
         ),
         (
             stub.ListWatchLists,
+            watchlists_pb2.ListWatchListsRequest(page_token=encode_token((1,), lists)),
+        ),
+        (  # a time without its UTC offset: the server never issues one
+            stub.ListWatchLists,
             watchlists_pb2.ListWatchListsRequest(
-                page_token=encode_token((1,), fingerprint("watchLists"))
+                page_token=encode_token(("2026-01-01T00:00:00", some_id), lists)
             ),
         ),
         (
             stub.ListEntries,
             watchlists_pb2.ListEntriesRequest(
-                parent=name, page_token=encode_token((1, 2), fingerprint(list_id, [], ""))
+                parent=name, page_token=encode_token((1, 2), entries)
+            ),
+        ),
+        (  # text PostgreSQL cannot hold: NUL, a lone surrogate
+            stub.ListEntries,
+            watchlists_pb2.ListEntriesRequest(
+                parent=name, page_token=encode_token(("NO", "92360\x00"), entries)
+            ),
+        ),
+        (
+            stub.ListEntries,
+            watchlists_pb2.ListEntriesRequest(
+                parent=name, page_token=encode_token(("\ud800", "1"), entries)
             ),
         ),
     ]
     for call, request in forged:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call(request, metadata=tenant.metadata)  # type: ignore[operator]
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
         assert "page_token" in field_violations(caught.value)
+
+
+async def test_another_tenants_page_token_is_refused(
+    channel: grpc.aio.Channel, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    stub = _stub(channel)
+    for owner, prefix in ((other_tenant, "B"), (tenant, "A")):
+        for i in range(3):
+            await _create(stub, owner, f"{prefix}{i}")
+    mine = await stub.ListWatchLists(
+        watchlists_pb2.ListWatchListsRequest(page_size=2), metadata=tenant.metadata
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListWatchLists(
+            watchlists_pb2.ListWatchListsRequest(page_token=mine.next_page_token),
+            metadata=other_tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in field_violations(caught.value)
+    rest = await stub.ListWatchLists(
+        watchlists_pb2.ListWatchListsRequest(page_token=mine.next_page_token),
+        metadata=tenant.metadata,
+    )
+    assert [w.display_name for w in rest.watch_lists] == ["A2"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -65,3 +67,39 @@ def test_page_size_bounds() -> None:
         page_request(101, "", "f", default_size=7, max_size=100)
     with pytest.raises(InvalidArgument):
         page_request(-1, "", "f", default_size=7, max_size=100)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("NO\x00", 1),  # PostgreSQL text holds no NUL
+        ("\ud800", 1),  # a lone surrogate is no UTF-8
+        ("NO", 2**63),  # beyond bigint
+        ("NO", -(2**63) - 1),
+    ],
+)
+def test_forged_key_values_no_query_could_take_are_refused(key: tuple[object, ...]) -> None:
+    token = encode_token(key, "f")
+    page = page_request(10, token, "f", default_size=5, max_size=100)
+    with pytest.raises(InvalidArgument) as caught:
+        page.key(str, int)
+    assert caught.value.violations[0].field == "page_token"
+
+
+def test_key_values_a_query_can_take_pass() -> None:
+    token = encode_token(("NO", 2**63 - 1), "f")
+    page = page_request(10, token, "f", default_size=5, max_size=100)
+    assert page.key(str, int) == ("NO", 2**63 - 1)
+
+
+def test_time_and_id_keys_need_a_utc_offset() -> None:
+    when = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    row = uuid.uuid4()
+    token = encode_token((when.isoformat(), str(row)), "f")
+    assert page_request(1, token, "f", default_size=5, max_size=9).time_and_id() == (when, row)
+    assert page_request(1, "", "f", default_size=5, max_size=9).time_and_id() is None
+    for key in [("2026-03-01T12:00:00", str(row)), (when.isoformat(), "x"), ("x", str(row))]:
+        page = page_request(1, encode_token(key, "f"), "f", default_size=5, max_size=9)
+        with pytest.raises(InvalidArgument) as caught:
+            page.time_and_id()
+        assert caught.value.violations[0].field == "page_token"

@@ -329,28 +329,22 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
         self, request: limits_pb2.ListCreditLimitsRequest, tenant: uuid.UUID
     ) -> limits_pb2.ListCreditLimitsResponse:
         problems: list[FieldViolation] = []
-        states = list(request.states)
-        for i, state in enumerate(states):
-            if state not in set(int(s) for s in LimitState):
+        known = {int(s) for s in LimitState}
+        for i, state in enumerate(request.states):
+            if state and state not in known:
                 problems.append(FieldViolation(f"states[{i}]", f"unknown state {state}"))
+        # UNSPECIFIED as a filter means any state, so it widens the filter to all.
+        states = [] if 0 in request.states else sorted(set(request.states))
         company = None
         if request.HasField("company"):
             company = cv.company(request.company, "company", problems)
         if problems:
             raise InvalidArgument(problems)
-        digest = fingerprint(sorted(states), company.key if company else "")
+        digest = fingerprint(tenant, states, company.key if company else "")
         page = page_request(
             request.page_size, request.page_token, digest, default_size=100, max_size=1_000
         )
-        after = None
-        if page.after is not None:
-            stamp, raw_id = page.key(str, str)  # type: ignore[misc]
-            try:
-                after = (datetime.fromisoformat(stamp), uuid.UUID(raw_id))
-            except ValueError:
-                raise InvalidArgument.single(
-                    "page_token", "not a token this server issued"
-                ) from None
+        after = page.time_and_id()
         async with self._sessions() as session:
             found = await store.list_page(session, tenant, states, company, after, page.size + 1)
         token = ""

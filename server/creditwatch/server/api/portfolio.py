@@ -19,7 +19,7 @@ from creditwatch.server.domain.errors import (
     InvalidArgument,
     PreconditionViolation,
 )
-from creditwatch.server.domain.money import Money, MoneyError
+from creditwatch.server.domain.money import MAX_UNITS, Money, MoneyError
 from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
 from creditwatch.server.domain.portfolio import (
     DEFAULT_LGD,
@@ -38,6 +38,7 @@ from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import alerts_pb2, common_pb2, portfolio_pb2, portfolio_pb2_grpc
 
 MAX_TREND_DAYS = 731
+_NANO_DIGITS = 9  # google.type.Money's precision
 
 
 def _money(value: Decimal, currency: str) -> Any:
@@ -116,6 +117,28 @@ def _entry(
         expected_loss=_money(loss, currency),
         expected_loss_share=share,
     )
+
+
+def _segment_key(key: tuple[Any, ...] | None) -> tuple[int, float, Decimal]:
+    """A ListSegmentEntries token's (offset, PD split, exposure split), checked:
+    a forged token must not reach the query with values no request can give."""
+    assert key is not None
+    offset, pd_split, split_text = key
+    try:
+        split = Decimal(split_text)
+    except ArithmeticError:
+        split = Decimal("NaN")
+    if not (
+        offset >= 0
+        and 0 <= pd_split <= 1
+        and split.is_finite()
+        and 0 <= split < MAX_UNITS
+        and int(split.as_tuple().exponent) >= -_NANO_DIGITS
+    ):
+        raise InvalidArgument.single(
+            "page_token", "not a token this server issued; start again with an empty token"
+        )
+    return offset, pd_split, split
 
 
 class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
@@ -371,6 +394,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         digest = fingerprint(
+            tenant,
             request.watch_list,
             currency,
             int(request.segment),
@@ -391,8 +415,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
                 raise InvalidArgument(problems)
         else:
             # Later pages keep the first page's splits (the median may move).
-            offset, pd_split, split_text = page.key(int, float, str)  # type: ignore[misc]
-            given_split = Decimal(split_text)
+            offset, pd_split, given_split = _segment_key(page.key(int, float, str))
         segment = Segment(request.segment)
         async with self._sessions() as session:
             found = await store.segment_entries(

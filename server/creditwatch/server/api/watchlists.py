@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -79,19 +78,11 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
     async def ListWatchLists(
         self, request: pb.ListWatchListsRequest, tenant: uuid.UUID
     ) -> pb.ListWatchListsResponse:
-        filters = fingerprint("watchLists")
+        filters = fingerprint(tenant, "watchLists")
         page = page_request(
             request.page_size, request.page_token, filters, default_size=100, max_size=1000
         )
-        after = page.key(str, str)
-        if after is not None:
-            try:
-                after = (datetime.fromisoformat(after[0]), uuid.UUID(after[1]))
-            except ValueError:
-                raise InvalidArgument.single(
-                    "page_token", "not a token this server issued"
-                ) from None
-        rows = await self._store.list_page(tenant, page.size + 1, after)
+        rows = await self._store.list_page(tenant, page.size + 1, page.time_and_id())
         token = ""
         if len(rows) > page.size:
             rows = rows[: page.size]
@@ -189,7 +180,7 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
             if not key:
                 raise InvalidArgument.single("label", "must be 'key' or 'key=value'")
             label = (key, wanted if sep else None)
-        filters = fingerprint(str(list_id), sorted(classes), request.label)
+        filters = fingerprint(tenant, str(list_id), sorted(classes), request.label)
         page = page_request(
             request.page_size, request.page_token, filters, default_size=1000, max_size=10_000
         )

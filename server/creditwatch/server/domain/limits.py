@@ -6,6 +6,7 @@ in order; it is pure, so a decision can be recomputed and tested by hand.
 
 from __future__ import annotations
 
+import calendar
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -113,13 +114,18 @@ class CreditPolicy:
         )
 
     def validate(self, prefix: str = "credit_policy") -> None:
-        """INVALID_ARGUMENT naming every field out of range."""
+        """INVALID_ARGUMENT naming every field out of range.
+
+        `class_policies[i]` is the i-th entry of `classes` in its own order, so
+        a policy built from a request's entries, in their order, names the
+        entry the client sent.
+        """
         problems: list[FieldViolation] = []
         if set(self.classes) != set(RiskClass):
             problems.append(
                 FieldViolation(f"{prefix}.class_policies", "exactly one entry per class A-D")
             )
-        for i, (risk_class, p) in enumerate(sorted(self.classes.items())):
+        for i, p in enumerate(self.classes.values()):
             where = f"{prefix}.class_policies[{i}]"
             if not 0 <= p.max_share_of_equity <= 10:
                 problems.append(FieldViolation(f"{where}.max_share_of_equity", "0..10"))
@@ -127,7 +133,6 @@ class CreditPolicy:
                 problems.append(FieldViolation(f"{where}.max_share_of_sales", "0..10"))
             if not 0 <= p.max_payment_terms_days <= 365:
                 problems.append(FieldViolation(f"{where}.max_payment_terms_days", "0..365"))
-            del risk_class
         ranges = (
             ("refer_statement_older_than_months", self.refer_statement_older_than_months, 1, 60),
             ("decision_validity_days", self.decision_validity_days, 1, 1_095),
@@ -178,13 +183,19 @@ class Decision:
 
 
 def _months_before(day: date, months: int) -> date:
-    index = day.year * 12 + day.month - 1 - months
-    year, month = divmod(index, 12)
-    return date(year, month + 1, min(day.day, 28))
+    """The same day `months` earlier, or that month's last day if it is shorter
+    (31 May less 3 months is 28 or 29 February)."""
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    return date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
 
 
 def _amount(value: Decimal) -> str:
     return f"{value:,.0f}"
+
+
+def _whole(value: Decimal) -> str:
+    """A cap as it can be granted: whole units, rounded down."""
+    return _amount(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
 def decide(
@@ -249,7 +260,7 @@ def decide(
                 cap,
                 "CAPPED_BY_EQUITY",
                 f"{rules.max_share_of_equity:g} x equity {_amount(Decimal(str(statement.equity)))} "
-                f"= {_amount(cap)} {request.currency} (class {score.risk_class.name})",
+                f"= {_whole(cap)} {request.currency} (class {score.risk_class.name})",
             )
         )
     if statement.sales is not None:
@@ -261,7 +272,7 @@ def decide(
                 cap,
                 "CAPPED_BY_SALES",
                 f"{rules.max_share_of_sales:g} x sales {_amount(Decimal(str(statement.sales)))} "
-                f"= {_amount(cap)} {request.currency} (class {score.risk_class.name})",
+                f"= {_whole(cap)} {request.currency} (class {score.risk_class.name})",
             )
         )
     if not caps:
@@ -283,10 +294,21 @@ def decide(
             )
         )
     if approved <= 0:
-        return replace(
-            declined,
-            reasons=[("CAP_ZERO", f"the policy's cap is 0: {cap_text}"), *reasons[1:]],
-        )
+        # Rounded down to whole units, the amount is 0: because the cap is
+        # (it replaces the cap's own reason), or because less than one unit
+        # was asked for under a larger cap.
+        if cap < request.amount:
+            reasons[0] = ("CAP_ZERO", f"the policy's cap is 0: {cap_text}")
+        else:
+            reasons.insert(
+                0,
+                (
+                    "AMOUNT_BELOW_ONE_UNIT",
+                    f"{request.amount} {request.currency} requested; approved amounts are "
+                    "whole currency units, rounded down",
+                ),
+            )
+        return replace(declined, reasons=reasons)
     if request.exposure is not None and request.exposure > approved:
         reasons.append(
             (

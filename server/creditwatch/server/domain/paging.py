@@ -2,9 +2,13 @@
 
 A token carries the last key of the previous page and a fingerprint of the
 filters it was issued for, so a client that changes filters mid-way gets a
-precise error instead of a silently wrong page. Tokens are not secret: every
-query is scoped to the caller's tenant, so a crafted token can only move the
-starting point within the caller's own data.
+precise error instead of a silently wrong page. Callers put the tenant among
+the filters, so a token read by another tenant is refused the same way.
+Tokens are not secret: every query is scoped to the caller's tenant, so a
+crafted token can only move the starting point within the caller's own data;
+`PageRequest.key` and the callers' own range checks keep it from reaching a
+query with a value PostgreSQL would refuse (an INTERNAL error instead of
+INVALID_ARGUMENT).
 """
 
 from __future__ import annotations
@@ -13,12 +17,16 @@ import base64
 import binascii
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from creditwatch.server.domain.errors import InvalidArgument
 
 _VERSION = 1
+# PostgreSQL's bigint: a larger key integer fails in the query, not here.
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -34,10 +42,40 @@ class PageRequest:
         if self.after is None:
             return None
         if len(self.after) != len(kinds) or not all(
-            type(value) is kind for value, kind in zip(self.after, kinds, strict=False)
+            type(value) is kind and _storable(value)
+            for value, kind in zip(self.after, kinds, strict=False)
         ):
             raise _foreign_token()
         return self.after
+
+    def time_and_id(self) -> tuple[datetime, uuid.UUID] | None:
+        """`after` as (create time, id), for listings keyed on both; a time
+        without its UTC offset is refused, as the server never issues one."""
+        key = self.key(str, str)
+        if key is None:
+            return None
+        try:
+            stamp, row_id = datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+        except ValueError:
+            raise _foreign_token() from None
+        if stamp.tzinfo is None:
+            raise _foreign_token()
+        return stamp, row_id
+
+
+def _storable(value: object) -> bool:
+    """Whether PostgreSQL can take `value` as a query parameter: JSON decodes
+    integers of any size and strings with NUL or lone surrogates, which no
+    token this server issued holds."""
+    if isinstance(value, int):
+        return _MIN_INT <= value <= _MAX_INT
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    return True
 
 
 def _foreign_token() -> InvalidArgument:

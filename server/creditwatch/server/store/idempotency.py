@@ -1,17 +1,24 @@
-"""Idempotency keys: the first result of a request with a client `request_id`."""
+"""Idempotency keys: the first result of a request with a client `request_id`.
+
+The contracts promise a replay for "a repeat within 24 hours": a key older
+than `REPLAY_WINDOW` counts as absent, so reusing it (an order number a
+client recycles, say) decides again instead of returning a stale result.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.store import models
 
 _K = models.IdempotencyKey
+REPLAY_WINDOW = timedelta(hours=24)
 
 
 async def claim(
@@ -19,15 +26,20 @@ async def claim(
 ) -> dict[str, Any] | None:
     """Claim `request_id` inside the caller's transaction.
 
-    Returns None when this call is the first (the caller then does the work and
-    calls `remember`), or the stored result of the earlier call. A concurrent
-    duplicate blocks on the uncommitted claim row until the first transaction
-    ends, so two racing retries never both do the work.
+    Returns None when this call is the first within the replay window (the
+    caller then does the work and calls `remember`), or the stored result of
+    the earlier call. A concurrent duplicate blocks on the uncommitted claim
+    row until the first transaction ends, so two racing retries never both do
+    the work; an expired key is taken over the same way.
     """
     claimed = await session.scalar(
         insert(_K)
         .values(tenant_id=tenant_id, method=method, request_id=request_id, result={})
-        .on_conflict_do_nothing()
+        .on_conflict_do_update(
+            index_elements=[_K.tenant_id, _K.method, _K.request_id],
+            set_={"result": {}, "create_time": func.now()},
+            where=_K.create_time < func.now() - REPLAY_WINDOW,
+        )
         .returning(_K.request_id)
     )
     if claimed is not None:
@@ -53,3 +65,21 @@ async def remember(
         .where(_K.tenant_id == tenant_id, _K.method == method, _K.request_id == request_id)
         .values(result=result)
     )
+
+
+async def purge(session: AsyncSession, batch: int = 10_000) -> int:
+    """Delete up to `batch` keys past the replay window; returns how many.
+
+    `claim` already ignores such keys; this only keeps the table from growing.
+    """
+    expired = (
+        select(_K.tenant_id, _K.method, _K.request_id)
+        .where(_K.create_time < func.now() - REPLAY_WINDOW)
+        .limit(batch)
+    )
+    deleted = await session.execute(
+        delete(_K)
+        .where(tuple_(_K.tenant_id, _K.method, _K.request_id).in_(expired))
+        .returning(_K.request_id)
+    )
+    return len(deleted.all())

@@ -6,6 +6,10 @@ calls in its own transaction for the companies whose class got worse: each
 tenant's ACTIVE limit on such a company is decided again under that tenant's
 current policy; a decline withdraws it, a lower amount or shorter terms
 reduce it, and nothing is ever raised automatically.
+
+EXPIRED is never stored: a limit stored ACTIVE reads as EXPIRED once its
+`valid_until` has passed, so it holds from that moment without a job, and a
+new decision makes the limit ACTIVE again by moving `valid_until`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +49,15 @@ from creditwatch.server.store import facts, models
 
 _P = cast(Table, models.CreditPolicyVersion.__table__)
 _L = cast(Table, models.CreditLimit.__table__)
+# The state a client sees: the stored one, but EXPIRED for an ACTIVE limit
+# past its `valid_until` (now(): the reading transaction's start).
+_STATE: ColumnElement[int] = case(
+    (
+        and_(_L.c.state == int(LimitState.ACTIVE), _L.c.valid_until < func.now()),
+        int(LimitState.EXPIRED),
+    ),
+    else_=_L.c.state,
+)
 
 
 async def policy(session: AsyncSession, tenant: uuid.UUID, version: int = 0) -> CreditPolicy:
@@ -106,6 +120,11 @@ class StandingLimit:
         return f"creditLimits/{self.id}"
 
 
+def _select() -> Select[Any]:
+    """Limits with their state as read (see `_STATE`)."""
+    return select(*(c for c in _L.c if c.name != "state"), _STATE.label("state"))
+
+
 def _limit(row: Any) -> StandingLimit:
     return StandingLimit(
         tenant_id=row.tenant_id,
@@ -161,7 +180,7 @@ async def standing(
     session: AsyncSession, tenant: uuid.UUID, company: CompanyId, *, lock: bool = False
 ) -> StandingLimit | None:
     """The tenant's standing limit on a company, if any."""
-    query = select(_L).where(
+    query = _select().where(
         _L.c.tenant_id == tenant,
         _L.c.country == company.country,
         _L.c.register_number == company.register_number,
@@ -183,35 +202,55 @@ async def grant(
     now: datetime,
 ) -> StandingLimit:
     """Make an approving decision the tenant's standing limit on the company."""
+
+    def values(earlier: StandingLimit | None, limit_id: uuid.UUID) -> dict[str, Any]:
+        # A request without exposure (or reference) keeps the one last
+        # reported: exposure only while it is in the limit's currency.
+        exposure = request.exposure
+        if exposure is None and earlier and earlier.exposure_currency == request.currency:
+            exposure = earlier.exposure_amount
+        return {
+            "external_reference": external_reference
+            or (earlier.external_reference if earlier else ""),
+            "state": int(LimitState.ACTIVE),
+            "currency": request.currency,
+            "amount": decision.approved,
+            "max_payment_terms_days": decision.max_payment_terms_days,
+            "valid_until": decision.valid_until,
+            "exposure_currency": request.currency if exposure is not None else None,
+            "exposure_amount": exposure,
+            "latest_decision": decided | {"credit_limit": f"creditLimits/{limit_id}"},
+            "update_time": now,
+        }
+
     earlier = await standing(session, tenant, company, lock=True)
-    limit_id = earlier.id if earlier else uuid.uuid4()
-    decided = decided | {"credit_limit": f"creditLimits/{limit_id}"}
-    values = {
-        "external_reference": external_reference or (earlier.external_reference if earlier else ""),
-        "state": int(LimitState.ACTIVE),
-        "currency": request.currency,
-        "amount": decision.approved,
-        "max_payment_terms_days": decision.max_payment_terms_days,
-        "valid_until": decision.valid_until,
-        "exposure_currency": request.currency if request.exposure is not None else None,
-        "exposure_amount": request.exposure,
-        "latest_decision": decided,
-        "update_time": now,
-    }
     if earlier is None:
-        await session.execute(
-            _L.insert().values(
+        limit_id = uuid.uuid4()
+        inserted = await session.scalar(
+            insert(_L)
+            .values(
                 tenant_id=tenant,
                 id=limit_id,
                 country=company.country,
                 register_number=company.register_number,
                 create_time=now,
-                **values,
+                **values(None, limit_id),
             )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "country", "register_number"])
+            .returning(_L.c.id)
         )
-    else:
+        if inserted is None:
+            # A concurrent first decision on the buyer inserted the row first
+            # (ON CONFLICT waited for its commit): this one replaces it, as a
+            # later decision does.
+            earlier = await standing(session, tenant, company, lock=True)
+            assert earlier is not None
+    if earlier is not None:
+        limit_id = earlier.id
         await session.execute(
-            _L.update().where(_L.c.tenant_id == tenant, _L.c.id == limit_id).values(**values)
+            _L.update()
+            .where(_L.c.tenant_id == tenant, _L.c.id == limit_id)
+            .values(**values(earlier, limit_id))
         )
     found = await get(session, tenant, limit_id)
     assert found is not None
@@ -223,7 +262,7 @@ async def get(
 ) -> StandingLimit | None:
     """One standing limit of the tenant."""
     row = (
-        await session.execute(select(_L).where(_L.c.tenant_id == tenant, _L.c.id == limit_id))
+        await session.execute(_select().where(_L.c.tenant_id == tenant, _L.c.id == limit_id))
     ).first()
     return _limit(row) if row else None
 
@@ -236,10 +275,11 @@ async def list_page(
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[StandingLimit]:
-    """The tenant's limits, newest first (keyset on create_time, id)."""
-    query = select(_L).where(_L.c.tenant_id == tenant)
+    """The tenant's limits in `states` (empty: any), newest first (keyset on
+    create_time, id)."""
+    query = _select().where(_L.c.tenant_id == tenant)
     if states:
-        query = query.where(_L.c.state.in_(list(states)))
+        query = query.where(_STATE.in_(list(states)))
     if company is not None:
         query = query.where(
             _L.c.country == company.country, _L.c.register_number == company.register_number
@@ -260,7 +300,10 @@ async def redecide_on_risk(
     session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]], now: datetime
 ) -> list[LimitChange]:
     """Re-decide every ACTIVE standing limit on companies whose class got worse;
-    returns the limits reduced or withdrawn (their alerts are the caller's to write)."""
+    returns the limits reduced or withdrawn (their alerts are the caller's to write).
+
+    A limit past its `valid_until` has expired: it covers nothing any more, so
+    it is left as it is (no change, no alert) until a new decision."""
     worse = {
         company: change
         for company, change in changes
@@ -282,6 +325,7 @@ async def redecide_on_risk(
                 countries=[c.country for c in worse], numbers=[c.register_number for c in worse]
             ),
             _L.c.state == int(LimitState.ACTIVE),
+            _L.c.valid_until >= now,
         )
         .order_by(_L.c.tenant_id, _L.c.id)
         .with_for_update()
