@@ -164,7 +164,10 @@ async def test_intake_needs_the_grant_and_valid_input(
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await data.SubmitFinancialStatement(bad, metadata=feed.metadata)
-    assert "company.register_number" in field_violations(caught.value)
+    # Every problem of the call at once: the company's and the statement's.
+    assert {"company.register_number", "financial_statement.total_assets"} <= set(
+        field_violations(caught.value)
+    )
 
     duplicate_ids = companies_pb2.RecordEventsRequest(
         events=[
@@ -182,6 +185,30 @@ async def test_intake_needs_the_grant_and_valid_input(
             scoring_pb2.ScoreCompanyRequest(company=_ref(number)), metadata=tenant.metadata
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_statements_source_is_at_most_100_characters(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    (number,) = norwegian_numbers(1, start=82_700_000)
+    too_long = companies_pb2.SubmitFinancialStatementRequest(
+        company=_ref(number), financial_statement=healthy(), source="s" * 101
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.SubmitFinancialStatement(too_long, metadata=feed.metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(caught.value)) == ["source"]
+    # Nothing was stored: the company is still unknown.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.GetCompany(
+            companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    too_long.source = "s" * 100
+    stored = await data.SubmitFinancialStatement(too_long, metadata=feed.metadata)
+    assert not stored.replaced and stored.effect.HasField("score")
 
 
 async def test_get_company_shows_latest_statement_and_score(

@@ -25,7 +25,9 @@ from creditwatch.server.store import facts
 from creditwatch.v1 import companies_pb2, companies_pb2_grpc
 
 MAX_EVENTS_PER_CALL = 1_000
-MAX_EVENT_ID = 200
+MAX_EVENT_ID = 128
+# A feed's `source` of an event or a statement, kept for audit.
+MAX_SOURCE = 100
 
 
 def _effect(effect: Effect) -> companies_pb2.IntakeEffect:
@@ -181,6 +183,65 @@ def _payment_report(message: companies_pb2.PaymentExperience, field: str) -> Pay
     )
 
 
+def _statement_intake(
+    request: companies_pb2.SubmitFinancialStatementRequest,
+) -> tuple[CompanyId, FinancialStatement]:
+    """The company and its validated statement; one InvalidArgument lists every problem."""
+    problems: list[FieldViolation] = []
+    company = cv.company(request.company, "company", problems)
+    if len(request.source) > MAX_SOURCE:
+        problems.append(FieldViolation("source", f"at most {MAX_SOURCE} characters"))
+    statement = None
+    if not request.HasField("financial_statement"):
+        problems.append(FieldViolation("financial_statement", "required"))
+    else:
+        try:
+            statement = sc.statement(request.financial_statement, "financial_statement")
+            pln_per_unit(statement.currency)
+        except InvalidArgument as error:
+            problems.extend(error.violations)
+        except UnsupportedCurrency as error:
+            problems.append(FieldViolation("financial_statement.currency_code", str(error)))
+    if problems or company is None or statement is None:
+        raise InvalidArgument(problems)
+    return company, statement
+
+
+def _incoming_events(request: companies_pb2.RecordEventsRequest) -> list[IncomingEvent]:
+    """The request's events, each checked as CompanyEvent's contract says; one
+    InvalidArgument lists every problem of every event (`events[i]....`)."""
+    count = len(request.events)
+    if count == 0 or count > MAX_EVENTS_PER_CALL:
+        raise InvalidArgument.single(
+            "events", f"{count} given; 1 to {MAX_EVENTS_PER_CALL:,} per call"
+        )
+    problems: list[FieldViolation] = []
+    incoming: list[IncomingEvent] = []
+    seen: dict[str, int] = {}
+    for i, message in enumerate(request.events):
+        where = f"events[{i}]"
+        if not 1 <= len(message.event_id) <= MAX_EVENT_ID:
+            problems.append(FieldViolation(f"{where}.event_id", f"1 to {MAX_EVENT_ID} characters"))
+        elif seen.setdefault(message.event_id, i) != i:
+            problems.append(
+                FieldViolation(f"{where}.event_id", f"repeats events[{seen[message.event_id]}]")
+            )
+        company = cv.company(message.company, f"{where}.company", problems)
+        event = sc.event(message, where, problems)
+        if len(message.source) > MAX_SOURCE:
+            problems.append(FieldViolation(f"{where}.source", f"at most {MAX_SOURCE} characters"))
+        kind = message.WhichOneof("detail")
+        if problems or company is None or event is None or kind is None:
+            continue  # refused below; nothing more to build
+        detail = json_format.MessageToDict(getattr(message, kind))
+        incoming.append(
+            IncomingEvent(company, message.event_id, event, detail, message.source, i, kind)
+        )
+    if problems:
+        raise InvalidArgument(problems)
+    return incoming
+
+
 class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
     """gRPC face of company-data intake."""
 
@@ -197,17 +258,7 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
         self, request: companies_pb2.SubmitFinancialStatementRequest, caller: Caller
     ) -> companies_pb2.SubmitFinancialStatementResponse:
         caller.require(SCOPE_COMPANIES_WRITE)
-        problems: list[FieldViolation] = []
-        company = cv.company(request.company, "company", problems)
-        if not request.HasField("financial_statement"):
-            problems.append(FieldViolation("financial_statement", "required"))
-        if problems or company is None:
-            raise InvalidArgument(problems)
-        statement = sc.statement(request.financial_statement, "financial_statement")
-        try:
-            pln_per_unit(statement.currency)
-        except UnsupportedCurrency as error:
-            raise InvalidArgument.single("financial_statement.currency_code", str(error)) from None
+        company, statement = _statement_intake(request)
         replaced, effect = await self._intake.submit_statement(
             company, statement, request.source, caller.tenant_id
         )
@@ -220,48 +271,7 @@ class CompanyDataServicer(companies_pb2_grpc.CompanyDataServiceServicer):
         self, request: companies_pb2.RecordEventsRequest, caller: Caller
     ) -> companies_pb2.RecordEventsResponse:
         caller.require(SCOPE_COMPANIES_WRITE)
-        count = len(request.events)
-        if count == 0 or count > MAX_EVENTS_PER_CALL:
-            raise InvalidArgument.single(
-                "events", f"{count} given; 1 to {MAX_EVENTS_PER_CALL:,} per call"
-            )
-        problems: list[FieldViolation] = []
-        domain_events = []
-        try:
-            domain_events = sc.events(list(request.events), "events")
-        except InvalidArgument as error:
-            problems.extend(error.violations)
-        incoming: list[IncomingEvent] = []
-        seen: dict[str, int] = {}
-        for i, message in enumerate(request.events):
-            company = cv.company(message.company, f"events[{i}].company", problems)
-            if not message.event_id or len(message.event_id) > MAX_EVENT_ID:
-                problems.append(
-                    FieldViolation(f"events[{i}].event_id", f"1 to {MAX_EVENT_ID} characters")
-                )
-            elif seen.setdefault(message.event_id, i) != i:
-                problems.append(
-                    FieldViolation(
-                        f"events[{i}].event_id", f"repeats events[{seen[message.event_id]}]"
-                    )
-                )
-            if company is None or problems:
-                continue
-            kind = message.WhichOneof("detail")
-            detail = json_format.MessageToDict(getattr(message, kind)) if kind else {}
-            incoming.append(
-                IncomingEvent(
-                    company,
-                    message.event_id,
-                    domain_events[i],
-                    detail,
-                    message.source,
-                    i,
-                    kind or "",
-                )
-            )
-        if problems:
-            raise InvalidArgument(problems)
+        incoming = _incoming_events(request)
         recorded, duplicates, effects = await self._intake.record_events(incoming, caller.tenant_id)
         return companies_pb2.RecordEventsResponse(
             recorded_count=recorded,

@@ -122,6 +122,34 @@ def past_date(value: date_pb2.Date, field: str, problems: list[FieldViolation]) 
     return day
 
 
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+CLOCK_SKEW = dt.timedelta(minutes=5)
+"""How far ahead of ours a sender's clock may be: a feed that sends "now"
+from a clock a little fast is not refused for reporting the future."""
+
+
+def past_time(value: Timestamp, field: str, problems: list[FieldViolation]) -> datetime | None:
+    """A Timestamp within its documented range and not after now, as an aware
+    UTC datetime; appends a violation and returns None otherwise."""
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos <= 999_999_999):
+        # Checked here: ToDatetime raises a plain ValueError, which would answer INTERNAL.
+        problems.append(
+            FieldViolation(
+                field, "must be a Timestamp from year 0001 to 9999, nanos 0 to 999,999,999"
+            )
+        )
+        return None
+    when = value.ToDatetime(dt.UTC)
+    if when > dt.datetime.now(dt.UTC) + CLOCK_SKEW:
+        problems.append(FieldViolation(field, "must not be in the future"))
+        return None
+    return when
+
+
 def money_message(value: Money) -> money_pb2.Money:
     """google.type.Money for a domain amount."""
     currency, units, nanos = value.to_parts()

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from google.type import date_pb2
 
-from creditwatch.server.api.converters import timestamp
+from creditwatch.server.api.converters import company, money, past_time, timestamp
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.financials import (
@@ -174,21 +174,120 @@ def statement_message(value: FinancialStatement) -> companies_pb2.FinancialState
     return message
 
 
+# Text fields of each detail: (name, most characters, required), as
+# companies.proto has them. A remark or case id is what ties a closing to its
+# opening: an empty one would open an anonymous item that any closing with an
+# unknown id closes.
+_TEXTS: dict[str, tuple[tuple[str, int, bool], ...]] = {
+    "bankruptcy_petition_filed": (("court_name", 200, False), ("case_number", 100, False)),
+    "bankruptcy_hearing_scheduled": (("court_name", 200, True), ("case_number", 100, False)),
+    "bankruptcy_opened": (
+        ("court_name", 200, False),
+        ("case_number", 100, False),
+        ("trustee_name", 200, False),
+    ),
+    "compulsory_dissolution": (("court_name", 200, False),),
+    "voluntary_liquidation": (("liquidator_name", 200, False),),
+    "payment_remark_registered": (("remark_id", 128, True), ("creditor_name", 200, False)),
+    "payment_remark_removed": (("remark_id", 128, True),),
+    "debt_collection_opened": (("case_id", 128, True), ("creditor_name", 200, False)),
+    "debt_collection_closed": (("case_id", 128, True),),
+    "responsible_person_changed": (
+        ("previous_person_name", 200, False),
+        ("new_person_name", 200, False),
+    ),
+}
+
+
+def _enum_fields(case: str) -> tuple[tuple[str, str, frozenset[int]], ...]:
+    """(name, enum name, the numbers this server knows) of each enum field of
+    the `detail` case's message."""
+    detail = companies_pb2.CompanyEvent.DESCRIPTOR.fields_by_name[case].message_type
+    assert detail is not None  # every case of `detail` is a message
+    return tuple(
+        (f.name, f.enum_type.name, frozenset(f.enum_type.values_by_number))
+        for f in detail.fields
+        if f.enum_type is not None
+    )
+
+
+# An unknown enum number (a newer client's, or garbage) is refused rather than
+# stored as a bare number that nothing downstream understands.
+_ENUMS = {case: _enum_fields(case) for case in _DETAIL_TYPES}
+# Enum fields that companies.proto marks required: UNSPECIFIED is refused.
+_REQUIRED_ENUMS = frozenset({("responsible_person_changed", "role")})
+
+
+def _detail_problems(kind: str, detail: Any, field: str, problems: list[FieldViolation]) -> None:
+    """Append the violations of one event detail (the `kind` case, at `field`)."""
+    for name, most, required in _TEXTS.get(kind, ()):
+        length = len(getattr(detail, name))
+        if length > most or (required and length == 0):
+            wanted = f"1 to {most} characters" if required else f"at most {most} characters"
+            problems.append(FieldViolation(f"{field}.{name}", wanted))
+    for name, enum, known in _ENUMS[kind]:
+        value = getattr(detail, name)
+        if value not in known:
+            problems.append(FieldViolation(f"{field}.{name}", f"unknown {enum} {value}"))
+        elif value == 0 and (kind, name) in _REQUIRED_ENUMS:
+            problems.append(FieldViolation(f"{field}.{name}", "required"))
+    if kind == "debt_collection_opened":
+        if not detail.HasField("amount"):
+            problems.append(FieldViolation(f"{field}.amount", "required"))
+        else:
+            claimed = money(detail.amount, field, None, "amount", problems)
+            if claimed is not None and claimed.amount == 0:
+                problems.append(FieldViolation(f"{field}.amount", "must be greater than 0"))
+    elif kind in ("payment_remark_registered", "debt_collection_closed"):
+        if detail.HasField("amount"):
+            money(detail.amount, field, None, "amount", problems)  # refuses a negative one
+    elif kind == "bankruptcy_hearing_scheduled":
+        if not detail.HasField("hearing_date"):
+            problems.append(FieldViolation(f"{field}.hearing_date", "required"))
+        else:
+            _date(detail.hearing_date, f"{field}.hearing_date", problems)  # future is fine
+    elif kind == "address_changed":
+        if not detail.HasField("new_address"):
+            problems.append(FieldViolation(f"{field}.new_address", "required"))
+    elif kind == "deleted_from_register" and detail.HasField("successor"):
+        company(detail.successor, f"{field}.successor", problems)
+
+
+def event(
+    message: companies_pb2.CompanyEvent, field: str, problems: list[FieldViolation]
+) -> CompanyEvent | None:
+    """One event's `occurred_time` and `detail`, checked as companies.proto
+    says: the parts that count for a prospect's events as much as for
+    RecordEvents (`event_id`, `company` and `source` are RecordEvents' own to
+    check). Appends violations under `field` (e.g. `events[3]`) and returns
+    None if there are any."""
+    found = len(problems)
+    occurred = None
+    if not message.HasField("occurred_time"):
+        problems.append(FieldViolation(f"{field}.occurred_time", "required"))
+    else:
+        occurred = past_time(message.occurred_time, f"{field}.occurred_time", problems)
+    kind = message.WhichOneof("detail")
+    if kind is None or kind not in _DETAIL_TYPES:
+        problems.append(FieldViolation(f"{field}.detail", "one event detail is required"))
+        return None
+    detail = getattr(message, kind)
+    _detail_problems(kind, detail, f"{field}.{kind}", problems)
+    if len(problems) > found:
+        return None
+    reference = str(getattr(detail, "remark_id", "") or getattr(detail, "case_id", ""))
+    return CompanyEvent(_DETAIL_TYPES[kind], occurred, reference)
+
+
 def events(messages: list[companies_pb2.CompanyEvent], field: str) -> list[CompanyEvent]:
-    """Domain events; an event without a known detail is refused, naming its index."""
+    """Domain events, each checked as `event()` does; one InvalidArgument lists
+    every problem of every event, named by its index (`field[i]....`)."""
     out: list[CompanyEvent] = []
     problems: list[FieldViolation] = []
     for i, message in enumerate(messages):
-        kind = message.WhichOneof("detail")
-        if kind is None or kind not in _DETAIL_TYPES:
-            problems.append(FieldViolation(f"{field}[{i}].detail", "one event detail is required"))
-            continue
-        detail = getattr(message, kind)
-        reference = str(getattr(detail, "remark_id", "") or getattr(detail, "case_id", ""))
-        occurred = (
-            message.occurred_time.ToDatetime(dt.UTC) if message.HasField("occurred_time") else None
-        )
-        out.append(CompanyEvent(_DETAIL_TYPES[kind], occurred, reference))
+        converted = event(message, f"{field}[{i}]", problems)
+        if converted is not None:
+            out.append(converted)
     if problems:
         raise InvalidArgument(problems)
     return out
