@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.jobs.scheduler import purge_request_ids
 from creditwatch.server.store import idempotency, models
 from tests.conftest import new_tenant
 
@@ -47,3 +48,27 @@ async def test_keys_past_24_hours_are_claimed_anew_then_purged(
             )
         )
         assert sorted(kept) == ["fresh", "old"]
+
+
+async def test_the_retention_job_purges_expired_keys_in_batches(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "idempotency purge")).tenant_id
+    async with sessions.begin() as session:
+        for request_id in ("a", "b", "c", "kept"):
+            assert await idempotency.claim(session, tenant, "Create", request_id) is None
+        await session.execute(
+            text(
+                "UPDATE idempotency_keys SET create_time = now() - interval '25 hours' "
+                "WHERE tenant_id = :t AND request_id <> 'kept'"
+            ),
+            {"t": tenant},
+        )
+    assert await purge_request_ids(sessions, batch=2) >= 3
+    async with sessions() as session:
+        left = await session.scalars(
+            select(models.IdempotencyKey.request_id).where(
+                models.IdempotencyKey.tenant_id == tenant
+            )
+        )
+        assert list(left) == ["kept"]

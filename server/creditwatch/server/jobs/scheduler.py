@@ -27,7 +27,7 @@ from creditwatch.server.jobs.snapshots import SnapshotResult, Snapshotter
 from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import alerts
+from creditwatch.server.store import alerts, idempotency
 from creditwatch.server.store import limits as credit_limits
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,20 @@ async def purge_alerts(
             break
     if total:
         log.info("alert retention", extra={"deleted": total, "retention_days": retention_days})
+    return total
+
+
+async def purge_request_ids(sessions: async_sessionmaker[AsyncSession], batch: int = 10_000) -> int:
+    """Delete idempotency keys past their replay window, in batches; returns how many."""
+    total = 0
+    while True:
+        async with sessions.begin() as session:
+            deleted = await idempotency.purge(session, batch)
+        total += deleted
+        if deleted < batch:
+            break
+    if total:
+        log.info("request id retention", extra={"deleted": total})
     return total
 
 
@@ -159,7 +173,9 @@ class Jobs:
         async with self._leadership.lead("alert-retention") as leader:
             if not leader:
                 return None
-            return await purge_alerts(self._sessions, self._settings.alert_retention_days)
+            purged = await purge_alerts(self._sessions, self._settings.alert_retention_days)
+            await purge_request_ids(self._sessions)  # replayed for 24 hours only
+            return purged
 
     async def registers(self) -> list[SyncResult] | None:
         """One pass over the register feeds if this replica leads it."""
