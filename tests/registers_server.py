@@ -12,13 +12,22 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests.identifiers import norwegian_numbers
+
 RECORDINGS = Path(__file__).resolve().parent / "fixtures" / "brreg"
 BASE = "https://data.brreg.no/enhetsregisteret/api"
+
+
+def placeholders(start: int) -> dict[str, str]:
+    """Valid organisation numbers (from `start` on) for the recordings'
+    placeholders: W1, W2, W3 (to watch) and U1 (not)."""
+    return dict(zip(("W1", "W2", "W3", "U1"), norwegian_numbers(4, start=start), strict=True))
 
 
 def _load(name: str, numbers: Mapping[str, str]) -> Any:
@@ -33,6 +42,10 @@ class Register:
     """The recorded state, filled with this test's organisation numbers."""
 
     numbers: Mapping[str, str]
+    dated: bool = False
+    """Serve a first run's request (`dato`, `afterTime`) only the updates from
+    that time on, as the register does. Off, it gets every update, whatever day
+    the tests run (the recordings are of 2026-11-23)."""
     updates: list[dict[str, Any]] = field(default_factory=list)
     roles: list[dict[str, Any]] = field(default_factory=list)
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -49,7 +62,7 @@ class Register:
             self.units[unit["organisasjonsnummer"]] = unit
 
     def fail(
-        self, prefix: str, status: int, times: int = 1, retry_after: int | None = None
+        self, prefix: str, status: int, times: int = 1, retry_after: int | str | None = None
     ) -> None:
         """Answer the next `times` requests under `prefix` with `status`."""
         self.failures.append(
@@ -60,6 +73,9 @@ class Register:
         size = int(query.get("size", ["20"])[0])
         start = int(query["oppdateringsid"][0]) if "oppdateringsid" in query else 0
         matching = [u for u in self.updates if u["oppdateringsid"] >= start]
+        if self.dated and "dato" in query:
+            since = datetime.fromisoformat(query["dato"][0])
+            matching = [u for u in matching if datetime.fromisoformat(u["dato"]) >= since]
         page = matching[:size]
         body: dict[str, Any] = {
             "_links": {"self": {"href": f"{BASE}/oppdateringer/enheter?page=0&size={size}"}},
@@ -78,7 +94,11 @@ class Register:
     def _roles_page(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         size = int(query.get("size", ["100"])[0])
         after = int(query["afterId"][0]) if "afterId" in query else 0
-        return [r for r in self.roles if int(r["id"]) > after][:size]
+        matching = [r for r in self.roles if int(r["id"]) > after]
+        if self.dated and "afterTime" in query:
+            since = datetime.fromisoformat(query["afterTime"][0])
+            matching = [r for r in matching if datetime.fromisoformat(r["time"]) > since]
+        return matching[:size]
 
     def answer(self, raw_path: str) -> tuple[int, dict[str, str], Any]:
         """(status, headers, JSON body) for a GET."""

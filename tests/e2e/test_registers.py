@@ -26,8 +26,7 @@ from creditwatch.v1 import common_pb2, companies_pb2, companies_pb2_grpc
 from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import subscribe, watch
-from tests.identifiers import norwegian_numbers
-from tests.registers_server import Register, serve
+from tests.registers_server import Register, placeholders, serve
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,10 +44,6 @@ async def intake(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[In
     """The intake path the server uses, in this process."""
     with ThreadPoolExecutor(1) as executor:
         yield Intake(sessions, ModelRegistry.load(executor, OverridePolicy()))
-
-
-def _numbers(start: int) -> dict[str, str]:
-    return dict(zip(("W1", "W2", "W3", "U1"), norwegian_numbers(4, start=start), strict=True))
 
 
 async def _reset_cursors(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -71,7 +66,7 @@ async def test_register_changes_reach_subscribers_once_via_the_cli(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_100_000)
+    numbers = placeholders(83_100_000)
     await watch(channel, tenant, [numbers["W1"], numbers["W2"], numbers["W3"]])
     call = subscribe(channel, tenant)
     await alerting.first_heartbeat(call)
@@ -138,7 +133,7 @@ async def test_the_same_pages_applied_twice_change_nothing(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_200_000)
+    numbers = placeholders(83_200_000)
     await watch(channel, tenant, [numbers["W1"], numbers["W2"], numbers["W3"]])
     register = Register(numbers)
     with serve(register) as url:
@@ -165,7 +160,7 @@ async def test_server_errors_and_rate_limits_are_retried_and_nothing_is_lost(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_300_000)
+    numbers = placeholders(83_300_000)
     await watch(channel, tenant, [numbers["W1"], numbers["W2"], numbers["W3"]])
     register = Register(numbers)
     # A 500 in the middle of the units feed, a 429 with Retry-After on a unit.
@@ -195,7 +190,7 @@ async def test_a_unit_removed_from_the_register_is_a_deletion(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_400_000)
+    numbers = placeholders(83_400_000)
     await watch(channel, tenant, [numbers["W2"]])
     register = Register(numbers)
     register.gone.add(numbers["W2"])  # 410 Gone: removed for legal reasons
@@ -226,7 +221,7 @@ async def test_a_server_with_the_feed_enabled_raises_alerts_by_itself(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_500_000)
+    numbers = placeholders(83_500_000)
     await watch(channel, tenant, [numbers["W1"], numbers["W2"], numbers["W3"]])
     register = Register(numbers)
     with serve(register) as url:
@@ -254,7 +249,7 @@ async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
     tenant: TenantKey,
 ) -> None:
     await _reset_cursors(sessions)
-    numbers = _numbers(83_600_000)
+    numbers = placeholders(83_600_000)
     await watch(channel, tenant, [numbers["W2"]])
     register = Register(numbers)
     with serve(register) as url:

@@ -8,13 +8,24 @@ PostgreSQL, fetch the next page, keep the updates about watched companies
 (`Intake.upsert_company`, `Intake.record_events`), then move the cursor. The
 cursor moves only after a page is applied, and every fact has a deterministic
 id, so a crash mid-page re-applies the page and changes nothing twice.
+
+Before a feed's first update is read there is no cursor: the point in time the
+first run started reading from is stored instead, so every poll until the first
+update asks from that same point (a point recomputed per poll, such as "today",
+would skip what was published between the day's last poll and midnight).
+
+An event id the intake has stored with other content is refused; the sync logs
+and skips such an event (`SyncResult.events_skipped`) rather than stop: a feed
+that stopped there would stop for good, every later run failing on that page.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +36,7 @@ from typing import Any, Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.domain.errors import InvalidArgument
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import IncomingEvent, Intake
 from creditwatch.server.store import registers as store
@@ -48,16 +60,26 @@ class HttpPolicy:
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """Seconds a 429 asks to wait (Retry-After: seconds or an HTTP date), at
+    most `cap`; None when the header is missing or unreadable."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        if when is None:
+        try:
+            # Raises on what it cannot read (ValueError since Python 3.10,
+            # TypeError before), though documented to return None.
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:
+            # "-0000" gives a naive time; RFC 5322 reads it as UTC.
+            when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
+    if math.isnan(seconds):
+        return None
     return max(0.0, min(seconds, cap))
 
 
@@ -135,8 +157,12 @@ class Feed(Protocol):
 
     name: str
 
-    async def fetch(self, after: int | None) -> FeedPage:
-        """The next page after update id `after` (None: the first run)."""
+    def origin(self) -> datetime:
+        """Where a first run starts reading: the feed's updates from then on."""
+
+    async def fetch(self, after: int | datetime) -> FeedPage:
+        """The next page after update id `after`; before any update was read,
+        the first page of the updates from the time `after`."""
 
     def companies(self, page: FeedPage) -> set[str]:
         """Register numbers the page is about."""
@@ -155,6 +181,8 @@ class SyncResult:
     events_recorded: int = 0
     master_updates: int = 0
     alerts_raised: int = 0
+    events_skipped: int = 0
+    """Events refused because their id was stored earlier with other content."""
     cursors: dict[str, int] = field(default_factory=dict)
 
 
@@ -181,8 +209,10 @@ async def sync(
     result = SyncResult()
     started = time.perf_counter()
     for feed in adapter.feeds():
-        async with sessions() as session:
-            after = await store.cursor(session, adapter.name, feed.name)
+        async with sessions.begin() as session:
+            after: int | datetime | None = await store.cursor(session, adapter.name, feed.name)
+            if after is None:
+                after = await store.origin(session, adapter.name, feed.name, feed.origin())
         for _ in range(max_pages):
             page = await feed.fetch(after)
             if page.last is None:
@@ -196,7 +226,7 @@ async def sync(
                 async with sessions() as session:
                     wanted = await store.watched(session, adapter.country, sorted(numbers))
             facts = await feed.translate(page, wanted)
-            await _apply(intake, facts, result)
+            await _apply(intake, facts, result, f"{adapter.name}/{feed.name}")
             result.relevant += len(wanted)
             async with sessions.begin() as session:
                 await store.advance(session, adapter.name, feed.name, page.last)
@@ -223,6 +253,7 @@ async def sync(
             "pages": result.pages,
             "updates": result.updates,
             "events": result.events_recorded,
+            "events_skipped": result.events_skipped,
             "alerts": result.alerts_raised,
             "seconds": round(time.perf_counter() - started, 2),
         },
@@ -230,21 +261,45 @@ async def sync(
     return result
 
 
-async def _apply(intake: Intake, facts: Facts, result: SyncResult) -> None:
+async def _apply(intake: Intake, facts: Facts, result: SyncResult, feed: str) -> None:
     for company, values in facts.master.items():
         _, _, effect = await intake.upsert_company(company, values)
         result.master_updates += 1
         result.alerts_raised += effect.alerts_raised
-    if facts.events:
-        # One id may appear twice in a page (the same flag seen in two updates).
-        unique = list({e.event_id: e for e in facts.events}.values())
-        for i in range(0, len(unique), 1_000):
-            chunk = [
-                IncomingEvent(
-                    e.company, e.event_id, e.event, e.detail, e.source, index, e.detail_case
-                )
-                for index, e in enumerate(unique[i : i + 1_000])
-            ]
+    # One id may appear twice in a page (the same flag seen in two updates).
+    unique = list({e.event_id: e for e in facts.events}.values())
+    for i in range(0, len(unique), 1_000):
+        await _record(intake, unique[i : i + 1_000], result, feed)
+
+
+async def _record(
+    intake: Intake, events: Sequence[IncomingEvent], result: SyncResult, feed: str
+) -> None:
+    """Record events, skipping (and logging) each one the intake refuses
+    because its id was stored earlier with other content: the intake refuses
+    the whole call for one such event, and the feed must not stop there."""
+    pending = list(events)
+    while pending:
+        chunk = [dataclasses.replace(e, index=index) for index, e in enumerate(pending)]
+        try:
             recorded, _, effects = await intake.record_events(chunk, None)
+        except InvalidArgument as error:
+            refused = {v.field for v in error.violations}
+            skipped = {e.index for e in chunk if f"events[{e.index}].event_id" in refused}
+            if not skipped:
+                raise
+            for index in sorted(skipped):
+                log.warning(
+                    "register event recorded earlier with other content; skipped",
+                    extra={
+                        "feed": feed,
+                        "company": chunk[index].company.key,
+                        "event_id": chunk[index].event_id,
+                    },
+                )
+            result.events_skipped += len(skipped)
+            pending = [e for e in chunk if e.index not in skipped]
+        else:
             result.events_recorded += recorded
             result.alerts_raised += sum(e.alerts_raised for e in effects)
+            return

@@ -11,8 +11,10 @@ Feeds, as the register publishes them at https://data.brreg.no:
   → a JSON array of CloudEvents (`id`, `time`, `data.organisasjonsnummer`);
 * a unit: `GET /enhetsregisteret/api/enheter/<orgnr>`; 410 Gone when removed.
 
-The first run starts from the updates of the day it runs (`dato`, the only
-time a date is used); after that every request continues from the stored id.
+The first run starts from the updates of the day it first runs (`dato`,
+`afterTime`: the only time a date is used); that point is stored, so polls keep
+asking from it until the first update comes, and every request after that
+continues from the stored id.
 
 What a change becomes (event ids are deterministic, so a re-read changes nothing):
 
@@ -25,10 +27,25 @@ What a change becomes (event ids are deterministic, so a re-read changes nothing
 | a roles update | responsible person changed |
 | a change under `/forretningsadresse` | address changed |
 | name, NACE code, legal form, address, registration date | master data (alert: changed fields) |
+
+The event ids, in that order (`<nr>` the organisation number; a date the
+register has not given is empty): `brreg:<nr>:konkurs:<konkursdato>`,
+`brreg:<nr>:tvangsavvikling:<the earliest of the grounds' dates>`,
+`brreg:<nr>:avvikling:<underAvviklingDato>`, `brreg:<nr>:slettet`,
+`brreg:roller:<update id>`, `brreg:<nr>:adresse:<digest of the new address>`.
+
+Every update of a unit sends the events of its current flags again, and the
+intake refuses an id it stored with other content, so an event's content
+depends on its id alone: a flag without its date has no time (not the update's),
+a deletion is one event however it is seen, and an address change, whose
+detail is the unit's address when it is read (it may have moved again since),
+is keyed on that address.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -76,6 +93,11 @@ def _address(unit: dict[str, Any]) -> dict[str, Any]:
     return address
 
 
+def _stamp(moment: datetime) -> str:
+    """A time as the register's feeds take it: "2026-03-01T00:00:00.000Z"."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def master_data(unit: dict[str, Any]) -> dict[str, Any]:
     """Master-data fields (Company field names) of a unit."""
     values: dict[str, Any] = {}
@@ -120,12 +142,32 @@ def _event(
     )
 
 
+def _deleted(company: CompanyId) -> IncomingEvent:
+    """The unit's deletion: one event however it is seen (a `Sletting` or
+    `Fjernet` update, 410 Gone, `slettedato`), so one alert."""
+    return _event(
+        company,
+        f"brreg:{company.register_number}:slettet",
+        EventType.DELETED_FROM_REGISTER,
+        None,
+        "deleted_from_register",
+    )
+
+
+_DISSOLUTION_GROUNDS = (
+    "tvangsavvikletPgaManglendeSlettingDato",
+    "tvangsopplostPgaManglendeDagligLederDato",
+    "tvangsopplostPgaManglendeRevisorDato",
+    "tvangsopplostPgaManglendeRegnskapDato",
+    "tvangsopplostPgaMangelfulltStyreDato",
+)
+
+
 def unit_events(
     company: CompanyId, unit: dict[str, Any], update: dict[str, Any]
 ) -> list[IncomingEvent]:
     """Events a unit's current flags and an update's changes stand for."""
     number = company.register_number
-    seen = _moment(update.get("dato"))
     events: list[IncomingEvent] = []
     if unit.get("konkurs"):
         day = unit.get("konkursdato") or ""
@@ -134,25 +176,21 @@ def unit_events(
                 company,
                 f"brreg:{number}:konkurs:{day}",
                 EventType.BANKRUPTCY_OPENED,
-                _day(day) or seen,
+                _day(day),
                 "bankruptcy_opened",
             )
         )
     if unit.get("underTvangsavviklingEllerTvangsopplosning"):
-        day = (
-            unit.get("tvangsavvikletPgaManglendeSlettingDato")
-            or unit.get("tvangsopplostPgaManglendeDagligLederDato")
-            or unit.get("tvangsopplostPgaManglendeRevisorDato")
-            or unit.get("tvangsopplostPgaManglendeRegnskapDato")
-            or unit.get("tvangsopplostPgaMangelfulltStyreDato")
-            or ""
-        )
+        # One dissolution however many grounds: a ground added later (its date
+        # later too) leaves the earliest, and so the event, as it was.
+        grounds = [str(unit[key])[:10] for key in _DISSOLUTION_GROUNDS if unit.get(key)]
+        day = min(grounds, default="")
         events.append(
             _event(
                 company,
                 f"brreg:{number}:tvangsavvikling:{day}",
                 EventType.COMPULSORY_DISSOLUTION,
-                _day(day) or seen,
+                _day(day),
                 "compulsory_dissolution",
             )
         )
@@ -163,34 +201,27 @@ def unit_events(
                 company,
                 f"brreg:{number}:avvikling:{day}",
                 EventType.VOLUNTARY_LIQUIDATION,
-                _day(day) or seen,
+                _day(day),
                 "voluntary_liquidation",
             )
         )
     if unit.get("slettedato"):
-        day = unit["slettedato"]
-        events.append(
-            _event(
-                company,
-                f"brreg:{number}:slettet:{day}",
-                EventType.DELETED_FROM_REGISTER,
-                _day(day),
-                "deleted_from_register",
-            )
-        )
+        events.append(_deleted(company))
     moved = any(
         str(change.get("path", "")).startswith("/forretningsadresse")
         for change in update.get("endringer") or []
     )
     if moved:
+        address = _address(unit)
+        digest = hashlib.sha256(json.dumps(address, sort_keys=True).encode()).hexdigest()
         events.append(
             _event(
                 company,
-                f"brreg:enhet:{update['oppdateringsid']}:adresse",
+                f"brreg:{number}:adresse:{digest[:16]}",
                 EventType.ADDRESS_CHANGED,
-                seen,
+                None,
                 "address_changed",
-                {"newAddress": _address(unit)},
+                {"newAddress": address},
             )
         )
     return events
@@ -201,15 +232,18 @@ class UnitsFeed(Feed):
 
     name = "enheter"
 
-    def __init__(self, http: RegisterHttp, page_size: int, first_day: date) -> None:
+    def __init__(self, http: RegisterHttp, page_size: int, origin: datetime) -> None:
         self._http = http
         self._page_size = page_size
-        self._first_day = first_day
+        self._origin = origin
 
-    async def fetch(self, after: int | None) -> FeedPage:
+    def origin(self) -> datetime:
+        return self._origin
+
+    async def fetch(self, after: int | datetime) -> FeedPage:
         params: dict[str, Any] = {"size": self._page_size, "includeChanges": "true"}
-        if after is None:
-            params["dato"] = f"{self._first_day.isoformat()}T00:00:00.000Z"
+        if isinstance(after, datetime):
+            params["dato"] = _stamp(after)
         else:
             params["oppdateringsid"] = after + 1
         _, body = await self._http.get(UNITS_PATH, params)
@@ -229,31 +263,14 @@ class UnitsFeed(Feed):
             if number not in wanted:
                 continue
             company = CompanyId("NO", number)
-            kind = update.get("endringstype")
-            if kind in ("Sletting", "Fjernet"):
-                facts.events.append(
-                    _event(
-                        company,
-                        f"brreg:enhet:{update['oppdateringsid']}:slettet",
-                        EventType.DELETED_FROM_REGISTER,
-                        _moment(update.get("dato")),
-                        "deleted_from_register",
-                    )
-                )
+            if update.get("endringstype") in ("Sletting", "Fjernet"):
+                facts.events.append(_deleted(company))
                 continue
             if number not in units:
                 status, unit = await self._http.get(UNIT_PATH.format(number), allow=(404, 410))
                 units[number] = unit if status == 200 else None
                 if status == 410:
-                    facts.events.append(
-                        _event(
-                            company,
-                            f"brreg:enhet:{update['oppdateringsid']}:fjernet",
-                            EventType.DELETED_FROM_REGISTER,
-                            _moment(update.get("dato")),
-                            "deleted_from_register",
-                        )
-                    )
+                    facts.events.append(_deleted(company))
             unit = units[number]
             if unit is None:
                 continue
@@ -267,15 +284,18 @@ class RolesFeed(Feed):
 
     name = "roller"
 
-    def __init__(self, http: RegisterHttp, page_size: int, first_day: date) -> None:
+    def __init__(self, http: RegisterHttp, page_size: int, origin: datetime) -> None:
         self._http = http
         self._page_size = page_size
-        self._first_day = first_day
+        self._origin = origin
 
-    async def fetch(self, after: int | None) -> FeedPage:
+    def origin(self) -> datetime:
+        return self._origin
+
+    async def fetch(self, after: int | datetime) -> FeedPage:
         params: dict[str, Any] = {"size": self._page_size}
-        if after is None:
-            params["afterTime"] = f"{self._first_day.isoformat()}T00:00:00.000Z"
+        if isinstance(after, datetime):
+            params["afterTime"] = _stamp(after)
         else:
             params["afterId"] = after
         _, body = await self._http.get(ROLES_PATH, params)
@@ -305,7 +325,8 @@ class RolesFeed(Feed):
 
 
 class Enhetsregisteret:
-    """The adapter: units, then roles."""
+    """The adapter: units, then roles. A feed's first run reads from 00:00 UTC
+    of `first_day` (default: today); later runs continue where it got to."""
 
     name = NAME
     country = "NO"
@@ -313,8 +334,8 @@ class Enhetsregisteret:
     def __init__(
         self, http: RegisterHttp, *, page_size: int = 500, first_day: date | None = None
     ) -> None:
-        start = first_day or datetime.now(UTC).date()
-        self._feeds = (UnitsFeed(http, page_size, start), RolesFeed(http, page_size, start))
+        origin = datetime.combine(first_day or datetime.now(UTC).date(), time(), UTC)
+        self._feeds = (UnitsFeed(http, page_size, origin), RolesFeed(http, page_size, origin))
 
     def feeds(self) -> Sequence[Feed]:
         return self._feeds

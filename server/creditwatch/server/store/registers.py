@@ -1,11 +1,25 @@
-"""Register feed state in PostgreSQL: cursors, and which companies are watched."""
+"""Register feed state in PostgreSQL: cursors, and which companies are watched.
+
+A feed's row in `register_cursors` holds the last applied update id. Before a
+feed's first update there is none; a row named `<feed>@origin` holds instead
+the time its first run started reading from (microseconds since 1970 UTC), and
+goes when the cursor is first stored.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _origin_row(feed: str) -> str:
+    return f"{feed}@origin"
 
 
 async def cursor(session: AsyncSession, register: str, feed: str) -> int | None:
@@ -17,8 +31,30 @@ async def cursor(session: AsyncSession, register: str, feed: str) -> int | None:
     return None if found is None else int(found)
 
 
+async def origin(session: AsyncSession, register: str, feed: str, proposed: datetime) -> datetime:
+    """Where a feed's first run reads from: the time stored by the first call,
+    which stores `proposed`, until the feed's cursor is stored."""
+    await session.execute(
+        text(
+            """
+            INSERT INTO register_cursors (register, feed, position) VALUES (:r, :f, :p)
+            ON CONFLICT (register, feed) DO NOTHING
+            """
+        ),
+        {"r": register, "f": _origin_row(feed), "p": (proposed - _EPOCH) // _MICROSECOND},
+    )
+    stored = await cursor(session, register, _origin_row(feed))
+    assert stored is not None
+    return _EPOCH + stored * _MICROSECOND
+
+
 async def advance(session: AsyncSession, register: str, feed: str, position: int) -> None:
-    """Store a feed's cursor; it only moves forward."""
+    """Store a feed's cursor; it only moves forward. The first one replaces the
+    feed's origin."""
+    await session.execute(
+        text("DELETE FROM register_cursors WHERE register = :r AND feed = :f"),
+        {"r": register, "f": _origin_row(feed)},
+    )
     await session.execute(
         text(
             """

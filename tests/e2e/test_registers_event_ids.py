@@ -1,0 +1,282 @@
+"""Enhetsregisteret's events: one register fact is one event and one alert,
+however often and in whatever way the feed reports it, and no event stops the
+feed (the intake refuses an event id it stored with other content)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.intake import IncomingEvent, Intake
+from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
+from creditwatch.server.registers.brreg import Enhetsregisteret
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.v1 import common_pb2
+from tests.conftest import TenantKey
+from tests.e2e.alerting import watch
+from tests.registers_server import Register, placeholders, serve
+
+pytestmark = pytest.mark.asyncio
+
+A = common_pb2.AlertType
+
+
+@pytest.fixture(scope="module")
+async def intake(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Intake]:
+    """The intake path the server uses, in this process."""
+    with ThreadPoolExecutor(1) as executor:
+        yield Intake(sessions, ModelRegistry.load(executor, OverridePolicy()))
+
+
+async def _sync(
+    register: Register, sessions: async_sessionmaker[AsyncSession], intake: Intake
+) -> SyncResult:
+    """One sync run against the register, from the stored cursors."""
+    with serve(register) as url:
+        http = RegisterHttp(url)
+        try:
+            return await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        finally:
+            await http.close()
+
+
+async def _first_run(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """No cursors: the next sync is a first run (or a re-run after a crash)."""
+    async with sessions.begin() as session:
+        await session.execute(text("DELETE FROM register_cursors WHERE register = 'brreg'"))
+
+
+async def _register(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+    start: int,
+    *watched: str,
+    roles: bool = False,
+) -> Register:
+    """The recordings with numbers from `start` on, the `watched` placeholders
+    on the tenant's watch list, no cursors yet; no roles updates unless asked."""
+    await _first_run(sessions)
+    register = Register(placeholders(start))
+    await watch(channel, tenant, [register.numbers[key] for key in watched])
+    if not roles:
+        register.roles = []
+    return register
+
+
+async def _events(
+    sessions: async_sessionmaker[AsyncSession], number: str, kind: EventType
+) -> list[tuple[str, datetime | None]]:
+    """(event id, occurred_at) of a company's events of one type."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT event_id, occurred_at FROM company_events"
+                " WHERE register_number = :n AND type = :t ORDER BY record_time, event_id"
+            ),
+            {"n": number, "t": int(kind)},
+        )
+    return [(r.event_id, r.occurred_at) for r in rows]
+
+
+async def _alerts(
+    sessions: async_sessionmaker[AsyncSession], tenant: TenantKey, number: str, kind: int
+) -> list[dict[str, Any]]:
+    """The triggers of a tenant's alerts of one type about a company, oldest first."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT trigger FROM alerts WHERE tenant_id = :t AND register_number = :n"
+                " AND type = :k ORDER BY seq"
+            ),
+            {"t": tenant.tenant_id, "n": number, "k": kind},
+        )
+    return [r.trigger for r in rows]
+
+
+def _publish(
+    register: Register, number: str, update_id: int, kind: str, *changes: tuple[str, str, Any]
+) -> None:
+    """A units-feed update published 2026-11-24, with its (op, path, value) changes."""
+    update: dict[str, Any] = {
+        "oppdateringsid": update_id,
+        "dato": "2026-11-24T10:00:00.000Z",
+        "organisasjonsnummer": number,
+        "endringstype": kind,
+    }
+    if changes:
+        update["endringer"] = [{"op": o, "path": p, "value": v} for o, p, v in changes]
+    register.updates.append(update)
+
+
+async def test_a_bankruptcy_without_its_date_is_one_event_and_the_feed_goes_on(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_700_000, "W1")
+    w1 = register.numbers["W1"]
+    unit = register.units[w1]
+    del unit["konkursdato"]  # the register has the flag, not yet the date
+    register.updates = [u for u in register.updates if u["organisasjonsnummer"] == w1][:1]
+    await _sync(register, sessions, intake)
+
+    # A later change of the same unit sends the (still undated) flag again.
+    unit["navn"] = "FJORDLYS VERKSTED AS KONKURSBO"
+    _publish(register, w1, 24310030, "Endring", ("replace", "/navn", unit["navn"]))
+    later = await _sync(register, sessions, intake)
+
+    assert later.cursors["enheter"] == 24310030
+    assert (later.events_recorded, later.events_skipped) == (0, 0)
+    assert await _events(sessions, w1, EventType.BANKRUPTCY_OPENED) == [
+        (f"brreg:{w1}:konkurs:", None)
+    ]
+    assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1
+    # The change itself came through: the feed did not stop at the flag.
+    (renamed,) = await _alerts(sessions, tenant, w1, A.ALERT_TYPE_MASTER_DATA_CHANGED)
+    assert renamed["master_data_change"]["changed_fields"] == ["legal_name"]
+
+
+async def test_a_page_applied_again_after_the_unit_moved_again_alerts_each_address_once(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_710_000, "W2")
+    w2 = register.numbers["W2"]
+    await _sync(register, sessions, intake)  # moved to Kaigaten 9
+
+    # The process died before the cursor was stored; meanwhile the unit moved
+    # again, so the page is read again with the unit at its newest address.
+    await _first_run(sessions)
+    register.units[w2]["forretningsadresse"]["adresse"] = ["Bryggen 1"]
+    _publish(
+        register, w2, 24310050, "Endring", ("replace", "/forretningsadresse/adresse/0", "Bryggen 1")
+    )
+    again = await _sync(register, sessions, intake)
+
+    assert again.cursors["enheter"] == 24310050
+    assert again.events_skipped == 0
+    moves = await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)
+    assert [m["event"]["detail"]["newAddress"]["addressLines"] for m in moves] == [
+        ["Kaigaten 9"],
+        ["Bryggen 1"],
+    ]
+
+
+async def test_an_event_stored_earlier_with_other_content_is_skipped_and_the_feed_goes_on(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_720_000, "W1", "W2", roles=True)
+    w1, w2 = register.numbers["W1"], register.numbers["W2"]
+    del register.units[w1]["konkursdato"]
+    # What an earlier version stored for the undated flag: the update's time.
+    seen = datetime(2026, 11, 23, 5, 1, 12, 334000, tzinfo=UTC)
+    await intake.record_events(
+        [
+            IncomingEvent(
+                CompanyId("NO", w1),
+                f"brreg:{w1}:konkurs:",
+                CompanyEvent(EventType.BANKRUPTCY_OPENED, seen),
+                {},
+                "brreg",
+                0,
+                "bankruptcy_opened",
+            )
+        ],
+        None,
+    )
+
+    with caplog.at_level(logging.WARNING, logger="creditwatch.server.registers.base"):
+        result = await _sync(register, sessions, intake)
+
+    assert result.events_skipped == 1
+    assert result.cursors == {"enheter": 24310012, "roller": 51770002}
+    # The rest of the page was applied: W2's move and its roles change.
+    assert result.events_recorded == 2
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)) == 1
+    assert await _events(sessions, w1, EventType.BANKRUPTCY_OPENED) == [
+        (f"brreg:{w1}:konkurs:", seen)
+    ]
+    assert any(getattr(r, "event_id", None) == f"brreg:{w1}:konkurs:" for r in caplog.records), (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize(
+    ("start", "kind"),
+    [(83_730_000, "Fjernet"), (83_740_000, "Sletting")],
+)
+async def test_a_unit_deleted_is_one_deletion_however_the_feed_reports_it(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+    start: int,
+    kind: str,
+) -> None:
+    register = await _register(channel, sessions, tenant, start, "W2")
+    w2 = register.numbers["W2"]
+    if kind == "Fjernet":
+        register.gone.add(w2)  # the earlier update's unit answers 410 Gone
+    else:
+        register.units[w2]["slettedato"] = "2026-11-24"  # the unit says it is deleted
+    # Caught up in one page: an earlier change and the deletion itself.
+    _publish(register, w2, 24310040, kind)
+
+    result = await _sync(register, sessions, intake)
+
+    assert await _events(sessions, w2, EventType.DELETED_FROM_REGISTER) == [
+        (f"brreg:{w2}:slettet", None)
+    ]
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_DELETED_FROM_REGISTER)) == 1
+    assert result.events_skipped == 0
+
+    # Reported once more later (a unit's deletion seen again): still one.
+    _publish(register, w2, 24310041, kind)
+    again = await _sync(register, sessions, intake)
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_DELETED_FROM_REGISTER)) == 1
+    assert (again.events_recorded, again.events_skipped) == (0, 0)
+
+
+async def test_a_second_ground_for_a_compulsory_dissolution_is_no_second_dissolution(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_750_000, "W2")
+    w2 = register.numbers["W2"]
+    unit = register.units[w2]
+    unit["underTvangsavviklingEllerTvangsopplosning"] = True
+    unit["tvangsopplostPgaManglendeRegnskapDato"] = "2026-11-01"  # no accounts filed
+    await _sync(register, sessions, intake)
+
+    # Later the auditor leaves too: a second ground of the same dissolution.
+    ground, day = "tvangsopplostPgaManglendeRevisorDato", "2026-11-20"
+    unit[ground] = day
+    _publish(register, w2, 24310060, "Endring", ("add", f"/{ground}", day))
+    later = await _sync(register, sessions, intake)
+
+    assert await _events(sessions, w2, EventType.COMPULSORY_DISSOLUTION) == [
+        (f"brreg:{w2}:tvangsavvikling:2026-11-01", datetime(2026, 11, 1, tzinfo=UTC))
+    ]
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_COMPULSORY_DISSOLUTION)) == 1
+    assert (later.events_recorded, later.events_skipped) == (0, 0)
