@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.domain.alerts import AlertFilter
 from creditwatch.server.domain.cursors import ORIGIN, Position
 from creditwatch.server.store import alerts, database
 from tests.conftest import new_tenant
@@ -84,6 +85,49 @@ async def test_a_late_commit_is_not_skipped(
             await connection.close()
 
 
+async def test_listings_mark_an_alert_an_open_older_transaction_may_still_precede(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """ListAlerts and GetAlert read every committed row, not only settled ones:
+    a row they return is marked unsettled (no cursor is given for it) while
+    an older transaction is still open."""
+    tenant = (await new_tenant(sessions, "outbox listing")).tenant_id
+    early, late = [await _connect(database_url) for _ in range(2)]
+
+    async def listed() -> list[tuple[uuid.UUID, bool]]:
+        async with sessions() as session:
+            page = await alerts.list_page(
+                session,
+                tenant,
+                AlertFilter(),
+                min_create_time=None,
+                max_create_time=None,
+                by_priority=False,
+                after=None,
+                limit=10,
+            )
+            one = await alerts.get(session, tenant, fast_id)
+        assert one is not None and one.settled == page[0].settled
+        return [(a.id, a.settled) for a in page]
+
+    try:
+        slow = early.transaction()
+        await slow.start()
+        slow_id, _ = await _insert(early, tenant)  # the older transaction id
+        fast_id, _ = await _insert(late, tenant)  # autocommit: visible at once
+        assert await listed() == [(fast_id, False)]
+        await slow.commit()
+        for _ in range(150):  # another open transaction on the cluster delays settling
+            found = await listed()
+            if all(settled for _, settled in found):
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(found) == sorted([(fast_id, True), (slow_id, True)])
+    finally:
+        for connection in (early, late):
+            await connection.close()
+
+
 async def test_concurrent_writers_are_read_once_each_in_a_stable_order(
     database_url: str, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -113,7 +157,9 @@ async def test_concurrent_writers_are_read_once_each_in_a_stable_order(
             seen.extend(a.id for a in page.alerts if a.tenant_id == tenant)
             positions.extend(a.position for a in page.alerts)
             position = page.position
-            if finished and len(page.alerts) < 10:
+            # Done once nothing is left, settled or not: another open transaction
+            # on the cluster can hold settling back after the writers finish.
+            if finished and len(page.alerts) < 10 and not await alerts.pending(reader, position):
                 return
             await asyncio.sleep(0.001)
 

@@ -343,7 +343,12 @@ class Alert(_message.Message):
     """Resource name "alerts/{alert_id}". Stable; use it to deduplicate."""
     cursor: _builtins.str
     """Opaque position of this alert in the tenant's alert order; pass it as
-    `after_cursor` or to `AcknowledgeAlerts`.
+    `after_cursor` or to `AcknowledgeAlerts`. Always set on a streamed alert.
+    Empty in `ListAlerts` and `GetAlert` answers while a transaction older
+    than the alert's is still open (normally for moments): until it ends, an
+    alert positioned before this one may still be written, and resuming after
+    this one would skip it. The alert reaches streams once it settles; list or
+    get it again then for its cursor.
     """
     type: _common_pb2.AlertType.ValueType
     """What happened."""

@@ -110,7 +110,9 @@ class AlertServiceServicer:
         INVALID_ARGUMENT on "after_cursor". A watch list in `filter` that does not
         exist is NOT_FOUND. A client that reads too slowly (the server buffers a
         bounded number of alerts per stream) is disconnected with
-        RESOURCE_EXHAUSTED; a replica shutting down ends streams with UNAVAILABLE.
+        RESOURCE_EXHAUSTED; one that stops reading altogether too, and it receives
+        the status after the messages already in flight to it. A replica shutting
+        down ends streams with UNAVAILABLE.
         In both cases reconnect after the last cursor received: nothing is lost.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -128,7 +130,10 @@ class AlertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlerts(self, request, context):
-        """Lists past alerts that match the filter, in pages, newest first or by priority.
+        """Lists past alerts that match the filter, in pages, newest first or by
+        priority. The newest alerts may come without a `cursor` for a moment (see
+        `Alert.cursor`). A time out of `Timestamp`'s range, or a `page_token` this
+        server did not issue, is INVALID_ARGUMENT naming the field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

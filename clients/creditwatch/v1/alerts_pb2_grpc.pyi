@@ -69,7 +69,9 @@ class AlertServiceStub:
     INVALID_ARGUMENT on "after_cursor". A watch list in `filter` that does not
     exist is NOT_FOUND. A client that reads too slowly (the server buffers a
     bounded number of alerts per stream) is disconnected with
-    RESOURCE_EXHAUSTED; a replica shutting down ends streams with UNAVAILABLE.
+    RESOURCE_EXHAUSTED; one that stops reading altogether too, and it receives
+    the status after the messages already in flight to it. A replica shutting
+    down ends streams with UNAVAILABLE.
     In both cases reconnect after the last cursor received: nothing is lost.
     """
     AcknowledgeAlerts: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.AcknowledgeAlertsRequest, _alerts_pb2.AcknowledgeAlertsResponse]
@@ -79,7 +81,11 @@ class AlertServiceStub:
     An unknown consumer is created at `cursor`.
     """
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListAlertsRequest, _alerts_pb2.ListAlertsResponse]
-    """Lists past alerts that match the filter, in pages, newest first or by priority."""
+    """Lists past alerts that match the filter, in pages, newest first or by
+    priority. The newest alerts may come without a `cursor` for a moment (see
+    `Alert.cursor`). A time out of `Timestamp`'s range, or a `page_token` this
+    server did not issue, is INVALID_ARGUMENT naming the field.
+    """
     GetAlert: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.GetAlertRequest, _alerts_pb2.GetAlertResponse]
     """Returns one alert. NOT_FOUND if it does not exist for this tenant or has
     passed retention.
@@ -126,7 +132,9 @@ class AlertServiceAsyncStub(AlertServiceStub):
     INVALID_ARGUMENT on "after_cursor". A watch list in `filter` that does not
     exist is NOT_FOUND. A client that reads too slowly (the server buffers a
     bounded number of alerts per stream) is disconnected with
-    RESOURCE_EXHAUSTED; a replica shutting down ends streams with UNAVAILABLE.
+    RESOURCE_EXHAUSTED; one that stops reading altogether too, and it receives
+    the status after the messages already in flight to it. A replica shutting
+    down ends streams with UNAVAILABLE.
     In both cases reconnect after the last cursor received: nothing is lost.
     """
     AcknowledgeAlerts: _aio.UnaryUnaryMultiCallable[_alerts_pb2.AcknowledgeAlertsRequest, _alerts_pb2.AcknowledgeAlertsResponse]  # type: ignore[assignment]
@@ -136,7 +144,11 @@ class AlertServiceAsyncStub(AlertServiceStub):
     An unknown consumer is created at `cursor`.
     """
     ListAlerts: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListAlertsRequest, _alerts_pb2.ListAlertsResponse]  # type: ignore[assignment]
-    """Lists past alerts that match the filter, in pages, newest first or by priority."""
+    """Lists past alerts that match the filter, in pages, newest first or by
+    priority. The newest alerts may come without a `cursor` for a moment (see
+    `Alert.cursor`). A time out of `Timestamp`'s range, or a `page_token` this
+    server did not issue, is INVALID_ARGUMENT naming the field.
+    """
     GetAlert: _aio.UnaryUnaryMultiCallable[_alerts_pb2.GetAlertRequest, _alerts_pb2.GetAlertResponse]  # type: ignore[assignment]
     """Returns one alert. NOT_FOUND if it does not exist for this tenant or has
     passed retention.
@@ -186,7 +198,9 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT on "after_cursor". A watch list in `filter` that does not
         exist is NOT_FOUND. A client that reads too slowly (the server buffers a
         bounded number of alerts per stream) is disconnected with
-        RESOURCE_EXHAUSTED; a replica shutting down ends streams with UNAVAILABLE.
+        RESOURCE_EXHAUSTED; one that stops reading altogether too, and it receives
+        the status after the messages already in flight to it. A replica shutting
+        down ends streams with UNAVAILABLE.
         In both cases reconnect after the last cursor received: nothing is lost.
         """
 
@@ -208,7 +222,11 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _alerts_pb2.ListAlertsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alerts_pb2.ListAlertsResponse, _abc.Awaitable[_alerts_pb2.ListAlertsResponse]]:
-        """Lists past alerts that match the filter, in pages, newest first or by priority."""
+        """Lists past alerts that match the filter, in pages, newest first or by
+        priority. The newest alerts may come without a `cursor` for a moment (see
+        `Alert.cursor`). A time out of `Timestamp`'s range, or a `page_token` this
+        server did not issue, is INVALID_ARGUMENT naming the field.
+        """
 
     @_abc_1.abstractmethod
     def GetAlert(

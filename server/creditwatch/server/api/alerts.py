@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -21,8 +23,8 @@ from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import server_stream_writes, unary
 from creditwatch.server.api.handlers import add_service
 from creditwatch.server.domain import cursors
-from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
-from creditwatch.server.domain.cursors import Position
+from creditwatch.server.domain.alerts import AlertFilter, Severity, StoredAlert
+from creditwatch.server.domain.cursors import MAX_SEQ, Position
 from creditwatch.server.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -34,7 +36,7 @@ from creditwatch.server.domain.errors import (
 )
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import PageRequest, encode_token, fingerprint, page_request
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.store import alerts as store
 from creditwatch.server.store.watchlists import WatchListStore
@@ -48,6 +50,10 @@ CATCH_UP_BATCH = 500
 _CONSUMER = re.compile(r"[a-z0-9-]{1,63}")
 _ALERT_NAME = re.compile(r"alerts/([0-9a-fA-F-]{36})")
 _ORDERS = {"": False, "create_time desc": False, "priority desc": True}
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_FOREIGN_TOKEN = "not a token this server issued; start again with an empty token"
 
 
 def _company_event(value: dict[str, Any]) -> companies_pb2.CompanyEvent:
@@ -108,10 +114,12 @@ def trigger_message(value: dict[str, Any]) -> alerts_pb2.AlertTrigger:
 
 
 def alert_message(alert: StoredAlert) -> alerts_pb2.Alert:
-    """The wire form of a stored alert."""
+    """The wire form of a stored alert; no cursor while it is not settled (an
+    older transaction may still commit an alert before it, which a stream
+    resumed after its cursor would never receive)."""
     message = alerts_pb2.Alert(
         name=f"alerts/{alert.id}",
-        cursor=cursors.encode(alert.position, alert.tenant_id),
+        cursor=cursors.encode(alert.position, alert.tenant_id) if alert.settled else "",
         type=common_pb2.AlertType.ValueType(alert.type),
         severity=common_pb2.Severity.ValueType(alert.severity),
         priority=alert.priority,
@@ -154,6 +162,87 @@ def _expired(subject: str) -> FailedPrecondition:
             )
         ],
     )
+
+
+def _time(value: Timestamp | None, field: str, problems: list[FieldViolation]) -> datetime | None:
+    """An optional Timestamp as a datetime; out of the Timestamp's range is a
+    violation (Timestamp.ToDatetime would raise: INTERNAL)."""
+    if value is None:
+        return None
+    if not _MIN_SECONDS <= value.seconds <= _MAX_SECONDS or not 0 <= value.nanos < 10**9:
+        problems.append(
+            FieldViolation(
+                field, "must lie between 0001-01-01 and 9999-12-31 UTC, nanos 0 to 999,999,999"
+            )
+        )
+        return None
+    return value.ToDatetime(UTC)
+
+
+def _list_after(page: PageRequest, by_priority: bool) -> tuple[Any, ...] | None:
+    """The sort key a ListAlerts page token continues after, checked to fit the
+    columns it is compared with: a forged token is INVALID_ARGUMENT, not a
+    query that fails (an integer beyond bigint) or compares wrongly."""
+    raw = page.key(*((float, int, str, int, int) if by_priority else (str, int, int)))
+    if raw is None:
+        return None
+    stamp, position = (raw[2], raw[3:]) if by_priority else (raw[0], raw[1:])
+    try:
+        when = datetime.fromisoformat(stamp)
+        if by_priority:
+            Severity(raw[1])  # ValueError unless a severity (the column is a smallint)
+    except ValueError:
+        raise InvalidArgument.single("page_token", _FOREIGN_TOKEN) from None
+    # Issued tokens carry create_time with its offset, and a position.
+    if when.tzinfo is None or not all(0 <= value <= MAX_SEQ for value in position):
+        raise InvalidArgument.single("page_token", _FOREIGN_TOKEN)
+    return (raw[0], raw[1], when, *position) if by_priority else (when, *position)
+
+
+def _too_slow(max_lag: float) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"this stream has been behind for more than {max_lag:g} s; "
+        "reconnect after the last cursor received (nothing is lost)"
+    )
+
+
+class _StallGuard:
+    """Ends a stream whose client stopped reading altogether.
+
+    The stream checks its lag between writes, but a write to a client that
+    does not read waits on HTTP/2 flow control and never returns: the call,
+    its subscription and its slot would live for ever. One timer per stream
+    (not one per write: a live alert goes to every stream) looks every quarter
+    of the allowed lag; once the stream has been lagging for longer while a
+    write is pending, `scope` expires, which cancels the write.
+    """
+
+    __slots__ = ("_handle", "_loop", "_max_lag", "_scope", "_subscription", "writing")
+
+    def __init__(self, subscription: Subscription, max_lag: float, scope: asyncio.Timeout) -> None:
+        self._subscription = subscription
+        self._max_lag = max_lag
+        self._scope = scope
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(max_lag / 4, self._check)
+        self.writing = False
+        """True while the stream awaits a write (set around every write that
+        can block)."""
+
+    def _check(self) -> None:
+        since = self._subscription.lagging_since
+        behind = 0.0 if since is None else time.monotonic() - since
+        if self.writing and behind > self._max_lag:
+            self._scope.reschedule(self._loop.time())  # expires now: cancels the write
+            return
+        delay = self._max_lag / 4
+        if since is not None and behind <= self._max_lag:
+            delay = min(delay, self._max_lag - behind + 0.01)  # right when the budget ends
+        self._handle = self._loop.call_later(delay, self._check)
+
+    def stop(self) -> None:
+        """Drop the timer (the stream ended)."""
+        self._handle.cancel()
 
 
 def _consumer_name(name: str, field: str) -> str:
@@ -305,46 +394,71 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         write: Callable[[Any], Awaitable[None]] = context.write
         subscription = self._hub.subscribe(tenant, wanted)
         try:
-            position = await self._start(request, tenant)
-            await write(_heartbeat(position, tenant))
-            last_sent = time.monotonic()
-            while True:
-                # The gap up to the hub's position at (re)registration, from the database.
-                async for alert in self._catch_up(subscription, position):
+            async with self._guarded(subscription) as guard:
+                position = await self._start(request, tenant)
+                await write(_heartbeat(position, tenant))
+                last_sent = time.monotonic()
+                while True:
+                    # The gap up to the hub's position at (re)registration, from the database.
+                    async for alert in self._catch_up(subscription, position):
+                        self._check_lag(subscription)
+                        guard.writing = True
+                        await write(alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert)))
+                        guard.writing = False
+                        position = alert.position
+                        last_sent = time.monotonic()
+                    position = max(position, subscription.registered_at)
+                    # Live: alerts the hub buffered for us.
+                    while subscription.state == "open":
+                        live = subscription.pop()
+                        if live is not None:
+                            if live.position > position:
+                                guard.writing = True
+                                await write(self._live_message(live))
+                                guard.writing = False
+                                position = live.position
+                                last_sent = time.monotonic()
+                            continue
+                        subscription.caught_up()
+                        remaining = interval - (time.monotonic() - last_sent)
+                        if remaining > 0 and await subscription.wait(remaining):
+                            continue
+                        # Quiet: every alert up to the hub's position was offered to us.
+                        position = max(position, self._hub.position)
+                        guard.writing = True
+                        await write(_heartbeat(position, tenant))
+                        guard.writing = False
+                        last_sent = time.monotonic()
+                    if subscription.state == "closed":
+                        raise Unavailable(
+                            "this replica is shutting down; reconnect after the last cursor "
+                            "received"
+                        )
                     self._check_lag(subscription)
-                    await write(alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert)))
-                    position = alert.position
-                    last_sent = time.monotonic()
-                position = max(position, subscription.registered_at)
-                # Live: alerts the hub buffered for us.
-                while subscription.state == "open":
-                    live = subscription.pop()
-                    if live is not None:
-                        if live.position > position:
-                            await write(self._live_message(live))
-                            position = live.position
-                            last_sent = time.monotonic()
-                        continue
-                    subscription.caught_up()
-                    remaining = interval - (time.monotonic() - last_sent)
-                    if remaining > 0 and await subscription.wait(remaining):
-                        continue
-                    # Quiet: every alert up to the hub's position was offered to us.
-                    position = max(position, self._hub.position)
-                    await write(_heartbeat(position, tenant))
-                    last_sent = time.monotonic()
-                if subscription.state == "closed":
-                    raise Unavailable(
-                        "this replica is shutting down; reconnect after the last cursor received"
+                    self._hub.rejoin(subscription)
+                    log.debug(
+                        "alert stream rejoined",
+                        extra={"from": str(position), "to": str(subscription.registered_at)},
                     )
-                self._check_lag(subscription)
-                self._hub.rejoin(subscription)
-                log.debug(
-                    "alert stream rejoined",
-                    extra={"from": str(position), "to": str(subscription.registered_at)},
-                )
         finally:
             self._hub.unsubscribe(subscription)
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, subscription: Subscription) -> AsyncIterator[_StallGuard]:
+        """Run a stream under a `_StallGuard`: a write the guard cut off ends the
+        stream RESOURCE_EXHAUSTED, like any stream too far behind."""
+        scope = asyncio.timeout(None)
+        try:
+            async with scope:
+                guard = _StallGuard(subscription, self._max_lag, scope)
+                try:
+                    yield guard
+                finally:
+                    guard.stop()
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise _too_slow(self._max_lag) from None
 
     def _live_message(self, alert: StoredAlert) -> bytes:
         message = self._converted.get(alert.id)
@@ -360,10 +474,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
     def _check_lag(self, subscription: Subscription) -> None:
         since = subscription.lagging_since
         if since is not None and time.monotonic() - since > self._max_lag:
-            raise ResourceExhausted(
-                f"this stream has been behind for more than {self._max_lag:g} s; "
-                "reconnect after the last cursor received (nothing is lost)"
-            )
+            raise _too_slow(self._max_lag)
 
     @unary
     async def AcknowledgeAlerts(
@@ -372,11 +483,16 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         problems: list[FieldViolation] = []
         if not _CONSUMER.fullmatch(request.consumer):
             problems.append(FieldViolation("consumer", "1 to 63 characters of a-z, 0-9 and '-'"))
+        position = None
         if not request.cursor:
             problems.append(FieldViolation("cursor", "required"))
-        if problems:
+        else:
+            try:
+                position = cursors.decode(request.cursor, tenant, "cursor")
+            except InvalidArgument as error:
+                problems.extend(error.violations)
+        if problems or position is None:
             raise InvalidArgument(problems)
-        position = cursors.decode(request.cursor, tenant, "cursor")
         async with self._sessions.begin() as session:
             stored = await store.acknowledge(session, tenant, request.consumer, position)
         return alerts_pb2.AcknowledgeAlertsResponse(
@@ -392,13 +508,20 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 "order_by", "'create_time desc' (default) or 'priority desc'"
             )
         by_priority = _ORDERS[request.order_by.strip().lower()]
+        problems: list[FieldViolation] = []
+        low = _time(
+            request.min_create_time if request.HasField("min_create_time") else None,
+            "min_create_time",
+            problems,
+        )
+        high = _time(
+            request.max_create_time if request.HasField("max_create_time") else None,
+            "max_create_time",
+            problems,
+        )
+        if problems:
+            raise InvalidArgument(problems)
         wanted = await self._filter(request.filter, tenant, "filter")
-        low = (
-            request.min_create_time.ToDatetime(UTC) if request.HasField("min_create_time") else None
-        )
-        high = (
-            request.max_create_time.ToDatetime(UTC) if request.HasField("max_create_time") else None
-        )
         digest = fingerprint(
             sorted(map(str, wanted.watch_lists)),
             sorted(wanted.types),
@@ -411,19 +534,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         page = page_request(
             request.page_size, request.page_token, digest, default_size=100, max_size=1_000
         )
-        after = None
-        if page.after is not None:
-            kinds = (float, int, str, int, int) if by_priority else (str, int, int)
-            raw = page.key(*kinds)
-            assert raw is not None
-            stamp = raw[2] if by_priority else raw[0]
-            try:
-                when = datetime.fromisoformat(stamp)
-            except ValueError:
-                raise InvalidArgument.single(
-                    "page_token", "not a token this server issued"
-                ) from None
-            after = (raw[0], raw[1], when, *raw[3:]) if by_priority else (when, *raw[1:])
+        after = _list_after(page, by_priority)
         async with self._sessions() as session:
             found = await store.list_page(
                 session,

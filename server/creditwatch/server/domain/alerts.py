@@ -455,6 +455,11 @@ class StoredAlert:
     summary: str
     occurred_time: datetime
     create_time: datetime
+    settled: bool = True
+    """Whether every transaction older than the alert's had ended when it was
+    read. Only then is its position a safe resume point: an older transaction
+    still open may yet commit an alert before it. The outbox's tail reads only
+    settled alerts; a listing can read others (see `store.alerts.list_page`)."""
 
 
 def trigger_json(fact: Fact, company: CompanyId) -> dict[str, Any]:

@@ -22,7 +22,16 @@ from typing import Any, NamedTuple, cast
 
 import asyncpg
 import orjson
-from sqlalchemy import ColumnElement, RowMapping, Table, and_, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    Table,
+    and_,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +67,12 @@ _A = cast(Table, models.Alert.__table__)
 _AC = cast(Table, models.AlertConsumer.__table__)
 _R = cast(Table, models.AlertRetention.__table__)
 _XMIN = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# Listings keep alerts of unsettled transactions (a committed alert is not
+# hidden from case work, nor NOT_FOUND for GetAlert, for as long as some other
+# transaction in the cluster stays open) but mark them: their cursors are not
+# yet safe resume points (`StoredAlert.settled`). A subquery: xmin once per
+# statement, not per row.
+_SETTLED = (_A.c.xid < literal_column(f"(SELECT {_XMIN})")).label("settled")
 
 _WATCHERS = """
 SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
@@ -290,6 +305,7 @@ def alert_from_row(row: Mapping[str, Any] | RowMapping) -> StoredAlert:
         summary=row["summary"],
         occurred_time=row["occurred_time"],
         create_time=row["create_time"],
+        settled=row.get("settled", True),  # the outbox's tail reads only settled rows
     )
 
 
@@ -403,7 +419,8 @@ async def list_page(
     after: tuple[Any, ...] | None,
     limit: int,
 ) -> list[StoredAlert]:
-    """One page of the tenant's alerts, newest first or by priority (keyset)."""
+    """One page of the tenant's alerts, newest first or by priority (keyset);
+    alerts of unsettled transactions included, marked (see `_SETTLED`)."""
     where = _conditions(tenant, wanted)
     if min_create_time is not None:
         where.append(_A.c.create_time >= min_create_time)
@@ -415,15 +432,14 @@ async def list_page(
         key = [_A.c.create_time, _A.c.xid, _A.c.seq]
     if after is not None:
         where.append(tuple_(*key) < tuple_(*after))
-    query = select(_A).where(*where).order_by(*(c.desc() for c in key)).limit(limit)
+    query = select(_A, _SETTLED).where(*where).order_by(*(c.desc() for c in key)).limit(limit)
     return [alert_from_row(row._mapping) for row in await session.execute(query)]
 
 
 async def get(session: AsyncSession, tenant: uuid.UUID, alert_id: uuid.UUID) -> StoredAlert | None:
     """One alert of the tenant."""
-    row = (
-        await session.execute(select(_A).where(_A.c.tenant_id == tenant, _A.c.id == alert_id))
-    ).first()
+    query = select(_A, _SETTLED).where(_A.c.tenant_id == tenant, _A.c.id == alert_id)
+    row = (await session.execute(query)).first()
     return alert_from_row(row._mapping) if row else None
 
 
