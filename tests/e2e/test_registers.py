@@ -119,6 +119,7 @@ async def test_register_changes_reach_subscribers_once_via_the_cli(
             "events": 0,
             "master_updates": 0,
             "alerts": 0,
+            "events_skipped": 0,
         }
         assert any("oppdateringsid=24310013" in r for r in register.requests)
         assert any("afterId=51770002" in r for r in register.requests)

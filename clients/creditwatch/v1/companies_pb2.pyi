@@ -1112,8 +1112,9 @@ class PaymentRemarkRemoved(_message.Message):
     REMARK_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     remark_id: _builtins.str
-    """`remark_id` of the registered remark. Required; an unknown id is accepted
-    (the registration may predate creditwatch) and simply recorded.
+    """`remark_id` of the registered remark, 1..128 characters. Required; an
+    unknown id is accepted (the registration may predate creditwatch) and
+    simply recorded.
     """
     reason: Global___RemarkRemovalReason.ValueType
     """Why it was removed."""
@@ -1173,7 +1174,7 @@ class DebtCollectionClosed(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
-    """`case_id` of the opened case. Required."""
+    """`case_id` of the opened case, 1..128 characters. Required."""
     outcome: Global___CollectionOutcome.ValueType
     """How the case ended."""
     @_builtins.property

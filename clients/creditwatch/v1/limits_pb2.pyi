@@ -185,6 +185,7 @@ class DecisionReason(_message.Message):
     """Stable machine-readable code, safe to switch on: "DECLINE_CLASS",
     "STATEMENT_MISSING", "STATEMENT_TOO_OLD", "CURRENCY_MISMATCH",
     "CAPPED_BY_EQUITY", "CAPPED_BY_SALES", "TERMS_CAPPED", "CAP_ZERO",
+    "AMOUNT_BELOW_ONE_UNIT" (less than one currency unit was asked for),
     "EXPOSURE_ABOVE_LIMIT" (current exposure exceeds the approved amount),
     "NO_SCORE". New codes may be added.
     """
@@ -504,11 +505,14 @@ class ListCreditLimitsRequest(_message.Message):
     """Maximum limits to return, 1..1,000; 0 means 100. Larger values are INVALID_ARGUMENT."""
     page_token: _builtins.str
     """`next_page_token` from the previous page; empty for the first page. Valid
-    only with the same filters it was issued for.
+    only for the same tenant and filters it was issued for.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___CreditLimitState.ValueType]:
-        """Only limits in these states. Empty means all states."""
+        """Only limits in these states. Empty, or containing
+        CREDIT_LIMIT_STATE_UNSPECIFIED, means all states. A limit past its
+        `valid_until` reads EXPIRED.
+        """
 
     @_builtins.property
     def company(self) -> _common_pb2.CompanyRef:

@@ -31,7 +31,7 @@ class CreditLimitServiceStub:
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
@@ -82,7 +82,7 @@ class CreditLimitServiceServicer:
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
@@ -204,7 +204,7 @@ class CreditLimitService:
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the

@@ -32,7 +32,7 @@ class CreditLimitServiceStub:
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
@@ -93,7 +93,7 @@ class CreditLimitServiceAsyncStub(CreditLimitServiceStub):
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
@@ -150,7 +150,7 @@ class CreditLimitServiceServicer(metaclass=_abc_1.ABCMeta):
     overdue invoices. Everything is private to the calling tenant.
 
     Standing limits follow risk: when a company's risk worsens, each standing
-    limit on it is re-decided under the tenant's current policy in the same
+    limit on it (ACTIVE and not past its `valid_until`) is re-decided under the tenant's current policy in the same
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the

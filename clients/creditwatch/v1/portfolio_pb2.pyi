@@ -737,7 +737,7 @@ class ListSegmentEntriesRequest(_message.Message):
     """Maximum entries to return, 1..10,000; 0 means 1,000. Larger values are INVALID_ARGUMENT."""
     page_token: _builtins.str
     """`next_page_token` from the previous page; empty for the first page. Valid
-    only with the same request fields it was issued for.
+    only for the same tenant and request fields it was issued for.
     """
     @_builtins.property
     def splits(self) -> Global___SegmentSplits:

@@ -346,7 +346,9 @@ class ListWatchListsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum watch lists to return, 1..1,000; 0 means 100. Larger values are INVALID_ARGUMENT."""
     page_token: _builtins.str
-    """`next_page_token` from the previous page; empty for the first page."""
+    """`next_page_token` from the previous page; empty for the first page. Valid
+    only for the tenant it was issued to.
+    """
     def __init__(
         self,
         *,
@@ -672,7 +674,7 @@ class ListEntriesRequest(_message.Message):
     """Maximum entries to return, 1..10,000; 0 means 1,000. Larger values are INVALID_ARGUMENT."""
     page_token: _builtins.str
     """`next_page_token` from the previous page; empty for the first page. A token
-    is only valid with the same filters it was issued for.
+    is only valid for the same tenant and filters it was issued for.
     """
     label: _builtins.str
     """Only entries carrying this label, as "key" or "key=value". Optional."""

@@ -203,8 +203,13 @@ def registers_sync(
         if not as_json:
             click.echo(
                 f"{feed}: {result.pages} pages, {result.updates:,} updates, "
-                f"{result.events_recorded:,} events, {result.alerts_raised:,} alerts "
-                f"(cursor {result.cursors.get(feed)})"
+                f"{result.events_recorded:,} events, {result.alerts_raised:,} alerts"
+                + (
+                    f", {result.events_skipped:,} events skipped (see the log)"
+                    if result.events_skipped
+                    else ""
+                )
+                + f" (cursor {result.cursors.get(feed)})"
             )
 
     try:
@@ -218,13 +223,14 @@ def registers_sync(
         "events": sum(r.events_recorded for r in results),
         "master_updates": sum(r.master_updates for r in results),
         "alerts": sum(r.alerts_raised for r in results),
+        "events_skipped": sum(r.events_skipped for r in results),
     }
     if as_json:
         click.echo(json.dumps(totals))
     else:
         click.echo(
             f"done: {totals['updates']:,} updates, {totals['events']:,} events, "
-            f"{totals['alerts']:,} alerts"
+            f"{totals['alerts']:,} alerts, {totals['events_skipped']:,} events skipped"
         )
 
 
