@@ -171,3 +171,19 @@ async def test_forged_page_tokens_and_cursors_are_invalid_argument(
     assert "cursor" in field_violations(error)
     error = await _refused(subscribe(channel, tenant, after_cursor=beyond).read())
     assert "after_cursor" in field_violations(error)
+
+
+async def test_another_tenants_page_token_is_refused(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+) -> None:
+    numbers = norwegian_numbers(2, start=89_300_000)
+    await watch(channel, tenant, numbers)
+    await record(channel, feed, *(remark(n, f"tokens-{n}") for n in numbers))
+    stub = alerts_pb2_grpc.AlertServiceStub(channel)
+    first = await stub.ListAlerts(
+        alerts_pb2.ListAlertsRequest(page_size=1), metadata=tenant.metadata
+    )
+    assert first.next_page_token
+    request = alerts_pb2.ListAlertsRequest(page_size=1, page_token=first.next_page_token)
+    error = await _refused(stub.ListAlerts(request, metadata=other_tenant.metadata))
+    assert "page_token" in field_violations(error)

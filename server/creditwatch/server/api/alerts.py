@@ -523,6 +523,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             raise InvalidArgument(problems)
         wanted = await self._filter(request.filter, tenant, "filter")
         digest = fingerprint(
+            tenant,  # another tenant's token is refused like a changed filter
             sorted(map(str, wanted.watch_lists)),
             sorted(wanted.types),
             wanted.minimum_severity,
