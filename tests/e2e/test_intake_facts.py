@@ -208,3 +208,34 @@ async def test_an_invoice_moved_to_another_company_re_scores_the_one_it_left(
     assert after.score.risk_class == overdue.score.risk_class - 1
     types = await _alert_types(channel, tenant, watch_list)
     assert types.count(common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE) == 1  # the company left
+
+
+async def test_event_ids_are_each_senders_own(
+    channel: grpc.aio.Channel, feed: TenantKey, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Two feeds that number their events alike do not collide; each feed's
+    own repeat is a duplicate, or refused when its content differs."""
+    number = norwegian_numbers(1, start=91_700_000)[0]
+    other = await new_tenant(sessions, "second bureau", scopes=(SCOPE_COMPANIES_WRITE,))
+
+    def remark(reference: str) -> companies_pb2.CompanyEvent:
+        stamp = Timestamp()
+        stamp.FromDatetime(datetime(2026, 6, 1, tzinfo=UTC))
+        return companies_pb2.CompanyEvent(
+            event_id="1001",
+            company=ref(number),
+            occurred_time=stamp,
+            source="bureau",
+            payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id=reference),
+        )
+
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await _submit(data, feed, number, healthy())
+    first = await record(channel, feed, remark("A-1"))
+    assert first.recorded_count == 1
+    second = await record(channel, other, remark("B-7"))
+    assert second.recorded_count == 1  # the other feed's 1001, not a conflict
+    assert (await record(channel, other, remark("B-7"))).duplicate_event_ids == ["1001"]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await record(channel, feed, remark("A-2"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

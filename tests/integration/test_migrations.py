@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import math
+import uuid
 from collections.abc import Callable
 from datetime import date
 
@@ -105,3 +106,10 @@ async def test_statements_line_items_column_is_the_items_in_the_scorer_s_order(
     want = [reported.get(name, math.nan) for name in LINE_ITEMS]
     assert stored == pytest.approx(want, nan_ok=True)
     assert [math.isnan(v) for v in stored] == [name not in reported for name in LINE_ITEMS]
+
+
+def test_events_without_a_sender_are_keyed_on_the_models_no_sender() -> None:
+    migration = importlib.import_module("creditwatch.migrations.versions.0016_event_ids_per_sender")
+    from creditwatch.server.store.models import NO_SENDER
+
+    assert uuid.UUID(migration.NO_SENDER) == NO_SENDER

@@ -821,7 +821,8 @@ class CompanyEvent(_message.Message):
     DELETED_FROM_REGISTER_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """The caller's idempotency key for this event, 1..128 characters (e.g. the
-    register's own update id). Unique per calling tenant. Required in
+    register's own update id). Unique per calling tenant and company: another
+    tenant's event with the same id is a different event. Required in
     `RecordEvents`; ignored when scoring a prospect.
     """
     source: _builtins.str

@@ -203,7 +203,7 @@ async def add_event(
             reference=event.reference,
             detail=detail,
             source=source,
-            recorded_by=recorded_by,
+            recorded_by=recorded_by or models.NO_SENDER,
         )
         .on_conflict_do_nothing()
         .returning(_EV.c.event_id)
@@ -215,6 +215,7 @@ async def add_event(
             select(_EV.c.type, _EV.c.occurred_at, _EV.c.reference, _EV.c.detail).where(
                 _EV.c.country == company.country,
                 _EV.c.register_number == company.register_number,
+                _EV.c.recorded_by == (recorded_by or models.NO_SENDER),
                 _EV.c.event_id == event_id,
             )
         )

@@ -217,8 +217,14 @@ class FinancialStatement(Base):
     )
 
 
+NO_SENDER = uuid.UUID(int=0)
+"""`CompanyEvent.recorded_by` of events creditwatch records itself (register
+feeds, statuses set by UpsertCompany): a sender of their own."""
+
+
 class CompanyEvent(Base):
-    """A registered event about a company, idempotent by the sender's event id."""
+    """A registered event about a company, idempotent by the sender's event id
+    (ids are the sender's own: two feeds' ids never collide)."""
 
     __tablename__ = "company_events"
     __table_args__ = (
@@ -229,13 +235,15 @@ class CompanyEvent(Base):
 
     country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
     register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recorded_by: Mapped[uuid.UUID] = mapped_column(
+        UUID, primary_key=True, server_default=text(f"'{NO_SENDER}'::uuid")
+    )
     event_id: Mapped[str] = mapped_column(Text, primary_key=True)
     type: Mapped[int] = mapped_column(SmallInteger)
     occurred_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reference: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     source: Mapped[str] = mapped_column(Text, default="")
-    recorded_by: Mapped[uuid.UUID | None] = mapped_column(UUID)
     record_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

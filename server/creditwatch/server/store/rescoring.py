@@ -33,7 +33,7 @@ from creditwatch.server.domain.financials import LINE_ITEMS, FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore, reasons_as_json
 from creditwatch.server.scoring.engine import ScoreRows
-from creditwatch.server.store import facts, score_cache
+from creditwatch.server.store import facts, models, score_cache
 from creditwatch.server.store.database import CHUNK_FAILURES, driver, dumps
 
 # A chunk's keys travel as two comma-separated strings (countries, register
@@ -808,8 +808,10 @@ class NewEvent:
 async def add_events(
     session: AsyncSession, items: Sequence[NewEvent], recorded_by: uuid.UUID | None
 ) -> tuple[set[tuple[CompanyId, str]], set[tuple[CompanyId, str]]]:
-    """Store events idempotently. Returns (stored now, repeats with different
-    content); the rest were stored earlier with the same content."""
+    """Store events idempotently (by the sender's event id: `recorded_by`'s,
+    or creditwatch's own when None). Returns (stored now, repeats with
+    different content); the rest were stored earlier with the same content."""
+    sender = recorded_by or models.NO_SENDER
     connection = await driver(session)
     rows = await connection.fetch(
         _ADD_EVENTS,
@@ -821,7 +823,7 @@ async def add_events(
         [i.event.reference for i in items],
         [dumps(i.detail) for i in items],
         [i.source for i in items],
-        [recorded_by] * len(items),
+        [sender] * len(items),
     )
     stored = {(CompanyId(r["country"], r["register_number"]), r["event_id"]) for r in rows}
     repeats = [i for i in items if (i.company, i.event_id) not in stored]
@@ -833,12 +835,13 @@ async def add_events(
                 """
                 SELECT country, register_number, event_id, type, occurred_at, reference, detail
                 FROM company_events
-                WHERE (country, register_number, event_id) IN
+                WHERE recorded_by = $4 AND (country, register_number, event_id) IN
                       (SELECT * FROM unnest($1::char(2)[], $2::varchar[], $3::text[]))
                 """,
                 [i.company.country for i in repeats],
                 [i.company.register_number for i in repeats],
                 [i.event_id for i in repeats],
+                sender,
             )
         }
         for item in repeats:
