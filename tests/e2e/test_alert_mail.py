@@ -7,16 +7,18 @@ import email
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 
 import grpc
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
+from creditwatch.server.jobs.scheduler import purge_alerts
 from tests.conftest import TenantKey, new_tenant
 from tests.e2e.alerting import record, remark, watch
 from tests.identifiers import norwegian_numbers
@@ -29,9 +31,13 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[Message] = []
+        self.on_message: Callable[[], None] | None = None
+        """Called as a message is accepted (in the SMTP server's thread)."""
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         self.messages.append(email.message_from_bytes(envelope.content))  # type: ignore[attr-defined]
+        if self.on_message is not None:
+            self.on_message()
         return "250 OK"
 
 
@@ -146,3 +152,115 @@ async def test_an_alert_whose_mail_failed_is_mailed_by_the_next_run(
     _, err = await asyncio.wait_for(retry.communicate(), 60)
     assert retry.returncode == 0, err.decode()
     assert [f"NO-{number}" in m.get_payload() for m in inbox.messages] == [True]
+
+
+# `mail_watch_list` with 5-second heartbeats, in its own process (as the
+# `alerts mail` command runs it): argv is address, key, watch list, SMTP port,
+# digest seconds ("" for instant) and count ("" for no limit).
+BRIDGE = """
+import asyncio, sys
+from creditwatch.client import CreditwatchClient
+from creditwatch.client.mail import SmtpSettings, mail_watch_list
+
+address, key, watch_list, port, digest, count = sys.argv[1:]
+
+async def main() -> None:
+    async with CreditwatchClient(address, key) as client:
+        sent = await mail_watch_list(
+            client, watch_list, SmtpSettings("127.0.0.1", int(port), starttls=False),
+            ["risk@bank.test"], digest_seconds=float(digest) if digest else None,
+            count=int(count) if count else None, heartbeat_interval=5,
+        )
+    print(sent)
+
+asyncio.run(main())
+"""
+
+
+async def _bridge(
+    address: str,
+    key: TenantKey,
+    watch_list: str,
+    port: int,
+    digest: float | None,
+    count: int | None,
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BRIDGE, address, key.api_key, watch_list, str(port),
+        "" if digest is None else str(digest), "" if count is None else str(count),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("digest_seconds", [None, 2.0], ids=["instant", "digest"])
+async def test_a_quiet_watch_lists_bridge_starts_again_after_retention(
+    server: ServerProcess,
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+    smtp: tuple[Inbox, int],
+    digest_seconds: float | None,
+) -> None:
+    inbox, port = smtp
+    feed = await new_tenant(sessions, "mail feed 3", scopes=(SCOPE_COMPANIES_WRITE,))
+    quiet_number, busy_number = norwegian_numbers(2, start=85_800_000)
+    quiet = await watch(channel, tenant, [quiet_number])
+    await watch(channel, tenant, [busy_number])
+
+    running = await _bridge(server.address, tenant, quiet, port, digest_seconds, None)
+    await asyncio.sleep(2)
+    # Alerts go on elsewhere; the quiet list's stream sees only heartbeats.
+    await record(channel, feed, remark(busy_number, f"quiet-{busy_number}-{digest_seconds}"))
+    await asyncio.sleep(7)  # a heartbeat after that alert
+    running.kill()  # the bridge's machine goes down
+    await running.wait()
+
+    # Meanwhile retention removes the other list's alert.
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE alerts SET create_time = now() - interval '400 days' WHERE tenant_id = :t"
+            ),
+            {"t": tenant.tenant_id},
+        )
+    assert await purge_alerts(sessions, retention_days=90) >= 1
+
+    restarted = await _bridge(server.address, tenant, quiet, port, digest_seconds, 1)
+    await asyncio.sleep(2)
+    await record(channel, feed, remark(quiet_number, f"quiet-{quiet_number}-{digest_seconds}"))
+    out, err = await asyncio.wait_for(restarted.communicate(), 60)
+    assert restarted.returncode == 0, err.decode()
+    assert out.decode().split() == ["1"]
+    assert [f"NO-{quiet_number}" in m.get_payload() for m in inbox.messages] == [True]
+
+
+async def test_an_acknowledgement_that_meets_a_restart_does_not_stop_the_bridge(
+    database_url: str,
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+    smtp: tuple[Inbox, int],
+) -> None:
+    inbox, port = smtp
+    feed = await new_tenant(sessions, "mail feed 4", scopes=(SCOPE_COMPANIES_WRITE,))
+    numbers = norwegian_numbers(2, start=85_900_000)
+    watch_list = await watch(channel, tenant, numbers)
+    replica = ServerProcess(database_url).start()
+    # The replica dies while the SMTP server takes the first e-mail, so the
+    # bridge's acknowledgement of it meets the outage.
+    inbox.on_message = lambda: replica.kill() if len(inbox.messages) == 1 else None
+    try:
+        bridge = await _bridge(replica.address, tenant, watch_list, port, None, 2)
+        await asyncio.sleep(2)
+        await record(channel, feed, remark(numbers[0], "ack-outage-0"))
+        await asyncio.sleep(4)  # longer than the acknowledgement's retries
+        assert bridge.returncode is None, "the bridge should wait for the server"
+        await asyncio.to_thread(replica.start)
+        await record(channel, feed, remark(numbers[1], "ack-outage-1"))
+        out, err = await asyncio.wait_for(bridge.communicate(), 60)
+    finally:
+        replica.stop()
+    assert bridge.returncode == 0, err.decode()
+    assert out.decode().split() == ["2"]
+    bodies = [m.get_payload() for m in inbox.messages]
+    assert [sum(f"NO-{n}" in b for b in bodies) for n in numbers] == [1, 1]

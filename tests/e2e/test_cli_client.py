@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
-from creditwatch.v1 import companies_pb2, companies_pb2_grpc
+from creditwatch.v1 import common_pb2, companies_pb2, companies_pb2_grpc
 from tests.conftest import TenantKey, new_tenant
-from tests.e2e.alerting import record, ref, remark
+from tests.e2e.alerting import record, ref, remark, watch
 from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
@@ -147,3 +148,115 @@ async def test_clear_errors_for_unreachable_servers_and_missing_keys(
     assert bad_company.returncode == 2 and "COUNTRY-NUMBER" in bad_company.stderr
     wrong_digit = cli(env, "score", "NO-923609017")
     assert wrong_digit.returncode == 1 and "check digit" in wrong_digit.stderr
+
+
+async def test_a_finnish_business_id_keeps_its_hyphen_after_any_separator(
+    channel: grpc.aio.Channel,
+    server: ServerProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+) -> None:
+    feed = await new_tenant(sessions, "cli fi feed", scopes=(SCOPE_COMPANIES_WRITE,))
+    finnish = companies_pb2.SubmitFinancialStatementRequest(
+        company=common_pb2.CompanyRef(country="FI", register_number="8545001-8"),
+        financial_statement=healthy(),
+    )
+    stub = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await stub.SubmitFinancialStatement(finnish, metadata=feed.metadata)
+    for written in ("FI:8545001-8", "fi 8545001-8", "FI-8545001-8"):
+        scored = cli(_env(server, tenant), "score", written)
+        assert scored.returncode == 0, (written, scored.stderr)
+        assert scored.stdout.startswith("FI-8545001-8  class "), (written, scored.stdout)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--amount", "abc", "'abc' is not a number"),
+        ("--amount", "NaN", "'NaN' is not a finite number"),
+        ("--amount", "0.0000000001", "'0.0000000001' has more than 9 decimals"),
+        ("--exposure", "1e40", "'1e40' is too large"),
+    ],
+)
+async def test_a_bad_amount_is_a_usage_error_naming_the_option(
+    server: ServerProcess, tenant: TenantKey, option: str, value: str, problem: str
+) -> None:
+    amounts = {"--amount": "1000", "--exposure": "0", option: value}
+    decided = cli(
+        _env(server, tenant), "limit", "decide", "NO-923609016", "--currency", "NOK",
+        "--days", "30", *(part for pair in amounts.items() for part in pair),
+    )  # fmt: skip
+    assert decided.returncode == 2, decided.stderr
+    assert f"Invalid value for '{option}': {problem}" in decided.stderr
+    assert "Traceback" not in decided.stderr
+
+
+async def test_a_short_csv_row_is_refused_naming_its_line(
+    server: ServerProcess, tenant: TenantKey, tmp_path: Path
+) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text("country,register_number,exposure_amount,exposure_currency\n"
+                     "NO,923609016,100,NOK\nNO\n")  # fmt: skip
+    imported = cli(_env(server, tenant), "watchlist", "import", "watchLists/x", str(short))
+    assert imported.returncode == 2, imported.stderr
+    assert "line 3: too few cells (no register_number)" in imported.stderr
+    assert "Traceback" not in imported.stderr
+
+
+async def _tail(
+    env: dict[str, str], errors: Path, *args: str, pipe_to: str = ""
+) -> asyncio.subprocess.Process:
+    """`alerts tail --json` with `args`, its stdout through the shell command
+    `pipe_to` and its stderr into `errors`."""
+    command = shlex.join([*COMMAND, "alerts", "tail", "--json", *args])
+    return await asyncio.create_subprocess_shell(
+        f"{command} 2>{shlex.quote(str(errors))} {pipe_to}",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def _printed(tail: asyncio.subprocess.Process) -> list[str]:
+    """The register numbers of the alerts a tail printed (it must end by itself)."""
+    out, _ = await asyncio.wait_for(tail.communicate(), 60)
+    return [json.loads(line)["company"]["registerNumber"] for line in out.decode().splitlines()]
+
+
+async def test_alerts_tail_with_a_consumer_acknowledges_only_what_it_printed(
+    channel: grpc.aio.Channel,
+    server: ServerProcess,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+    tmp_path: Path,
+) -> None:
+    env = _env(server, tenant)
+    errors = tmp_path / "tail.err"
+    feed = await new_tenant(sessions, "cli tail feed", scopes=(SCOPE_COMPANIES_WRITE,))
+    numbers = norwegian_numbers(4, start=85_450_000)
+    await watch(channel, tenant, numbers)
+    await record(channel, feed, remark(numbers[0], "tail-0"))
+
+    # --from oldest is honoured with a consumer: it starts from the retained
+    # alerts, and the printed one is acknowledged (creating the consumer).
+    oldest = await _tail(env, errors, "--consumer", "desk", "--from", "oldest", "--count", "1")
+    assert await _printed(oldest) == [numbers[0]], errors.read_text()
+
+    await record(channel, feed, remark(numbers[1], "tail-1"))
+    resumed = await _tail(env, errors, "--consumer", "desk", "--count", "1")
+    assert await _printed(resumed) == [numbers[1]], errors.read_text()
+
+    # The reader goes away after one line: the alert printed into the closed
+    # pipe was never seen, so it stays for the consumer's next run.
+    cut = await _tail(env, errors, "--consumer", "desk", pipe_to="| head -n 1")
+    await asyncio.sleep(3)  # subscribed
+    await record(channel, feed, remark(numbers[2], "tail-2"))
+    assert cut.stdout is not None
+    line = await asyncio.wait_for(cut.stdout.readline(), 30)
+    assert json.loads(line)["company"]["registerNumber"] == numbers[2]
+    await asyncio.sleep(1)  # head has exited
+    await record(channel, feed, remark(numbers[3], "tail-3"))
+    await asyncio.wait_for(cut.wait(), 60)  # the shell waits for the tail too
+    assert errors.read_text() == ""  # no traceback, no "Exception ignored"
+
+    after = await _tail(env, errors, "--consumer", "desk", "--count", "1")
+    assert await _printed(after) == [numbers[3]], errors.read_text()

@@ -60,7 +60,8 @@ async def test_alert_stream_survives_a_server_crash_with_nothing_lost(
             await record(channel, feed, *(remark(n, f"sdk-{n}") for n in numbers[6:9]))
             third = await _take(stream, 3)
             assert stream.reconnects >= 1
-            await stream.close()  # acknowledges the last handled alert
+            await stream.acknowledge()  # the alert the loop holds was handled too
+            await stream.close()
 
             got = first + second + third
             assert [a.company.register_number for a in got] == numbers[:9]
@@ -104,3 +105,77 @@ async def test_sdk_lists_filters_and_raises_typed_errors(
         first = await _take(oldest, 2)
         assert {a.name for a in first} == {a.name for a in everything}
         await oldest.close()
+
+
+class HandlerFailed(Exception):
+    """The caller's handling of an alert failed (e.g. its case system is down)."""
+
+
+async def test_an_alert_whose_handler_raised_is_delivered_again(
+    channel: grpc.aio.Channel, server: ServerProcess, feed: TenantKey, tenant: TenantKey
+) -> None:
+    numbers = norwegian_numbers(2, start=85_300_000)
+    await watch(channel, tenant, numbers)
+    seen: list[alerts_pb2.Alert] = []
+    async with CreditwatchClient(server.address, tenant.api_key) as client:
+
+        async def consume() -> None:  # the usage the AlertStream docstring shows
+            async with client.alerts.subscribe(
+                consumer="case-system", auto_acknowledge=True, heartbeat_interval=5
+            ) as stream:
+                async for alert in stream:
+                    seen.append(alert)
+                    if len(seen) == 2:
+                        raise HandlerFailed(alert.name)
+
+        consuming = asyncio.create_task(consume())
+        await asyncio.sleep(1)  # the consumer is created at "now"
+        await record(channel, feed, *(remark(n, f"sdk-h-{n}") for n in numbers))
+        with pytest.raises(HandlerFailed):
+            await asyncio.wait_for(consuming, 60)
+
+        # The consumer resumes after the first alert (handled), with the second.
+        again = client.alerts.subscribe(consumer="case-system", heartbeat_interval=5)
+        (redelivered,) = await _take(again, 1)
+        await again.close()
+    assert [a.company.register_number for a in seen] == numbers
+    assert redelivered.name == seen[1].name
+
+
+async def test_an_acknowledgement_during_a_restart_does_not_end_the_stream(
+    database_url: str, channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    numbers = norwegian_numbers(2, start=85_350_000)
+    await watch(channel, tenant, numbers)
+    replica = ServerProcess(database_url).start()
+    try:
+        async with CreditwatchClient(replica.address, tenant.api_key) as client:
+            stream = client.alerts.subscribe(
+                consumer="restart-bridge", auto_acknowledge=True, heartbeat_interval=5
+            )
+            reading = asyncio.create_task(_take(stream, 1))
+            await asyncio.sleep(1)
+            await record(channel, feed, remark(numbers[0], "sdk-ack-0"))
+            (first,) = await reading
+            await asyncio.sleep(1.2)  # handling takes longer than acknowledge_interval
+            replica.kill()  # so the next __anext__ acknowledges into the outage
+            await record(channel, feed, remark(numbers[1], "sdk-ack-1"))
+
+            async def restart_later() -> None:
+                await asyncio.sleep(4)  # longer than the unary retries (~1.5 s)
+                await asyncio.to_thread(replica.start)
+
+            restarting = asyncio.create_task(restart_later())
+            (second,) = await _take(stream, 1)
+            await restarting
+            await stream.close()
+            assert second.company.register_number == numbers[1]
+
+            # The acknowledgement that met the outage was stored after it:
+            # the consumer resumes after the first alert.
+            again = client.alerts.subscribe(consumer="restart-bridge", heartbeat_interval=5)
+            (resumed,) = await _take(again, 1)
+            await again.close()
+            assert resumed.name == second.name != first.name
+    finally:
+        replica.stop()

@@ -1,5 +1,5 @@
-"""Portfolio files read by the SDK (`score_items_from_csv`) and results written
-as rows (`result_row`)."""
+"""CSV files read by the SDK: portfolio files (`score_items_from_csv`) with their
+results written as rows (`result_row`), and watch-list imports (`entries_from_csv`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from creditwatch.client import RESULT_COLUMNS, result_row, score_items_from_csv
+from creditwatch.client import RESULT_COLUMNS, entries_from_csv, result_row, score_items_from_csv
 from creditwatch.v1 import common_pb2, scoring_pb2
 
 
@@ -115,3 +115,36 @@ def test_results_become_rows() -> None:
         "",
         "bad statement (financial_statement.total_assets: required)",
     )
+
+
+ENTRY_HEADER = "country,register_number,exposure_amount,exposure_currency\n"
+
+
+def test_watch_list_rows_become_entries() -> None:
+    rows = list(entries_from_csv(io.StringIO(ENTRY_HEADER + "no, 923609016 ,1999.50,nok\nNO,1\n")))
+    assert [line for line, _ in rows] == [2, 3]
+    (_, first), (_, second) = rows
+    assert (first.company.country, first.company.register_number) == ("NO", "923609016")
+    assert (first.exposure.currency_code, first.exposure.units, first.exposure.nanos) == (
+        "NOK",
+        1999,
+        500_000_000,
+    )
+    assert not second.HasField("exposure")  # a short row may leave out the optional cells
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("NO", "line 2: too few cells (no register_number)"),
+        ("NO,923609016,abc,NOK", "line 2: exposure_amount 'abc' is not a number"),
+        ("NO,923609016,NaN,NOK", "line 2: exposure_amount 'NaN' is not a finite number"),
+        ("NO,923609016,0.0000000001,NOK", "line 2: exposure_amount '0.0000000001' has more"),
+        ("NO,923609016,1e40,NOK", "line 2: exposure_amount '1e40' is too large"),
+        ("NO,923609016,5", "line 2: exposure_currency is required with an amount"),
+    ],
+)
+def test_a_malformed_watch_list_row_names_its_line(row: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        list(entries_from_csv(io.StringIO(ENTRY_HEADER + row + "\n")))
+    assert message in str(caught.value)

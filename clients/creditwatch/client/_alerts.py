@@ -78,7 +78,11 @@ class AlertStream:
     acknowledged once your loop asks for the next one (it has been handled),
     and heartbeats move the stored position while nothing happens; positions
     are sent at most every `acknowledge_interval` seconds, and on `close()`.
-    A new `AlertStream` for the same consumer then starts where it left off.
+    The alert your loop holds when it ends, by `break` or by an exception, is
+    not acknowledged, so the next `AlertStream` of the consumer delivers it
+    again; call `acknowledge()` before a `break` if it was handled. A position
+    that cannot be stored because the server is unreachable is logged and sent
+    again with the next alert, heartbeat or `close()`; it never ends the stream.
     """
 
     def __init__(
@@ -104,7 +108,11 @@ class AlertStream:
         self.cursor: str | None = request.after_cursor or None
         """Position after the last alert yielded (or the last heartbeat): where a
         reconnect resumes."""
+        # An alert handed to the caller is not handled until the caller asks
+        # for the next one: `_yielded` and `_handled` differ while it is in flight.
+        self._yielded: str | None = None
         self._handled: str | None = None
+        self._pending: str | None = None  # the position to store, once sent: `_acknowledged`
         self._acknowledged: str | None = None
         self._last_ack = 0.0
         self.reconnects = 0
@@ -117,32 +125,61 @@ class AlertStream:
             request.after_cursor = self.cursor  # resume exactly after what we saw
         self._call = self._stub.SubscribeAlerts(request, metadata=tuple(self._context.metadata))
 
-    async def _acknowledge(self, cursor: str, *, force: bool = False) -> None:
-        if not self._request.consumer or cursor == self._acknowledged:
-            return
+    async def _store(self, *, force: bool, patient: bool) -> bool:
+        """Send the pending position; False if it stays pending (too soon after
+        the last one, or the server could not be reached) for the next try."""
+        cursor = self._pending
+        if not self._request.consumer or cursor is None or cursor == self._acknowledged:
+            return True
         if not force and time.monotonic() - self._last_ack < self._acknowledge_interval:
-            return
-        await self._context.unary(
-            self._stub.AcknowledgeAlerts,
-            alerts_pb2.AcknowledgeAlertsRequest(consumer=self._request.consumer, cursor=cursor),
-            retryable=True,
-            rpc_timeout=None,
-        )
+            return False
+        try:
+            # Not `patient` (inside __anext__): one attempt, as the stream's own
+            # reconnect loop waits out an outage and the position goes again
+            # with the next alert or heartbeat.
+            await self._context.unary(
+                self._stub.AcknowledgeAlerts,
+                alerts_pb2.AcknowledgeAlertsRequest(consumer=self._request.consumer, cursor=cursor),
+                retryable=patient,
+                rpc_timeout=None,
+            )
+        except CreditwatchError as error:
+            if error.code not in _RESUMABLE:
+                raise
+            log.warning(
+                "could not store the consumer position; it is sent again later",
+                extra={"consumer": self._request.consumer, "error": str(error)},
+            )
+            return False
         self._acknowledged = cursor
         self._last_ack = time.monotonic()
+        return True
 
-    async def acknowledge(self, cursor: str | None = None) -> None:
-        """Store the consumer's position now: `cursor`, or the last alert yielded."""
-        target = cursor or self._handled
-        if target is not None:
-            await self._acknowledge(target, force=True)
+    async def acknowledge(self, cursor: str | None = None) -> bool:
+        """Store the consumer's position now: `cursor`, or the last alert yielded
+        (which counts as handled from now on).
+
+        Returns False if the server could not be reached: the position is kept
+        and sent with the next alert, heartbeat or `close()`. Other refusals
+        (a malformed cursor, a revoked key) are raised.
+        """
+        cursor = cursor or self._yielded
+        if cursor is None:
+            return True
+        if cursor == self._yielded:
+            self._handled = cursor  # the caller is done with the alert it holds
+        self._pending = cursor
+        return await self._store(force=True, patient=True)
 
     def __aiter__(self) -> AlertStream:
         return self
 
     async def __anext__(self) -> alerts_pb2.Alert:
+        # The caller asks for more: the alert it held is handled.
+        self._handled = self._yielded
         if self._auto_acknowledge and self._handled is not None:
-            await self._acknowledge(self._handled)
+            self._pending = self._handled
+        await self._store(force=False, patient=False)
         failures = 0
         while not self._closed:
             if self._call is None:
@@ -170,27 +207,29 @@ class AlertStream:
             if message.WhichOneof("payload") == "heartbeat":
                 # Everything before a heartbeat was yielded and, as the caller
                 # asked for more, handled: the heartbeat's position is safe.
-                self.cursor = self._handled = message.heartbeat.cursor
+                self.cursor = self._yielded = self._handled = message.heartbeat.cursor
                 if self._auto_acknowledge:
-                    await self._acknowledge(self.cursor)
+                    self._pending = self._handled
+                await self._store(force=False, patient=False)
                 continue
             alert: alerts_pb2.Alert = message.alert
-            self.cursor = alert.cursor
-            self._handled = alert.cursor
+            self.cursor = self._yielded = alert.cursor
             return alert
         raise StopAsyncIteration
 
     async def close(self) -> None:
-        """End the stream; with `auto_acknowledge`, store the last handled position."""
+        """End the stream and store what is pending: with `auto_acknowledge`, the
+        last handled position (never the alert the loop still held)."""
         self._closed = True
         if self._call is not None:
             self._call.cancel()
             self._call = None
         if self._auto_acknowledge and self._handled is not None:
-            try:
-                await self._acknowledge(self._handled, force=True)
-            except CreditwatchError as error:
-                log.warning("could not acknowledge on close", extra={"error": str(error)})
+            self._pending = self._handled
+        try:
+            await self._store(force=True, patient=True)
+        except CreditwatchError as error:
+            log.warning("could not acknowledge on close", extra={"error": str(error)})
 
     async def __aenter__(self) -> AlertStream:
         return self

@@ -23,19 +23,35 @@ MoneyLike: TypeAlias = money_pb2.Money | tuple[str, Amount]
 _NANOS = Decimal(1_000_000_000)
 
 
+def decimal_amount(amount: Amount, what: str = "amount") -> Decimal:
+    """`amount` as a Decimal that a `google.type.Money` can carry exactly; a
+    ValueError names `what` and says what is wrong otherwise."""
+    subject = f"{what} {amount!r}" if what else repr(amount)
+    try:
+        value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
+    except InvalidOperation:
+        raise ValueError(f"{subject} is not a number") from None
+    if not value.is_finite():
+        raise ValueError(f"{subject} is not a finite number")
+    # Money.units is an int64; `adjusted` first spares int() a googol of digits.
+    if value.adjusted() > 18 or not -(2**63) <= int(value) < 2**63:
+        raise ValueError(f"{subject} is too large")
+    nanos = (value - int(value)) * _NANOS
+    if nanos != nanos.to_integral_value():
+        raise ValueError(f"{subject} has more than 9 decimals")
+    return value
+
+
 def money(currency_code: str, amount: Amount) -> money_pb2.Money:
     """A `google.type.Money` of `amount` major units of `currency_code` (ISO 4217).
 
     Floats are taken at their shortest decimal form (`0.1` is 10 øre, not
-    0.1000000000000000055...). More than 9 decimals raise ValueError.
+    0.1000000000000000055...). Text that is not a number, infinities, NaN,
+    more than 9 decimals and more units than an int64 holds raise ValueError.
     """
-    value = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
-    if not value.is_finite():
-        raise ValueError(f"amount must be finite, not {amount!r}")
+    value = decimal_amount(amount)
     units = int(value)  # truncates toward zero, so units and nanos share the sign
     nanos = (value - units) * _NANOS
-    if nanos != nanos.to_integral_value():
-        raise ValueError(f"amount {amount!r} has more than 9 decimals")
     return money_pb2.Money(currency_code=currency_code, units=units, nanos=int(nanos))
 
 
@@ -104,7 +120,9 @@ def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.Watch
     """(line number, entry) for each row of a CSV with the columns `CSV_COLUMNS`
     (`country` and `register_number` required); feed the entries to
     `WatchListsClient.add_entries`, which sends them in chunks. A malformed row
-    raises ValueError naming its line; check digits are the server's to judge."""
+    (too few cells, an amount that is not a number, an amount without its
+    currency) raises ValueError naming its line; check digits are the
+    server's to judge."""
     reader = csv.DictReader(handle)
     missing = {"country", "register_number"} - set(reader.fieldnames or ())
     if missing:
@@ -112,18 +130,20 @@ def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.Watch
         raise ValueError(f"the CSV needs the columns {columns} (missing: {absent})")
     for row in reader:
         line = reader.line_num
+        # csv.DictReader gives None for the cells a short row lacks.
+        short = [c for c in ("country", "register_number") if row.get(c) is None]
+        if short:
+            raise ValueError(f"line {line}: too few cells (no {', '.join(short)})")
         exposure = None
-        if (row.get("exposure_amount") or "").strip():
+        if text := (row.get("exposure_amount") or "").strip():
             try:
-                amount = Decimal(row["exposure_amount"].strip())
-            except InvalidOperation:
-                raise ValueError(
-                    f"line {line}: exposure_amount {row['exposure_amount']!r} is not a number"
-                ) from None
+                amount = decimal_amount(text, "exposure_amount")
+            except ValueError as error:
+                raise ValueError(f"line {line}: {error}") from None
             currency = (row.get("exposure_currency") or "").strip().upper()
             if not currency:
                 raise ValueError(f"line {line}: exposure_currency is required with an amount")
-            exposure = (currency, amount)
+            exposure = money(currency, amount)
         yield (
             line,
             entry(

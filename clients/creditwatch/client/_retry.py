@@ -16,6 +16,18 @@ from creditwatch.client._errors import CreditwatchError, error_from_rpc
 
 log = logging.getLogger("creditwatch.client")
 
+# What gRPC says when it could not connect, so the request never left the
+# client: repeating such a call cannot apply it twice. Any other UNAVAILABLE
+# (a connection lost mid-call, a replica failing mid-call) may come after the
+# server did the work.
+_NOT_SENT = ("failed to connect to all addresses", "DNS resolution failed")
+
+
+def _never_sent(error: CreditwatchError) -> bool:
+    """Whether `error` is an UNAVAILABLE that left the request unsent."""
+    return error.code == grpc.StatusCode.UNAVAILABLE and error.message.startswith(_NOT_SENT)
+
+
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
@@ -40,10 +52,16 @@ PageResp = TypeVar("PageResp", bound=PageResponse)
 class RetryPolicy:
     """How the SDK retries a call that failed with UNAVAILABLE.
 
-    Only calls that are safe to repeat are retried: reads, updates, deletes, the
-    upserting `AddEntries`, `RemoveEntries`, and `CreateWatchList` (which always
-    carries a `request_id`, so a repeat returns the first result). Other codes
-    are never retried. Retries stop early when the call's timeout runs out.
+    Only calls that are safe to repeat are retried: reads, updates, the
+    upserting `AddEntries`, and `CreateWatchList` (which always carries a
+    `request_id`, so a repeat returns the first result). `DeleteWatchList` is
+    retried too; if a retry finds the watch list gone after an attempt whose
+    response was lost, that attempt deleted it and the delete succeeds (see
+    `WatchListsClient.delete`). `RemoveEntries` has no idempotency key and a
+    repeat would count the entries it removed as not found, so it is retried
+    only when the request never left the client (the channel could not
+    connect). Other codes are never retried. Retries stop early when the
+    call's timeout runs out.
 
     Attempt `n` (1-based) that fails waits `min(max_backoff, initial_backoff *
     multiplier ** (n - 1))` seconds, shortened by a random fraction of up to
@@ -99,16 +117,23 @@ class CallContext:
         *,
         retryable: bool,
         rpc_timeout: float | None,
+        idempotent: bool = True,
+        if_gone: Resp | None = None,
     ) -> Resp:
         """Call `method` once, retrying UNAVAILABLE when `retryable`.
 
         `rpc_timeout` (None: the default) bounds the whole call, retries and
         waits included; each attempt gets what is left of it as its deadline.
+        A call that is not `idempotent` is retried only while its request never
+        left the client. With `if_gone`, a retry answered NOT_FOUND after an
+        attempt that may have reached the server returns `if_gone`: that
+        attempt did the work (a delete) and its response was lost.
         """
         budget = self.default_timeout if rpc_timeout is None else rpc_timeout
         deadline = None if budget is None else time.monotonic() + budget
         attempts = self.retry.max_attempts if retryable else 1
         attempt = 0
+        maybe_sent = False
         while True:
             attempt += 1
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -116,9 +141,24 @@ class CallContext:
                 return await method(request, timeout=remaining, metadata=self.metadata)
             except grpc.aio.AioRpcError as rpc_error:
                 error = error_from_rpc(rpc_error)
+                if maybe_sent and if_gone is not None and error.code == grpc.StatusCode.NOT_FOUND:
+                    log.warning(
+                        "a retry found the resource gone: the attempt whose response was lost "
+                        "did the work",
+                        extra={"attempt": attempt, "error": str(error)},
+                    )
+                    return if_gone
                 wait = self.retry.backoff(attempt)
+                unsent = _never_sent(error)
+                if not idempotent and error.code == grpc.StatusCode.UNAVAILABLE and not unsent:
+                    error.add_note(
+                        "the request may have reached the server before the connection "
+                        "failed, so it was not repeated: check whether it was applied"
+                    )
+                    raise error from rpc_error
                 if not self._should_retry(error, attempt, attempts, deadline, wait):
                     raise error from rpc_error
+                maybe_sent = maybe_sent or not unsent
             log.info(
                 "retrying after UNAVAILABLE",
                 extra={"attempt": attempt, "wait_seconds": round(wait, 3), "error": str(error)},

@@ -136,10 +136,21 @@ class WatchListsClient:
         return response.watch_list
 
     async def delete(self, name: str, *, rpc_timeout: float | None = None) -> int:
-        """Delete the watch list `name` with its entries; returns how many entries went with it."""
+        """Delete the watch list `name` with its entries; returns how many entries went with it.
+
+        NotFoundError if the tenant has no such watch list. A delete is retried
+        on UNAVAILABLE like a read; if an attempt's response was lost (the
+        connection failed after the request may have reached the server) and
+        the retry finds the watch list gone, that attempt deleted it: the call
+        succeeds and returns 0, since the count went with the lost response.
+        """
         request = watchlists_pb2.DeleteWatchListRequest(name=name)
         response = await self._call.unary(
-            self._stub.DeleteWatchList, request, retryable=True, rpc_timeout=rpc_timeout
+            self._stub.DeleteWatchList,
+            request,
+            retryable=True,
+            rpc_timeout=rpc_timeout,
+            if_gone=watchlists_pb2.DeleteWatchListResponse(deleted_entry_count=0),
         )
         return response.deleted_entry_count
 
@@ -207,6 +218,12 @@ class WatchListsClient:
         naming `companies[i]` by the position in `companies`). Companies not on
         the list count in `not_found_count`. Build references with
         `creditwatch.client.company`.
+
+        A chunk is retried on UNAVAILABLE only while its request never left the
+        client: a repeat after a lost response would count the entries the
+        first attempt removed as not found. If the connection fails once the
+        request may have reached the server, UnavailableError is raised (its
+        notes say so) and the chunk may or may not have been applied.
         """
 
         async def send(
@@ -214,7 +231,11 @@ class WatchListsClient:
         ) -> watchlists_pb2.RemoveEntriesResponse:
             request = watchlists_pb2.RemoveEntriesRequest(parent=parent, companies=chunk)
             return await self._call.unary(
-                self._stub.RemoveEntries, request, retryable=True, rpc_timeout=rpc_timeout
+                self._stub.RemoveEntries,
+                request,
+                retryable=True,
+                rpc_timeout=rpc_timeout,
+                idempotent=False,
             )
 
         total = watchlists_pb2.RemoveEntriesResponse()

@@ -13,12 +13,13 @@ import contextlib
 import csv
 import functools
 import json
+import os
 import smtplib
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 from google.protobuf import json_format
@@ -27,10 +28,10 @@ from google.protobuf.message import Message
 from creditwatch.client._alerts import alert_filter
 from creditwatch.client._client import CreditwatchClient
 from creditwatch.client._errors import CreditwatchError, UnavailableError
-from creditwatch.client._messages import CSV_COLUMNS, entries_from_csv
+from creditwatch.client._messages import CSV_COLUMNS, decimal_amount, entries_from_csv
 from creditwatch.client._retry import RetryPolicy
 from creditwatch.client._statements import RESULT_COLUMNS, result_row, score_items_from_csv
-from creditwatch.v1 import common_pb2, limits_pb2, watchlists_pb2
+from creditwatch.v1 import alerts_pb2, common_pb2, limits_pb2, watchlists_pb2
 
 T = TypeVar("T")
 CLASS_LETTER = {0: "-", 1: "A", 2: "B", 3: "C", 4: "D"}
@@ -128,12 +129,42 @@ def watch_list_name(value: str) -> str:
 
 
 def company_arg(value: str) -> tuple[str, str]:
-    """ "NO-923609016", "NO:923609016" or "NO 923609016" → (country, number)."""
-    for separator in ("-", ":", " "):
-        if separator in value:
-            country, number = value.split(separator, 1)
-            return country.upper(), number
-    raise click.BadParameter("write the company as COUNTRY-NUMBER, e.g. NO-923609016")
+    """ "NO-923609016", "NO:923609016" or "NO 923609016" → (country, number).
+
+    The first separator in the text splits, whichever it is: a Finnish
+    business id carries its own '-' ("FI:1234567-8" is FI and 1234567-8).
+    """
+    at = [i for i in (value.find(s) for s in ("-", ":", " ")) if i >= 0]
+    if not at:
+        raise click.BadParameter("write the company as COUNTRY-NUMBER, e.g. NO-923609016")
+    split = min(at)
+    return value[:split].upper(), value[split + 1 :]
+
+
+if TYPE_CHECKING:  # click is generic only in its recent versions' types
+    _DecimalParamType = click.ParamType[Decimal, Any]
+else:
+    _DecimalParamType = click.ParamType
+
+
+class AmountType(_DecimalParamType):
+    """An amount in major currency units (`250000`, `1999.50`), as `money` takes it:
+    a finite number with at most 9 decimals that fits a `google.type.Money`."""
+
+    name = "amount"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        try:
+            return decimal_amount(str(value).strip(), what="")
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+AMOUNT = AmountType()
 
 
 def amount_text(money: Any) -> str:
@@ -365,10 +396,10 @@ def limit() -> None:
 
 @limit.command("decide")
 @click.argument("company")
-@click.option("--amount", type=Decimal, required=True, help="Requested amount.")
+@click.option("--amount", type=AMOUNT, required=True, help="Requested amount.")
 @click.option("--currency", required=True, help="ISO 4217 code, e.g. NOK.")
 @click.option("--days", type=click.IntRange(1, 365), required=True, help="Payment terms.")
-@click.option("--exposure", type=Decimal, help="Current exposure, same currency.")
+@click.option("--exposure", type=AMOUNT, help="Current exposure, same currency.")
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
 def limit_decide(
@@ -414,7 +445,13 @@ def alerts() -> None:
 
 @alerts.command("tail")
 @click.option("--watchlist", "watch_lists", multiple=True, help="Only these watch lists.")
-@click.option("--from", "start", default="now", show_default=True, help="now, oldest or a cursor.")
+@click.option(
+    "--from",
+    "start",
+    help="now, oldest or a cursor. Default: where --consumer acknowledged, else now. "
+    "With --consumer it overrides the stored position for this run; acknowledgements "
+    "only move it forward, so --from oldest replays without moving it back.",
+)
 @click.option("--consumer", help="Durable consumer: resume where it acknowledged, and acknowledge.")
 @click.option("--min-severity", type=click.Choice(["LOW", "MEDIUM", "HIGH", "CRITICAL"]))
 @click.option("--count", type=int, help="Stop after this many alerts.")
@@ -423,46 +460,74 @@ def alerts() -> None:
 def alerts_tail(
     connection: Connection,
     watch_lists: tuple[str, ...],
-    start: str,
+    start: str | None,
     consumer: str | None,
     min_severity: str | None,
     count: int | None,
     as_json: bool,
 ) -> None:
-    """Follow alerts live; reconnects and resumes by itself (Ctrl-C to stop)."""
+    """Follow alerts live; reconnects and resumes by itself (Ctrl-C to stop).
+
+    With --consumer, an alert is acknowledged once it was printed: a reader
+    that goes away (a closed pipe) does not acknowledge the alert it missed.
+    """
     wanted = alert_filter(
         watch_lists=[watch_list_name(w) for w in watch_lists], minimum_severity=min_severity
     )
+    # The server lets an explicit start override a consumer's stored position
+    # for one stream, and stores positions only forward: --from is honoured
+    # with --consumer as without.
+    begin: dict[str, Any] = {}
+    if start in ("now", "oldest"):
+        begin = {"start": start}
+    elif start is not None:
+        begin = {"after_cursor": start}
+    reader_gone = False
 
     async def action(client: CreditwatchClient) -> int:
-        if start in ("now", "oldest"):
-            begin: dict[str, Any] = {"start": start} if not consumer else {}
-        else:
-            begin = {"after_cursor": start}
+        nonlocal reader_gone
         seen = 0
         async with client.alerts.subscribe(
             filter=wanted, consumer=consumer, auto_acknowledge=bool(consumer), **begin
         ) as stream:
             async for alert in stream:
-                if as_json:
-                    emit_json(alert)
-                else:
-                    severity = common_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
-                    kind = common_pb2.AlertType.Name(alert.type).removeprefix("ALERT_TYPE_")
-                    when = alert.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
-                    click.echo(
-                        f"{when}  {severity:<8} {kind:<28} "
-                        f"{alert.company.country}-{alert.company.register_number}  "
-                        f"{alert.company_legal_name or '-'}  {alert.summary}"
-                    )
-                sys.stdout.flush()
+                try:
+                    print_alert(alert, as_json)
+                except BrokenPipeError:
+                    # Not printed, so not handled: the stream's close leaves it
+                    # to the consumer's next run.
+                    reader_gone = True
+                    break
                 seen += 1
                 if count is not None and seen >= count:
+                    if consumer:
+                        await stream.acknowledge(alert.cursor)  # printed: handled
                     break
         return seen
 
     with contextlib.suppress(KeyboardInterrupt):
         run(connection, action)
+    if reader_gone:
+        # Python flushes stdout once more at exit; into the closed pipe that
+        # would print "Exception ignored ... BrokenPipeError".
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def print_alert(alert: alerts_pb2.Alert, as_json: bool) -> None:
+    """One alert as a line on stdout (JSON or for people), flushed."""
+    if as_json:
+        emit_json(alert)
+    else:
+        severity = common_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
+        kind = common_pb2.AlertType.Name(alert.type).removeprefix("ALERT_TYPE_")
+        when = alert.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{when}  {severity:<8} {kind:<28} "
+            f"{alert.company.country}-{alert.company.register_number}  "
+            f"{alert.company_legal_name or '-'}  {alert.summary}"
+        )
+    sys.stdout.flush()
 
 
 @alerts.command("mail")

@@ -93,15 +93,30 @@ async def mail_watch_list(
     *,
     digest_seconds: float | None = None,
     count: int | None = None,
+    heartbeat_interval: int = 30,
 ) -> int:
     """Run the bridge for one watch list; returns the e-mails sent (stops after
-    `count` alerts when given)."""
-    stream: AlertStream = client.alerts.subscribe(
-        filter=alert_filter(watch_lists=[watch_list]), consumer=consumer_name(watch_list)
-    )
+    `count` alerts when given).
+
+    The consumer's position also moves with the stream's heartbeats once
+    every alert before them was mailed, so a quiet watch list's bridge does
+    not fall behind alert retention (which would refuse its next start with
+    CURSOR_EXPIRED). A position the server cannot take now (a restart) is sent
+    again later and does not stop the bridge.
+    """
+    consumer = consumer_name(watch_list)
+    wanted = alert_filter(watch_lists=[watch_list])
     sent = handled = 0
-    try:
-        if digest_seconds is None:
+    if digest_seconds is None:
+        # Instant: an alert is mailed before the loop asks for the next one, so
+        # auto-acknowledging stores only mailed alerts, and heartbeats too.
+        stream: AlertStream = client.alerts.subscribe(
+            filter=wanted,
+            consumer=consumer,
+            auto_acknowledge=True,
+            heartbeat_interval=heartbeat_interval,
+        )
+        try:
             async for alert in stream:
                 await asyncio.to_thread(smtp.send, instant_message(alert, smtp.sender, to))
                 await stream.acknowledge(alert.cursor)  # only once the SMTP server took it
@@ -110,34 +125,49 @@ async def mail_watch_list(
                 if count is not None and handled >= count:
                     break
             return sent
-        # Digest: a reader task collects alerts; every `digest_seconds` what it
-        # collected goes out as one e-mail and is acknowledged.
-        batch: list[alerts_pb2.Alert] = []
-
-        async def read() -> None:
-            nonlocal handled
-            async for alert in stream:
-                batch.append(alert)
-                handled += 1
-                if count is not None and handled >= count:
-                    return
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                await asyncio.wait({reader}, timeout=digest_seconds)
-                if batch:
-                    taken = batch[:]
-                    del batch[: len(taken)]
-                    await asyncio.to_thread(
-                        smtp.send, digest_message(taken, watch_list, smtp.sender, to)
-                    )
-                    await stream.acknowledge(taken[-1].cursor)
-                    sent += 1
-                if reader.done():
-                    reader.result()
-                    return sent
         finally:
-            reader.cancel()
+            await stream.close()
+
+    # Digest: a reader task collects alerts; every `digest_seconds` what it
+    # collected goes out as one e-mail and is acknowledged. In between, while
+    # nothing waits to be mailed, the stream's position (its last heartbeat)
+    # is stored.
+    stream = client.alerts.subscribe(
+        filter=wanted, consumer=consumer, heartbeat_interval=heartbeat_interval
+    )
+    batch: list[alerts_pb2.Alert] = []
+
+    async def read() -> None:
+        nonlocal handled
+        async for alert in stream:
+            batch.append(alert)  # no await between the yield and here: `stream.cursor` agrees
+            handled += 1
+            if count is not None and handled >= count:
+                return
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.create_task(read())
+    try:
+        due = loop.time() + digest_seconds
+        while True:
+            wake = min(due, loop.time() + heartbeat_interval)
+            await asyncio.wait({reader}, timeout=max(0.0, wake - loop.time()))
+            if batch and (reader.done() or loop.time() >= due):
+                taken = batch[:]
+                del batch[: len(taken)]
+                await asyncio.to_thread(
+                    smtp.send, digest_message(taken, watch_list, smtp.sender, to)
+                )
+                await stream.acknowledge(taken[-1].cursor)
+                sent += 1
+            if loop.time() >= due:
+                due = loop.time() + digest_seconds
+            if not batch and stream.cursor is not None:
+                # Every alert up to the stream's position was mailed.
+                await stream.acknowledge(stream.cursor)
+            if reader.done():
+                reader.result()
+                return sent
     finally:
+        reader.cancel()
         await stream.close()
