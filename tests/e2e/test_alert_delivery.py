@@ -145,7 +145,7 @@ async def test_a_consumer_that_stops_reading_is_cut_off_within_the_lag_allowance
     """A write to a client that reads nothing waits on flow control for ever;
     the stream must still end once it has lagged for longer than allowed."""
     total = 2_000  # far more than flow control lets through unread
-    numbers = norwegian_numbers(total, start=87_600_000)
+    numbers = norwegian_numbers(total, start=95_000_000)
     await watch(channel, tenant, numbers)
     metrics_port = _free_port()
     env = {**TIGHT, "CREDITWATCH_METRICS_PORT": str(metrics_port)}

@@ -63,7 +63,7 @@ async def _listed_settled(
 async def test_an_alert_behind_an_open_transaction_is_listed_without_a_cursor_until_it_settles(
     channel: grpc.aio.Channel, database_url: str, feed: TenantKey, tenant: TenantKey
 ) -> None:
-    earlier, later = norwegian_numbers(2, start=89_100_000)
+    earlier, later = norwegian_numbers(2, start=94_600_000)
     await watch(channel, tenant, [earlier, later])
     stub = alerts_pb2_grpc.AlertServiceStub(channel)
     await record(channel, feed, remark(earlier, "settle-1"))
@@ -142,7 +142,7 @@ def _forged(token: str, key: list[object]) -> str:
 async def test_forged_page_tokens_and_cursors_are_invalid_argument(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:
-    numbers = norwegian_numbers(2, start=89_200_000)
+    numbers = norwegian_numbers(2, start=94_700_000)
     await watch(channel, tenant, numbers)
     await record(channel, feed, *(remark(n, f"forged-{n}") for n in numbers))
     stub = alerts_pb2_grpc.AlertServiceStub(channel)
@@ -176,7 +176,7 @@ async def test_forged_page_tokens_and_cursors_are_invalid_argument(
 async def test_another_tenants_page_token_is_refused(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
-    numbers = norwegian_numbers(2, start=89_300_000)
+    numbers = norwegian_numbers(2, start=94_800_000)
     await watch(channel, tenant, numbers)
     await record(channel, feed, *(remark(n, f"tokens-{n}") for n in numbers))
     stub = alerts_pb2_grpc.AlertServiceStub(channel)

@@ -203,7 +203,7 @@ async def test_a_quiet_watch_lists_bridge_starts_again_after_retention(
 ) -> None:
     inbox, port = smtp
     feed = await new_tenant(sessions, "mail feed 3", scopes=(SCOPE_COMPANIES_WRITE,))
-    quiet_number, busy_number = norwegian_numbers(2, start=85_800_000)
+    quiet_number, busy_number = norwegian_numbers(2, start=94_200_000)
     quiet = await watch(channel, tenant, [quiet_number])
     await watch(channel, tenant, [busy_number])
 
@@ -243,7 +243,7 @@ async def test_an_acknowledgement_that_meets_a_restart_does_not_stop_the_bridge(
 ) -> None:
     inbox, port = smtp
     feed = await new_tenant(sessions, "mail feed 4", scopes=(SCOPE_COMPANIES_WRITE,))
-    numbers = norwegian_numbers(2, start=85_900_000)
+    numbers = norwegian_numbers(2, start=94_300_000)
     watch_list = await watch(channel, tenant, numbers)
     replica = ServerProcess(database_url).start()
     # The replica dies while the SMTP server takes the first e-mail, so the

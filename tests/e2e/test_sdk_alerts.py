@@ -114,7 +114,7 @@ class HandlerFailed(Exception):
 async def test_an_alert_whose_handler_raised_is_delivered_again(
     channel: grpc.aio.Channel, server: ServerProcess, feed: TenantKey, tenant: TenantKey
 ) -> None:
-    numbers = norwegian_numbers(2, start=85_300_000)
+    numbers = norwegian_numbers(2, start=94_100_000)
     await watch(channel, tenant, numbers)
     seen: list[alerts_pb2.Alert] = []
     async with CreditwatchClient(server.address, tenant.api_key) as client:

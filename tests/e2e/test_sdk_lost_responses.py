@@ -139,7 +139,7 @@ async def _is_gone(channel: grpc.aio.Channel, tenant: TenantKey, name: str) -> b
 async def test_a_delete_whose_response_was_lost_succeeds_on_its_retry(
     channel: grpc.aio.Channel, proxy: LossyProxy, tenant: TenantKey
 ) -> None:
-    numbers = norwegian_numbers(2, start=85_960_000)
+    numbers = norwegian_numbers(2, start=94_400_000)
     async with CreditwatchClient(proxy.address, tenant.api_key, retry=RETRY) as client:
         doomed = await client.watch_lists.create("Lost response")
         await client.watch_lists.add_entries(doomed.name, [entry("NO", n) for n in numbers])
@@ -159,7 +159,7 @@ async def test_a_delete_whose_response_was_lost_succeeds_on_its_retry(
 async def test_a_removal_whose_response_was_lost_is_not_repeated(
     channel: grpc.aio.Channel, proxy: LossyProxy, tenant: TenantKey
 ) -> None:
-    numbers = norwegian_numbers(3, start=85_970_000)
+    numbers = norwegian_numbers(3, start=94_500_000)
     async with CreditwatchClient(proxy.address, tenant.api_key, retry=RETRY) as client:
         watch_list = await client.watch_lists.create("Lost removal")
         await client.watch_lists.add_entries(watch_list.name, [entry("NO", n) for n in numbers])
