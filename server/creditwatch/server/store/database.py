@@ -22,8 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def async_url(url: str) -> str:
-    """Use the asyncpg driver whatever scheme the operator wrote."""
+    """Use the asyncpg driver whatever scheme the operator wrote (`postgres://`,
+    libpq's and many hosting platforms' spelling, included); libpq's
+    `sslmode=` becomes asyncpg's `ssl=` (asyncpg refuses `sslmode` as an
+    argument, and hosting platforms hand out URLs with it)."""
     parsed = make_url(url)
+    if parsed.drivername == "postgres":
+        parsed = parsed.set(drivername="postgresql")
+    if "sslmode" in parsed.query:
+        mode = parsed.query["sslmode"]
+        parsed = parsed.difference_update_query(["sslmode"])
+        if "ssl" not in parsed.query:
+            parsed = parsed.update_query_dict({"ssl": mode if isinstance(mode, str) else mode[-1]})
     if parsed.get_backend_name() != "postgresql":
         raise ValueError(f"creditwatch needs PostgreSQL, not {parsed.get_backend_name()!r}")
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
@@ -76,6 +86,12 @@ def connect_kwargs(url: str) -> dict[str, Any]:
     else:
         kwargs["host"] = parsed.host
         kwargs["port"] = parsed.port
+    # The pool's TLS mode (`?ssl=`, see `async_url`) holds for these
+    # connections too: without it they fell back to asyncpg's default, which
+    # does not verify the server.
+    mode = make_url(async_url(url)).query.get("ssl")
+    if mode:
+        kwargs["ssl"] = mode if isinstance(mode, str) else mode[-1]
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
