@@ -239,3 +239,14 @@ async def test_event_ids_are_each_senders_own(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await record(channel, feed, remark("A-2"))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_upsert_says_created_only_for_a_company_never_mentioned_before(
+    channel: grpc.aio.Channel, feed: TenantKey
+) -> None:
+    mentioned, new = norwegian_numbers(2, start=91_800_000)
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await _submit(data, feed, mentioned, healthy())  # creates it, master data empty
+    first = await _status(data, feed, mentioned, companies_pb2.COMPANY_STATUS_ACTIVE)
+    assert not first.created
+    assert (await _status(data, feed, new, companies_pb2.COMPANY_STATUS_ACTIVE)).created

@@ -292,8 +292,10 @@ class Intake:
         known master data, and any score change. Returns (created, master data
         after, effect)."""
         async with self._sessions.begin() as session:
-            await facts.lock_company(session, company)
-            created, changed, updated = await facts.update_master(session, company, values)
+            # Created: the company was never mentioned before (a statement, an
+            # event or a watch list creates it with empty master data too).
+            created = await facts.lock_company(session, company)
+            _, changed, updated = await facts.update_master(session, company, values)
             if "status" in updated:
                 now = _now()
                 raised: list[tuple[Fact, bool]] = []  # (fact, whether it alerts itself)

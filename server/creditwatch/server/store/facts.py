@@ -43,14 +43,16 @@ _ENSURE_COMPANY = text(
     INSERT INTO companies (country, register_number, name, industry_code, legal_form, status)
     VALUES (:country, :number, '', '', '', 0)
     ON CONFLICT (country, register_number) DO NOTHING
+    RETURNING true
     """
 )
 
 
-async def lock_company(session: AsyncSession, company: CompanyId) -> None:
+async def lock_company(session: AsyncSession, company: CompanyId) -> bool:
     """Create the company row if needed and lock it for this transaction, so
-    concurrent intakes about one company apply (and compare scores) in turn."""
-    await session.execute(
+    concurrent intakes about one company apply (and compare scores) in turn.
+    Returns whether this call created it."""
+    created = await session.scalar(
         _ENSURE_COMPANY, {"country": company.country, "number": company.register_number}
     )
     await session.execute(
@@ -58,6 +60,7 @@ async def lock_company(session: AsyncSession, company: CompanyId) -> None:
         .where(_C.c.country == company.country, _C.c.register_number == company.register_number)
         .with_for_update()
     )
+    return bool(created)
 
 
 @dataclass(frozen=True)
