@@ -250,3 +250,56 @@ async def test_upsert_says_created_only_for_a_company_never_mentioned_before(
     first = await _status(data, feed, mentioned, companies_pb2.COMPANY_STATUS_ACTIVE)
     assert not first.created
     assert (await _status(data, feed, new, companies_pb2.COMPANY_STATUS_ACTIVE)).created
+
+
+def _today(number: str, event_id: str, **detail: object) -> companies_pb2.CompanyEvent:
+    """An event dated today at 00:00 UTC, as registers date them."""
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+    return companies_pb2.CompanyEvent(
+        event_id=event_id,
+        company=ref(number),
+        occurred_time=stamp,
+        source="test",
+        **detail,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_status_set_by_upsert_gives_way_to_a_graver_event_of_the_same_day(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=91_900_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await _submit(data, feed, number, healthy())
+    await _status(data, feed, number, companies_pb2.COMPANY_STATUS_VOLUNTARY_LIQUIDATION)
+
+    opened = companies_pb2.BankruptcyOpened()
+    await record(channel, feed, _today(number, f"{number}-konkurs", bankruptcy_opened=opened))
+    company = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+
+    # A milder event of the same day does not take the graver status back.
+    liquidation = companies_pb2.VoluntaryLiquidation()
+    await record(
+        channel, feed, _today(number, f"{number}-avvikling", voluntary_liquidation=liquidation)
+    )
+    company = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+
+
+async def test_a_status_set_by_upsert_can_be_set_back(
+    channel: grpc.aio.Channel, feed: TenantKey
+) -> None:
+    """A feed's mistake, or an annulled bankruptcy: setting the status back
+    lifts the class D that the status alone forced."""
+    number = norwegian_numbers(1, start=92_000_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    before = (await _submit(data, feed, number, healthy())).effect.score.risk_class
+    bankrupt = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_BANKRUPT)
+    assert bankrupt.effect.score.risk_class == common_pb2.RISK_CLASS_D
+    back = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_ACTIVE)
+    assert back.effect.score.risk_class == before

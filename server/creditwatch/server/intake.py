@@ -13,7 +13,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -84,7 +84,7 @@ class PaymentReport:
 
 
 STATUS_SOURCE = "UpsertCompany"
-"""The source of the events that stand for statuses set by UpsertCompany."""
+"""The source of the event alerts that statuses set by UpsertCompany raise."""
 
 
 def _now() -> datetime:
@@ -114,36 +114,57 @@ async def score_companies(
     return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
 
 
-# Sets the register status (or the address) that the company's events say.
+# Events that set the register status (or the address).
 _MASTER_EVENTS = (*STATUS_AFTER, EventType.ADDRESS_CHANGED)
+
+
+def _day(at: datetime | None) -> date:
+    return (at or _now()).astimezone(UTC).date()
 
 
 def _master_after(
     company: CompanyId,
     events: Sequence[IncomingEvent],
     earlier: Mapping[tuple[CompanyId, EventType], datetime],
-) -> dict[str, Any]:
-    """Master-data fields the new (time-ordered) events set: register status
-    and address, each from the latest new event that sets it, unless an event
-    stored `earlier` (latest time per company and type) is newer: a late
-    report of an old event must not undo a newer status or address."""
+    status: tuple[int, datetime | None],
+) -> tuple[dict[str, Any], datetime | None]:
+    """Master-data fields the new (time-ordered) events set, and when the
+    status they set took effect: register status and address, each from the
+    latest new event that sets it, unless what it would replace is newer. A
+    late report of an old event (a liquidation of 2019 sent today) must not
+    undo a newer status or address: stored events (`earlier`, the latest time
+    per company and type) and the status's own time are compared by day, as
+    registers date events. Between statuses the graver one (CompanyStatus
+    grows graver with its value) stands on the same day, and an older event's
+    still applies when graver: a bankruptcy reported late outranks the ACTIVE
+    of a master-data update."""
 
-    def newest(types: Collection[EventType]) -> IncomingEvent | None:
+    def newest(types: Collection[EventType], since: Sequence[datetime]) -> IncomingEvent | None:
         latest = next((e for e in reversed(events) if e.event.type in types), None)
         if latest is None:
             return None
-        at = latest.event.occurred_at or _now()
-        stored = [earlier[company, t] for t in types if (company, t) in earlier]
-        return latest if all(at >= before for before in stored) else None
+        day = _day(latest.event.occurred_at)
+        stored = [_day(at) for at in since]
+        stored += [_day(earlier[company, t]) for t in types if (company, t) in earlier]
+        if latest.event.type not in STATUS_AFTER:
+            return latest if all(day >= before for before in stored) else None
+        if all(day > before for before in stored):
+            return latest
+        grade, current = STATUS_AFTER[latest.event.type], status[0]
+        same_day = all(day >= before for before in stored)
+        return latest if grade > current or (same_day and grade == current) else None
 
     master: dict[str, Any] = {}
-    status = newest(STATUS_AFTER.keys())
-    if status is not None:
-        master["status"] = int(STATUS_AFTER[status.event.type])
-    moved = newest((EventType.ADDRESS_CHANGED,))
+    _, since = status
+    changed = newest(STATUS_AFTER.keys(), [since] if since is not None else [])
+    at = None
+    if changed is not None:
+        master["status"] = int(STATUS_AFTER[changed.event.type])
+        at = changed.event.occurred_at or _now()
+    moved = newest((EventType.ADDRESS_CHANGED,), [])
     if moved is not None and moved.detail.get("newAddress"):
         master["registered_address"] = moved.detail["newAddress"]
-    return master
+    return master, at
 
 
 async def write_alerts(
@@ -235,6 +256,7 @@ class Intake:
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
             earlier = await facts.latest_event_times(session, companies, _MASTER_EVENTS)
+            known = await facts.statuses(session, companies)
             stored, conflicts = await rescoring.add_events(
                 session,
                 [
@@ -259,9 +281,11 @@ class Intake:
                     duplicates.append(item.event_id)
             for company, items in new.items():
                 items.sort(key=lambda e: (e.event.occurred_at or _now(), e.index))
-                master = _master_after(company, items, earlier)
+                master, status_at = _master_after(
+                    company, items, earlier, known.get(company, (0, None))
+                )
                 if master:
-                    await facts.update_master(session, company, master)
+                    await facts.update_master(session, company, master, status_at)
             changed = [c for c in companies if c in new]
             effects = await score_companies(session, self._registry.active, changed)
             changes = [
@@ -302,13 +326,11 @@ class Intake:
                 kind = EVENT_OF_STATUS.get(CompanyStatus(values["status"]))
                 if kind is not None:
                     # Handled like the matching event dated now (the contract):
-                    # stored, so it stays in the company's risk state and
-                    # history like any event, and alerted as that event.
+                    # alerted as that event. Not stored as one: the status
+                    # alone forces the class, so setting it back (a feed's
+                    # mistake, an annulled bankruptcy) lifts the override.
                     event_id = f"status:{kind.name.lower()}:{now.isoformat()}"
                     event = CompanyEvent(kind, now)
-                    await facts.add_event(
-                        session, company, event_id, event, {}, STATUS_SOURCE, None
-                    )
                     changed = [name for name in changed if name != "status"]
                     raised.append(
                         (EventFact(event_id, event, kind.name.lower(), {}, STATUS_SOURCE), True)

@@ -372,11 +372,14 @@ _UNSET: dict[str, Any] = {
 
 
 async def update_master(
-    session: AsyncSession, company: CompanyId, values: dict[str, Any]
+    session: AsyncSession,
+    company: CompanyId,
+    values: dict[str, Any],
+    status_at: datetime | None = None,
 ) -> tuple[bool, list[str], list[str]]:
-    """Write master-data fields (Company field names) of a locked company.
-    Returns (created, fields that changed from an earlier known value, fields
-    written with a new value)."""
+    """Write master-data fields (Company field names) of a locked company; a
+    new status took effect `status_at` (None: now). Returns (created, fields
+    that changed from an earlier known value, fields written with a new value)."""
     row = (
         await session.execute(
             select(_C).where(
@@ -397,6 +400,8 @@ async def update_master(
         written.append(name)
         if before != _UNSET[column]:
             changed.append(name)
+    if "status" in written:
+        updates["status_time"] = status_at if status_at is not None else func.now()
     if updates:
         await session.execute(
             _C.update()
@@ -404,6 +409,22 @@ async def update_master(
             .values(**updates, update_time=text("now()"))
         )
     return created, changed, written
+
+
+async def statuses(
+    session: AsyncSession, companies: Sequence[CompanyId]
+) -> dict[CompanyId, tuple[int, datetime | None]]:
+    """Each company's register status and when it took effect (None: unknown)."""
+    if not companies:
+        return {}
+    rows = await session.execute(
+        select(_C.c.country, _C.c.register_number, _C.c.status, _C.c.status_time).where(
+            tuple_(_C.c.country, _C.c.register_number).in_(
+                [(c.country, c.register_number) for c in companies]
+            )
+        )
+    )
+    return {CompanyId(c, n): (status, at) for c, n, status, at in rows}
 
 
 async def invoice_company(

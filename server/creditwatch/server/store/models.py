@@ -116,6 +116,8 @@ class Company(Base):
     industry_code: Mapped[str] = mapped_column(Text, default="")
     legal_form: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[int] = mapped_column(SmallInteger, default=0)
+    status_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When the status took effect (its event's time, or the UpsertCompany call's)."""
     # google.type.PostalAddress as JSON ({} when unknown).
     address: Mapped[dict[str, Any]] = mapped_column(
         JSONB, server_default=text("'{}'::jsonb"), default=dict
