@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from creditwatch.server.domain.errors import InvalidArgument
 from creditwatch.server.domain.money import Money, MoneyError
-from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import (
+    encode_token,
+    fingerprint,
+    page_request,
+    tenant_fingerprints,
+)
 
 
 def test_money_from_parts_is_exact() -> None:
@@ -103,3 +108,15 @@ def test_time_and_id_keys_need_a_utc_offset() -> None:
         with pytest.raises(InvalidArgument) as caught:
             page.time_and_id()
         assert caught.value.violations[0].field == "page_token"
+
+
+def test_a_token_from_before_tokens_named_the_tenant_is_still_taken_for_one_release() -> None:
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    digest, legacy = tenant_fingerprints(tenant, "watchLists")
+    assert digest != legacy and legacy == fingerprint("watchLists")
+    old = encode_token(("2026-01-01T00:00:00+00:00", str(uuid.uuid4())), legacy)
+    assert page_request(10, old, digest, default_size=10, max_size=10, legacy=legacy).after
+    theirs = encode_token(("2026-01-01T00:00:00+00:00", str(uuid.uuid4())), digest)
+    mine, mine_legacy = tenant_fingerprints(other, "watchLists")
+    with pytest.raises(InvalidArgument):
+        page_request(10, theirs, mine, default_size=10, max_size=10, legacy=mine_legacy)

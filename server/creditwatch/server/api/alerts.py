@@ -36,7 +36,12 @@ from creditwatch.server.domain.errors import (
 )
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.paging import PageRequest, encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import (
+    PageRequest,
+    encode_token,
+    page_request,
+    tenant_fingerprints,
+)
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.store import alerts as store
 from creditwatch.server.store.watchlists import WatchListStore
@@ -522,8 +527,9 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         if problems:
             raise InvalidArgument(problems)
         wanted = await self._filter(request.filter, tenant, "filter")
-        digest = fingerprint(
-            tenant,  # another tenant's token is refused like a changed filter
+        # Another tenant's token is refused like a changed filter.
+        digest, legacy = tenant_fingerprints(
+            tenant,
             sorted(map(str, wanted.watch_lists)),
             sorted(wanted.types),
             wanted.minimum_severity,
@@ -533,7 +539,12 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             by_priority,
         )
         page = page_request(
-            request.page_size, request.page_token, digest, default_size=100, max_size=1_000
+            request.page_size,
+            request.page_token,
+            digest,
+            default_size=100,
+            max_size=1_000,
+            legacy=legacy,
         )
         after = _list_after(page, by_priority)
         async with self._sessions() as session:

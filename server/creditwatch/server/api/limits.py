@@ -26,7 +26,7 @@ from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import ClassPolicy, CreditPolicy, LimitState, Origin, Request
 from creditwatch.server.domain.limits import decide as decide_limit
 from creditwatch.server.domain.money import Money
-from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
 from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.intake import Intake
@@ -340,9 +340,14 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             company = cv.company(request.company, "company", problems)
         if problems:
             raise InvalidArgument(problems)
-        digest = fingerprint(tenant, states, company.key if company else "")
+        digest, legacy = tenant_fingerprints(tenant, states, company.key if company else "")
         page = page_request(
-            request.page_size, request.page_token, digest, default_size=100, max_size=1_000
+            request.page_size,
+            request.page_token,
+            digest,
+            default_size=100,
+            max_size=1_000,
+            legacy=legacy,
         )
         after = page.time_and_id()
         async with self._sessions() as session:

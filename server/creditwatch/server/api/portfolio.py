@@ -20,7 +20,7 @@ from creditwatch.server.domain.errors import (
     PreconditionViolation,
 )
 from creditwatch.server.domain.money import MAX_UNITS, Money, MoneyError
-from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
 from creditwatch.server.domain.portfolio import (
     DEFAULT_LGD,
     SEGMENT_ACTION,
@@ -393,7 +393,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
             problems.append(FieldViolation("segment", "required: one of the four segments"))
         if problems:
             raise InvalidArgument(problems)
-        digest = fingerprint(
+        digest, legacy = tenant_fingerprints(
             tenant,
             request.watch_list,
             currency,
@@ -402,7 +402,12 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
             request.splits.SerializeToString().hex(),
         )
         page = page_request(
-            request.page_size, request.page_token, digest, default_size=1_000, max_size=10_000
+            request.page_size,
+            request.page_token,
+            digest,
+            default_size=1_000,
+            max_size=10_000,
+            legacy=legacy,
         )
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
         given_split: Decimal | None

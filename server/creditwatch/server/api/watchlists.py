@@ -12,7 +12,7 @@ from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import unary
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.paging import encode_token, fingerprint, page_request
+from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
 from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.domain.watchlists import (
@@ -78,9 +78,14 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
     async def ListWatchLists(
         self, request: pb.ListWatchListsRequest, tenant: uuid.UUID
     ) -> pb.ListWatchListsResponse:
-        filters = fingerprint(tenant, "watchLists")
+        filters, legacy = tenant_fingerprints(tenant, "watchLists")
         page = page_request(
-            request.page_size, request.page_token, filters, default_size=100, max_size=1000
+            request.page_size,
+            request.page_token,
+            filters,
+            default_size=100,
+            max_size=1000,
+            legacy=legacy,
         )
         rows = await self._store.list_page(tenant, page.size + 1, page.time_and_id())
         token = ""
@@ -180,9 +185,14 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
             if not key:
                 raise InvalidArgument.single("label", "must be 'key' or 'key=value'")
             label = (key, wanted if sep else None)
-        filters = fingerprint(tenant, str(list_id), sorted(classes), request.label)
+        filters, legacy = tenant_fingerprints(tenant, str(list_id), sorted(classes), request.label)
         page = page_request(
-            request.page_size, request.page_token, filters, default_size=1000, max_size=10_000
+            request.page_size,
+            request.page_token,
+            filters,
+            default_size=1000,
+            max_size=10_000,
+            legacy=legacy,
         )
         rows = await self._store.list_entries(
             tenant, list_id, page.size + 1, page.key(str, str), classes, label

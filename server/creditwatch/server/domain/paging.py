@@ -90,6 +90,13 @@ def fingerprint(*filters: object) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+def tenant_fingerprints(tenant: uuid.UUID, *filters: object) -> tuple[str, str]:
+    """(the fingerprint of a tenant's listing, the one its tokens had before
+    tokens named the tenant): the second is accepted too for one release, so
+    that listings paged through a rolling upgrade go on (see `page_request`)."""
+    return fingerprint(str(tenant), *filters), fingerprint(*filters)
+
+
 def encode_token(last_key: tuple[Any, ...], filters_fingerprint: str) -> str:
     """Token for the page after the row whose sort key is `last_key`."""
     body = json.dumps({"v": _VERSION, "k": list(last_key), "f": filters_fingerprint})
@@ -103,8 +110,10 @@ def page_request(
     *,
     default_size: int,
     max_size: int,
+    legacy: str | None = None,
 ) -> PageRequest:
-    """Validate `page_size` and decode `page_token`, naming the bad field."""
+    """Validate `page_size` and decode `page_token`, naming the bad field; a
+    token of the `legacy` fingerprint is accepted too (`tenant_fingerprints`)."""
     if page_size < 0 or page_size > max_size:
         raise InvalidArgument.single("page_size", f"must be between 0 and {max_size}")
     size = page_size or default_size
@@ -120,7 +129,7 @@ def page_request(
             raise ValueError("bad key")
     except (ValueError, KeyError, binascii.Error, UnicodeDecodeError):
         raise _foreign_token() from None
-    if body.get("f") != filters_fingerprint:
+    if body.get("f") not in (filters_fingerprint, legacy or filters_fingerprint):
         raise InvalidArgument.single(
             "page_token", "was issued for different filters; repeat the same filters or start over"
         )
