@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
+from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from tests.conftest import TenantKey, new_tenant
 
 
@@ -41,3 +42,9 @@ async def tenant(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
 async def other_tenant(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
     """A second tenant, for isolation tests."""
     return await new_tenant(sessions, "other tenant")
+
+
+@pytest.fixture
+async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
+    """A data feed's key: granted company-data intake."""
+    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))

@@ -14,12 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import record, remark, subscribe, watch
 from tests.identifiers import norwegian_numbers
@@ -28,12 +26,6 @@ pytestmark = pytest.mark.asyncio
 
 # Small buffers and a short lag allowance make slow-consumer handling visible.
 TIGHT = {"CREDITWATCH_ALERT_STREAM_BUFFER": "10", "CREDITWATCH_ALERT_MAX_LAG_SECONDS": "1"}
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,11 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.cursors import Position, encode
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.store import database
 from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import record, remark, subscribe, watch
 from tests.e2e.rpc_errors import field_violations
@@ -38,12 +36,6 @@ SELECT tenant_id, watch_list_id, country, register_number, type, severity,
     previous_score, score, trigger, suggested_action, $2, occurred_time
 FROM alerts WHERE id = $1::uuid
 """
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 async def _listed_settled(

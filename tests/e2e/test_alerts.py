@@ -12,7 +12,6 @@ from grpc_status import rpc_status
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.jobs.scheduler import purge_alerts
 from creditwatch.v1 import (
     alerts_pb2,
@@ -24,7 +23,7 @@ from creditwatch.v1 import (
     limits_pb2_grpc,
     watchlists_pb2,
 )
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import bankruptcy, record, ref, remark, subscribe, watch
 from tests.e2e.rpc_errors import field_violations
@@ -34,12 +33,6 @@ from tests.identifiers import norwegian_numbers
 pytestmark = pytest.mark.asyncio
 
 A = common_pb2.AlertType
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 def _precondition(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:

@@ -8,11 +8,9 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.type import date_pb2, money_pb2, postal_address_pb2
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.v1 import alerts_pb2, common_pb2, companies_pb2, companies_pb2_grpc
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import bankruptcy, record, ref, subscribe, watch
 from tests.e2e.rpc_errors import field_violations
@@ -20,12 +18,6 @@ from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "register feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 def _day(value: dt.date) -> date_pb2.Date:

@@ -15,7 +15,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.paging import encode_token, fingerprint
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.jobs.scheduler import run_claims_clock
 from creditwatch.v1 import (
     common_pb2,
@@ -24,7 +23,7 @@ from creditwatch.v1 import (
     limits_pb2,
     limits_pb2_grpc,
 )
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e import alerting
 from tests.e2e.alerting import bankruptcy, record, ref, remark, subscribe, watch
 from tests.e2e.rpc_errors import field_violations
@@ -47,12 +46,6 @@ def strong() -> companies_pb2.FinancialStatement:
         operating_profit=11_000_000, ebit=10_500_000, gross_profit=10_000_000,
         profit_on_sales=11_000_000, cash=15_000_000,
     )  # fmt: skip
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "limits feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 async def _statement(

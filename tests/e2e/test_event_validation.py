@@ -18,9 +18,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from google.type import date_pb2, money_pb2, postal_address_pb2
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.v1 import (
     common_pb2,
     companies_pb2,
@@ -28,7 +26,7 @@ from creditwatch.v1 import (
     scoring_pb2,
     scoring_pb2_grpc,
 )
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e.alerting import ref
 from tests.e2e.rpc_errors import field_violations
 from tests.e2e.test_scoring import healthy
@@ -38,12 +36,6 @@ pytestmark = pytest.mark.asyncio
 
 _c = companies_pb2
 _DETAILS = [f.name for f in _c.CompanyEvent.DESCRIPTOR.oneofs_by_name["detail"].fields]
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 def _stamp(when: datetime) -> Timestamp:

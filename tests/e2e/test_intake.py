@@ -9,9 +9,7 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.server.store import database
 from creditwatch.v1 import (
     common_pb2,
@@ -20,18 +18,12 @@ from creditwatch.v1 import (
     scoring_pb2,
     scoring_pb2_grpc,
 )
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e.rpc_errors import field_violations
 from tests.e2e.test_scoring import distressed, healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "bureau feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 def _ref(number: str) -> common_pb2.CompanyRef:

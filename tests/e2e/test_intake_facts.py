@@ -29,11 +29,6 @@ from tests.identifiers import norwegian_numbers
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    return await new_tenant(sessions, "intake facts feed", scopes=(SCOPE_COMPANIES_WRITE,))
-
-
 async def _alert_types(
     channel: grpc.aio.Channel, tenant: TenantKey, watch_list: str
 ) -> list[common_pb2.AlertType.ValueType]:
@@ -75,6 +70,15 @@ async def _status(
         metadata=feed.metadata,
     )
     return response
+
+
+async def _registered_status(
+    data: companies_pb2_grpc.CompanyDataServiceStub, tenant: TenantKey, number: str
+) -> companies_pb2.CompanyStatus.ValueType:
+    got = await data.GetCompany(
+        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
+    )
+    return got.company.status
 
 
 async def test_an_identical_statement_again_changes_nothing_and_raises_no_alert(
@@ -128,10 +132,7 @@ async def test_a_bankrupt_status_is_handled_like_a_bankruptcy_event_dated_now(
     )
     effect = (await record(channel, feed, late)).effects[0]
     assert effect.score.risk_class == common_pb2.RISK_CLASS_D
-    company = await data.GetCompany(
-        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
-    )
-    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
     assert common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE not in await _alert_types(
         channel, tenant, watch_list
     )
@@ -166,10 +167,7 @@ async def test_a_newer_event_still_sets_the_status(
     )
     opened = companies_pb2.BankruptcyOpened()
     await record(channel, feed, dated(9, f"{number}-bankrupt", bankruptcy_opened=opened))
-    company = await data.GetCompany(
-        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
-    )
-    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
 
 async def test_an_invoice_moved_to_another_company_re_scores_the_one_it_left(
@@ -275,20 +273,14 @@ async def test_a_status_set_by_upsert_gives_way_to_a_graver_event_of_the_same_da
 
     opened = companies_pb2.BankruptcyOpened()
     await record(channel, feed, _today(number, f"{number}-konkurs", bankruptcy_opened=opened))
-    company = await data.GetCompany(
-        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
-    )
-    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
     # A milder event of the same day does not take the graver status back.
     liquidation = companies_pb2.VoluntaryLiquidation()
     await record(
         channel, feed, _today(number, f"{number}-avvikling", voluntary_liquidation=liquidation)
     )
-    company = await data.GetCompany(
-        companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"), metadata=tenant.metadata
-    )
-    assert company.company.status == companies_pb2.COMPANY_STATUS_BANKRUPT
+    assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
 
 async def test_a_status_set_by_upsert_can_be_set_back(

@@ -6,7 +6,6 @@ import asyncio
 
 import grpc
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client import (
     AlertStream,
@@ -15,19 +14,12 @@ from creditwatch.client import (
     alert_filter,
 )
 from creditwatch.client.testing import ServerProcess
-from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
 from creditwatch.v1 import alerts_pb2, common_pb2
-from tests.conftest import TenantKey, new_tenant
+from tests.conftest import TenantKey
 from tests.e2e.alerting import bankruptcy, record, remark, watch
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def feed(sessions: async_sessionmaker[AsyncSession]) -> TenantKey:
-    """A data feed's key: granted company-data intake."""
-    return await new_tenant(sessions, "sdk feed", scopes=(SCOPE_COMPANIES_WRITE,))
 
 
 async def _take(stream: AlertStream, count: int) -> list[alerts_pb2.Alert]:
