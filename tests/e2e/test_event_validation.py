@@ -497,3 +497,41 @@ async def test_stream_scores_answers_an_items_bad_event_in_its_result(
     (detail,) = failed.error.details
     assert detail.Unpack(bad_request)
     assert [v.field for v in bad_request.field_violations] == ["events[0].occurred_time"]
+
+
+async def test_a_prospect_takes_at_most_100_events_and_a_company_item_none(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    (number,) = norwegian_numbers(1, start=82_800_000)
+    remarks = [
+        _event(number, f"r{i}", payment_remark_registered=_c.PaymentRemarkRegistered(remark_id="r"))
+        for i in range(101)
+    ]
+    await _score_financials(channel, tenant, *remarks[:100])  # the limit itself is fine
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _score_financials(channel, tenant, *remarks)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(caught.value)) == {"events"}
+
+    async def requests() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+        yield scoring_pb2.StreamScoresRequest(
+            items=[
+                scoring_pb2.ScoreItem(
+                    correlation_id="many", financial_statement=healthy(), events=remarks
+                ),
+                scoring_pb2.ScoreItem(
+                    correlation_id="company",
+                    company=common_pb2.CompanyRef(country="NO", register_number=number),
+                    events=remarks[:1],
+                ),
+            ]
+        )
+
+    stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+    (response,) = [r async for r in stub.StreamScores(requests(), metadata=tenant.metadata)]
+    for result in response.results:
+        assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], result.correlation_id
+        bad_request = error_details_pb2.BadRequest()
+        (detail,) = result.error.details
+        assert detail.Unpack(bad_request)
+        assert [v.field for v in bad_request.field_violations] == ["events"]

@@ -45,6 +45,8 @@ from creditwatch.server.store.activations import ActivationStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
 
 MAX_STREAM_CHUNK = 1_000
+# Events a prospect's score takes into account (the contract's 0..100).
+MAX_EVENTS = 100
 # Chunks with more items than this are read and answered in a worker thread
 # (or process), so that a 1,000-item chunk does not hold the event loop for
 # milliseconds.
@@ -188,6 +190,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     ) -> scoring_pb2.ScoreFinancialsResponse:
         if not request.HasField("financial_statement"):
             raise InvalidArgument.single("financial_statement", "required")
+        if len(request.events) > MAX_EVENTS:
+            raise InvalidArgument.single("events", f"at most {MAX_EVENTS} events")
         scorer = self._scorer(request.model_version)
         statement = sc.statement(request.financial_statement, "financial_statement")
         state = RiskState.of(sc.events(list(request.events), "events"))
@@ -327,6 +331,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         """A stored score (company items), a request to run (statement items), or an error."""
         try:
             subject = item.WhichOneof("subject")
+            if subject == "company" and item.events:
+                return InvalidArgument.single("events", "must be empty with a company")
+            if len(item.events) > MAX_EVENTS:
+                return InvalidArgument.single("events", f"at most {MAX_EVENTS} events")
             if subject == "company":
                 company = _company(item.company, "company")
                 return _CompanyScore(await self._stored(company), company)
