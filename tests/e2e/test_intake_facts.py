@@ -3,7 +3,7 @@ statuses set by UpsertCompany, late reports of old events, invoices that move.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 import grpc
 import pytest
@@ -81,6 +81,22 @@ async def _registered_status(
     return got.company.status
 
 
+def _event(
+    number: str, event_id: str, day: date | None = None, **detail: object
+) -> companies_pb2.CompanyEvent:
+    """An event about a company dated `day` (None: today) at 00:00 UTC, as
+    registers date them."""
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.combine(day or datetime.now(UTC).date(), time(), UTC))
+    return companies_pb2.CompanyEvent(
+        event_id=event_id,
+        company=ref(number),
+        occurred_time=stamp,
+        source="test",
+        **detail,  # type: ignore[arg-type]
+    )
+
+
 async def test_an_identical_statement_again_changes_nothing_and_raises_no_alert(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:
@@ -121,13 +137,10 @@ async def test_a_bankrupt_status_is_handled_like_a_bankruptcy_event_dated_now(
 
     # A register feed reports, late, a liquidation resolved years ago: it is
     # history, not the company's status now, and does not lift class D.
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime(2019, 3, 1, tzinfo=UTC))
-    late = companies_pb2.CompanyEvent(
-        event_id=f"{number}-liquidation-2019",
-        company=ref(number),
-        occurred_time=stamp,
-        source="test",
+    late = _event(
+        number,
+        f"{number}-liquidation-2019",
+        date(2019, 3, 1),
         voluntary_liquidation=companies_pb2.VoluntaryLiquidation(),
     )
     effect = (await record(channel, feed, late)).effects[0]
@@ -149,24 +162,18 @@ async def test_a_newer_event_still_sets_the_status(
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
     await _submit(data, feed, number, healthy())
 
-    def dated(day: int, event_id: str, **detail: object) -> companies_pb2.CompanyEvent:
-        stamp = Timestamp()
-        stamp.FromDatetime(datetime(2026, 5, day, tzinfo=UTC))
-        return companies_pb2.CompanyEvent(
-            event_id=event_id,
-            company=ref(number),
-            occurred_time=stamp,
-            source="test",
-            **detail,  # type: ignore[arg-type]
-        )
-
+    liquidation = companies_pb2.VoluntaryLiquidation()
     await record(
         channel,
         feed,
-        dated(2, f"{number}-liq", voluntary_liquidation=companies_pb2.VoluntaryLiquidation()),
+        _event(number, f"{number}-liq", date(2026, 5, 2), voluntary_liquidation=liquidation),
     )
     opened = companies_pb2.BankruptcyOpened()
-    await record(channel, feed, dated(9, f"{number}-bankrupt", bankruptcy_opened=opened))
+    await record(
+        channel,
+        feed,
+        _event(number, f"{number}-bankrupt", date(2026, 5, 9), bankruptcy_opened=opened),
+    )
     assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
 
@@ -217,15 +224,8 @@ async def test_event_ids_are_each_senders_own(
     other = await new_tenant(sessions, "second bureau", scopes=(SCOPE_COMPANIES_WRITE,))
 
     def remark(reference: str) -> companies_pb2.CompanyEvent:
-        stamp = Timestamp()
-        stamp.FromDatetime(datetime(2026, 6, 1, tzinfo=UTC))
-        return companies_pb2.CompanyEvent(
-            event_id="1001",
-            company=ref(number),
-            occurred_time=stamp,
-            source="bureau",
-            payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id=reference),
-        )
+        registered = companies_pb2.PaymentRemarkRegistered(remark_id=reference)
+        return _event(number, "1001", date(2026, 6, 1), payment_remark_registered=registered)
 
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
     await _submit(data, feed, number, healthy())
@@ -250,19 +250,6 @@ async def test_upsert_says_created_only_for_a_company_never_mentioned_before(
     assert (await _status(data, feed, new, companies_pb2.COMPANY_STATUS_ACTIVE)).created
 
 
-def _today(number: str, event_id: str, **detail: object) -> companies_pb2.CompanyEvent:
-    """An event dated today at 00:00 UTC, as registers date them."""
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
-    return companies_pb2.CompanyEvent(
-        event_id=event_id,
-        company=ref(number),
-        occurred_time=stamp,
-        source="test",
-        **detail,  # type: ignore[arg-type]
-    )
-
-
 async def test_a_status_set_by_upsert_gives_way_to_a_graver_event_of_the_same_day(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:
@@ -272,13 +259,13 @@ async def test_a_status_set_by_upsert_gives_way_to_a_graver_event_of_the_same_da
     await _status(data, feed, number, companies_pb2.COMPANY_STATUS_VOLUNTARY_LIQUIDATION)
 
     opened = companies_pb2.BankruptcyOpened()
-    await record(channel, feed, _today(number, f"{number}-konkurs", bankruptcy_opened=opened))
+    await record(channel, feed, _event(number, f"{number}-konkurs", bankruptcy_opened=opened))
     assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
     # A milder event of the same day does not take the graver status back.
     liquidation = companies_pb2.VoluntaryLiquidation()
     await record(
-        channel, feed, _today(number, f"{number}-avvikling", voluntary_liquidation=liquidation)
+        channel, feed, _event(number, f"{number}-avvikling", voluntary_liquidation=liquidation)
     )
     assert await _registered_status(data, tenant, number) == companies_pb2.COMPANY_STATUS_BANKRUPT
 
