@@ -386,8 +386,12 @@ class DecideCreditLimitRequest(_message.Message):
     external_reference: _builtins.str
     """The tenant's own id for the buyer, up to 200 characters. Optional."""
     request_id: _builtins.str
-    """Optional idempotency key (1..128 characters); a repeat within 24 hours
-    returns the first decision without deciding again.
+    """Optional idempotency key (1..128 characters); a repeat of the same
+    request within 24 hours returns the first decision without deciding
+    again. Reusing the key within 24 hours for a different request (another
+    buyer, amount, terms, exposure or external reference) is INVALID_ARGUMENT
+    (a BadRequest violation on `request_id`) and decides nothing: use a new
+    key for a new request.
     """
     @_builtins.property
     def company(self) -> _common_pb2.CompanyRef:

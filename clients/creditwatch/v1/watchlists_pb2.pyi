@@ -245,7 +245,9 @@ class CreateWatchListRequest(_message.Message):
     request_id: _builtins.str
     """Client-chosen idempotency key (1..128 characters, a UUID is ideal). A repeat
     with the same key within 24 hours returns the first result instead of
-    creating a second watch list. Optional.
+    creating a second watch list. Reusing the key within 24 hours with a
+    different `watch_list` (output-only fields aside) is INVALID_ARGUMENT (a
+    BadRequest violation on `request_id`) and creates nothing. Optional.
     """
     @_builtins.property
     def watch_list(self) -> Global___WatchList:
@@ -504,7 +506,10 @@ class AddEntriesRequest(_message.Message):
     """The watch list: "watchLists/{watch_list_id}"."""
     request_id: _builtins.str
     """Optional idempotency key (1..128 characters); a repeat within 24 hours
-    returns the first call's response without writing again.
+    returns the first call's response without writing again. The repeat must
+    name the same `parent` and the same entries (in any order): otherwise it
+    is INVALID_ARGUMENT (a BadRequest violation on `request_id`) and writes
+    nothing.
     """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchListEntry]:

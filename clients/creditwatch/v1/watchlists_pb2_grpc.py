@@ -94,7 +94,8 @@ class WatchListServiceServicer:
 
     def CreateWatchList(self, request, context):
         """Creates a watch list. Idempotent with `request_id`: repeating a request
-        with the same `request_id` returns the watch list the first call created.
+        with the same `request_id` returns the watch list the first call created;
+        the same `request_id` with a different watch list is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,8 @@ class WatchListServiceStub:
     def __new__(cls, channel: _aio.Channel) -> WatchListServiceAsyncStub: ...
     CreateWatchList: _grpc.UnaryUnaryMultiCallable[_watchlists_pb2.CreateWatchListRequest, _watchlists_pb2.CreateWatchListResponse]
     """Creates a watch list. Idempotent with `request_id`: repeating a request
-    with the same `request_id` returns the watch list the first call created.
+    with the same `request_id` returns the watch list the first call created;
+    the same `request_id` with a different watch list is INVALID_ARGUMENT.
     """
     GetWatchList: _grpc.UnaryUnaryMultiCallable[_watchlists_pb2.GetWatchListRequest, _watchlists_pb2.GetWatchListResponse]
     """Returns one watch list. NOT_FOUND if it does not exist for this tenant."""
@@ -79,7 +80,8 @@ class WatchListServiceAsyncStub(WatchListServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateWatchList: _aio.UnaryUnaryMultiCallable[_watchlists_pb2.CreateWatchListRequest, _watchlists_pb2.CreateWatchListResponse]  # type: ignore[assignment]
     """Creates a watch list. Idempotent with `request_id`: repeating a request
-    with the same `request_id` returns the watch list the first call created.
+    with the same `request_id` returns the watch list the first call created;
+    the same `request_id` with a different watch list is INVALID_ARGUMENT.
     """
     GetWatchList: _aio.UnaryUnaryMultiCallable[_watchlists_pb2.GetWatchListRequest, _watchlists_pb2.GetWatchListResponse]  # type: ignore[assignment]
     """Returns one watch list. NOT_FOUND if it does not exist for this tenant."""
@@ -122,7 +124,8 @@ class WatchListServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_watchlists_pb2.CreateWatchListResponse, _abc.Awaitable[_watchlists_pb2.CreateWatchListResponse]]:
         """Creates a watch list. Idempotent with `request_id`: repeating a request
-        with the same `request_id` returns the watch list the first call created.
+        with the same `request_id` returns the watch list the first call created;
+        the same `request_id` with a different watch list is INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod

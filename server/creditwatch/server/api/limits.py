@@ -23,14 +23,21 @@ from creditwatch.server.domain.errors import (
     NotFound,
 )
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.limits import ClassPolicy, CreditPolicy, LimitState, Origin, Request
+from creditwatch.server.domain.limits import (
+    ClassPolicy,
+    CreditPolicy,
+    LimitState,
+    Origin,
+    Request,
+    request_fingerprint,
+)
 from creditwatch.server.domain.limits import decide as decide_limit
 from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
 from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.intake import Intake
-from creditwatch.server.store import alerts, facts, idempotency
+from creditwatch.server.store import alerts, facts
 from creditwatch.server.store import limits as store
 from creditwatch.server.store.facts import score_from_json
 from creditwatch.v1 import alerts_pb2, common_pb2, limits_pb2, limits_pb2_grpc
@@ -268,12 +275,11 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             request.requested_payment_terms_days,
             exposure.amount if exposure is not None else None,
         )
+        asks = request_fingerprint(company, asked, request.external_reference)
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             if request.request_id:
-                earlier = await idempotency.claim(
-                    session, tenant, "DecideCreditLimit", request.request_id
-                )
+                earlier = await store.replayed_decision(session, tenant, request.request_id, asks)
                 if earlier is not None:
                     return limits_pb2.DecideCreditLimitResponse(decision=decision_message(earlier))
             policy = await store.policy(session, tenant)
@@ -302,9 +308,7 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                 )
                 decided = limit.latest_decision
             if request.request_id:
-                await idempotency.remember(
-                    session, tenant, "DecideCreditLimit", request.request_id, decided
-                )
+                await store.remember_decision(session, tenant, request.request_id, decided)
         return limits_pb2.DecideCreditLimitResponse(decision=decision_message(decided))
 
     @unary

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import calendar
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -16,6 +18,7 @@ from typing import Any
 from creditwatch.server.domain.alerts import DEFAULT_CLASS_ACTIONS, SuggestedAction
 from creditwatch.server.domain.errors import FieldViolation, InvalidArgument
 from creditwatch.server.domain.financials import FinancialStatement
+from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 
 
@@ -164,6 +167,22 @@ class Request:
     amount: Decimal
     payment_terms_days: int
     exposure: Decimal | None = None
+
+
+def request_fingerprint(company: CompanyId, asked: Request, external_reference: str) -> str:
+    """sha256 of what a DecideCreditLimit call asks (all of it but `request_id`):
+    a repeated `request_id` with the same fingerprint is a retry, with another
+    one a different request that reuses the id."""
+    exposure = None if asked.exposure is None else str(asked.exposure)
+    asks = [
+        company.key,
+        asked.currency,
+        str(asked.amount),
+        asked.payment_terms_days,
+        exposure,
+        external_reference,
+    ]
+    return hashlib.sha256(json.dumps(asks, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

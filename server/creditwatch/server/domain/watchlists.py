@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -21,6 +22,11 @@ MAX_LABELS = 64
 _LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,62}")
 MAX_LABEL_VALUE = 255
 UPDATABLE_FIELDS = ("display_name", "description", "pd_threshold", "alert_rules", "labels")
+
+
+def _sha256(asks: object) -> str:
+    raw = json.dumps(asks, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,11 @@ class WatchListSpec:
     pd_threshold: float = 0.0
     alert_rules: AlertRules = field(default_factory=AlertRules)
     labels: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """sha256 of the spec: what a CreateWatchList call asks besides its
+        `request_id`, to tell a retry from another request reusing the id."""
+        return _sha256(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,29 @@ class EntryColumns:
         self.limit_amounts.append(spec.credit_limit.amount if spec.credit_limit else None)
         self.external_references.append(spec.external_reference)
         self.labels_json.append(labels_json)
+
+    def fingerprint(self, watch_list_id: str) -> str:
+        """sha256 of what an AddEntries call asks besides its `request_id`: the
+        watch list and the entries in company order (the order they were sent
+        in changes nothing that is stored, so a retry may send them in another).
+
+        It reads the columns as they are, with no object per entry: it runs for
+        every 10,000-entry call with a `request_id`, which the SDK always sends.
+        """
+        companies = list(zip(self.countries, self.register_numbers, strict=True))
+        order = sorted(range(len(companies)), key=companies.__getitem__)
+        texts = (
+            self.countries,
+            self.register_numbers,
+            self.exposure_currencies,
+            self.limit_currencies,
+            self.external_references,
+            self.labels_json,
+        )
+        columns: list[list[str | None]] = [[column[i] for i in order] for column in texts]
+        for amounts in (self.exposure_amounts, self.limit_amounts):
+            columns.append([None if amounts[i] is None else str(amounts[i]) for i in order])
+        return _sha256([watch_list_id, columns])
 
     @classmethod
     def of(cls, specs: list[EntrySpec]) -> EntryColumns:

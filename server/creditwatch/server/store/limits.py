@@ -21,13 +21,24 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, and_, case, func, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.alerts import Change, ClaimDue, LimitChange
-from creditwatch.server.domain.errors import Aborted, NotFound
+from creditwatch.server.domain.errors import Aborted, InvalidArgument, NotFound
 from creditwatch.server.domain.events import EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import (
@@ -45,9 +56,11 @@ from creditwatch.server.domain.limits import (
     decide,
 )
 from creditwatch.server.domain.scores import StoredScore
-from creditwatch.server.store import facts, models
+from creditwatch.server.store import facts, idempotency, models
 
 _P = cast(Table, models.CreditPolicyVersion.__table__)
+_K = models.IdempotencyKey
+_DECIDE = "DecideCreditLimit"
 _L = cast(Table, models.CreditLimit.__table__)
 # The state a client sees: the stored one, but EXPIRED for an ACTIVE limit
 # past its `valid_until` (now(): the reading transaction's start).
@@ -142,6 +155,38 @@ def _limit(row: Any) -> StandingLimit:
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+async def replayed_decision(
+    session: AsyncSession, tenant: uuid.UUID, request_id: str, fingerprint: str
+) -> dict[str, Any] | None:
+    """The decision of an earlier DecideCreditLimit call with `request_id`, or
+    None when this call is the first (its key is then claimed with
+    `fingerprint`, what the call asks; `remember_decision` stores the result).
+
+    A repeat that asks something other than the first call did is refused with
+    nothing decided. Keys stored before fingerprints (NULL) replay whatever a
+    repeat asks, as they always did.
+    """
+    key = (_K.tenant_id == tenant, _K.method == _DECIDE, _K.request_id == request_id)
+    earlier = await idempotency.claim(session, tenant, _DECIDE, request_id)
+    if earlier is None:
+        await session.execute(update(_K).where(*key).values(fingerprint=fingerprint))
+        return None
+    if await session.scalar(select(_K.fingerprint).where(*key)) in (None, fingerprint):
+        return earlier
+    raise InvalidArgument.single(
+        "request_id",
+        "already used within 24 hours for a different request; "
+        "a retry must repeat the request unchanged, a new request needs a new request_id",
+    )
+
+
+async def remember_decision(
+    session: AsyncSession, tenant: uuid.UUID, request_id: str, decided: dict[str, Any]
+) -> None:
+    """Store the decision of the call that claimed `request_id`."""
+    await idempotency.remember(session, tenant, _DECIDE, request_id, decided)
 
 
 def decision_json(

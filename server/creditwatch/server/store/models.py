@@ -290,6 +290,9 @@ class IdempotencyKey(Base):
     method: Mapped[str] = mapped_column(Text, primary_key=True)
     request_id: Mapped[str] = mapped_column(Text, primary_key=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # sha256 of what the first call asked; NULL for keys stored before 0018
+    # (those replay whatever a repeat asks).
+    fingerprint: Mapped[str | None] = mapped_column(Text)
     create_time: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
