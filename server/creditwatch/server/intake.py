@@ -28,7 +28,12 @@ from creditwatch.server.domain.alerts import (
     RescoreReason,
     StatementFact,
 )
-from creditwatch.server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from creditwatch.server.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
 from creditwatch.server.domain.events import (
     EVENT_OF_STATUS,
     STATUS_AFTER,
@@ -98,7 +103,9 @@ async def score_companies(
     origin: str = "intake",
 ) -> dict[CompanyId, Effect]:
     """Re-score locked companies from their stored facts in bulk: one model run
-    and a handful of statements for the lot; stores the new scores."""
+    and a handful of statements for the lot; stores the new scores. A company
+    that had a score and now has nothing to be scored on (an override lifted,
+    no statement) loses it: its effect's score is None, which its alerts tell."""
     known = await rescoring.read(session, companies, scorer.policy.overdue_days)
     requests = [
         ScoreRequest(
@@ -110,6 +117,12 @@ async def score_companies(
     scores = await scorer.score_many(requests)
     scored = [(c, s) for c, s in zip(companies, scores, strict=True) if s is not None]
     await rescoring.add_scores(session, scored, scorer.policy.tag)
+    # Left as it was, the old score would go on being served as current: a
+    # class D whose bankruptcy status was set back to ACTIVE, say.
+    await facts.end_scores(
+        session,
+        [c for c, s in zip(companies, scores, strict=True) if s is None and c in known.scores],
+    )
     metrics.SCORES.labels(origin).inc(len(scored))
     return {c: Effect(c, s, known.scores.get(c)) for c, s in zip(companies, scores, strict=True)}
 
@@ -417,7 +430,14 @@ class Intake:
             effect = await self._rescore(session, company)
         if effect.score is None:
             raise FailedPrecondition(
-                f"{company.key} has no financial statement and no event that decides its class"
+                f"{company.key} has no financial statement and no event that decides its class",
+                [
+                    PreconditionViolation(
+                        "NO_FINANCIAL_STATEMENT",
+                        f"companies/{company.key}",
+                        "submit a financial statement to have the company scored",
+                    )
+                ],
             )
         return effect.score, True
 

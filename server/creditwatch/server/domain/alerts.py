@@ -144,6 +144,9 @@ _LIMIT_PRESSURE = {
 # A set, not a tuple of enum attributes looked up on every call: a re-score
 # plans alerts for tens of thousands of companies.
 _CLASS_CHANGES = frozenset({AlertType.RISK_CLASS_DOWNGRADE, AlertType.RISK_CLASS_UPGRADE})
+# The most classes a change can move (A to D): what rule `minimum_class_change`
+# (1..3) can ask for at most.
+_MOST_CLASS_STEPS = int(RiskClass.D) - int(RiskClass.A)
 
 
 @dataclass(frozen=True)
@@ -207,8 +210,8 @@ class Change:
 
     @property
     def moves_class(self) -> bool:
-        """Whether the change raises a risk-class alert (for any watch list
-        whose rules want it)."""
+        """Whether the change moves the company to another risk class (a
+        risk-class alert for any watch list whose rules want it)."""
         before, after = self.previous, self.score
         return (
             self.score_alerts
@@ -216,6 +219,14 @@ class Change:
             and after is not None
             and before.risk_class != after.risk_class
         )
+
+    @property
+    def ends_score(self) -> bool:
+        """Whether the change ends the company's score: it had one and now has
+        nothing to be scored on (an override that forced class D was lifted,
+        and there is no financial statement). Raises a risk-class upgrade
+        alert without a score after (see `_class_candidate`)."""
+        return self.score_alerts and self.previous is not None and self.score is None
 
 
 @dataclass(frozen=True)
@@ -265,6 +276,8 @@ def _pct(pd: float) -> str:
 
 def _class_text(change: Change) -> str:
     before, after = change.previous, change.score
+    if before is not None and after is None:
+        return f"risk class {before.risk_class.name} → unscored"
     if before is None or after is None or before.risk_class == after.risk_class:
         return ""
     return f"risk class {before.risk_class.name} → {after.risk_class.name}"
@@ -294,6 +307,8 @@ def _fact_candidate(change: Change) -> Candidate | None:
 
 def _class_candidate(change: Change) -> Candidate | None:
     before, after = change.previous, change.score
+    if change.ends_score and before is not None:
+        return _ended_candidate(before)
     if not change.moves_class or before is None or after is None:
         return None
     steps = int(after.risk_class) - int(before.risk_class)
@@ -310,6 +325,29 @@ def _class_candidate(change: Change) -> Candidate | None:
     else:
         severity = Severity.LOW
     return Candidate(AlertType.RISK_CLASS_DOWNGRADE, severity, text, steps)
+
+
+def _ended_candidate(before: StoredScore) -> Candidate:
+    """The alert for a score that ended (`Change.ends_score`).
+
+    RISK_CLASS_UPGRADE, not a new wire type: the company leaves the class it
+    was in (always D: only an override scores a company without a statement),
+    as a downgrade told the watchers it entered it, and a list that follows
+    risk classes only must hear that the class no longer holds. The alert has
+    no score after, which is how an integrator tells it from an upgrade to a
+    class. It passes any `minimum_class_change` (the class it would move to is
+    unknown, so it counts as the largest move) and suggests a review whatever
+    the credit policy says for a class: there is no class to act on.
+    """
+    return Candidate(
+        AlertType.RISK_CLASS_UPGRADE,
+        Severity.LOW,
+        f"Risk class {before.risk_class.name} → unscored "
+        f"(PD {_pct(before.probability_of_default)} → none): what set class "
+        f"{before.risk_class.name} no longer applies, and there is no financial statement "
+        "to score",
+        _MOST_CLASS_STEPS,
+    )
 
 
 def candidates(change: Change) -> list[Candidate]:
@@ -344,8 +382,11 @@ def suggested_action(
 ) -> SuggestedAction:
     """The advice for an alert: for a risk-class change, what the credit policy
     (`class_actions`) says for a company in the new class; for any other
-    alert, by its severity and type."""
-    if candidate.type in _CLASS_CHANGES and score is not None:
+    alert, by its severity and type. A risk-class alert without a score after
+    (the score ended) suggests a review: there is no class to act on."""
+    if candidate.type in _CLASS_CHANGES:
+        if score is None:
+            return SuggestedAction.REVIEW
         return class_actions.get(score.risk_class, SuggestedAction.REVIEW)
     if candidate.severity == Severity.CRITICAL:
         return SuggestedAction.STOP_CREDIT

@@ -26,7 +26,7 @@ from creditwatch.server.domain.scores import (
     reasons_as_json,
     reasons_from_json,
 )
-from creditwatch.server.store import models
+from creditwatch.server.store import models, score_cache
 from creditwatch.server.store.database import dumps
 
 _S = cast(Table, models.Score.__table__)
@@ -319,6 +319,45 @@ async def add_score(
     )
     await session.execute(
         text("SELECT pg_notify('creditwatch_scores', :key)"), {"key": company.key}
+    )
+
+
+# Arrays, not an IN list: a RecordEvents call can end the scores of a
+# thousand companies, and SQLAlchemy renders an IN list parameter by parameter.
+_END_SCORES = text(
+    """
+    DELETE FROM scores
+    WHERE (country, register_number) IN
+          (SELECT * FROM unnest(CAST(:countries AS char(2)[]), CAST(:numbers AS varchar[])))
+    """
+)
+
+
+async def end_scores(session: AsyncSession, companies: Sequence[CompanyId]) -> None:
+    """End the score of locked companies that had one and can no longer be
+    scored (an override that forced class D was lifted, and there is no
+    statement): they are unscored from now on, as if never scored.
+
+    Their score rows are deleted, not superseded: every reader takes a
+    company's newest row as its current score (ScoreCompany, watch-list
+    entries, portfolio views and snapshots, the scheduled re-score), and a
+    marker row would have to be understood by each of them. What is lost is
+    history no call serves; the alerts and limit decisions that used those
+    scores keep their own copies. Replicas caching scores hear about it when
+    this transaction commits (NOTIFY), as for a new score."""
+    if not companies:
+        return
+    keys = [c.key for c in companies]
+    await session.execute(
+        _END_SCORES,
+        {
+            "countries": [c.country for c in companies],
+            "numbers": [c.register_number for c in companies],
+        },
+    )
+    await session.execute(
+        text("SELECT pg_notify(:channel, k) FROM unnest(CAST(:keys AS text[])) AS k"),
+        {"channel": score_cache.CHANNEL, "keys": score_cache.notices(keys)},
     )
 
 

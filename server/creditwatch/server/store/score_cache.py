@@ -1,7 +1,8 @@
 """A per-replica cache of current scores, kept honest by PostgreSQL NOTIFY.
 
 ScoreCompany is a look-up that integrators call on hot paths, so a replica
-keeps companies' current scores in memory. Every score write sends
+keeps companies' current scores in memory. Every score write (and every
+score that ends, `facts.end_scores`) sends
 `NOTIFY creditwatch_scores, '<country>-<number>'` in its own transaction (a
 bulk write: a few notices of many comma-separated keys, see `notices`), so
 the notice arrives only once the score is visible; each replica LISTENs and

@@ -1,4 +1,5 @@
-"""Company scores in PostgreSQL: append-only history, newest is current."""
+"""Company scores in PostgreSQL: a history, newest is current; a company that
+can no longer be scored loses it (`facts.end_scores`)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,92 @@
+"""A score that ends (an override lifted, no statement) is gone everywhere at commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server import intake as intake_module
+from creditwatch.server.domain.alerts import Change
+from creditwatch.server.domain.errors import FailedPrecondition
+from creditwatch.server.domain.events import CompanyStatus
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.scores import RiskClass
+from creditwatch.server.intake import Intake
+from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import database, facts
+from creditwatch.server.store.score_cache import ScoreCache
+from tests.identifiers import norwegian_numbers
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _until(condition: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_another_replicas_cache_drops_a_score_that_ended(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    other_replica: async_sessionmaker[AsyncSession],
+    registry: ModelRegistry,
+) -> None:
+    company = CompanyId("NO", norwegian_numbers(1, start=97_830_000)[0])
+    writer = Intake(sessions, registry)
+    cache = ScoreCache(database.async_url(database_url))
+    reader = Intake(other_replica, registry, cache)
+    cache.start()
+    try:
+        await _until(lambda: cache.live)
+        _, _, bankrupt = await writer.upsert_company(
+            company, {"status": int(CompanyStatus.BANKRUPT)}
+        )
+        assert bankrupt.score is not None and bankrupt.score.risk_class == RiskClass.D
+        read, _ = await reader.score_company(company)
+        assert cache.get(company) is read  # the other replica now serves it from memory
+
+        _, _, active = await writer.upsert_company(company, {"status": int(CompanyStatus.ACTIVE)})
+        assert active.score is None and active.previous == bankrupt.score
+        await _until(lambda: cache.get(company) is None)  # told at commit (NOTIFY)
+        with pytest.raises(FailedPrecondition):
+            await reader.score_company(company)
+        async with sessions() as session:
+            assert await facts.latest_score(session, company) is None
+            left = await session.scalar(
+                text("SELECT count(*) FROM scores WHERE country = 'NO' AND register_number = :n"),
+                {"n": company.register_number},
+            )
+        assert left == 0
+    finally:
+        await cache.stop()
+
+
+async def test_an_intake_that_fails_after_ending_a_score_keeps_it(
+    sessions: async_sessionmaker[AsyncSession],
+    registry: ModelRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ending is part of the intake's one transaction: rolled back with it."""
+    company = CompanyId("NO", norwegian_numbers(1, start=97_840_000)[0])
+    intake = Intake(sessions, registry)
+    _, _, bankrupt = await intake.upsert_company(company, {"status": int(CompanyStatus.BANKRUPT)})
+    written = intake_module.write_alerts
+
+    async def fail_after_writing(
+        session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]]
+    ) -> dict[CompanyId, int]:
+        await written(session, changes)
+        raise RuntimeError("lost mid-intake")
+
+    monkeypatch.setattr(intake_module, "write_alerts", fail_after_writing)
+    with pytest.raises(RuntimeError):
+        await intake.upsert_company(company, {"status": int(CompanyStatus.ACTIVE)})
+    score, computed = await intake.score_company(company)
+    assert not computed and score == bankrupt.score
