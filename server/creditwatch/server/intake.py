@@ -110,7 +110,12 @@ async def score_companies(
     requests = [
         ScoreRequest(
             known.statements.get(c),
-            risk_state(known.events.get(c, []), known.status.get(c, 0), known.overdue.get(c, 0)),
+            risk_state(
+                known.events.get(c, []),
+                known.status.get(c, 0),
+                known.overdue.get(c, 0),
+                known.status_time.get(c),
+            ),
         )
         for c in companies
     ]

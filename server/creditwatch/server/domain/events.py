@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 
 class CompanyStatus(enum.IntEnum):
@@ -44,6 +44,9 @@ class CompanyEvent:
     type: EventType
     occurred_at: datetime | None = None
     reference: str = ""
+    recorded_at: datetime | None = field(default=None, compare=False)
+    """When a stored event was recorded (its only time if it is undated);
+    None for one not stored. Not part of what the event says."""
 
 
 class _OpenItems:
@@ -142,16 +145,49 @@ EVENT_OF_STATUS: dict[CompanyStatus, EventType] = {
 }
 
 
-def risk_state(events: Iterable[CompanyEvent], status: int, overdue_invoices: int) -> RiskState:
+def risk_state(
+    events: Iterable[CompanyEvent],
+    status: int,
+    overdue_invoices: int,
+    status_time: datetime | None = None,
+) -> RiskState:
     """A company's risk state from its events, its register status (a status of
     BANKRUPT or COMPULSORY_DISSOLUTION counts like the event) and the pooled
-    count of seriously overdue invoices."""
+    count of seriously overdue invoices.
+
+    The register has the last word on a bankruptcy or a compulsory
+    dissolution: a status less grave than the one such an event left, set on
+    a later day (`status_time`) than every event of the kind, ends it. A
+    compulsory dissolution halted once the accounts are filed, or an annulled
+    bankruptcy, which the register feed reports as the unit's flag cleared
+    (status ACTIVE), no longer holds the company in class D. On the day of the
+    event itself the event stands, as the graver status does in the intake."""
+    events = list(events)
     state = RiskState.of(events)
+    status_day = _day(status_time) if status_time is not None else None
+
+    def holds(kind: EventType, by_events: bool) -> bool:
+        grade = STATUS_AFTER[kind]
+        if status == grade:
+            return True
+        if not by_events:
+            return False
+        if status_day is None or status > grade:
+            return True
+        days = [_day(e.occurred_at or e.recorded_at) for e in events if e.type == kind]
+        return not all(day is not None and day < status_day for day in days)
+
     return RiskState(
-        bankruptcy_opened=state.bankruptcy_opened or status == CompanyStatus.BANKRUPT,
-        compulsory_dissolution=state.compulsory_dissolution
-        or status == CompanyStatus.COMPULSORY_DISSOLUTION,
+        bankruptcy_opened=holds(EventType.BANKRUPTCY_OPENED, state.bankruptcy_opened),
+        compulsory_dissolution=holds(
+            EventType.COMPULSORY_DISSOLUTION, state.compulsory_dissolution
+        ),
         open_payment_remarks=state.open_payment_remarks,
         open_collection_cases=state.open_collection_cases,
         seriously_overdue_invoices=overdue_invoices,
     )
+
+
+def _day(at: datetime | None) -> date | None:
+    """The UTC day of a time (registers date events by day)."""
+    return at.astimezone(UTC).date() if at is not None else None

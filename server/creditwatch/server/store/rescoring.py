@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -324,6 +324,8 @@ class Facts:
     status: dict[CompanyId, int]
     overdue: dict[CompanyId, int]
     scores: dict[CompanyId, StoredScore]
+    status_time: dict[CompanyId, datetime] = field(default_factory=dict)
+    """When each status took effect, where known (see `risk_state`)."""
 
 
 def _statement(row: Any) -> FinancialStatement:
@@ -343,9 +345,9 @@ def _statement(row: Any) -> FinancialStatement:
 # of one event paid a round trip per kind of fact). Every part is an index
 # look-up per company (LATERAL ... LIMIT 1, as in _READ).
 _FACTS = f"""
-SELECT k.country, k.register_number, c.status,
+SELECT k.country, k.register_number, c.status, c.status_time,
        st.period_start, st.period_end, st.currency, st.items::text AS items,
-       ev.types, ev.occurred, ev.refs,
+       ev.types, ev.occurred, ev.refs, ev.recorded,
        (SELECT count(*) FROM payment_experiences p
         WHERE p.country = k.country AND p.register_number = k.register_number
           AND p.settled_date IS NULL AND current_date - p.due_date > $3) AS overdue,
@@ -353,7 +355,7 @@ SELECT k.country, k.register_number, c.status,
        sc.reasons::text AS reasons, sc.model_version, sc.data_as_of, sc.score_time
 FROM {_UNNEST} AS k(country, register_number)
 LEFT JOIN LATERAL (
-    SELECT c.status FROM companies c
+    SELECT c.status, c.status_time FROM companies c
     WHERE c.country = k.country AND c.register_number = k.register_number LIMIT 1
 ) c ON true
 LEFT JOIN LATERAL (
@@ -364,7 +366,8 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT array_agg(e.type ORDER BY e.record_time, e.event_id) AS types,
            array_agg(e.occurred_at ORDER BY e.record_time, e.event_id) AS occurred,
-           array_agg(e.reference ORDER BY e.record_time, e.event_id) AS refs
+           array_agg(e.reference ORDER BY e.record_time, e.event_id) AS refs,
+           array_agg(e.record_time ORDER BY e.record_time, e.event_id) AS recorded
     FROM company_events e
     WHERE e.country = k.country AND e.register_number = k.register_number
 ) ev ON true
@@ -387,12 +390,16 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
         company = CompanyId(r["country"], r["register_number"])
         if r["status"] is not None:
             facts_.status[company] = int(r["status"])
+        if r["status_time"] is not None:
+            facts_.status_time[company] = r["status_time"]
         if r["period_end"] is not None:
             facts_.statements[company] = _statement(r)
         if r["types"] is not None:
             facts_.events[company] = [
-                CompanyEvent(EventType(t), at, reference)
-                for t, at, reference in zip(r["types"], r["occurred"], r["refs"], strict=True)
+                CompanyEvent(EventType(t), at, reference, recorded)
+                for t, at, reference, recorded in zip(
+                    r["types"], r["occurred"], r["refs"], r["recorded"], strict=True
+                )
             ]
         if r["overdue"]:
             facts_.overdue[company] = int(r["overdue"])
@@ -580,12 +587,11 @@ async def lock_and_read(
         if events or overdue or status in _STATUS_STATES
     ]
     if special:
-        events = await _events(connection, [CompanyId(countries[i], numbers[i]) for i in special])
-        for i in special:
+        keys = {i: CompanyId(countries[i], numbers[i]) for i in special}
+        events, status_times = await _events(connection, list(keys.values()))
+        for i, company in keys.items():
             states[i] = risk_state(
-                events.get(CompanyId(countries[i], numbers[i]), []),
-                statuses[i],
-                row["overdue"][i],
+                events.get(company, []), statuses[i], row["overdue"][i], status_times.get(company)
             )
     return ChunkFacts(
         countries,
@@ -664,21 +670,30 @@ async def previous_scores(
 
 async def _events(
     connection: Any, companies: Sequence[CompanyId]
-) -> dict[CompanyId, list[CompanyEvent]]:
-    """Each company's events, in the order they were recorded."""
+) -> tuple[dict[CompanyId, list[CompanyEvent]], dict[CompanyId, datetime]]:
+    """Each company's events, in the order they were recorded, and when each
+    company's status took effect (where known: `risk_state` needs it only
+    beside events)."""
     events: dict[CompanyId, list[CompanyEvent]] = {}
+    status_times: dict[CompanyId, datetime] = {}
     for r in await connection.fetch(
         f"""
-        SELECT country, register_number, type, occurred_at, reference
-        FROM company_events WHERE {_IN_CHUNK}
-        ORDER BY country, register_number, record_time, event_id
+        SELECT e.country, e.register_number, e.type, e.occurred_at, e.reference,
+               e.record_time, c.status_time
+        FROM company_events e
+        JOIN companies c USING (country, register_number)
+        WHERE (e.country, e.register_number) IN (SELECT * FROM {_UNNEST})
+        ORDER BY e.country, e.register_number, e.record_time, e.event_id
         """,
         *_arrays(companies),
     ):
-        events.setdefault(CompanyId(r["country"], r["register_number"]), []).append(
-            CompanyEvent(EventType(r["type"]), r["occurred_at"], r["reference"])
+        company = CompanyId(r["country"], r["register_number"])
+        events.setdefault(company, []).append(
+            CompanyEvent(EventType(r["type"]), r["occurred_at"], r["reference"], r["record_time"])
         )
-    return events
+        if r["status_time"] is not None:
+            status_times[company] = r["status_time"]
+    return events, status_times
 
 
 class _Row:
