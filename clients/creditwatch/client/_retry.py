@@ -52,9 +52,13 @@ PageResp = TypeVar("PageResp", bound=PageResponse)
 class RetryPolicy:
     """How the SDK retries a call that failed with UNAVAILABLE.
 
-    Only calls that are safe to repeat are retried: reads, updates, the
-    upserting `AddEntries`, and `CreateWatchList` (which always carries a
-    `request_id`, so a repeat returns the first result). `DeleteWatchList` is
+    Only calls that are safe to repeat are retried: reads, updates, and the
+    calls with a `request_id`: `CreateWatchList` and the upserting
+    `AddEntries` (the SDK always sends one), and `DecideCreditLimit` when it is
+    given one. A retry sends the same request again, so within 24 hours the
+    server replays the first attempt's result instead of doing the work twice
+    (a `request_id` reused for a different request is INVALID_ARGUMENT on
+    `request_id`, which is never retried). `DeleteWatchList` is
     retried too; if a retry finds the watch list gone after an attempt whose
     response was lost, that attempt deleted it and the delete succeeds (see
     `WatchListsClient.delete`). `RemoveEntries` has no idempotency key and a

@@ -130,7 +130,11 @@ class _AlertTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertType.V
     ALERT_TYPE_RISK_CLASS_DOWNGRADE: _AlertType.ValueType  # 1
     """The risk class worsened (e.g. B to C)."""
     ALERT_TYPE_RISK_CLASS_UPGRADE: _AlertType.ValueType  # 2
-    """The risk class improved (e.g. C to B)."""
+    """The risk class improved (e.g. C to B); also sent without `score`
+    (`previous_score` is the class D one, the suggested action a review) when
+    a class-D override is lifted and the company has nothing left to be
+    scored on.
+    """
     ALERT_TYPE_PD_THRESHOLD_CROSSED: _AlertType.ValueType  # 3
     """The PD rose above the watch list's threshold."""
     ALERT_TYPE_BANKRUPTCY_PETITION: _AlertType.ValueType  # 4
@@ -176,7 +180,11 @@ ALERT_TYPE_UNSPECIFIED: AlertType.ValueType  # 0
 ALERT_TYPE_RISK_CLASS_DOWNGRADE: AlertType.ValueType  # 1
 """The risk class worsened (e.g. B to C)."""
 ALERT_TYPE_RISK_CLASS_UPGRADE: AlertType.ValueType  # 2
-"""The risk class improved (e.g. C to B)."""
+"""The risk class improved (e.g. C to B); also sent without `score`
+(`previous_score` is the class D one, the suggested action a review) when
+a class-D override is lifted and the company has nothing left to be
+scored on.
+"""
 ALERT_TYPE_PD_THRESHOLD_CROSSED: AlertType.ValueType  # 3
 """The PD rose above the watch list's threshold."""
 ALERT_TYPE_BANKRUPTCY_PETITION: AlertType.ValueType  # 4

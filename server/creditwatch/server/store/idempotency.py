@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from creditwatch.server.domain.errors import InvalidArgument
 from creditwatch.server.store import models
 
 _K = models.IdempotencyKey
@@ -22,7 +23,11 @@ REPLAY_WINDOW = timedelta(hours=24)
 
 
 async def claim(
-    session: AsyncSession, tenant_id: uuid.UUID, method: str, request_id: str
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    method: str,
+    request_id: str,
+    fingerprint: str | None = None,
 ) -> dict[str, Any] | None:
     """Claim `request_id` inside the caller's transaction.
 
@@ -31,25 +36,47 @@ async def claim(
     the earlier call. A concurrent duplicate blocks on the uncommitted claim
     row until the first transaction ends, so two racing retries never both do
     the work; an expired key is taken over the same way.
+
+    `fingerprint` is what the call asks (its request but `request_id`), kept
+    with the key: a repeat that asks something else is InvalidArgument on
+    `request_id`, with nothing written. Keys stored without one (NULL: before
+    migration 0018, or by a replica of an earlier release) replay whatever a
+    repeat asks, as they always did.
     """
     claimed = await session.scalar(
         insert(_K)
-        .values(tenant_id=tenant_id, method=method, request_id=request_id, result={})
+        .values(
+            tenant_id=tenant_id,
+            method=method,
+            request_id=request_id,
+            result={},
+            fingerprint=fingerprint,
+        )
         .on_conflict_do_update(
             index_elements=[_K.tenant_id, _K.method, _K.request_id],
-            set_={"result": {}, "create_time": func.now()},
+            set_={"result": {}, "fingerprint": fingerprint, "create_time": func.now()},
             where=_K.create_time < func.now() - REPLAY_WINDOW,
         )
         .returning(_K.request_id)
     )
     if claimed is not None:
         return None
-    result = await session.scalar(
-        select(_K.result).where(
-            _K.tenant_id == tenant_id, _K.method == method, _K.request_id == request_id
+    # ON CONFLICT locked the earlier key even where it did not update it, so
+    # it is still there to read.
+    earlier = (
+        await session.execute(
+            select(_K.result, _K.fingerprint).where(
+                _K.tenant_id == tenant_id, _K.method == method, _K.request_id == request_id
+            )
         )
-    )
-    return dict(result or {})
+    ).one()
+    if fingerprint is not None and earlier.fingerprint not in (None, fingerprint):
+        raise InvalidArgument.single(
+            "request_id",
+            "already used within 24 hours for a different request; "
+            "a retry must repeat the request unchanged, a new request needs a new request_id",
+        )
+    return dict(earlier.result or {})
 
 
 async def remember(

@@ -21,24 +21,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    Table,
-    and_,
-    case,
-    func,
-    select,
-    text,
-    tuple_,
-    update,
-)
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.alerts import Change, ClaimDue, LimitChange
-from creditwatch.server.domain.errors import Aborted, InvalidArgument, NotFound
+from creditwatch.server.domain.errors import Aborted, NotFound
 from creditwatch.server.domain.events import EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import (
@@ -59,7 +48,6 @@ from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.store import facts, idempotency, models
 
 _P = cast(Table, models.CreditPolicyVersion.__table__)
-_K = models.IdempotencyKey
 _DECIDE = "DecideCreditLimit"
 _L = cast(Table, models.CreditLimit.__table__)
 # The state a client sees: the stored one, but EXPIRED for an ACTIVE limit
@@ -165,21 +153,9 @@ async def replayed_decision(
     `fingerprint`, what the call asks; `remember_decision` stores the result).
 
     A repeat that asks something other than the first call did is refused with
-    nothing decided. Keys stored before fingerprints (NULL) replay whatever a
-    repeat asks, as they always did.
+    nothing decided (see `idempotency.claim`).
     """
-    key = (_K.tenant_id == tenant, _K.method == _DECIDE, _K.request_id == request_id)
-    earlier = await idempotency.claim(session, tenant, _DECIDE, request_id)
-    if earlier is None:
-        await session.execute(update(_K).where(*key).values(fingerprint=fingerprint))
-        return None
-    if await session.scalar(select(_K.fingerprint).where(*key)) in (None, fingerprint):
-        return earlier
-    raise InvalidArgument.single(
-        "request_id",
-        "already used within 24 hours for a different request; "
-        "a retry must repeat the request unchanged, a new request needs a new request_id",
-    )
+    return await idempotency.claim(session, tenant, _DECIDE, request_id, fingerprint)
 
 
 async def remember_decision(

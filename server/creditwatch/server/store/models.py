@@ -161,7 +161,12 @@ class WatchListEntry(Base):
 
 
 class Score(Base):
-    """Every score a company has had; the newest per company is its current one.
+    """Every score a company has had since it was first scored, or since its
+    score last ended; the newest per company is its current one.
+
+    A score ends when a class-D override is lifted and there is no statement
+    left to score: `facts.end_scores` deletes the company's rows, and it is
+    unscored, as if never scored, until it is scored again.
 
     No foreign key to `companies` (the per-row check was half the cost of a
     re-score's append): every writer creates the company row in the same

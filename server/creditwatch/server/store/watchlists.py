@@ -13,7 +13,7 @@ from sqlalchemy import Row, Table, Text, delete, literal, select, tuple_, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.errors import InvalidArgument, NotFound
+from creditwatch.server.domain.errors import NotFound
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.scores import RiskClass, StoredScore, reasons_from_json
@@ -30,7 +30,6 @@ from creditwatch.server.store import models
 from creditwatch.server.store.idempotency import claim, remember
 
 _E = cast(Table, models.WatchListEntry.__table__)
-_K = models.IdempotencyKey
 _S = cast(Table, models.Score.__table__)
 _W = cast(Table, models.WatchList.__table__)
 
@@ -124,29 +123,6 @@ def _rules_json(rules: AlertRules) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(rules).items()}
 
 
-async def _claim(
-    session: AsyncSession, tenant_id: uuid.UUID, method: str, request_id: str, fingerprint: str
-) -> dict[str, Any] | None:
-    """`claim` that keeps what the call asked (`fingerprint`) with its key.
-
-    A repeat that asks the same gets the stored result; one that asks
-    something else is refused with nothing written. Keys stored before
-    fingerprints (NULL) replay whatever a repeat asks, as they always did.
-    """
-    key = (_K.tenant_id == tenant_id, _K.method == method, _K.request_id == request_id)
-    earlier = await claim(session, tenant_id, method, request_id)
-    if earlier is None:
-        await session.execute(update(_K).where(*key).values(fingerprint=fingerprint))
-        return None
-    if await session.scalar(select(_K.fingerprint).where(*key)) in (None, fingerprint):
-        return earlier
-    raise InvalidArgument.single(
-        "request_id",
-        "already used within 24 hours for a different request; "
-        "a retry must repeat the request unchanged, a new request needs a new request_id",
-    )
-
-
 class WatchListStore:
     """Tenant-scoped persistence of watch lists and entries.
 
@@ -164,7 +140,7 @@ class WatchListStore:
         or is InvalidArgument if `spec` differs from the first call's."""
         async with self._sessions.begin() as session:
             if request_id:
-                earlier = await _claim(
+                earlier = await claim(
                     session, tenant_id, "CreateWatchList", request_id, spec.fingerprint()
                 )
                 if earlier is not None:
@@ -294,7 +270,7 @@ class WatchListStore:
         asks = entries.fingerprint(str(watch_list_id)) if request_id else ""
         async with self._sessions.begin() as session:
             if request_id:
-                earlier = await _claim(session, tenant_id, "AddEntries", request_id, asks)
+                earlier = await claim(session, tenant_id, "AddEntries", request_id, asks)
                 if earlier is not None:
                     return AddEntriesResult(**earlier)
             await self._lock(session, tenant_id, watch_list_id)
