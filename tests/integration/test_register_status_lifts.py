@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.scores import RiskClass, StoredScore
+from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.intake import score_companies
 from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult
 from creditwatch.server.scoring.registry import ModelRegistry
@@ -19,15 +19,12 @@ from creditwatch.server.store import facts, rescoring
 from tests.conftest import new_tenant
 from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
+from tests.integration.test_rescore_columns import _comparable
 
 pytestmark = pytest.mark.asyncio
 
 MAY_1 = datetime(2026, 5, 1, tzinfo=UTC)
 JUNE_1 = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-def _comparable(score: StoredScore | None) -> StoredScore | None:
-    return None if score is None else score._replace(score_time=datetime.min)
 
 
 async def test_a_later_status_lifts_the_event_in_both_re_scores(

@@ -173,8 +173,10 @@ class WatchListsClient:
 
         Each chunk is atomic, the whole call is not: if a chunk fails, the chunks
         before it stay applied (the exception's notes say which). Re-sending the
-        corrected batch is harmless, since adding is an upsert. A company may
-        appear once per chunk; across chunks the later entry wins.
+        corrected batch is harmless, since adding is an upsert, but under a new
+        `request_id` (or none): the server refuses an id reused for different
+        entries. A company may appear once per chunk; across chunks the later
+        entry wins.
 
         Errors name entries by their position in `entries`, not in the chunk:
         `field_violations` has `entries[10017].company.register_number` for the
