@@ -17,11 +17,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
+from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
+from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.intake import Intake
 from creditwatch.server.registers.base import RegisterHttp, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import facts
 from creditwatch.v1 import common_pb2, companies_pb2, companies_pb2_grpc
 from tests.conftest import TenantKey
 from tests.e2e import alerting
@@ -280,4 +283,48 @@ async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
     (alert,) = await alerting.alerts(call, 1)
     assert alert.type == A.ALERT_TYPE_MASTER_DATA_CHANGED
     assert list(alert.trigger.master_data_change.changed_fields) == ["industry_code", "legal_form"]
+    call.cancel()
+
+
+async def test_a_cleared_bankruptcy_flag_lifts_class_d(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    """The register annuls W1's bankruptcy (its flag cleared): the unit reads
+    ACTIVE again, which ends the bankruptcy event's class D."""
+    await _reset_cursors(sessions)
+    numbers = placeholders(83_900_000)
+    await watch(channel, tenant, [numbers["W1"]])
+    register = Register(numbers)
+    with serve(register) as url:
+        http = RegisterHttp(url)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        company = CompanyId("NO", numbers["W1"])
+        async with sessions() as session:
+            bankrupt = await facts.latest_score(session, company)
+        assert bankrupt is not None and bankrupt.risk_class == RiskClass.D
+        call = subscribe(channel, tenant)
+        await alerting.first_heartbeat(call)
+        unit = register.units[numbers["W1"]]
+        unit["konkurs"] = False
+        del unit["konkursdato"]
+        register.updates.append(
+            {
+                "oppdateringsid": 24310030,
+                "dato": "2026-11-30T06:00:00.000Z",
+                "organisasjonsnummer": numbers["W1"],
+                "endringstype": "Endring",
+                "endringer": [{"op": "replace", "path": "/konkurs", "value": False}],
+            }
+        )
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await http.close()
+    async with sessions() as session:
+        # No statement: with the override gone there is nothing to score it on.
+        assert await facts.latest_score(session, company) is None
+    got = {a.type: a for a in await alerting.alerts(call, 2)}
+    assert set(got) == {A.ALERT_TYPE_MASTER_DATA_CHANGED, A.ALERT_TYPE_RISK_CLASS_UPGRADE}
+    assert got[A.ALERT_TYPE_RISK_CLASS_UPGRADE].previous_score.risk_class == common_pb2.RISK_CLASS_D
     call.cancel()
