@@ -133,8 +133,10 @@ class CreditLimitServiceServicer:
         and starts the claims clock; the response says when a claim becomes
         eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
         tenant's watch lists holding the company).
-        FAILED_PRECONDITION if the limit was not ACTIVE on `invoice_date` (the
-        invoice is not insured).
+        FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
+        invoice is not insured): not yet granted, withdrawn or lapsed by then, or
+        in a gap before it was granted again (a withdrawal's own day is not
+        covered).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

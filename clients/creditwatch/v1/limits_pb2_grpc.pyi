@@ -73,8 +73,10 @@ class CreditLimitServiceStub:
     and starts the claims clock; the response says when a claim becomes
     eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
     tenant's watch lists holding the company).
-    FAILED_PRECONDITION if the limit was not ACTIVE on `invoice_date` (the
-    invoice is not insured).
+    FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
+    invoice is not insured): not yet granted, withdrawn or lapsed by then, or
+    in a gap before it was granted again (a withdrawal's own day is not
+    covered).
     """
     GetCreditPolicy: _grpc.UnaryUnaryMultiCallable[_limits_pb2.GetCreditPolicyRequest, _limits_pb2.GetCreditPolicyResponse]
     """Returns the tenant's credit policy, the current version or an older one.
@@ -131,8 +133,10 @@ class CreditLimitServiceAsyncStub(CreditLimitServiceStub):
     and starts the claims clock; the response says when a claim becomes
     eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
     tenant's watch lists holding the company).
-    FAILED_PRECONDITION if the limit was not ACTIVE on `invoice_date` (the
-    invoice is not insured).
+    FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
+    invoice is not insured): not yet granted, withdrawn or lapsed by then, or
+    in a gap before it was granted again (a withdrawal's own day is not
+    covered).
     """
     GetCreditPolicy: _aio.UnaryUnaryMultiCallable[_limits_pb2.GetCreditPolicyRequest, _limits_pb2.GetCreditPolicyResponse]  # type: ignore[assignment]
     """Returns the tenant's credit policy, the current version or an older one.
@@ -210,8 +214,10 @@ class CreditLimitServiceServicer(metaclass=_abc_1.ABCMeta):
         and starts the claims clock; the response says when a claim becomes
         eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
         tenant's watch lists holding the company).
-        FAILED_PRECONDITION if the limit was not ACTIVE on `invoice_date` (the
-        invoice is not insured).
+        FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
+        invoice is not insured): not yet granted, withdrawn or lapsed by then, or
+        in a gap before it was granted again (a withdrawal's own day is not
+        covered).
         """
 
     @_abc_1.abstractmethod

@@ -152,13 +152,6 @@ def _class_policies(
     return out
 
 
-def _insured_on(limit: store.StandingLimit, day: dt.date) -> bool:
-    """Whether the limit was ACTIVE on `day` (granted by then, not yet withdrawn or lapsed)."""
-    if limit.create_time.date() > day or limit.valid_until.date() < day:
-        return False
-    return not (limit.state == LimitState.WITHDRAWN and limit.update_time.date() <= day)
-
-
 def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str, Any]:
     problems: list[FieldViolation] = []
     if not 1 <= len(message.invoice_id) <= 128:
@@ -384,7 +377,7 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             # An invoice reported before was insured then; later reports (aging,
             # settlement) update it whatever happened to the limit since.
             known = await store.overdue_known(session, tenant, limit.id, values["invoice_id"])
-            if not known and not _insured_on(limit, values["invoice_date"]):
+            if not known and not limit.insured_on(values["invoice_date"]):
                 raise FailedPrecondition(
                     f"{request.parent} was not ACTIVE on {values['invoice_date']}: "
                     "the invoice is not insured"

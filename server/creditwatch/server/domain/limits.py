@@ -46,6 +46,36 @@ class LimitState(enum.IntEnum):
     EXPIRED = 3
 
 
+Cover = tuple[tuple[date, date], ...]
+"""The days a standing limit was in force: (first day, last day) periods,
+inclusive, oldest first, not overlapping (UTC days)."""
+
+
+def covers(cover: Cover, day: date) -> bool:
+    """Whether the limit was in force on `day` (an invoice dated then is insured)."""
+    return any(first <= day <= last for first, last in cover)
+
+
+def cover_granted(cover: Cover, today: date, last_day: date) -> Cover:
+    """The cover after a grant on `today` in force to `last_day`: the last
+    period goes on (and ends at `last_day`) if the limit was in force until at
+    least yesterday; after a gap (a withdrawal, a lapse) a new period starts."""
+    if cover and cover[-1][1] >= today - timedelta(days=1):
+        first = cover[-1][0]
+        return (*cover[:-1], (first, max(last_day, today - timedelta(days=1))))
+    return (*cover, (today, last_day))
+
+
+def cover_withdrawn(cover: Cover, today: date) -> Cover:
+    """The cover after a withdrawal on `today`: the last period ends the day
+    before (an invoice dated on the day of the withdrawal is not insured)."""
+    if not cover:
+        return cover
+    first, last = cover[-1]
+    last = min(last, today - timedelta(days=1))
+    return (*cover[:-1], (first, last)) if last >= first else cover[:-1]
+
+
 @dataclass(frozen=True)
 class ClassPolicy:
     """Policy values for one risk class."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from creditwatch.server.domain.limits import (
     DEFAULT_POLICY,
     ClaimBasis,
     ClaimClock,
+    Cover,
     CreditPolicy,
     Decision,
     LimitState,
@@ -42,6 +43,9 @@ from creditwatch.server.domain.limits import (
     PaymentState,
     Request,
     claim_clock,
+    cover_granted,
+    cover_withdrawn,
+    covers,
     decide,
 )
 from creditwatch.server.domain.scores import StoredScore
@@ -114,11 +118,40 @@ class StandingLimit:
     latest_decision: dict[str, Any]
     create_time: datetime
     update_time: datetime
+    cover: Cover
+    """The days the limit was in force (see migration 0019)."""
 
     @property
     def name(self) -> str:
         """The resource name."""
         return f"creditLimits/{self.id}"
+
+    def insured_on(self, day: date) -> bool:
+        """Whether the limit was in force on `day`, so that an invoice dated
+        then is insured (a gap between a withdrawal or lapse and a new grant
+        is not)."""
+        return covers(self.cover, day)
+
+
+def _day(at: datetime) -> date:
+    return at.astimezone(UTC).date()
+
+
+def _cover(row: Any) -> Cover:
+    """The stored cover; for a row without one (written before migration
+    0019, or by an earlier release), the one period the row itself tells."""
+    if row.cover is not None:
+        return tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b in row.cover)
+    first = _day(row.create_time)
+    if row.state == int(LimitState.WITHDRAWN):
+        last = _day(row.update_time) - timedelta(days=1)
+    else:
+        last = _day(row.valid_until)
+    return ((first, last),) if last >= first else ()
+
+
+def _cover_json(cover: Cover) -> list[list[str]]:
+    return [[first.isoformat(), last.isoformat()] for first, last in cover]
 
 
 def _select() -> Select[Any]:
@@ -142,6 +175,7 @@ def _limit(row: Any) -> StandingLimit:
         latest_decision=row.latest_decision,
         create_time=row.create_time,
         update_time=row.update_time,
+        cover=_cover(row),
     )
 
 
@@ -242,6 +276,13 @@ async def grant(
             "exposure_amount": exposure,
             "latest_decision": decided | {"credit_limit": f"creditLimits/{limit_id}"},
             "update_time": now,
+            "cover": _cover_json(
+                cover_granted(
+                    earlier.cover if earlier else (),
+                    _day(now),
+                    _day(decision.valid_until) if decision.valid_until else date.max,
+                )
+            ),
         }
 
     earlier = await standing(session, tenant, company, lock=True)
@@ -392,6 +433,9 @@ async def redecide_on_risk(
             .where(_L.c.tenant_id == limit.tenant_id, _L.c.id == limit.id)
             .values(
                 state=int(LimitState.WITHDRAWN if withdrawn else LimitState.ACTIVE),
+                cover=_cover_json(
+                    cover_withdrawn(limit.cover, _day(now)) if withdrawn else limit.cover
+                ),
                 amount=amount,
                 max_payment_terms_days=terms,
                 latest_decision=decided,

@@ -521,6 +521,8 @@ class CreditLimit(Base):
     latest_decision: Mapped[dict[str, Any]] = mapped_column(JSONB)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cover: Mapped[list[list[str]] | None] = mapped_column(JSONB)
+    """The periods the limit was in force, [first day, last day] (migration 0019)."""
 
 
 class PortfolioSnapshot(Base):

@@ -1,0 +1,134 @@
+"""A standing limit withdrawn and later granted again does not cover the gap
+(the store's grant and risk re-decision keep `cover`; migration 0019 backfills it)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
+from creditwatch.server.domain.identifiers import CompanyId
+from creditwatch.server.domain.limits import Decision, LimitState, Outcome, Request
+from creditwatch.server.domain.scores import RiskClass, StoredScore
+from creditwatch.server.store import database, facts, migrate
+from creditwatch.server.store import limits as store
+from tests.conftest import new_tenant
+from tests.identifiers import norwegian_numbers
+
+JAN_10 = datetime(2026, 1, 10, 9, tzinfo=UTC)
+MAR_1 = datetime(2026, 3, 1, 9, tzinfo=UTC)
+MAY_1 = datetime(2026, 5, 1, 9, tzinfo=UTC)
+END = datetime(2026, 12, 31, tzinfo=UTC)
+ASKED = Request("NOK", Decimal(100_000), 30)
+
+
+def _approved(until: datetime) -> Decision:
+    return Decision(Outcome.APPROVED, Decimal(100_000), 30, until)
+
+
+def _score(risk_class: RiskClass) -> StoredScore:
+    return StoredScore(0.01, risk_class, risk_class, (), "test", None, MAR_1)
+
+
+@pytest.mark.asyncio
+async def test_a_limit_granted_again_after_a_withdrawal_does_not_cover_the_gap(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "cover")).tenant_id
+    company = CompanyId("NO", norwegian_numbers(1, start=98_300_000)[0])
+    async with sessions.begin() as session:
+        await facts.lock_company(session, company)
+        await store.grant(
+            session, tenant, company, _approved(END), ASKED, "",
+            {}, JAN_10,
+        )  # fmt: skip
+    async with sessions.begin() as session:
+        # The company falls to class D: the default policy declines D, which withdraws.
+        fact = RescoreFact(RescoreReason.PAYMENT_DATA, "test")
+        changed = await store.redecide_on_risk(
+            session,
+            [(company, Change(fact, _score(RiskClass.B), _score(RiskClass.D), MAR_1))],
+            MAR_1,
+        )
+        assert [c.withdrawn for c in changed] == [True]
+    async with sessions.begin() as session:
+        limit = await store.grant(
+            session, tenant, company, _approved(datetime(2027, 4, 30, tzinfo=UTC)), ASKED, "",
+            {}, MAY_1,
+        )  # fmt: skip
+    assert limit.state == LimitState.ACTIVE
+    insured = {
+        day: limit.insured_on(day)
+        for day in (date(2026, 1, 9), date(2026, 2, 1), date(2026, 3, 1), date(2026, 4, 1))
+    }
+    assert insured == {
+        date(2026, 1, 9): False,  # before the first grant
+        date(2026, 2, 1): True,
+        date(2026, 3, 1): False,  # withdrawn that day
+        date(2026, 4, 1): False,  # the gap: counted as insured before
+    }
+    assert limit.insured_on(date(2026, 5, 1)) and limit.insured_on(date(2027, 4, 30))
+    assert not limit.insured_on(date(2027, 5, 1))
+
+
+async def _sql(url: str, statement: str, **values: object) -> list[tuple[object, ...]]:
+    engine = database.create_engine(url, 1)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), values)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+def test_0019_backfills_the_period_each_row_tells(fresh_database: Callable[[], str]) -> None:
+    url = database.async_url(fresh_database())
+    migrate.upgrade(url, "0018")
+    tenant = uuid.uuid4()
+    asyncio.run(_sql(url, "INSERT INTO tenants (id, display_name) VALUES (:t, 'cover')", t=tenant))
+    rows = {
+        # id: (state, create, update, valid_until)
+        "active": (1, JAN_10, datetime(2026, 2, 1, tzinfo=UTC), END),
+        "withdrawn": (2, JAN_10, MAR_1, END),
+        "withdrawn at once": (2, JAN_10, JAN_10.replace(hour=11), END),
+    }
+    ids = {name: uuid.uuid4() for name in rows}
+    for i, (name, (state, created, updated, until)) in enumerate(rows.items()):
+        asyncio.run(
+            _sql(
+                url,
+                "INSERT INTO credit_limits (tenant_id, id, country, register_number, "
+                "external_reference, state, currency, amount, max_payment_terms_days, "
+                "valid_until, latest_decision, create_time, update_time) VALUES "
+                "(:t, :i, 'NO', :n, '', :s, 'NOK', 1000, 30, :v, '{}', :c, :u)",
+                t=tenant,
+                i=ids[name],
+                n=f"9000000{i}",
+                s=state,
+                v=until,
+                c=created,
+                u=updated,
+            )
+        )
+    migrate.upgrade(url, "0019")
+    got = dict(
+        asyncio.run(_sql(url, "SELECT id, cover FROM credit_limits WHERE tenant_id = :t", t=tenant))
+    )
+    assert got[ids["active"]] == [["2026-01-10", "2026-12-31"]]
+    assert got[ids["withdrawn"]] == [["2026-01-10", "2026-02-28"]]
+    assert got[ids["withdrawn at once"]] == []
+    migrate.downgrade(url, "0018")
+    columns = asyncio.run(
+        _sql(
+            url,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'credit_limits'",
+        )
+    )
+    assert ("cover",) not in columns
