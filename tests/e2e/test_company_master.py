@@ -8,9 +8,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.type import date_pb2, money_pb2, postal_address_pb2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.v1 import alerts_pb2, common_pb2, companies_pb2, companies_pb2_grpc
-from tests.conftest import TenantKey
+from tests.conftest import TenantKey, new_tenant
 from tests.e2e import alerting
 from tests.e2e.alerting import bankruptcy, record, ref, subscribe, watch
 from tests.e2e.rpc_errors import field_violations
@@ -163,7 +164,11 @@ def _invoice(number: str, invoice: str, days: int, amount: int) -> companies_pb2
 
 
 async def test_seriously_overdue_invoices_move_the_class_and_stay_private(
-    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    other_tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     number = norwegian_numbers(1, start=86_800_000)[0]
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
@@ -178,16 +183,30 @@ async def test_seriously_overdue_invoices_move_the_class_and_stay_private(
     call = subscribe(channel, tenant)
     await alerting.first_heartbeat(call)
 
-    # A tenant reports its own invoice (any tenant may: it is their ledger).
+    # A tenant reports its own invoice (any tenant may: it is their ledger);
+    # one creditor alone does not move the class every tenant sees.
+    lone = await data.ReportPaymentExperience(
+        companies_pb2.ReportPaymentExperienceRequest(
+            payment_experience=_invoice(number, "INV-12", 200, 12_000)
+        ),
+        metadata=other_tenant.metadata,
+    )
+    assert lone.created
+    assert lone.effect.score.risk_class == before
+    assert not any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in lone.effect.score.reasons)
+
+    # A second creditor does.
+    second = await new_tenant(sessions, "second creditor")
     report = await data.ReportPaymentExperience(
         companies_pb2.ReportPaymentExperienceRequest(
             payment_experience=_invoice(number, "INV-77", 200, 81_234)
         ),
-        metadata=other_tenant.metadata,
+        metadata=second.metadata,
     )
     assert report.created
     assert report.effect.score.risk_class == min(before + 1, common_pb2.RISK_CLASS_D)
     assert any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in report.effect.score.reasons)
+    assert report.effect.alerts_raised_count == 0  # the reporter watches nothing
     (alert,) = await alerting.alerts(call, 1)
     assert alert.type == common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE
     assert alert.trigger.rescoring.reason == alerts_pb2.RESCORE_REASON_PAYMENT_DATA
@@ -197,7 +216,7 @@ async def test_seriously_overdue_invoices_move_the_class_and_stay_private(
         companies_pb2.ReportPaymentExperienceRequest(
             payment_experience=_invoice(number, "INV-77", 201, 81_234)
         ),
-        metadata=other_tenant.metadata,
+        metadata=second.metadata,
     )
     assert not again.created
     assert again.effect.alerts_raised_count == 0  # nothing new for the class

@@ -178,7 +178,7 @@ async def test_a_newer_event_still_sets_the_status(
 
 
 async def test_an_invoice_moved_to_another_company_re_scores_the_one_it_left(
-    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
     left, taken = norwegian_numbers(2, start=91_400_000)
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
@@ -186,6 +186,16 @@ async def test_an_invoice_moved_to_another_company_re_scores_the_one_it_left(
     for number in (left, taken):
         await _submit(data, feed, number, healthy())
     watch_list = await watch(channel, tenant, [left, taken])
+    # Another creditor's overdue invoice on each: the pooled invoices count
+    # wherever the tenant's invoice makes it two creditors.
+    for number in (left, taken):
+        alone = await data.ReportPaymentExperience(
+            companies_pb2.ReportPaymentExperienceRequest(
+                payment_experience=_invoice(number, f"OTHER-{number}", 150, 20_000)
+            ),
+            metadata=other_tenant.metadata,
+        )
+        assert not any(r.code == "OVERRIDE_OVERDUE_PAYMENTS" for r in alone.effect.score.reasons)
 
     await data.ReportPaymentExperience(
         companies_pb2.ReportPaymentExperienceRequest(

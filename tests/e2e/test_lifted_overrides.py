@@ -168,19 +168,21 @@ def _invoice(number: str, invoice: str, days: int) -> companies_pb2.PaymentExper
 
 
 async def test_closing_the_case_that_made_events_reach_d_ends_the_score(
-    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, other_tenant: TenantKey
 ) -> None:
-    """By the default policy an open remark, an open collection case and a
-    seriously overdue invoice are a notch each: A to D without a statement.
-    Closing the case (RecordEvents) leaves C, which is no score at all."""
+    """By the default policy an open remark, an open collection case and
+    seriously overdue invoices of two creditors are a notch each: A to D
+    without a statement. Closing the case (RecordEvents) leaves C, which is no
+    score at all."""
     number = norwegian_numbers(1, start=97_810_000)[0]
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
-    await data.ReportPaymentExperience(
-        companies_pb2.ReportPaymentExperienceRequest(
-            payment_experience=_invoice(number, "INV-D1", 200)
-        ),
-        metadata=tenant.metadata,
-    )
+    for creditor in (tenant, other_tenant):
+        await data.ReportPaymentExperience(
+            companies_pb2.ReportPaymentExperienceRequest(
+                payment_experience=_invoice(number, "INV-D1", 200)
+            ),
+            metadata=creditor.metadata,
+        )
     opened = companies_pb2.DebtCollectionOpened(
         case_id="case-1", amount=money_pb2.Money(currency_code="NOK", units=40_000)
     )

@@ -266,5 +266,6 @@ def test_the_register_feed_command_refuses_a_policy_other_than_the_servers(
     env.pop("CREDITWATCH_OVERRIDE_POLICY_FILE", None)  # the built-in policy
     run = _registers_sync(env)
     assert run.returncode != 0
-    assert "override policy (overrides-2026.11.1) is not the servers' current one" in run.stderr
+    built_in = OverridePolicy().version
+    assert f"override policy ({built_in}) is not the servers' current one" in run.stderr
     assert "(overrides-test-1, since" in run.stderr

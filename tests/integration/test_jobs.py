@@ -61,22 +61,25 @@ async def test_rescoring_raises_alerts_for_changed_classes_and_skips_fresh_score
     database_url: str, sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
 ) -> None:
     tenant, companies = await _watched(sessions, registry, 86_100_000, 20)
-    # A creditor reports an invoice 200 days overdue for the first company; no
-    # intake re-scores it, so only the job notices.
+    # Two creditors report invoices 200 days overdue for the first company
+    # (one alone would not count); no intake re-scores it, so only the job
+    # notices.
+    second_creditor = (await new_tenant(sessions, "jobs creditor")).tenant_id
     async with sessions.begin() as session:
-        await facts.payment_experience_put(
-            session,
-            tenant,
-            "inv-1",
-            companies[0],
-            {
-                "due_date": date.today() - timedelta(days=200),
-                "days_past_due": 200,
-                "currency": "NOK",
-                "amount": Decimal(50_000),
-                "settled_date": None,
-            },
-        )
+        for creditor in (tenant, second_creditor):
+            await facts.payment_experience_put(
+                session,
+                creditor,
+                "inv-1",
+                companies[0],
+                {
+                    "due_date": date.today() - timedelta(days=200),
+                    "days_past_due": 200,
+                    "currency": "NOK",
+                    "amount": Decimal(50_000),
+                    "settled_date": None,
+                },
+            )
         # A standing limit far above any cap: the worse class must reduce it.
         await session.execute(
             text(

@@ -32,13 +32,44 @@ def _comparable(score: StoredScore | None) -> StoredScore | None:
     return None if score is None else score._replace(score_time=datetime.min)
 
 
+async def _invoice(
+    session: AsyncSession,
+    creditor: uuid.UUID,
+    invoice: str,
+    company: CompanyId,
+    days: int,
+    settled: date | None = None,
+) -> None:
+    """A creditor's open invoice `days` past due (settled on `settled`, if given)."""
+    await facts.payment_experience_put(
+        session,
+        creditor,
+        invoice,
+        company,
+        {
+            "due_date": date.today() - timedelta(days=days),
+            "days_past_due": days,
+            "currency": "NOK",
+            "amount": Decimal(10_000),
+            "settled_date": settled,
+        },
+    )
+
+
+def _overdue_reasons(score: StoredScore | None) -> list[str]:
+    assert score is not None
+    return [r.description for r in score.reasons if r.code == "OVERRIDE_OVERDUE_PAYMENTS"]
+
+
 async def test_rescore_job_scores_equal_intake_scores_for_every_kind_of_company(
     sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
 ) -> None:
     tenant = (await new_tenant(sessions, "columns")).tenant_id
+    second = (await new_tenant(sessions, "columns 2")).tenant_id
+    third = (await new_tenant(sessions, "columns 3")).tenant_id
     companies = [CompanyId("NO", n) for n in norwegian_numbers(90, start=89_200_000)]
     base = statement(healthy(), "s")
-    bankrupt, dissolved, remarked, overdue, bare_bankrupt, bare = companies[-6:]
+    lone, mixed, bankrupt, dissolved, remarked, overdue, bare_bankrupt, bare = companies[-8:]
     async with sessions.begin() as session:
         for i, company in enumerate(companies[:-2]):
             await facts.lock_company(session, company)
@@ -83,19 +114,17 @@ async def test_rescore_job_scores_equal_intake_scores_for_every_kind_of_company(
             ],
             None,
         )
-        await facts.payment_experience_put(
-            session,
-            tenant,
-            "inv-columns",
-            overdue,
-            {
-                "due_date": date.today() - timedelta(days=300),
-                "days_past_due": 300,
-                "currency": "NOK",
-                "amount": Decimal(10_000),
-                "settled_date": None,
-            },
-        )
+        # Two creditors: the pooled invoices count.
+        await _invoice(session, tenant, "inv-columns", overdue, 300)
+        await _invoice(session, second, "inv-columns", overdue, 120)
+        # One creditor, however many invoices: they do not.
+        await _invoice(session, tenant, "inv-lone-1", lone, 300)
+        await _invoice(session, tenant, "inv-lone-2", lone, 200)
+        # Other creditors whose invoices are settled or not yet seriously
+        # overdue are no second creditor.
+        await _invoice(session, tenant, "inv-mixed", mixed, 300)
+        await _invoice(session, second, "inv-mixed", mixed, 300, date.today())
+        await _invoice(session, third, "inv-mixed", mixed, 30)
 
     scorer = registry.active
     async with sessions() as session, session.begin():
@@ -103,6 +132,10 @@ async def test_rescore_job_scores_equal_intake_scores_for_every_kind_of_company(
         await session.rollback()  # only the scores matter, not storing them
     expected = {c: _comparable(e.score) for c, e in effects.items()}
     assert expected[bare] is None and expected[bare_bankrupt] is not None
+    assert _overdue_reasons(expected[overdue]) == [
+        "2 open invoice(s) more than 90 days past due reported by 2 creditor(s): 1 class(es) worse"
+    ]
+    assert _overdue_reasons(expected[lone]) == _overdue_reasons(expected[mixed]) == []
 
     await Rescorer(sessions, registry).rescore(companies, result := RescoreResult())
     async with sessions() as session:

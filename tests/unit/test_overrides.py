@@ -89,6 +89,19 @@ def test_at_the_same_time_an_opening_comes_before_its_closing(when: datetime | N
             RiskClass.D,
             ["OVERRIDE_PAYMENT_REMARK", "OVERRIDE_COLLECTION_CASE"],
         ),
+        # One creditor's overdue invoices, however many, move nothing.
+        (
+            RiskClass.A,
+            RiskState(seriously_overdue_invoices=5, overdue_creditors=1),
+            RiskClass.A,
+            [],
+        ),
+        (
+            RiskClass.A,
+            RiskState(seriously_overdue_invoices=2, overdue_creditors=2),
+            RiskClass.B,
+            ["OVERRIDE_OVERDUE_PAYMENTS"],
+        ),
     ],
 )
 def test_default_policy(
@@ -154,6 +167,7 @@ def test_a_policy_file_sets_what_it_names_and_keeps_the_other_defaults(tmp_path:
         # not there (where it failed every intake).
         ('{"overdue_days": 2147483648}', "overdue_days must be at most 3650"),
         ('{"overdue_days": 30, "overdue_days": 60}', "overdue_days is given twice"),
+        ('{"overdue_min_creditors": 0}', "overdue_min_creditors must be at least 1"),
         ("{", "override policy"),
     ],
 )
@@ -202,7 +216,8 @@ def test_the_scores_before_0015_carry_the_built_in_policy_s_tag() -> None:
     assert spec is not None and spec.loader is not None
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
-    # The only policy there was before 0014, spelt out: its tag is history.
+    # The only policy there was before 0014, spelt out (one creditor's
+    # overdue invoice was enough then): its tag is history.
     before = OverridePolicy(
         version="overrides-2026.11.1",
         bankruptcy_forces_d=True,
@@ -211,5 +226,69 @@ def test_the_scores_before_0015_carry_the_built_in_policy_s_tag() -> None:
         collection_case_notches=1,
         overdue_days=90,
         overdue_payment_notches=1,
+        overdue_min_creditors=1,
     )
     assert before.tag == migration.BUILT_IN_TAG
+    # Today's built-in policy wants two creditors: another policy, another tag.
+    assert OverridePolicy().tag != migration.BUILT_IN_TAG
+
+
+def test_the_overdue_reason_names_the_invoices_and_the_creditors() -> None:
+    state = RiskState(seriously_overdue_invoices=3, overdue_creditors=2)
+    _, (reason,) = OverridePolicy().apply(RiskClass.B, state)
+    assert reason.code == "OVERRIDE_OVERDUE_PAYMENTS"
+    assert reason.description == (
+        "3 open invoice(s) more than 90 days past due reported by 2 creditor(s): 1 class(es) worse"
+    )
+
+
+@given(
+    invoices=st.integers(1, 50),
+    creditors=st.integers(1, 50),
+    minimum=st.integers(1, 60),
+    model_class=st.sampled_from(list(RiskClass)),
+)
+def test_overdue_invoices_count_only_from_the_minimum_number_of_creditors(
+    invoices: int, creditors: int, minimum: int, model_class: RiskClass
+) -> None:
+    policy = OverridePolicy.from_json({"overdue_min_creditors": minimum})
+    state = RiskState(
+        seriously_overdue_invoices=min(invoices, creditors), overdue_creditors=creditors
+    )
+    final, reasons = policy.apply(model_class, state)
+    if creditors >= minimum:
+        assert final == RiskClass(min(int(RiskClass.D), int(model_class) + 1))
+        assert [r.code for r in reasons] == ["OVERRIDE_OVERDUE_PAYMENTS"]
+    else:
+        assert (final, reasons) == (model_class, [])
+
+
+@given(st.integers(-(2**40), 0))
+def test_overdue_min_creditors_below_one_is_refused(minimum: int) -> None:
+    with pytest.raises(ValueError, match="overdue_min_creditors must be at least 1"):
+        OverridePolicy.from_json({"overdue_min_creditors": minimum})
+
+
+@pytest.mark.parametrize("value", ["true", "1.5", '"2"', "null"])
+def test_overdue_min_creditors_must_be_a_json_integer(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(f'{{"overdue_min_creditors": {value}}}')
+    with pytest.raises(ValueError, match="overdue_min_creditors must be a JSON integer"):
+        override_policy(path)
+
+
+def test_overdue_min_creditors_is_read_described_and_tagged(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"version": "bank-2", "overdue_min_creditors": 3}))
+    policy = override_policy(path)
+    assert policy == OverridePolicy(version="bank-2", overdue_min_creditors=3)
+    assert policy.describe()["overdue_min_creditors"] == 3
+    assert OverridePolicy().describe()["overdue_min_creditors"] == 2
+    tags = {OverridePolicy(overdue_min_creditors=n).tag for n in (1, 2, 3)}
+    assert len(tags) == 3
+    # One creditor is enough (what every policy did before the setting) on
+    # the policy's say-so only.
+    lone = RiskState(seriously_overdue_invoices=1, overdue_creditors=1)
+    assert OverridePolicy(overdue_min_creditors=1).apply(RiskClass.A, lone)[0] == RiskClass.B
+    two = RiskState(seriously_overdue_invoices=4, overdue_creditors=2)
+    assert policy.apply(RiskClass.A, two)[0] == RiskClass.A

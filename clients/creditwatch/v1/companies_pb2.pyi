@@ -1300,8 +1300,13 @@ class IntakeEffect(_message.Message):
     PREVIOUS_SCORE_FIELD_NUMBER: _builtins.int
     ALERTS_RAISED_COUNT_FIELD_NUMBER: _builtins.int
     alerts_raised_count: _builtins.int
-    """Alerts written for watch lists of all tenants that hold the company. Only
-    the count is returned: other tenants' alerts are not visible to the caller.
+    """Alerts written. From `UpsertCompany`, `SubmitFinancialStatement` and
+    `RecordEvents` (data feeds, granted intake): for the watch lists of all
+    tenants that hold the company; only the count is returned, other tenants'
+    alerts are not visible to the caller. From `ReportPaymentExperience`,
+    which any tenant may call: only those for the caller's own watch lists
+    (and credit limits), so the answer never tells whether other tenants
+    watch the company; theirs are written and delivered all the same.
     """
     @_builtins.property
     def company(self) -> _common_pb2.CompanyRef:

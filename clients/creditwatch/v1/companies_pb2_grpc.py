@@ -149,7 +149,11 @@ class CompanyDataServiceServicer:
         ages, and once more with `settled_date` when it is paid. Experiences of all
         tenants are pooled into the company's payment-behaviour facts and the
         company is re-scored; no tenant can read another tenant's invoices, and
-        alerts raised for other tenants never reveal the invoice.
+        alerts raised for other tenants never reveal the invoice. Seriously
+        overdue invoices move the company's class only once enough different
+        tenants report them (the override policy's `overdue_min_creditors`, 2 by
+        default), so no single creditor moves a class every tenant sees. The
+        answer's `effect.alerts_raised_count` counts only the caller's own alerts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

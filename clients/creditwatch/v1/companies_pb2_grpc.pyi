@@ -83,7 +83,11 @@ class CompanyDataServiceStub:
     ages, and once more with `settled_date` when it is paid. Experiences of all
     tenants are pooled into the company's payment-behaviour facts and the
     company is re-scored; no tenant can read another tenant's invoices, and
-    alerts raised for other tenants never reveal the invoice.
+    alerts raised for other tenants never reveal the invoice. Seriously
+    overdue invoices move the company's class only once enough different
+    tenants report them (the override policy's `overdue_min_creditors`, 2 by
+    default), so no single creditor moves a class every tenant sees. The
+    answer's `effect.alerts_raised_count` counts only the caller's own alerts.
     """
 
 @_typing.type_check_only
@@ -141,7 +145,11 @@ class CompanyDataServiceAsyncStub(CompanyDataServiceStub):
     ages, and once more with `settled_date` when it is paid. Experiences of all
     tenants are pooled into the company's payment-behaviour facts and the
     company is re-scored; no tenant can read another tenant's invoices, and
-    alerts raised for other tenants never reveal the invoice.
+    alerts raised for other tenants never reveal the invoice. Seriously
+    overdue invoices move the company's class only once enough different
+    tenants report them (the override policy's `overdue_min_creditors`, 2 by
+    default), so no single creditor moves a class every tenant sees. The
+    answer's `effect.alerts_raised_count` counts only the caller's own alerts.
     """
 
 class CompanyDataServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -226,7 +234,11 @@ class CompanyDataServiceServicer(metaclass=_abc_1.ABCMeta):
         ages, and once more with `settled_date` when it is paid. Experiences of all
         tenants are pooled into the company's payment-behaviour facts and the
         company is re-scored; no tenant can read another tenant's invoices, and
-        alerts raised for other tenants never reveal the invoice.
+        alerts raised for other tenants never reveal the invoice. Seriously
+        overdue invoices move the company's class only once enough different
+        tenants report them (the override policy's `overdue_min_creditors`, 2 by
+        default), so no single creditor moves a class every tenant sees. The
+        answer's `effect.alerts_raised_count` counts only the caller's own alerts.
         """
 
 def add_CompanyDataServiceServicer_to_server(servicer: CompanyDataServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

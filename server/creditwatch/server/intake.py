@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -55,7 +56,8 @@ from creditwatch.server.store.score_cache import ScoreCache
 @dataclass(frozen=True)
 class Effect:
     """What an intake did to one company: its score before and after, and how
-    many alerts it wrote (for all tenants)."""
+    many alerts it wrote (for all tenants; `Intake.report_payment` answers with
+    the reporting tenant's own)."""
 
     company: CompanyId
     score: StoredScore | None
@@ -115,6 +117,7 @@ async def score_companies(
                 known.status.get(c, 0),
                 known.overdue.get(c, 0),
                 known.status_time.get(c),
+                known.overdue_creditors.get(c, 0),
             ),
         )
         for c in companies
@@ -190,11 +193,19 @@ async def write_alerts(
 ) -> dict[CompanyId, int]:
     """Re-decide the standing credit limits of companies whose risk got worse,
     then write every alert the changes and those limit changes raise; all in
-    the caller's transaction."""
+    the caller's transaction. Returns the number written per company."""
+    written = await write_alerts_per_tenant(session, changes)
+    return {company: tenants.total() for company, tenants in written.items()}
+
+
+async def write_alerts_per_tenant(
+    session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]]
+) -> dict[CompanyId, Counter[uuid.UUID]]:
+    """`write_alerts`, counted per company and tenant."""
     limits = await credit_limits.redecide_on_risk(
         session, [(c, change) for c, change in changes if change.score_alerts], _now()
     )
-    return await alerts.write(session, changes, limits)
+    return await alerts.write_per_tenant(session, changes, limits)
 
 
 class Intake:
@@ -387,7 +398,10 @@ class Intake:
 
     async def report_payment(self, tenant: uuid.UUID, report: PaymentReport) -> tuple[bool, Effect]:
         """Store a tenant's overdue invoice and re-score the company on the pooled
-        payment data; alerts say only that payment data changed."""
+        payment data; alerts say only that payment data changed. The effect
+        counts only the alerts written for the reporting tenant's own watch
+        lists: any tenant may report (no grant), so a count of every tenant's
+        would tell it whether others watch the company."""
         company = report.company
         async with self._sessions.begin() as session:
             # An invoice reported again on another company moves to it: the
@@ -401,15 +415,22 @@ class Intake:
             scored = await score_companies(session, self._registry.active, companies)
             fact = RescoreFact(RescoreReason.PAYMENT_DATA, self._registry.active.version)
             now = _now()
-            counts = await write_alerts(
+            written = await write_alerts_per_tenant(
                 session,
                 [(c, Change(fact, scored[c].previous, scored[c].score, now)) for c in companies],
             )
-        effects = [dataclasses.replace(scored[c], alerts_raised=counts.get(c, 0)) for c in scored]
-        effect = next(e for e in effects if e.company == company)
-        self._written(effects)
+        none: Counter[uuid.UUID] = Counter()
+        # Every tenant's alerts wake this replica's hub at once; the caller
+        # hears only of its own.
+        self._written(
+            [
+                dataclasses.replace(e, alerts_raised=written.get(c, none).total())
+                for c, e in scored.items()
+            ]
+        )
         metrics.INTAKE.labels("payment_experience").inc()
-        return created, effect
+        own = written.get(company, none)[tenant]
+        return created, dataclasses.replace(scored[company], alerts_raised=own)
 
     async def score_company(self, company: CompanyId) -> tuple[StoredScore, bool]:
         """The current score, computing and storing one from stored facts if there

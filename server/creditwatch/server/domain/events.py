@@ -88,6 +88,9 @@ class RiskState:
     seriously_overdue_invoices: int = 0
     """Open invoices creditors report far past due (pooled over tenants; the
     threshold is the override policy's `overdue_days`)."""
+    overdue_creditors: int = 0
+    """How many creditors (tenants) report those invoices: the override policy
+    counts them only when enough do (`overdue_min_creditors`)."""
 
     @classmethod
     def of(cls, events: Iterable[CompanyEvent]) -> RiskState:
@@ -150,10 +153,11 @@ def risk_state(
     status: int,
     overdue_invoices: int,
     status_time: datetime | None = None,
+    overdue_creditors: int = 0,
 ) -> RiskState:
     """A company's risk state from its events, its register status (a status of
     BANKRUPT or COMPULSORY_DISSOLUTION counts like the event) and the pooled
-    count of seriously overdue invoices.
+    count of seriously overdue invoices (and of the creditors reporting them).
 
     The register has the last word on a bankruptcy or a compulsory
     dissolution: a status less grave than the one such an event left, set on
@@ -185,6 +189,7 @@ def risk_state(
         open_payment_remarks=state.open_payment_remarks,
         open_collection_cases=state.open_collection_cases,
         seriously_overdue_invoices=overdue_invoices,
+        overdue_creditors=overdue_creditors,
     )
 
 

@@ -32,18 +32,24 @@ class OverridePolicy:
 
     Defaults: bankruptcy opened or compulsory dissolution → class D; any open
     payment remark → one class worse; any open debt collection case → one class
-    worse; any open invoice that creditors (tenants, pooled) report more than
-    `overdue_days` past due → one class worse; the notches add up, and a class
-    never goes past D.
+    worse; open invoices more than `overdue_days` past due, reported by at
+    least `overdue_min_creditors` different creditors (tenants, pooled) → one
+    class worse; the notches add up, and a class never goes past D.
+
+    The class is shared by every tenant, and any tenant may report its own
+    invoices without a grant: one creditor alone (whose invoice may be
+    disputed, or invented) must not move it for all, as a credit bureau pools
+    payment data only once several creditors report.
     """
 
-    version: str = "overrides-2026.11.1"
+    version: str = "overrides-2026.12.1"
     bankruptcy_forces_d: bool = True
     dissolution_forces_d: bool = True
     payment_remark_notches: int = 1
     collection_case_notches: int = 1
     overdue_days: int = 90
     overdue_payment_notches: int = 1
+    overdue_min_creditors: int = 2
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OverridePolicy:
@@ -78,6 +84,8 @@ class OverridePolicy:
             raise ValueError(f"notches must be at most {MAX_NOTCHES} (A to D)")
         if policy.overdue_days > MAX_OVERDUE_DAYS:
             raise ValueError(f"overdue_days must be at most {MAX_OVERDUE_DAYS}")
+        if policy.overdue_min_creditors < 1:
+            raise ValueError("overdue_min_creditors must be at least 1")
         return policy
 
     def describe(self) -> dict[str, Any]:
@@ -87,8 +95,14 @@ class OverridePolicy:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 of the policy's canonical JSON, version included: the version
-        names a policy, so the same values under a new version are a new one."""
-        canonical = json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+        names a policy, so the same values under a new version are a new one.
+        A setting at its `_TAGGED_FROM` value is left out (see there)."""
+        described = {
+            name: value
+            for name, value in self.describe().items()
+            if name not in _TAGGED_FROM or value != _TAGGED_FROM[name]
+        }
+        canonical = json.dumps(described, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
@@ -143,13 +157,18 @@ class OverridePolicy:
                     0.0,
                 )
             )
-        if state.seriously_overdue_invoices and self.overdue_payment_notches:
+        if (
+            state.seriously_overdue_invoices
+            and self.overdue_payment_notches
+            and state.overdue_creditors >= self.overdue_min_creditors
+        ):
             notches += self.overdue_payment_notches
             reasons.append(
                 Reason(
                     "OVERRIDE_OVERDUE_PAYMENTS",
                     f"{state.seriously_overdue_invoices} open invoice(s) more than "
-                    f"{self.overdue_days} days past due reported by creditors: "
+                    f"{self.overdue_days} days past due reported by "
+                    f"{state.overdue_creditors} creditor(s): "
                     f"{self.overdue_payment_notches} class(es) worse",
                     ReasonKind.OVERRIDE,
                     0.0,
@@ -157,6 +176,13 @@ class OverridePolicy:
             )
         return RiskClass(min(int(RiskClass.D), int(model_class) + notches)), reasons
 
+
+# Settings added after scores began to carry their policy's tag, each with the
+# value that does what every policy did before it had the setting. At that
+# value a setting stays out of the fingerprint, so such a policy keeps the tag
+# its scores carry (migration 0015 stamped the first built-in policy's on all
+# older scores) and nothing is re-scored for a change that changes nothing.
+_TAGGED_FROM: dict[str, object] = {"overdue_min_creditors": 1}
 
 # A field's annotation (a string: annotations are postponed) -> its JSON type.
 _JSON_TYPES: dict[str, tuple[type, str]] = {

@@ -15,6 +15,7 @@ cluster holds delivery back until it ends, so keep write transactions short.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -195,6 +196,18 @@ async def write(
     """Write the alerts the changes (and the credit-limit changes they caused, and
     claims that became due) raise, in the caller's transaction; returns the number
     written per company. Subscribers are woken at commit (NOTIFY)."""
+    written = await write_per_tenant(session, changes, limits, claims)
+    return {company: tenants.total() for company, tenants in written.items()}
+
+
+async def write_per_tenant(
+    session: AsyncSession,
+    changes: Sequence[tuple[CompanyId, Change]],
+    limits: Sequence[LimitChange] = (),
+    claims: Sequence[ClaimDue] = (),
+) -> dict[CompanyId, Counter[uuid.UUID]]:
+    """`write`, counted per company and tenant (a caller that may not learn
+    who else watches a company tells only its own count)."""
     if not changes and not limits and not claims:
         return {}
     companies = [c for c, _ in changes] + [x.company for x in limits] + [x.company for x in claims]
@@ -237,11 +250,12 @@ async def write(
             )
         )
     records: list[tuple[Any, ...]] = []
-    counts: dict[CompanyId, int] = {}
+    counts: dict[CompanyId, Counter[uuid.UUID]] = {}
     for company, scores, occurred, trigger_value, planned in batches:
-        counts[company] = counts.get(company, 0) + len(planned)
+        tenants = counts.setdefault(company, Counter())
         if not planned:
             continue
+        tenants.update(alert.watcher.tenant_id for alert in planned)
         # Serialised once per change, shared by its alerts.
         previous = _score_text(scores.previous, scores.previous_reasons_text)
         current = _score_text(scores.score, scores.score_reasons_text)

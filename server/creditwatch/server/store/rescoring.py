@@ -326,6 +326,8 @@ class Facts:
     scores: dict[CompanyId, StoredScore]
     status_time: dict[CompanyId, datetime] = field(default_factory=dict)
     """When each status took effect, where known (see `risk_state`)."""
+    overdue_creditors: dict[CompanyId, int] = field(default_factory=dict)
+    """How many creditors report the `overdue` invoices."""
 
 
 def _statement(row: Any) -> FinancialStatement:
@@ -341,6 +343,19 @@ def _statement(row: Any) -> FinancialStatement:
     )
 
 
+# A company's (k) seriously overdue open invoices ($3: the policy's
+# overdue_days), pooled over the creditors (tenants) that report them, and how
+# many creditors that is (the policy wants several). One text for the intake's
+# read and the re-score's, whose scores must agree.
+_OVERDUE = """
+LEFT JOIN LATERAL (
+    SELECT count(*) AS invoices, count(DISTINCT p.tenant_id) AS creditors
+    FROM payment_experiences p
+    WHERE p.country = k.country AND p.register_number = k.register_number
+      AND p.settled_date IS NULL AND current_date - p.due_date > $3
+) ov ON true
+"""
+
 # Everything `read` needs, one row per company, in one statement (an intake
 # of one event paid a round trip per kind of fact). Every part is an index
 # look-up per company (LATERAL ... LIMIT 1, as in _READ).
@@ -348,9 +363,7 @@ _FACTS = f"""
 SELECT k.country, k.register_number, c.status, c.status_time,
        st.period_start, st.period_end, st.currency, st.items::text AS items,
        ev.types, ev.occurred, ev.refs, ev.recorded,
-       (SELECT count(*) FROM payment_experiences p
-        WHERE p.country = k.country AND p.register_number = k.register_number
-          AND p.settled_date IS NULL AND current_date - p.due_date > $3) AS overdue,
+       ov.invoices AS overdue, ov.creditors AS overdue_creditors,
        sc.probability_of_default, sc.risk_class, sc.model_risk_class,
        sc.reasons::text AS reasons, sc.model_version, sc.data_as_of, sc.score_time
 FROM {_UNNEST} AS k(country, register_number)
@@ -378,12 +391,12 @@ LEFT JOIN LATERAL (
     WHERE s.country = k.country AND s.register_number = k.register_number
     ORDER BY s.id DESC LIMIT 1
 ) sc ON true
-"""
+{_OVERDUE}"""
 
 
 async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_days: int) -> Facts:
-    """Latest statement, events, status, pooled overdue invoices and current
-    score of every company given, in one statement."""
+    """Latest statement, events, status, pooled overdue invoices (and their
+    creditors) and current score of every company given, in one statement."""
     connection = await driver(session)
     facts_ = Facts({}, {}, {}, {}, {})
     for r in await connection.fetch(_FACTS, *_arrays(companies), overdue_days):
@@ -403,6 +416,7 @@ async def read(session: AsyncSession, companies: Sequence[CompanyId], overdue_da
             ]
         if r["overdue"]:
             facts_.overdue[company] = int(r["overdue"])
+            facts_.overdue_creditors[company] = int(r["overdue_creditors"])
         if r["probability_of_default"] is not None:
             facts_.scores[company] = facts.score_from_row(_Row(r))
     return facts_
@@ -451,11 +465,8 @@ SELECT array_agg(k.i) AS i,
            SELECT 1 FROM company_events e
            WHERE e.country = k.country AND e.register_number = k.register_number
        )) AS has_events,
-       array_agg((
-           SELECT count(*) FROM payment_experiences p
-           WHERE p.country = k.country AND p.register_number = k.register_number
-             AND p.settled_date IS NULL AND current_date - p.due_date > $3
-       )) AS overdue,
+       array_agg(ov.invoices) AS overdue,
+       array_agg(ov.creditors) AS overdue_creditors,
        array_agg(sc.probability_of_default) AS pd,
        array_agg(sc.risk_class) AS risk_class,
        array_agg(sc.id) AS score_id,
@@ -476,7 +487,7 @@ LEFT JOIN LATERAL (
     WHERE s.country = k.country AND s.register_number = k.register_number
     ORDER BY s.id DESC LIMIT 1
 ) sc ON true
-"""
+{_OVERDUE}"""
 
 _NO_ITEMS = [math.nan] * len(LINE_ITEMS)
 # A float8 array in PostgreSQL's binary form (array_send): ndim, has-nulls
@@ -591,7 +602,11 @@ async def lock_and_read(
         events, status_times = await _events(connection, list(keys.values()))
         for i, company in keys.items():
             states[i] = risk_state(
-                events.get(company, []), statuses[i], row["overdue"][i], status_times.get(company)
+                events.get(company, []),
+                statuses[i],
+                row["overdue"][i],
+                status_times.get(company),
+                row["overdue_creditors"][i],
             )
     return ChunkFacts(
         countries,
