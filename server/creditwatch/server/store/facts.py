@@ -466,11 +466,22 @@ async def statuses(
     return {CompanyId(c, n): (status, at) for c, n, status, at in rows}
 
 
+_INVOICE_LOCKS = 0x1A7015  # the advisory-lock space of reported invoices
+
+
 async def invoice_company(
     session: AsyncSession, tenant: uuid.UUID, invoice_id: str
 ) -> CompanyId | None:
     """The company a tenant's invoice is reported on, None if it is new; the
-    invoice's row stays locked until the transaction ends."""
+    invoice stays locked until the transaction ends, even while it is new: two
+    first reports of one invoice on different companies would otherwise both
+    read None, and the one that moved the invoice would not re-score the
+    company it took it from. (Advisory keys of two int4 are a space of their
+    own: no clash with the jobs' one-bigint leadership keys.)"""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
+        {"space": _INVOICE_LOCKS, "key": f"{tenant}:{invoice_id}"},
+    )
     row = (
         await session.execute(
             select(_P.c.country, _P.c.register_number)
