@@ -85,6 +85,12 @@ async def _activate_on_two_replicas(
             )
             assert (reply.model.version, reply.model.active) == (version, True)
             assert reply.previous_version == original
+            # Activating the active model again is a no-op: same activation.
+            again = await stub.ActivateModel(
+                request, metadata=(("authorization", f"Bearer {admin}"),)
+            )
+            assert again.previous_version == version
+            assert again.model.activate_time == reply.model.activate_time
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.ActivateModel(
                     scoring_pb2.ActivateModelRequest(name="models/missing"),

@@ -328,6 +328,45 @@ async def test_stream_scores_answers_each_chunk_in_order_with_per_item_errors(
     ]
 
 
+async def test_stream_scores_refuses_bad_correlation_ids_item_by_item(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    """1..128 characters, as the contract says: an empty or longer id is an
+    item error naming `correlation_id`, in a small chunk (scored in the server)
+    and a large one (scored in columns, by a worker process) alike."""
+    bad_ids = ["", "x" * 129, "é" * 200]
+    good = "ø" * 128  # characters, not bytes
+
+    def chunk(size: int) -> scoring_pb2.StreamScoresRequest:
+        ids = [*bad_ids, good, *(f"n{i}" for i in range(size - len(bad_ids) - 1))]
+        return scoring_pb2.StreamScoresRequest(
+            items=[
+                scoring_pb2.ScoreItem(correlation_id=i, financial_statement=healthy()) for i in ids
+            ]
+        )
+
+    async def requests():  # type: ignore[no-untyped-def]
+        yield chunk(5)
+        yield chunk(300)
+
+    responses = [r async for r in _stub(channel).StreamScores(requests(), metadata=tenant.metadata)]
+    assert [len(r.results) for r in responses] == [5, 300]
+    for response in responses:
+        refused, kept = response.results[:3], response.results[3:]
+        for result, sent in zip(refused, bad_ids, strict=True):
+            assert result.correlation_id == sent
+            assert result.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            fields = []
+            for detail in result.error.details:
+                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    bad_request = error_details_pb2.BadRequest()
+                    detail.Unpack(bad_request)
+                    fields += [v.field for v in bad_request.field_violations]
+            assert fields == ["correlation_id"]
+        assert kept[0].correlation_id == good
+        assert all(x.HasField("score") for x in kept)
+
+
 async def test_stream_scores_applies_each_items_events(
     channel: grpc.aio.Channel, tenant: TenantKey
 ) -> None:

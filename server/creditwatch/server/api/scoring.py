@@ -22,6 +22,7 @@ from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import bidi_stream, status_for, unary, unary_as_caller
 from creditwatch.server.api.handlers import add_service
 from creditwatch.server.api.stream_processes import (
+    MAX_CORRELATION_ID,
     SUPPORTED_CURRENCIES,
     ChunkProcesses,
     plain_statements,
@@ -330,6 +331,10 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     async def _score_item(self, item: scoring_pb2.ScoreItem, scorer: Scorer) -> Outcome:
         """A stored score (company items), a request to run (statement items), or an error."""
         try:
+            if not 0 < len(item.correlation_id) <= MAX_CORRELATION_ID:
+                return InvalidArgument.single(
+                    "correlation_id", f"1 to {MAX_CORRELATION_ID} characters"
+                )
             subject = item.WhichOneof("subject")
             if subject == "company" and item.events:
                 return InvalidArgument.single("events", "must be empty with a company")
@@ -389,6 +394,15 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         caller.require(SCOPE_MODELS_ACTIVATE)
         scorer = self._registry.get(version)
         previous = self._registry.active.version
+        current = await self._activations.current()
+        if (current[0] if current is not None else previous) == version:
+            # The active model already (as every replica reads it): a no-op,
+            # as the contract says; no new activation time, nothing re-scored.
+            if current is not None:
+                self._registry.activate(version, current[1])
+            return scoring_pb2.ActivateModelResponse(
+                model=self._model(scorer), previous_version=version
+            )
         when = await self._activations.record(version, caller.tenant_id)
         self._registry.activate(version, when)
         return scoring_pb2.ActivateModelResponse(

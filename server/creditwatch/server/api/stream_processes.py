@@ -68,13 +68,20 @@ CHUNK_TIMEOUT_SECONDS = 60.0
 _scorers: dict[str, tuple[Scorer, score_wire.ScoreWire]] = {}
 
 
+MAX_CORRELATION_ID = 128
+"""The contract's longest `correlation_id`, in characters."""
+
+
 def plain_statements(items: Sequence[scoring_pb2.ScoreItem]) -> list[int]:
-    """Positions of the items that are a statement without events: the ones
-    scored in columns (nearly every item of a portfolio upload)."""
+    """Positions of the items that are a statement without events, under a
+    valid correlation id: the ones scored in columns (nearly every item of a
+    portfolio upload). The rest are answered item by item."""
     return [
         i
         for i, item in enumerate(items)
-        if not item.events and item.WhichOneof("subject") == "financial_statement"
+        if not item.events
+        and 0 < len(item.correlation_id) <= MAX_CORRELATION_ID
+        and item.WhichOneof("subject") == "financial_statement"
     ]
 
 
