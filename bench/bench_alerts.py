@@ -694,7 +694,13 @@ def main() -> None:
     args = parser.parse_args()
     url, embedded = server_url()
     with fresh_database(url) as db_url:
-        env = {"CREDITWATCH_LOG_LEVEL": "WARNING", "CREDITWATCH_JOBS_ENABLED": "false"}
+        env = {
+            "CREDITWATCH_LOG_LEVEL": "WARNING",
+            "CREDITWATCH_JOBS_ENABLED": "false",
+            # One tenant holds every subscriber here: past the default cap of
+            # 200 alert streams per tenant on a replica.
+            "CREDITWATCH_MAX_ALERT_STREAMS_PER_TENANT": "5000",
+        }
         with ServerProcess(db_url, env=env) as server:
             asyncio.run(measure(db_url, server, args))
     del embedded

@@ -26,6 +26,10 @@ class CreditwatchError(Exception):
         resource_name: for NOT_FOUND, the resource from the `ResourceInfo` detail.
         precondition_types: for FAILED_PRECONDITION, the `PreconditionFailure`
             violation types, e.g. `("CURSOR_EXPIRED",)`.
+        quota_violations: for RESOURCE_EXHAUSTED at a per-tenant cap, the
+            `QuotaFailure` violations as `(subject, description)`, e.g.
+            `("tenants/…", "at most 200 open SubscribeAlerts streams …")`;
+            empty for a stream that fell behind.
         status: the whole `google.rpc.Status`, or None if the server sent none.
     """
 
@@ -37,6 +41,7 @@ class CreditwatchError(Exception):
         field_violations: Mapping[str, str] | None = None,
         resource_name: str = "",
         precondition_types: tuple[str, ...] = (),
+        quota_violations: tuple[tuple[str, str], ...] = (),
         status: status_pb2.Status | None = None,
     ) -> None:
         super().__init__(code, message)
@@ -45,6 +50,7 @@ class CreditwatchError(Exception):
         self.field_violations: dict[str, str] = dict(field_violations or {})
         self.resource_name = resource_name
         self.precondition_types = precondition_types
+        self.quota_violations = quota_violations
         self.status = status
 
     def __str__(self) -> str:
@@ -53,6 +59,7 @@ class CreditwatchError(Exception):
             text += "".join(f"\n  {f}: {d}" for f, d in self.field_violations.items())
         if self.resource_name:
             text += f" ({self.resource_name})"
+        text += "".join(f"\n  {s}: {d}" for s, d in self.quota_violations)
         return text
 
 
@@ -85,7 +92,9 @@ class PermissionDeniedError(CreditwatchError):
 
 
 class ResourceExhaustedError(CreditwatchError):
-    """RESOURCE_EXHAUSTED: a limit was hit (e.g. an alert stream fell too far behind)."""
+    """RESOURCE_EXHAUSTED: a limit was hit: an alert stream fell too far behind,
+    or the tenant is at one of the server's per-tenant caps (`quota_violations`
+    says which; back off and retry once calls or streams of yours have ended)."""
 
 
 class UnavailableError(CreditwatchError):
@@ -135,6 +144,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
     violations: dict[str, str] = {}
     resource_name = ""
     preconditions: list[str] = []
+    quotas: list[tuple[str, str]] = []
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
@@ -153,6 +163,10 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
             failure = error_details_pb2.PreconditionFailure()
             detail.Unpack(failure)
             preconditions.extend(v.type for v in failure.violations)
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            quotas.extend((v.subject, v.description) for v in quota.violations)
     kind = _BY_CODE.get(code, CreditwatchError)
     return kind(
         code,
@@ -160,5 +174,6 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
         field_violations=violations,
         resource_name=resource_name,
         precondition_types=tuple(preconditions),
+        quota_violations=tuple(quotas),
         status=status,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import signal
 import time
@@ -18,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditwatch.server import metrics
 from creditwatch.server.alerts.hub import AlertHub
+from creditwatch.server.api import errors
 from creditwatch.server.api.alerts import AlertServicer
 from creditwatch.server.api.alerts import add_to_server as add_alert_service
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.companies import CompanyDataServicer
 from creditwatch.server.api.limits import CreditLimitServicer
 from creditwatch.server.api.portfolio import PortfolioServicer
+from creditwatch.server.api.quotas import Quota, TenantQuotas
 from creditwatch.server.api.scoring import ScoringServicer
 from creditwatch.server.api.scoring import add_to_server as add_scoring_service
 from creditwatch.server.api.stream_processes import ChunkProcesses, default_workers
@@ -36,6 +39,7 @@ from creditwatch.server.store import database, migrate, policies
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
 from creditwatch.server.store.tenants import TenantStore
+from creditwatch.server.store.tenants_revocations import RevocationListener
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import (
     alerts_pb2,
@@ -77,6 +81,7 @@ class Running:
     hub: AlertHub
     jobs: Jobs | None
     processes: ChunkProcesses | None
+    key_revocations: RevocationListener
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, close the pool.
@@ -89,6 +94,7 @@ class Running:
             await self.server.stop(grace)
             self.background.cancel()
             await self.score_cache.stop()
+            await self.key_revocations.stop()
             await self.engine.dispose()
             self.executor.shutdown(wait=False)
         finally:
@@ -107,6 +113,86 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def tenant_quotas(settings: Settings) -> TenantQuotas:
+    """The per-tenant caps `settings` ask for, by the kind of call the RPC
+    wrappers count (`api.errors`); each streaming kind has one RPC today."""
+    return TenantQuotas(
+        unary=Quota(
+            "unary calls in flight",
+            Settings.env_name("max_unary_calls_per_tenant"),
+            settings.max_unary_calls_per_tenant,
+        ),
+        server_streams=Quota(
+            "open SubscribeAlerts streams",
+            Settings.env_name("max_alert_streams_per_tenant"),
+            settings.max_alert_streams_per_tenant,
+        ),
+        bidi_streams=Quota(
+            "open StreamScores streams",
+            Settings.env_name("max_score_streams_per_tenant"),
+            settings.max_score_streams_per_tenant,
+        ),
+    )
+
+
+# Besides the calls of the tenants' caps: health checks, reflection, calls
+# refused before they were counted.
+_SPARE_STREAMS = 64
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel arguments of the gRPC server."""
+    # HTTP/2 streams per connection: one tenant's whole allowance fits on one
+    # connection, so a client past a cap hears RESOURCE_EXHAUSTED rather than
+    # waiting unseen for a stream, while one connection cannot open
+    # thousands of calls at once (gRPC's default is unlimited).
+    streams = (
+        settings.max_alert_streams_per_tenant
+        + settings.max_score_streams_per_tenant
+        + settings.max_unary_calls_per_tenant
+        + _SPARE_STREAMS
+    )
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", streams),
+        # Ping a connection with calls open after a minute without traffic and
+        # drop it if no answer comes within 20 s: the streams of a client that
+        # vanished without closing (a crashed host, a dropped NAT entry) end,
+        # and give back their quota slots, in about 80 s instead of the 2 h of
+        # gRPC's default. Not limited to two pings between messages, so an
+        # alert stream quiet for minutes between heartbeats is checked too.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def warn_if_cleartext(settings: Settings) -> None:
+    """Log a WARNING when the server will take API keys in cleartext from
+    other machines: no TLS, and an address other than loopback."""
+    if settings.tls_cert_file is not None or _loopback(settings.host):
+        return
+    log.warning(
+        "serving without TLS on a non-loopback address: API keys and credit data "
+        "travel in cleartext; set CREDITWATCH_TLS_CERT_FILE and CREDITWATCH_TLS_KEY_FILE, "
+        "or bind to 127.0.0.1 behind a proxy that terminates TLS",
+        extra={"host": settings.host},
+    )
+
+
+def _loopback(host: str) -> bool:
+    """Whether `host` (an IP address or a name) is this machine only; a name
+    other than localhost is not resolved and counts as reachable."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 async def start(settings: Settings) -> Running:
@@ -143,13 +229,11 @@ async def start(settings: Settings) -> Running:
             },
         )
     auth = Authenticator(TenantStore(sessions))
+    key_revocations = RevocationListener(url, auth.revoked)
+    key_revocations.start()
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ]
-    )
+    errors.limit_tenants(tenant_quotas(settings))
+    server = grpc.aio.server(options=server_options(settings))
     # onnxruntime runs here, off the event loop; one thread per model run keeps
     # a small machine's cores for gRPC and PostgreSQL.
     executor = ThreadPoolExecutor(max_workers=settings.scoring_threads, thread_name_prefix="onnx")
@@ -227,6 +311,7 @@ async def start(settings: Settings) -> Running:
 
     address = f"{settings.host}:{settings.port}"
     credentials = _credentials(settings)
+    warn_if_cleartext(settings)
     if credentials is None:
         port = server.add_insecure_port(address)
     else:
@@ -255,6 +340,7 @@ async def start(settings: Settings) -> Running:
         hub,
         jobs if settings.jobs_enabled else None,
         processes,
+        key_revocations,
     )
 
 

@@ -7,8 +7,9 @@ import json
 import os
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -21,16 +22,24 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from creditwatch.server import logs
 from creditwatch.server.config import Settings, override_policy
-from creditwatch.server.domain.tenants import SCOPES
+from creditwatch.server.domain.tenants import SCOPES, ApiKeyInfo, Revocation, parse_key_reference
 
 
 def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def _tenant_id(text: str) -> uuid.UUID:
+    """A `--tenant` value, or exit with a clear message."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        _fail(f"--tenant {text!r} is not a UUID")
 
 
 @click.group()
@@ -153,11 +162,7 @@ def create_api_key(
     """Create an API key for a tenant; the key is printed once."""
     from creditwatch.server.domain.errors import NotFound
 
-    try:
-        tenant = uuid.UUID(tenant_id)
-    except ValueError:
-        _fail(f"--tenant {tenant_id!r} is not a UUID")
-        return
+    tenant = _tenant_id(tenant_id)
 
     async def action(store: Any) -> str:
         key = await store.create_api_key(tenant, display_name, scopes)
@@ -174,6 +179,113 @@ def create_api_key(
     else:
         click.echo(f"api key {token}")
         click.echo("Store the key now: it is not shown again.", err=True)
+
+
+@admin.group("keys")
+def keys() -> None:
+    """List and revoke API keys (a key is named by its id: cw_<tenant id>_<key id>_...)."""
+
+
+def _key_json(key: ApiKeyInfo) -> dict[str, Any]:
+    return {
+        "tenant_id": str(key.tenant_id),
+        "key_id": key.key_id,
+        "prefix": key.prefix,
+        "name": key.display_name,
+        "grants": list(key.scopes),
+        "create_time": key.create_time.isoformat(),
+        "revoke_time": key.revoke_time.isoformat() if key.revoke_time else None,
+    }
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+@keys.command("list")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id (UUID).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_list(tenant_id: str, as_json: bool) -> None:
+    """A tenant's API keys, revoked ones included (never their secrets)."""
+    from creditwatch.server.domain.errors import NotFound
+
+    tenant = _tenant_id(tenant_id)
+
+    async def action(store: Any) -> list[ApiKeyInfo]:
+        return list(await store.list_api_keys(tenant))
+
+    logs.configure("WARNING", "text")
+    try:
+        found: list[ApiKeyInfo] = asyncio.run(_with_tenants(action))
+    except NotFound:
+        _fail(f"no tenant {tenant_id}")
+    if as_json:
+        click.echo(json.dumps([_key_json(k) for k in found]))
+        return
+    if not found:
+        click.echo(f"tenant {tenant} has no API keys", err=True)
+        return
+    rows = [
+        (
+            k.key_id,
+            k.display_name or "-",
+            ",".join(k.scopes) or "-",
+            _when(k.create_time),
+            _when(k.revoke_time),
+        )
+        for k in found
+    ]
+    header = ("KEY ID", "NAME", "GRANTS", "CREATED (UTC)", "REVOKED (UTC)")
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+@keys.command("revoke")
+@click.argument("key")
+@click.option("--tenant", "tenant_id", help="Tenant id (UUID), if two tenants share the key id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def keys_revoke(key: str, tenant_id: str | None, as_json: bool) -> None:
+    """Revoke KEY (a key id, or a key's cw_<tenant id>_<key id> prefix).
+
+    Every replica refuses the key within about a second, and alert streams
+    opened with it end within seconds (UNAUTHENTICATED). Revoking a revoked
+    key keeps its revoke time and tells the replicas again."""
+    from creditwatch.server.domain.errors import InvalidArgument, NotFound
+
+    try:
+        named_tenant, key_id = parse_key_reference(key)
+    except ValueError as error:
+        _fail(str(error))
+    tenant = named_tenant
+    if tenant_id is not None:
+        tenant = _tenant_id(tenant_id)
+        if named_tenant is not None and named_tenant != tenant:
+            _fail(f"key {key_id} is named with tenant {named_tenant}, not {tenant}")
+
+    async def action(store: Any) -> Revocation:
+        return await store.revoke_api_key(key_id, tenant)  # type: ignore[no-any-return]
+
+    logs.configure("WARNING", "text")
+    try:
+        outcome: Revocation = asyncio.run(_with_tenants(action))
+    except NotFound:
+        _fail(f"no API key {key_id}" + (f" of tenant {tenant}" if tenant else ""))
+    except InvalidArgument:
+        _fail(f"several tenants have a key {key_id}: add --tenant")
+    revoked = outcome.key
+    if as_json:
+        click.echo(json.dumps({**_key_json(revoked), "already_revoked": outcome.already_revoked}))
+        return
+    when = _when(revoked.revoke_time)  # set: revoked now or before
+    if outcome.already_revoked:
+        click.echo(
+            f"api key {revoked.key_id} of tenant {revoked.tenant_id} was already revoked at {when}"
+        )
+    else:
+        click.echo(f"revoked api key {revoked.key_id} of tenant {revoked.tenant_id} at {when}")
 
 
 @main.group()

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         "past it, its own policy becomes current (a rollback, an unfinished deploy).",
     )
 
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets `field`, for messages to operators."""
+        if field not in cls.model_fields:
+            raise KeyError(field)
+        return f"CREDITWATCH_{field.upper()}"
+
     @field_validator("override_policy_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -157,6 +164,33 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest gRPC message accepted."
+    )
+    # Per-tenant caps (api.quotas): a call past one is RESOURCE_EXHAUSTED with
+    # a QuotaFailure naming the setting. They count per replica.
+    # 200: a consumer needs one stream per process and filter, so this is
+    # far above any integration's need, yet keeps one tenant to a fifth of the
+    # 1,000 streams a replica is built to fan out to.
+    max_alert_streams_per_tenant: int = Field(
+        200,
+        ge=1,
+        description="SubscribeAlerts streams one tenant may hold open on one replica.",
+    )
+    # 8: a stream keeps up to three chunks in the model at once, so 8 can
+    # keep 24 worker processes busy, more than most replicas have cores; more
+    # streams give a tenant no more throughput, only a longer queue in front
+    # of everyone else's calls.
+    max_score_streams_per_tenant: int = Field(
+        8,
+        ge=1,
+        description="StreamScores streams one tenant may have open on one replica.",
+    )
+    # 256: four times the heaviest closed loop of bench_scoring (64 callers),
+    # while a replica's 10 database connections and one event loop serve far
+    # fewer at once: past this, a tenant's calls would only wait in line.
+    max_unary_calls_per_tenant: int = Field(
+        256,
+        ge=1,
+        description="Unary calls of one tenant a replica runs at once.",
     )
 
 

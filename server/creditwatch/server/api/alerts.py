@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 MAX_FILTER_WATCH_LISTS = 100
 MAX_FILTER_COMPANIES = 1_000
 CATCH_UP_BATCH = 500
+# An open stream re-checks its key this often (the shortest heartbeat
+# interval, so at least once per heartbeat), idle or not.
+KEY_CHECK_SECONDS = 5.0
 _CONSUMER = re.compile(r"[a-z0-9-]{1,63}")
 _ALERT_NAME = re.compile(r"alerts/([0-9a-fA-F-]{36})")
 _ORDERS = {"": False, "create_time desc": False, "priority desc": True}
@@ -403,10 +406,15 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 position = await self._start(request, tenant)
                 await write(_heartbeat(position, tenant))
                 last_sent = time.monotonic()
+                # The key was checked when the stream opened; a revoked key must
+                # not go on receiving alerts (see `_recheck_key`).
+                key_due = last_sent + KEY_CHECK_SECONDS
                 while True:
                     # The gap up to the hub's position at (re)registration, from the database.
                     async for alert in self._catch_up(subscription, position):
                         self._check_lag(subscription)
+                        if last_sent >= key_due:
+                            key_due = await self._recheck_key(context)
                         guard.writing = True
                         await write(alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert)))
                         guard.writing = False
@@ -418,6 +426,8 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                         live = subscription.pop()
                         if live is not None:
                             if live.position > position:
+                                if last_sent >= key_due:
+                                    key_due = await self._recheck_key(context)
                                 guard.writing = True
                                 await write(self._live_message(live))
                                 guard.writing = False
@@ -425,9 +435,14 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                                 last_sent = time.monotonic()
                             continue
                         subscription.caught_up()
-                        remaining = interval - (time.monotonic() - last_sent)
-                        if remaining > 0 and await subscription.wait(remaining):
+                        now = time.monotonic()
+                        if now >= key_due:
+                            key_due = await self._recheck_key(context)
+                        remaining = interval - (now - last_sent)
+                        if remaining > 0 and await subscription.wait(min(remaining, key_due - now)):
                             continue
+                        if time.monotonic() - last_sent < interval:
+                            continue  # woken for the key check, not for a heartbeat
                         # Quiet: every alert up to the hub's position was offered to us.
                         position = max(position, self._hub.position)
                         guard.writing = True
@@ -475,6 +490,13 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             if len(self._converted) > 10_000:
                 self._converted.popitem(last=False)
         return message
+
+    async def _recheck_key(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        """End the stream UNAUTHENTICATED if its key was revoked since it opened;
+        when the next check is due. A cache look-up (`Authenticator`), no query
+        per alert."""
+        await self._auth.check_still_valid(context)
+        return time.monotonic() + KEY_CHECK_SECONDS
 
     def _check_lag(self, subscription: Subscription) -> None:
         since = subscription.lagging_since

@@ -3,7 +3,8 @@
 Domain errors map to their codes with `google.rpc` details (BadRequest field
 violations for INVALID_ARGUMENT). Anything unexpected answers INTERNAL with a
 generic message and an id that finds the traceback in the log; the client never
-sees exception text.
+sees exception text. The wrappers also hold each call's slot of its tenant's
+quota (`api.quotas`), so a call over a cap is refused like any domain error.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeAlias, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from creditwatch.server import metrics
+from creditwatch.server.api.quotas import Quota, QuotaExceeded, Slots, TenantQuotas
 from creditwatch.server.domain import errors
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.store import database
@@ -80,6 +82,17 @@ def status_for(error: errors.DomainError) -> tuple[grpc.StatusCode, str, bytes]:
         packed = any_pb2.Any()
         packed.Pack(failure)
         status.details.append(packed)
+    elif isinstance(error, QuotaExceeded):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=error.subject, description=error.description
+                )
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(quota)
+        status.details.append(packed)
     elif isinstance(error, errors.NotFound):
         info = error_details_pb2.ResourceInfo(
             resource_name=error.resource_name, description=error.message
@@ -131,6 +144,23 @@ async def _end_with(
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}")
 
 
+# The caps of this process's server (`limit_tenants`) and the slots taken.
+_quotas = TenantQuotas.unlimited()
+_slots = Slots()
+
+
+def limit_tenants(quotas: TenantQuotas) -> None:
+    """Cap each tenant's calls from now on (app wiring, before the server starts)."""
+    global _quotas
+    _quotas = quotas
+
+
+def running(kind: Literal["unary", "server_streams", "bidi_streams"], tenant: uuid.UUID) -> int:
+    """How many calls of `tenant` hold a slot of the quota `kind` now."""
+    quota: Quota = getattr(_quotas, kind)
+    return _slots.running(quota, tenant)
+
+
 class HasAuthenticator(Protocol):
     """A servicer that can tell who is calling."""
 
@@ -158,7 +188,8 @@ def unary(
 def unary_as_caller(
     method: Callable[[S, Req, Caller], Awaitable[Resp]], name: str = ""
 ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
-    """Like `unary`, for RPCs that need the caller's grants, not only its tenant."""
+    """Like `unary`, for RPCs that need the caller's grants, not only its tenant.
+    The call holds a slot of its tenant's `unary` quota while it runs."""
     name = name or method.__name__
 
     @functools.wraps(method)
@@ -166,7 +197,11 @@ def unary_as_caller(
         started = time.perf_counter()
         try:
             caller = await self.caller(context)
-            response = await method(self, request, caller)
+            give_back = _slots.take(_quotas.unary, caller.tenant_id)
+            try:
+                response = await method(self, request, caller)
+            finally:
+                give_back()
         except grpc.aio.AbortError:
             _observe(name, "ABORTED_BY_HANDLER", started)
             raise
@@ -183,6 +218,20 @@ def unary_as_caller(
         return response
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _stream_slot(quota: Quota, tenant: uuid.UUID, context: Ctx) -> Iterator[None]:
+    """Hold a slot of `tenant`'s `quota` while a stream runs. The call's end
+    gives it back too: a generator that grpc left at a `yield` (the client went
+    away while a message was being sent) is closed only when collected."""
+    give_back = _slots.take(quota, tenant)
+    # The stubs type the callback as a class, not a protocol of callables.
+    context.add_done_callback(lambda _: give_back())  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        give_back()
 
 
 @contextlib.asynccontextmanager
@@ -218,11 +267,13 @@ async def _guarded_stream(
     responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> AsyncIterator[Resp]:
-    """Authenticate, then stream `responses(tenant)` (see `_streaming`)."""
+    """Authenticate, then stream `responses(tenant)` (see `_streaming`) while
+    holding a slot of the tenant's `bidi_streams` quota."""
     async with _streaming(name, context):
         tenant = (await caller(context)).tenant_id
-        async for response in responses(tenant):
-            yield response
+        with _stream_slot(_quotas.bidi_streams, tenant, context):
+            async for response in responses(tenant):
+                yield response
 
 
 async def _guarded_writes(
@@ -232,10 +283,12 @@ async def _guarded_writes(
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> None:
     """Authenticate, then run `writes(tenant)`, a handler that sends with
-    `context.write` (see `_streaming`)."""
+    `context.write` (see `_streaming`), while holding a slot of the tenant's
+    `server_streams` quota."""
     async with _streaming(name, context):
         tenant = (await caller(context)).tenant_id
-        await writes(tenant)
+        with _stream_slot(_quotas.server_streams, tenant, context):
+            await writes(tenant)
 
 
 def server_stream_writes(

@@ -27,6 +27,11 @@ from creditwatch.server.domain.errors import InvalidArgument
 _VERSION = 1
 # PostgreSQL's bigint: a larger key integer fails in the query, not here.
 _MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
+# The longest token this server issues is about 200 characters (ListAlerts by
+# priority: a float, a severity, a time and two bigints). A longer one is
+# refused before it is decoded: a crafted token must cost little to refuse,
+# and JSON nested a few thousand levels deep would exhaust the parser's stack.
+MAX_TOKEN_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,12 @@ def page_request(
     size = page_size or default_size
     if not page_token:
         return PageRequest(size, None)
+    if len(page_token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument.single(
+            "page_token",
+            f"longer than any token this server issues ({MAX_TOKEN_CHARS:,} characters at "
+            "most); start again with an empty token",
+        )
     try:
         padded = page_token + "=" * (-len(page_token) % 4)
         body = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -127,7 +138,8 @@ def page_request(
         key = body["k"]
         if not isinstance(key, list):
             raise ValueError("bad key")
-    except (ValueError, KeyError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, binascii.Error, UnicodeDecodeError, RecursionError):
+        # RecursionError: deeply nested JSON, should the cap above ever allow it.
         raise _foreign_token() from None
     if body.get("f") not in (filters_fingerprint, legacy or filters_fingerprint):
         raise InvalidArgument.single(

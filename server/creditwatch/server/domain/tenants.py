@@ -8,6 +8,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from creditwatch.server.domain.errors import PermissionDenied, Unauthenticated
 
@@ -16,6 +17,10 @@ from creditwatch.server.domain.errors import PermissionDenied, Unauthenticated
 # right shard under Citus); only the secret's SHA-256 is stored. A plain hash
 # suffices because the secret is 256 random bits, not a password.
 _KEY_PATTERN = re.compile(r"cw_([0-9a-f]{32})_([0-9a-f]{12})_([A-Za-z0-9_\-]{43})")
+# How an operator names a key: its id, or the key's public prefix
+# (`cw_<tenant id>_<key id>`, with or without the trailing "_").
+_KEY_ID_PATTERN = re.compile(r"[0-9a-f]{12}")
+_KEY_PREFIX_PATTERN = re.compile(r"cw_([0-9a-f]{32})_([0-9a-f]{12})_?")
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,54 @@ class NewKey:
     key_id: str
     token: str
     secret_sha256: bytes
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What an operator may see of a stored key: never its secret or hash."""
+
+    tenant_id: uuid.UUID
+    key_id: str
+    display_name: str
+    scopes: tuple[str, ...]
+    create_time: datetime
+    revoke_time: datetime | None
+
+    @property
+    def prefix(self) -> str:
+        """The key's public start, `cw_<tenant id>_<key id>_`: matches a key in hand."""
+        return key_prefix(self.tenant_id, self.key_id)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """The outcome of revoking a key (idempotent: a revoked key stays as it was)."""
+
+    key: ApiKeyInfo
+    already_revoked: bool
+
+
+def key_prefix(tenant_id: uuid.UUID, key_id: str) -> str:
+    """The part of a key before its secret."""
+    return f"cw_{tenant_id.hex}_{key_id}_"
+
+
+def parse_key_reference(text: str) -> tuple[uuid.UUID | None, str]:
+    """(tenant id if named, key id) from a key id, a key's prefix or a whole key
+    (a leaked key in hand names itself); ValueError otherwise."""
+    text = text.strip()
+    whole = _KEY_PATTERN.fullmatch(text)
+    if whole is not None:
+        return uuid.UUID(hex=whole[1]), whole[2]
+    text = text.lower()
+    if _KEY_ID_PATTERN.fullmatch(text):
+        return None, text
+    match = _KEY_PREFIX_PATTERN.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a key id (12 hex digits) or a key prefix (cw_<tenant id>_<key id>)"
+        )
+    return uuid.UUID(hex=match[1]), match[2]
 
 
 def mint_key(tenant_id: uuid.UUID) -> NewKey:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.errors import NotFound
+from creditwatch.server.domain.errors import InvalidArgument, NotFound
 from creditwatch.server.domain.tenants import (
     SCOPES,
+    ApiKeyInfo,
     Caller,
     NewKey,
     ParsedKey,
+    Revocation,
     Tenant,
     key_matches,
     mint_key,
 )
 from creditwatch.server.store import models
+from creditwatch.server.store.tenants_revocations import CHANNEL, notice
 
 
 class TenantStore:
@@ -61,6 +65,55 @@ class TenantStore:
             )
         return key
 
+    async def list_api_keys(self, tenant_id: uuid.UUID) -> list[ApiKeyInfo]:
+        """A tenant's keys, revoked ones included, oldest first; never their secrets."""
+        async with self._sessions() as session:
+            if await session.get(models.Tenant, tenant_id) is None:
+                raise NotFound(f"tenants/{tenant_id}")
+            rows = await session.scalars(
+                select(models.ApiKey)
+                .where(models.ApiKey.tenant_id == tenant_id)
+                .order_by(models.ApiKey.create_time, models.ApiKey.id)
+            )
+            return [_key_info(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, tenant_id: uuid.UUID | None = None) -> Revocation:
+        """Revoke a key (idempotent: a revoked key keeps its revoke time) and tell
+        every replica, whose caches drop it (`tenants_revocations`).
+
+        The notice goes in the revoking transaction, so it arrives once the
+        revocation is visible; it is sent again for a key already revoked, so
+        repeating the command also reaches replicas that missed the first one
+        (or a key revoked with plain SQL). Key ids are random per tenant:
+        `tenant_id` tells apart the rare keys of two tenants that share one."""
+        async with self._sessions.begin() as session:
+            query = select(models.ApiKey).where(models.ApiKey.id == key_id).with_for_update()
+            if tenant_id is not None:
+                query = query.where(models.ApiKey.tenant_id == tenant_id)
+            rows = list(await session.scalars(query))
+            if not rows:
+                name = f"apiKeys/{key_id}"
+                raise NotFound(name if tenant_id is None else f"tenants/{tenant_id}/{name}")
+            if len(rows) > 1:
+                raise InvalidArgument.single(
+                    "key_id",
+                    f"{len(rows)} tenants have a key {key_id}: name the tenant too",
+                )
+            key = _key_info(rows[0])
+            already_revoked = key.revoke_time is not None
+            if not already_revoked:
+                stamp = await session.scalar(
+                    update(models.ApiKey)
+                    .where(models.ApiKey.tenant_id == key.tenant_id, models.ApiKey.id == key.key_id)
+                    .values(revoke_time=func.now())
+                    .returning(models.ApiKey.revoke_time)
+                )
+                key = dataclasses.replace(key, revoke_time=stamp)
+            await session.execute(
+                select(func.pg_notify(CHANNEL, notice(key.tenant_id, key.key_id)))
+            )
+        return Revocation(key, already_revoked)
+
     async def authenticate(self, key: ParsedKey) -> Caller | None:
         """The caller `key` identifies, or None if it is unknown, revoked or wrong."""
         async with self._sessions() as session:
@@ -70,3 +123,14 @@ class TenantStore:
         if not key_matches(key, row.secret_sha256):
             return None
         return Caller(key.tenant_id, frozenset(row.scopes))
+
+
+def _key_info(row: models.ApiKey) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        tenant_id=row.tenant_id,
+        key_id=row.id,
+        display_name=row.display_name,
+        scopes=tuple(row.scopes),
+        create_time=row.create_time,
+        revoke_time=row.revoke_time,
+    )
