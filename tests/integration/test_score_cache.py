@@ -148,9 +148,10 @@ async def test_an_intake_forgets_its_companies_in_its_own_cache_without_waiting_
     cache.start()
     try:
         await _until(lambda: cache.live)
-        assert cache._connection is not None
+        listener = cache._listener
+        assert listener._connection is not None
         # The NOTIFY never arrives here: only the intake itself can evict.
-        await cache._connection.remove_listener(score_cache.CHANNEL, cache._on_notify)
+        await listener._connection.remove_listener(score_cache.CHANNEL, listener._on_notify)
         intake = Intake(sessions, registry, cache)
         await intake.submit_statement(company, statement(healthy(), "s"), "test", tenant)
         first, _ = await intake.score_company(company)

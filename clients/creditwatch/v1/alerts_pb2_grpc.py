@@ -114,6 +114,11 @@ class AlertServiceServicer:
         the status after the messages already in flight to it. A replica shutting
         down ends streams with UNAVAILABLE.
         In both cases reconnect after the last cursor received: nothing is lost.
+        A revoked API key (`creditwatch admin keys revoke`: every replica refuses
+        it within about a second) ends the streams open with it with
+        UNAUTHENTICATED "API key revoked" within about 5 seconds, whether alerts
+        are flowing or not. Do not retry with that key: resume with another of the
+        tenant's keys after the last cursor received.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

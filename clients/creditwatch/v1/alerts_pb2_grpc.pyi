@@ -73,6 +73,11 @@ class AlertServiceStub:
     the status after the messages already in flight to it. A replica shutting
     down ends streams with UNAVAILABLE.
     In both cases reconnect after the last cursor received: nothing is lost.
+    A revoked API key (`creditwatch admin keys revoke`: every replica refuses
+    it within about a second) ends the streams open with it with
+    UNAUTHENTICATED "API key revoked" within about 5 seconds, whether alerts
+    are flowing or not. Do not retry with that key: resume with another of the
+    tenant's keys after the last cursor received.
     """
     AcknowledgeAlerts: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.AcknowledgeAlertsRequest, _alerts_pb2.AcknowledgeAlertsResponse]
     """Stores a durable consumer's position: a later `SubscribeAlerts` with this
@@ -136,6 +141,11 @@ class AlertServiceAsyncStub(AlertServiceStub):
     the status after the messages already in flight to it. A replica shutting
     down ends streams with UNAVAILABLE.
     In both cases reconnect after the last cursor received: nothing is lost.
+    A revoked API key (`creditwatch admin keys revoke`: every replica refuses
+    it within about a second) ends the streams open with it with
+    UNAUTHENTICATED "API key revoked" within about 5 seconds, whether alerts
+    are flowing or not. Do not retry with that key: resume with another of the
+    tenant's keys after the last cursor received.
     """
     AcknowledgeAlerts: _aio.UnaryUnaryMultiCallable[_alerts_pb2.AcknowledgeAlertsRequest, _alerts_pb2.AcknowledgeAlertsResponse]  # type: ignore[assignment]
     """Stores a durable consumer's position: a later `SubscribeAlerts` with this
@@ -202,6 +212,11 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         the status after the messages already in flight to it. A replica shutting
         down ends streams with UNAVAILABLE.
         In both cases reconnect after the last cursor received: nothing is lost.
+        A revoked API key (`creditwatch admin keys revoke`: every replica refuses
+        it within about a second) ends the streams open with it with
+        UNAUTHENTICATED "API key revoked" within about 5 seconds, whether alerts
+        are flowing or not. Do not retry with that key: resume with another of the
+        tenant's keys after the last cursor received.
         """
 
     @_abc_1.abstractmethod

@@ -15,18 +15,13 @@ and it is emptied whenever that connection is (re)established.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
-
-import asyncpg
 
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.scores import StoredScore
-from creditwatch.server.store import database
+from creditwatch.server.store.listen import ChannelListener
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +53,25 @@ class ScoreCache:
     """Current scores by company, invalidated by NOTIFY; bounded LRU."""
 
     def __init__(self, url: str, capacity: int = 100_000) -> None:
-        self._connect = database.connect_kwargs(url)
         self._capacity = capacity
         self._entries: OrderedDict[CompanyId, StoredScore] = OrderedDict()
-        self._connection: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
         self._generation = 0
+        self._listener = ChannelListener(
+            url,
+            CHANNEL,
+            on_notice=self._invalidate,
+            on_connect=self._reset,
+            on_disconnect=self._reset,
+            name="score-cache",
+            label="score cache",
+            log=log,
+        )
         self.hits = 0
 
     @property
     def live(self) -> bool:
         """Whether invalidations are being received (else the cache is bypassed)."""
-        return self._connection is not None and not self._connection.is_closed()
+        return self._listener.live
 
     def get(self, company: CompanyId) -> StoredScore | None:
         """The cached score, if the cache is live and has one."""
@@ -115,47 +117,15 @@ class ScoreCache:
                 return
             self._entries.pop(CompanyId(country, number), None)
 
-    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        self._invalidate(payload)
-
-    async def _listen_forever(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                connection = await asyncpg.connect(**self._connect)
-                await connection.add_listener(CHANNEL, self._on_notify)
-                self._entries.clear()
-                self._generation += 1
-                self._connection = connection
-                delay = 0.5
-                log.info("score cache listening")
-                while not connection.is_closed():
-                    await asyncio.sleep(1.0)
-                    await connection.execute("SELECT 1")  # notice a dead socket
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("score cache listener down", extra={"error": str(error)})
-            finally:
-                self._drop()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    def _drop(self) -> None:
-        connection, self._connection = self._connection, None
+    def _reset(self) -> None:
+        """Forget everything: notices were (or are being) missed."""
         self._entries.clear()
         self._generation += 1
-        if connection is not None and not connection.is_closed():
-            connection.terminate()
 
     def start(self) -> None:
         """Begin listening in the background."""
-        self._task = asyncio.create_task(self._listen_forever(), name="score-cache")
+        self._listener.start()
 
     async def stop(self) -> None:
         """Stop listening and forget everything."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._drop()
+        await self._listener.stop()

@@ -13,16 +13,11 @@ cache's time-to-live bounds what a lost notice can cost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
-import asyncpg
-
-from creditwatch.server.store import database
+from creditwatch.server.store.listen import ChannelListener
 
 log = logging.getLogger(__name__)
 
@@ -50,58 +45,18 @@ def parse_notice(payload: str) -> KeyRef | None:
         return None
 
 
-class RevocationListener:
+class RevocationListener(ChannelListener):
     """LISTENs on `CHANNEL` on a dedicated connection and calls
     `on_revoked(key)` per notice (`None`: every key), and `on_revoked(None)`
     whenever it (re)connects, since notices sent while it was away are lost."""
 
     def __init__(self, url: str, on_revoked: Callable[[KeyRef | None], None]) -> None:
-        self._connect = database.connect_kwargs(url)
-        self._on_revoked = on_revoked
-        self._connection: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def live(self) -> bool:
-        """Whether notices are being received."""
-        return self._connection is not None and not self._connection.is_closed()
-
-    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        self._on_revoked(parse_notice(payload))
-
-    async def _listen_forever(self) -> None:
-        delay = 0.5
-        while True:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(**self._connect)
-                await connection.add_listener(CHANNEL, self._on_notify)
-                self._connection = connection
-                self._on_revoked(None)  # what was revoked while nobody listened
-                delay = 0.5
-                log.info("API key revocations: listening")
-                while not connection.is_closed():
-                    await asyncio.sleep(1.0)
-                    await connection.execute("SELECT 1")  # notice a dead socket
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("API key revocations: listener down", extra={"error": str(error)})
-            finally:
-                self._connection = None
-                if connection is not None and not connection.is_closed():
-                    connection.terminate()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    def start(self) -> None:
-        """Begin listening in the background."""
-        self._task = asyncio.create_task(self._listen_forever(), name="key-revocations")
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        super().__init__(
+            url,
+            CHANNEL,
+            on_notice=lambda payload: on_revoked(parse_notice(payload)),
+            on_connect=lambda: on_revoked(None),  # what was revoked while nobody listened
+            name="key-revocations",
+            label="API key revocations:",
+            log=log,
+        )
