@@ -22,7 +22,15 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from creditwatch.server import logs
 from creditwatch.server.config import Settings, override_policy
-from creditwatch.server.domain.tenants import SCOPES, ApiKeyInfo, Revocation, parse_key_reference
+from creditwatch.server.domain.tenants import (
+    SCOPE_TENANT_READ,
+    SCOPES,
+    ApiKeyInfo,
+    Revocation,
+    check_scopes,
+    is_read_only,
+    parse_key_reference,
+)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -153,19 +161,39 @@ def create_tenant(display_name: str, with_key: bool, as_json: bool) -> None:
     "scopes",
     multiple=True,
     type=click.Choice(SCOPES),
-    help="Grant beyond the tenant's own data (repeatable).",
+    help=(
+        "A grant (repeatable): tenant:read (read-only), tenant:write, "
+        "companies:write, models:activate. Without tenant:read or tenant:write "
+        "the key may read and write its tenant's data."
+    ),
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Only reading the tenant's data (same as --scope tenant:read): writes are refused.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def create_api_key(
-    tenant_id: str, display_name: str, scopes: tuple[str, ...], as_json: bool
+    tenant_id: str, display_name: str, scopes: tuple[str, ...], read_only: bool, as_json: bool
 ) -> None:
-    """Create an API key for a tenant; the key is printed once."""
+    """Create an API key for a tenant; the key is printed once.
+
+    A read-only key (--read-only) may call every read (watch lists, alerts and
+    their durable consumers, scores, limits, policy, portfolio); every write is
+    refused with PERMISSION_DENIED."""
     from creditwatch.server.domain.errors import NotFound
 
     tenant = _tenant_id(tenant_id)
+    wanted = (*scopes, SCOPE_TENANT_READ) if read_only else scopes
+    if read_only and not is_read_only(wanted):
+        _fail("--read-only and --scope tenant:write contradict each other")
+    try:
+        grants = check_scopes(wanted)
+    except ValueError as error:
+        _fail(str(error))
 
     async def action(store: Any) -> str:
-        key = await store.create_api_key(tenant, display_name, scopes)
+        key = await store.create_api_key(tenant, display_name, grants)
         return str(key.token)
 
     logs.configure("WARNING", "text")
@@ -175,9 +203,20 @@ def create_api_key(
         _fail(f"no tenant {tenant_id}")
         return
     if as_json:
-        click.echo(json.dumps({"tenant_id": tenant_id, "api_key": token}))
+        click.echo(
+            json.dumps(
+                {
+                    "tenant_id": tenant_id,
+                    "api_key": token,
+                    "grants": list(grants),
+                    "read_only": is_read_only(grants),
+                }
+            )
+        )
     else:
         click.echo(f"api key {token}")
+        if is_read_only(grants):
+            click.echo("The key is read-only: writes are refused (PERMISSION_DENIED).", err=True)
         click.echo("Store the key now: it is not shown again.", err=True)
 
 
@@ -193,9 +232,16 @@ def _key_json(key: ApiKeyInfo) -> dict[str, Any]:
         "prefix": key.prefix,
         "name": key.display_name,
         "grants": list(key.scopes),
+        "read_only": key.read_only,
         "create_time": key.create_time.isoformat(),
         "revoke_time": key.revoke_time.isoformat() if key.revoke_time else None,
     }
+
+
+def _grants_cell(key: ApiKeyInfo) -> str:
+    """A key's grants for `keys list`; a read-only key says so in words."""
+    text = ",".join(key.scopes) or "-"
+    return f"{text} (read-only)" if key.read_only else text
 
 
 def _when(moment: datetime | None) -> str:
@@ -229,7 +275,7 @@ def keys_list(tenant_id: str, as_json: bool) -> None:
         (
             k.key_id,
             k.display_name or "-",
-            ",".join(k.scopes) or "-",
+            _grants_cell(k),
             _when(k.create_time),
             _when(k.revoke_time),
         )

@@ -3,8 +3,10 @@
 Domain errors map to their codes with `google.rpc` details (BadRequest field
 violations for INVALID_ARGUMENT). Anything unexpected answers INTERNAL with a
 generic message and an id that finds the traceback in the log; the client never
-sees exception text. The wrappers also hold each call's slot of its tenant's
-quota (`api.quotas`), so a call over a cap is refused like any domain error.
+sees exception text. The wrappers also check the tenant grant each RPC needs
+(`api.access`: a read-only key calling a write is PERMISSION_DENIED before
+the call does anything) and hold each call's slot of its tenant's quota
+(`api.quotas`), so a call over a cap is refused like any domain error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from creditwatch.server import metrics
+from creditwatch.server.api.access import grant_needed
 from creditwatch.server.api.quotas import Quota, QuotaExceeded, Slots, TenantQuotas
 from creditwatch.server.domain import errors
 from creditwatch.server.domain.tenants import Caller
@@ -177,7 +180,8 @@ Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 def unary(
     method: Callable[[S, Req, uuid.UUID], Awaitable[Resp]],
 ) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
-    """Wrap a unary RPC: authenticate, call with the tenant id, map errors, log."""
+    """Wrap a unary RPC: authenticate, check the RPC's tenant grant, call with the
+    tenant id, map errors, log."""
 
     async def call(self: S, request: Req, caller: Caller) -> Resp:
         return await method(self, request, caller.tenant_id)
@@ -191,12 +195,14 @@ def unary_as_caller(
     """Like `unary`, for RPCs that need the caller's grants, not only its tenant.
     The call holds a slot of its tenant's `unary` quota while it runs."""
     name = name or method.__name__
+    needed = grant_needed(name)
 
     @functools.wraps(method)
     async def wrapper(self: S, request: Req, context: Ctx) -> Resp:
         started = time.perf_counter()
         try:
             caller = await self.caller(context)
+            caller.require(needed)
             give_back = _slots.take(_quotas.unary, caller.tenant_id)
             try:
                 response = await method(self, request, caller)
@@ -261,16 +267,26 @@ async def _streaming(name: str, context: Ctx) -> AsyncIterator[None]:
         _observe(name, code, started)
 
 
+async def _tenant_granted(
+    name: str, context: Ctx, caller: Callable[[Ctx], Awaitable[Caller]]
+) -> uuid.UUID:
+    """The calling tenant, once its key is known to carry the grant `name` needs."""
+    who = await caller(context)
+    who.require(grant_needed(name))
+    return who.tenant_id
+
+
 async def _guarded_stream(
     name: str,
     context: Ctx,
     responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> AsyncIterator[Resp]:
-    """Authenticate, then stream `responses(tenant)` (see `_streaming`) while
-    holding a slot of the tenant's `bidi_streams` quota."""
+    """Authenticate and check the RPC's tenant grant, then stream
+    `responses(tenant)` (see `_streaming`) while holding a slot of the tenant's
+    `bidi_streams` quota."""
     async with _streaming(name, context):
-        tenant = (await caller(context)).tenant_id
+        tenant = await _tenant_granted(name, context, caller)
         with _stream_slot(_quotas.bidi_streams, tenant, context):
             async for response in responses(tenant):
                 yield response
@@ -282,11 +298,11 @@ async def _guarded_writes(
     writes: Callable[[uuid.UUID], Awaitable[None]],
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> None:
-    """Authenticate, then run `writes(tenant)`, a handler that sends with
-    `context.write` (see `_streaming`), while holding a slot of the tenant's
-    `server_streams` quota."""
+    """Authenticate and check the RPC's tenant grant, then run `writes(tenant)`,
+    a handler that sends with `context.write` (see `_streaming`), while holding
+    a slot of the tenant's `server_streams` quota."""
     async with _streaming(name, context):
-        tenant = (await caller(context)).tenant_id
+        tenant = await _tenant_granted(name, context, caller)
         with _stream_slot(_quotas.server_streams, tenant, context):
             await writes(tenant)
 

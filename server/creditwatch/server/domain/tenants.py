@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,7 +36,40 @@ SCOPE_MODELS_ACTIVATE = "models:activate"
 """May change the active default model (it affects every tenant's scores)."""
 SCOPE_COMPANIES_WRITE = "companies:write"
 """May write shared company facts (data feeds, register pollers)."""
-SCOPES = (SCOPE_MODELS_ACTIVATE, SCOPE_COMPANIES_WRITE)
+SCOPE_TENANT_READ = "tenant:read"
+"""May read the tenant's data: watch lists, alerts, scores, limits, portfolio."""
+SCOPE_TENANT_WRITE = "tenant:write"
+"""May change the tenant's data (and read it: every write answers with what it wrote)."""
+SCOPES = (SCOPE_TENANT_READ, SCOPE_TENANT_WRITE, SCOPE_MODELS_ACTIVATE, SCOPE_COMPANIES_WRITE)
+# Grants that only serve writes: on a read-only key they could never be used.
+_WRITE_GRANTS = (SCOPE_MODELS_ACTIVATE, SCOPE_COMPANIES_WRITE)
+
+
+def is_read_only(scopes: Iterable[str]) -> bool:
+    """Whether a key with these grants may only read its tenant's data.
+
+    Tenant access: `tenant:read` alone is read-only; `tenant:write` is read and
+    write. A key with neither has both, as every key had before the grants
+    existed, so keys created earlier (and first keys) keep full access."""
+    granted = frozenset(scopes)
+    return SCOPE_TENANT_READ in granted and SCOPE_TENANT_WRITE not in granted
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """The grants for a new key, in a stable order and each once; ValueError for
+    an unknown grant, or a write grant on a read-only key (it could never use it)."""
+    granted = frozenset(scopes)
+    unknown = granted - set(SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+    if is_read_only(granted):
+        useless = [s for s in _WRITE_GRANTS if s in granted]
+        if useless:
+            raise ValueError(
+                f"a read-only key ({SCOPE_TENANT_READ!r} without {SCOPE_TENANT_WRITE!r}) "
+                f"cannot use {', '.join(map(repr, useless))}: those calls are writes"
+            )
+    return tuple(s for s in SCOPES if s in granted)
 
 
 @dataclass(frozen=True)
@@ -45,11 +79,26 @@ class Caller:
     tenant_id: uuid.UUID
     scopes: frozenset[str] = frozenset()
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the key may only read its tenant's data (see `is_read_only`)."""
+        return is_read_only(self.scopes)
+
+    def has(self, scope: str) -> bool:
+        """Whether the key carries `scope`, the implied tenant grants included:
+        every key may read, and every key but a read-only one may write."""
+        if scope == SCOPE_TENANT_READ:
+            return True
+        if scope == SCOPE_TENANT_WRITE:
+            return not self.read_only
+        return scope in self.scopes
+
     def require(self, scope: str) -> None:
-        """PermissionDenied unless the key carries `scope`."""
-        if scope not in self.scopes:
+        """PermissionDenied unless the key carries `scope` (see `has`)."""
+        if not self.has(scope):
+            hint = " (it is a read-only key)" if scope == SCOPE_TENANT_WRITE else ""
             raise PermissionDenied(
-                f"this API key lacks the {scope!r} grant; ask the creditwatch operator"
+                f"this API key lacks the {scope!r} grant{hint}; ask the creditwatch operator"
             )
 
 
@@ -87,6 +136,11 @@ class ApiKeyInfo:
     scopes: tuple[str, ...]
     create_time: datetime
     revoke_time: datetime | None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the key may only read its tenant's data (see `is_read_only`)."""
+        return is_read_only(self.scopes)
 
     @property
     def prefix(self) -> str:

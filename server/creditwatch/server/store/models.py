@@ -79,7 +79,9 @@ class ApiKey(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Grants beyond the tenant's own data, e.g. "models:activate", "companies:write".
+    # Grants: "tenant:read" alone makes a read-only key ("tenant:write", or no
+    # tenant grant at all, reads and writes the tenant's own data); beyond it,
+    # e.g. "models:activate", "companies:write".
     scopes: Mapped[list[str]] = mapped_column(
         ARRAY(Text), server_default=text("'{}'::text[]"), default=list
     )

@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.errors import InvalidArgument, NotFound
 from creditwatch.server.domain.tenants import (
-    SCOPES,
     ApiKeyInfo,
     Caller,
     NewKey,
     ParsedKey,
     Revocation,
     Tenant,
+    check_scopes,
     key_matches,
     mint_key,
 )
@@ -46,10 +46,10 @@ class TenantStore:
     async def create_api_key(
         self, tenant_id: uuid.UUID, display_name: str = "", scopes: tuple[str, ...] = ()
     ) -> NewKey:
-        """Mint a key for an existing tenant; the returned token is the only copy."""
-        unknown = set(scopes) - set(SCOPES)
-        if unknown:
-            raise ValueError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+        """Mint a key for an existing tenant; the returned token is the only copy.
+        ValueError for grants `check_scopes` refuses (unknown, or a write grant
+        on a read-only key)."""
+        scopes = check_scopes(scopes)
         key = mint_key(tenant_id)
         async with self._sessions.begin() as session:
             if await session.get(models.Tenant, tenant_id) is None:
