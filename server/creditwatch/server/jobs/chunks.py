@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 WAIT_FOR_OTHERS = 0.05
 
 
+class Abandoned(Exception):
+    """A claimed chunk's work found that the chunk is no longer this
+    replica's to do (a re-scoring run whose model was replaced, say): its
+    transaction rolls back and the chunk is left, not counted as failed."""
+
+
 async def attempt(
     session: AsyncSession,
     work: Callable[[], Awaitable[T]],
@@ -34,10 +40,12 @@ async def attempt(
     chunk's, and is raised). A failed attempt is rolled back and counted in
     the claim's transaction, which still holds the chunk's lock, so no other
     worker claims it before the count is in; at CHUNK_FAILURES failures the
-    chunk is given up."""
+    chunk is given up. `Abandoned` is raised, uncounted."""
     try:
         async with session.begin_nested():
             return await work()
+    except Abandoned:
+        raise
     except Exception as error:
         if connection_lost(error):
             raise

@@ -14,6 +14,12 @@ the alerts (risk-class changes and PD-threshold crossings; the trigger says
 Only a replica running the current override policy (store.policies) leads or
 shares a run: in a rolling deploy the replicas still on the old policy leave
 the re-score to the new ones, whose run redoes the scores the old ones made.
+Likewise only a replica on the activated model (store.activations) leads one:
+a replica that has not loaded it would put every company back on its own
+model, and the next run on the activated one back again, alerting each time.
+A model activated during a run stops it (`Superseded`): its chunks are
+checked against the activation after their companies are locked, so a run
+never stores an old model's score over one the activated model made.
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import write_alerts
-from creditwatch.server.jobs.chunks import attempt, wait_for_others
+from creditwatch.server.jobs.chunks import Abandoned, attempt, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
-from creditwatch.server.store import policies, rescoring
+from creditwatch.server.store import activations, policies, rescoring
+from creditwatch.server.store.activations import ActivationStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,9 @@ class RescoreResult:
     given_up: int = 0
     """Chunks whose re-score failed store.database.CHUNK_FAILURES times."""
     replicas: int = 1
+    superseded: str | None = None
+    """The model version activated during the run, which stopped it (its
+    chunks not done were dropped); None for a run that ran to its end."""
 
     @property
     def rate(self) -> float:
@@ -70,6 +80,17 @@ class RescoreResult:
         self.alerts += done.alerts
         self.skipped_locked += done.skipped_locked
         self.chunks += 1
+
+
+class Superseded(Abandoned):
+    """Another model than a re-scoring run's is active now: on this replica,
+    or by an activation recorded in PostgreSQL (which this replica may not
+    have followed yet, or cannot: it has not loaded that model)."""
+
+    def __init__(self, run_version: str, active_version: str) -> None:
+        super().__init__(f"model {active_version} was activated during a run of {run_version}")
+        self.run_version = run_version
+        self.active_version = active_version
 
 
 # Who marked a chunk done, in its row (and so how many replicas shared a run).
@@ -109,6 +130,7 @@ class Rescorer:
         self._on_alerts = on_alerts
         self._replica = replica
         self._leading = False
+        self._activations = ActivationStore(sessions)
 
     async def rescore(
         self, companies: Sequence[CompanyId] | rescoring.Keys, result: RescoreResult
@@ -145,6 +167,8 @@ class Rescorer:
         known = await rescoring.lock_and_read(
             session, companies, scorer.policy.overdue_days, fresh_from
         )
+        if fresh_from is not None:  # a run's chunk: is its model still the activated one?
+            await self._check_activation(session, fresh_from.model_version)
         order, rows = await _score(scorer, known)
         # A re-score alerts only on a class change or on a PD rising
         # across a threshold; the rest cannot raise one, so they skip
@@ -195,12 +219,29 @@ class Rescorer:
             skipped_locked=len(companies) - len(known),
         )
 
+    async def _check_activation(self, session: AsyncSession, version: str) -> None:
+        """Raise Superseded if an activation of another model than `version`
+        is recorded; run after the chunk's companies are locked (see
+        store.activations.activated_version)."""
+        activated = await activations.activated_version(session)
+        if activated is not None and activated != version:
+            raise Superseded(version, activated)
+
+    def _check_registry(self, scorer: Scorer) -> None:
+        """Raise Superseded if this replica's active model is no longer `scorer`."""
+        active = self._registry.active
+        if active is not scorer:
+            raise Superseded(scorer.version, active.version)
+
     async def _claim_and_rescore(self, scorer: Scorer, result: RescoreResult) -> bool:
         """Claim a queued chunk for the scorer's model version and override
         policy and re-score it, in one transaction; False if no chunk was
         free. A chunk whose re-score
         fails (but for a lost connection: that is the replica's, not the
-        chunk's) is counted against it and left for another attempt."""
+        chunk's) is counted against it and left for another attempt.
+        Superseded if another model is active now (the chunk, if claimed,
+        rolled back and left)."""
+        self._check_registry(scorer)
         async with self._sessions.begin() as session:
             chunk = await rescoring.claim(session, scorer.version, scorer.policy.tag)
             if chunk is None:
@@ -224,22 +265,37 @@ class Rescorer:
         """Re-score chunks of another replica's run until none is free (one
         claim first, then `workers` at a time); what this replica did. A
         replica whose active model or override policy differs from the run's
-        leaves its chunks alone."""
+        leaves its chunks alone (so does one whose model is not the activated
+        one, or no longer: it stops at its next chunk)."""
         result = RescoreResult()
         if self._leading:
             return result  # its own run's workers are at it
         started = time.perf_counter()
         scorer = self._registry.active
+        stopped: list[Superseded] = []
 
         async def work() -> None:
-            while await self._claim_and_rescore(scorer, result):
-                pass
+            try:
+                while not stopped and await self._claim_and_rescore(scorer, result):
+                    pass
+            except Superseded as error:
+                stopped.append(error)
 
         # One claim first: an idle replica polls with one session, and the
         # other workers join only when there is a run to share.
-        if not await self._claim_and_rescore(scorer, result):
-            return result
-        await asyncio.gather(*(work() for _ in range(self._workers)))
+        try:
+            if not await self._claim_and_rescore(scorer, result):
+                return result
+        except Superseded as error:
+            stopped.append(error)
+        else:
+            await asyncio.gather(*(work() for _ in range(self._workers)))
+        if stopped:
+            result.superseded = stopped[0].active_version
+            log.warning(
+                "left a re-scoring run's chunks: its model is not the activated one",
+                extra={"run_model": scorer.version, "activated": result.superseded},
+            )
         result.seconds = time.perf_counter() - started
         if result.chunks:
             log.info(
@@ -268,11 +324,17 @@ class Rescorer:
         ends when every chunk is done, whichever replica did it; its result
         is every replica's. A replica whose override policy is not the
         current one does nothing for a rollout window, then makes its own
-        current (store.policies.settle)."""
+        current (store.policies.settle); one whose model is not the
+        activated one does nothing (`on_activated_model`). Another model
+        activated during the run stops it at the next chunk or page, with
+        the chunks not done dropped (`RescoreResult.superseded`); the caller
+        starts a run of the new model."""
         started = time.perf_counter()
         mine = RescoreResult()
         scorer = self._registry.active
         if not await settled(self._sessions, scorer.policy, self._rollout, "re-scoring"):
+            return mine
+        if not await on_activated_model(self._activations, self._registry, "re-scoring"):
             return mine
         maker = rescoring.Maker(
             scorer.version,
@@ -283,6 +345,7 @@ class Rescorer:
         planned = False
         queued = asyncio.Event()
         last_log = started
+        stopped: list[Superseded] = []
         self._leading = True
         try:
             async with self._sessions.begin() as session:
@@ -294,8 +357,10 @@ class Rescorer:
                 after: CompanyId | None = None
                 page = self._chunk * max(self._workers, 4)
                 try:
-                    while True:
+                    while not stopped:
                         async with self._sessions.begin() as session:
+                            self._check_registry(scorer)
+                            await self._check_activation(session, scorer.version)
                             due = await rescoring.due(session, maker, after, page)
                             if not len(due):
                                 break
@@ -310,14 +375,21 @@ class Rescorer:
                             )
                         queued.set()
                         after = due.last()
+                except Superseded as error:
+                    stopped.append(error)
                 finally:
                     planned = True
                     queued.set()
 
             async def work() -> None:
                 nonlocal last_log
-                while True:
-                    if not await self._claim_and_rescore(scorer, mine):
+                while not stopped:
+                    try:
+                        claimed = await self._claim_and_rescore(scorer, mine)
+                    except Superseded as error:
+                        stopped.append(error)
+                        return
+                    if not claimed:
                         if planned:
                             return
                         queued.clear()
@@ -335,13 +407,20 @@ class Rescorer:
                         )
 
             await asyncio.gather(plan(), *(work() for _ in range(self._workers)))
-            # Chunks other replicas hold are theirs to finish (or, should one
-            # die, to roll back and leave for another claim: ours).
-            await wait_for_others(
-                self._sessions,
-                lambda session: rescoring.unfinished(session, run_id),
-                lambda: self._claim_and_rescore(scorer, mine),
-            )
+            if not stopped:
+                # Chunks other replicas hold are theirs to finish (or, should
+                # one die, to roll back and leave for another claim: ours).
+                try:
+                    await wait_for_others(
+                        self._sessions,
+                        lambda session: rescoring.unfinished(session, run_id),
+                        lambda: self._claim_and_rescore(scorer, mine),
+                    )
+                except Superseded as error:
+                    stopped.append(error)
+            # A stopped run's chunks not done go with it; a chunk another
+            # replica holds is theirs until it commits or (finding the new
+            # activation) rolls back.
             async with self._sessions.begin() as session:
                 totals = await rescoring.close_run(session, run_id)
         finally:
@@ -355,7 +434,20 @@ class Rescorer:
             chunks=totals.chunks,
             replicas=totals.replicas,
             given_up=totals.given_up,
+            superseded=stopped[0].active_version if stopped else None,
         )
+        if stopped:
+            log.warning(
+                "re-scoring run stopped: another model was activated; the chunks not done "
+                "are dropped, for a run of the activated model",
+                extra={
+                    "run_model": scorer.version,
+                    "activated": result.superseded,
+                    "companies": result.companies,
+                    "chunks": result.chunks,
+                },
+            )
+            return result
         log.info(
             "re-scoring done",
             extra={
@@ -371,6 +463,34 @@ class Rescorer:
             },
         )
         return result
+
+
+async def on_activated_model(
+    activations: ActivationStore, registry: ModelRegistry, job: str
+) -> bool:
+    """Whether this replica may run `job`, a job that stores scores in bulk,
+    with its active model: yes if that is the activated one (store.activations)
+    or none was ever activated (every replica then runs its configured or
+    newest model). Says why not: the activated model is not loaded here, or
+    this replica has not switched to it yet (registry.follow)."""
+    current = await activations.current()
+    active = registry.active.version
+    if current is None or current[0] == active:
+        return True
+    version = current[0]
+    if registry.has(version):
+        log.warning(
+            "job left to the replicas on the activated model: this replica has not "
+            "switched to it yet",
+            extra={"job": job, "activated": version, "this_replica": active},
+        )
+    else:
+        log.warning(
+            f"job left to the replicas that have the activated model {version}: it is not "
+            f"loaded on this replica, which runs {active}",
+            extra={"job": job, "activated": version, "this_replica": active, "loaded": False},
+        )
+    return False
 
 
 async def settled(

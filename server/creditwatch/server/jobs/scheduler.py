@@ -3,9 +3,11 @@
 Every replica schedules every job; a run first takes the job's advisory lock
 (`Leadership`) and skips if another replica holds it. Jobs: re-scoring of
 stale watched companies, alert retention, daily portfolio snapshots (00:00
-UTC), and the official register feeds. The chunks of a re-scoring run and of
-a day's snapshots are shared: every replica looks for free ones every few
-seconds ("batch-share").
+UTC, and at start-up and every `SNAPSHOT_CATCH_UP_SECONDS`, so that a day a
+replica started after midnight, or whose leader died before planning it, is
+still taken), and the official register feeds. The chunks of a re-scoring
+run and of a day's snapshots are shared: every replica looks for free ones
+every few seconds ("batch-share").
 """
 
 from __future__ import annotations
@@ -17,20 +19,35 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.config import Settings
 from creditwatch.server.intake import Intake
-from creditwatch.server.jobs.leader import Leadership
-from creditwatch.server.jobs.rescoring import Rescorer, RescoreResult, settled
+from creditwatch.server.jobs.leader import Leadership, LeadershipLost
+from creditwatch.server.jobs.rescoring import (
+    Rescorer,
+    RescoreResult,
+    on_activated_model,
+    settled,
+)
 from creditwatch.server.jobs.snapshots import SnapshotResult, Snapshotter
 from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
 from creditwatch.server.registers.brreg import Enhetsregisteret
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts, idempotency
 from creditwatch.server.store import limits as credit_limits
+from creditwatch.server.store.activations import ActivationStore
 
 log = logging.getLogger(__name__)
+
+# The day's snapshots are also attempted this often (and at start-up), until
+# this replica has taken the day: the 00:00 run is in one replica's memory
+# only. An attempt snapshots only the watch lists without one of the day
+# (store.portfolio.plan), so a day is never taken twice.
+SNAPSHOT_CATCH_UP_SECONDS = 600.0
 
 
 async def purge_alerts(
@@ -128,8 +145,12 @@ class Jobs:
         registry: ModelRegistry,
         on_alerts: Callable[[], None] | None = None,
         intake: Intake | None = None,
+        snapshot_catch_up_seconds: float = SNAPSHOT_CATCH_UP_SECONDS,
     ) -> None:
         self._settings = settings
+        self._snapshot_catch_up = snapshot_catch_up_seconds
+        self._snapshots_taken: date | None = None  # the last day this replica led to its end
+        self._activations = ActivationStore(sessions)
         self._intake = intake
         self._sessions = sessions
         self._leadership = Leadership(url)
@@ -152,7 +173,15 @@ class Jobs:
             if not leader:
                 log.debug("re-scoring runs on another replica")
                 return None
-            return await self.rescorer.run(self._settings.rescore_stale_seconds)
+            result = await self.rescorer.run(self._settings.rescore_stale_seconds)
+            while result.superseded is not None:
+                # A model activated during the run stopped it: re-score with
+                # it now (still leading), once this replica has switched to it
+                # (its follower may not have yet). A replica that has not
+                # loaded it leaves the run to one that has (Rescorer.run).
+                await self._registry.sync(self._activations)
+                result = await self.rescorer.run(self._settings.rescore_stale_seconds)
+            return result
 
     async def share(self) -> tuple[RescoreResult, SnapshotResult]:
         """Take part in the batch work another replica leads, if it has chunks
@@ -184,10 +213,13 @@ class Jobs:
         async with self._leadership.lead("registers") as leader:
             if not leader:
                 return None
-            # Its intakes store scores: with the current policy, or none.
+            # Its intakes store scores: with the current policy and the
+            # activated model, or none.
             policy = self._registry.active.policy
             rollout = self._settings.policy_rollout_seconds
             if not await settled(self._sessions, policy, rollout, "registers"):
+                return None
+            if not await on_activated_model(self._activations, self._registry, "registers"):
                 return None
             return await sync_registers(self._settings, self._sessions, self._intake)
 
@@ -197,6 +229,18 @@ class Jobs:
             if not leader:
                 return None
             return (await self.snapshotter.run(day or datetime.now(UTC).date())).written
+
+    async def _scheduled_snapshots(self) -> int | None:
+        """Today's snapshots, unless this replica has led them to their end
+        already (then a watch list created later in the day waits for the
+        next day's, as it would for the 00:00 run)."""
+        today = datetime.now(UTC).date()
+        if self._snapshots_taken == today:
+            return None
+        written = await self.snapshots(today)
+        if written is not None:
+            self._snapshots_taken = today
+        return written
 
     async def claims(self) -> int | None:
         """The claims clock, if this replica leads it."""
@@ -214,6 +258,10 @@ class Jobs:
         except asyncio.CancelledError:
             log.info("job cancelled by shutdown", extra={"job": name})
             raise
+        except LeadershipLost:
+            # Its transactions rolled back; another replica may lead it now,
+            # and this one tries again at the next run.
+            log.warning("job stopped: its leadership lock was lost", extra={"job": name})
         except Exception:
             log.exception("job failed", extra={"job": name})
         finally:
@@ -221,7 +269,8 @@ class Jobs:
                 self._running.discard(task)
 
     def start(self) -> None:
-        """Schedule the jobs; the first runs come one interval after start-up."""
+        """Schedule the jobs; the first runs come one interval after start-up,
+        but for the day's snapshots (at once) and the register feeds (5 s)."""
         self._scheduler.add_job(
             self._guarded,
             "interval",
@@ -251,14 +300,18 @@ class Jobs:
         )
         self._scheduler.add_job(
             self._guarded,
-            "cron",
-            args=("portfolio-snapshots", self.snapshots),
-            hour=0,
-            minute=0,
+            OrTrigger(
+                [
+                    CronTrigger(hour=0, minute=0, timezone=UTC),
+                    IntervalTrigger(seconds=self._snapshot_catch_up, timezone=UTC),
+                ]
+            ),
+            args=("portfolio-snapshots", self._scheduled_snapshots),
             id="portfolio-snapshots",
             max_instances=1,
             coalesce=True,
             misfire_grace_time=6 * 3600,
+            next_run_time=datetime.now(UTC),
         )
         self._scheduler.add_job(
             self._guarded,

@@ -50,6 +50,7 @@ class ModelRegistry:
         if self._active not in self._scorers:
             raise RuntimeError(f"configured model version {self._active!r} is not loaded")
         self.activated_at: datetime | None = None
+        self._missing: tuple[str, datetime] | None = None  # an activation warned about
 
     @classmethod
     def load(
@@ -79,6 +80,10 @@ class ModelRegistry:
         except KeyError:
             raise NotFound(f"models/{version}") from None
 
+    def has(self, version: str) -> bool:
+        """Whether this replica loaded model `version`."""
+        return version in self._scorers
+
     def all(self) -> list[Scorer]:
         """Every loaded model, newest first."""
         return sorted(self._scorers.values(), key=lambda s: s.model.info.created, reverse=True)
@@ -96,7 +101,9 @@ class ModelRegistry:
         """Keep this replica on the version activated in PostgreSQL (runs until cancelled).
 
         An activation naming a version this replica has not loaded is logged
-        and ignored, so a half-rolled-out model never stops scoring.
+        and ignored, so a half-rolled-out model never stops scoring requests;
+        the jobs that store scores in bulk (re-scoring, the register feeds)
+        leave their runs to the replicas that have it (jobs.rescoring.on_activated_model).
         """
         while True:
             try:
@@ -112,7 +119,16 @@ class ModelRegistry:
             return
         version, when = current
         if version not in self._scorers:
-            log.warning("activated model is not loaded here", extra={"version": version})
+            if self._missing != current:  # once per activation, not at every refresh
+                self._missing = current
+                log.warning(
+                    "the activated model version is not loaded on this replica: it keeps "
+                    "answering with its own active version and leaves re-scoring runs and "
+                    "the register feeds to replicas that have the activated one; deploy "
+                    "the model file (CREDITWATCH_MODEL_DIR) here",
+                    extra={"version": version, "this_replica": self._active},
+                )
             return
+        self._missing = None
         if version != self._active or self.activated_at != when:
             self.activate(version, when)

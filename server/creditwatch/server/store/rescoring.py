@@ -254,7 +254,9 @@ async def unfinished(session: AsyncSession, run_id: uuid.UUID) -> int:
 
 
 async def close_run(session: AsyncSession, run_id: uuid.UUID) -> RunTotals:
-    """Sum a finished run's chunks, then delete them (and those given up)."""
+    """Sum a run's done chunks, then delete every chunk of it: those given
+    up and, of a run stopped early, those not done (a chunk a worker holds
+    is deleted once its transaction ends)."""
     connection = await driver(session)
     row = await connection.fetchrow(
         """
@@ -264,10 +266,12 @@ async def close_run(session: AsyncSession, run_id: uuid.UUID) -> RunTotals:
                coalesce(sum(scored), 0) AS scored, coalesce(sum(alerts), 0) AS alerts,
                coalesce(sum(skipped_locked), 0) AS skipped_locked,
                count(DISTINCT done_by) AS replicas,
-               (SELECT count(*) FROM gone WHERE done_time IS NULL) AS given_up
+               (SELECT count(*) FROM gone WHERE done_time IS NULL AND failures >= $2)
+                   AS given_up
         FROM done
         """,
         run_id,
+        CHUNK_FAILURES,
     )
     assert row is not None
     return RunTotals(*(int(row[k]) for k in RunTotals.__slots__))

@@ -1,0 +1,83 @@
+"""The embedded PostgreSQL is stopped by the last server process using it,
+even after one of them was killed with SIGKILL (which never took itself off
+the embedded server's list of users)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+# A process that starts (or reuses) the embedded server in argv[1], says so,
+# then waits to be killed ("wait") or exits at once, as a stopped server does.
+_USER = """
+import sys, time
+from pathlib import Path
+from creditwatch.server.store.database import start_embedded
+start_embedded(Path(sys.argv[1]))
+print("up", flush=True)
+if sys.argv[2] == "wait":
+    time.sleep(3600)
+"""
+
+
+def _postmaster(pgdata: Path) -> int | None:
+    """The running embedded server's pid, if its pid file is there."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _start(command: list[str]) -> subprocess.Popen[str]:
+    """A process using the embedded server, once it says it is up. The
+    packaged pg_ctl now and then crashes on start (see
+    tests/e2e/test_postgres_restart.py); a user then tries again."""
+    for attempt in range(5):
+        process = subprocess.Popen(
+            [*command, "wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None and process.stderr is not None
+        if process.stdout.readline().strip() == "up":
+            return process
+        process.kill()
+        _, errors = process.communicate(timeout=60)
+        if attempt == 4:
+            raise AssertionError(f"the embedded server did not start:\n{errors}")
+    raise AssertionError("unreachable")
+
+
+def test_the_embedded_server_stops_after_a_user_was_killed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pgdata = data / "pgdata"
+    command = [sys.executable, "-c", _USER, str(data)]
+    killed = _start(command)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(60)
+        assert _postmaster(pgdata) is not None  # the server outlives it
+        # Another server process uses the embedded server, then stops.
+        for attempt in range(5):
+            done = subprocess.run(
+                [*command, "exit"], cwd=ROOT, capture_output=True, text=True, timeout=180
+            )
+            if done.returncode == 0 or attempt == 4:
+                break
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 60
+        while _postmaster(pgdata) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _postmaster(pgdata) is None  # it stopped the embedded server
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.wait(60)
+        if (pid := _postmaster(pgdata)) is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)  # fast shutdown of what the test left
