@@ -125,7 +125,7 @@ async def test_a_read_only_key_reads_watch_lists_scores_alerts_limits_and_portfo
     tenant: TenantKey,
     feed: TenantKey,
 ) -> None:
-    first, second = norwegian_numbers(2, start=83_100_000)
+    first, second = norwegian_numbers(2, start=86_110_000)
     dashboard = await _key(sessions, tenant, SCOPE_TENANT_READ)
     await _statement(channel, feed, first, strong())
     watch_list = await watch(channel, tenant, [first, second])
@@ -219,7 +219,7 @@ async def test_a_read_only_durable_consumer_acknowledges_and_resumes(
     tenant: TenantKey,
     feed: TenantKey,
 ) -> None:
-    numbers = norwegian_numbers(3, start=83_200_000)
+    numbers = norwegian_numbers(3, start=86_120_000)
     bridge = await _key(sessions, tenant, SCOPE_TENANT_READ)
     await watch(channel, tenant, numbers)
     call = subscribe(channel, bridge, consumer="mail-bridge")
@@ -285,7 +285,7 @@ async def test_every_kind_of_write_is_refused_to_a_read_only_key_and_changes_not
     tenant: TenantKey,
     feed: TenantKey,
 ) -> None:
-    watched, other = norwegian_numbers(2, start=83_300_000)
+    watched, other = norwegian_numbers(2, start=86_130_000)
     await _statement(channel, feed, watched, strong())
     watch_list = await watch(channel, tenant, [watched])
     limits = limits_pb2_grpc.CreditLimitServiceStub(channel)
@@ -380,7 +380,7 @@ async def test_keys_without_tenant_grants_and_write_keys_still_write(
     tenant: TenantKey,
     feed: TenantKey,
 ) -> None:
-    number = norwegian_numbers(1, start=83_400_000)[0]
+    number = norwegian_numbers(1, start=86_140_000)[0]
     await _statement(channel, feed, number, strong())  # a feed key: companies:write only
     writer = await _key(sessions, tenant, SCOPE_TENANT_WRITE)
     lists = watchlists_pb2_grpc.WatchListServiceStub(channel)
