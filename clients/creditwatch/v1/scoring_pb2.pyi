@@ -55,7 +55,9 @@ class ScoreCompanyResponse(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     COMPUTED_FIELD_NUMBER: _builtins.int
     computed: _builtins.bool
-    """True when no score was stored and this call computed and stored one."""
+    """True when this call computed and stored the score (none was stored, or
+    the stored one was made by another model version than the activated one).
+    """
     @_builtins.property
     def score(self) -> _common_pb2.Score:
         """The company's latest score."""

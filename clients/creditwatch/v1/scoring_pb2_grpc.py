@@ -88,7 +88,10 @@ class ScoringServiceServicer:
     def ScoreCompany(self, request, context):
         """Returns the company's latest stored score without running the model. If the
         company has no score yet, computes one from its stored facts, stores it and
-        returns it. NOT_FOUND if creditwatch has never seen the company;
+        returns it; likewise if its score was made by another model version than
+        the activated one (watched companies are re-scored by the scheduled job
+        after an activation, others when they are next read), raising the alerts
+        a re-score raises (RESCORE_REASON_MODEL_CHANGED). NOT_FOUND if creditwatch has never seen the company;
         FAILED_PRECONDITION (`google.rpc.PreconditionFailure` type
         "NO_FINANCIAL_STATEMENT") if it has no statement and no event that forces a class.
         """

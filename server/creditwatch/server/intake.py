@@ -50,6 +50,7 @@ from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import alerts, facts, rescoring
 from creditwatch.server.store import limits as credit_limits
+from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
 
 
@@ -434,15 +435,26 @@ class Intake:
 
     async def score_company(self, company: CompanyId) -> tuple[StoredScore, bool]:
         """The current score, computing and storing one from stored facts if there
-        is none; returns (score, computed)."""
+        is none, or if it was made by another model version than the activated
+        one (an activation re-scores watched companies in the scheduled job;
+        this keeps every other company's score, a prospect's an insurer limits
+        on, say, from being served from the old model for good). A replaced
+        score raises the alerts a re-score would. Returns (score, computed)."""
+        scorer = self._registry.active
+
+        def current(score: StoredScore) -> bool:
+            # A replica without the activated model serves what is stored
+            # rather than replace it with its own model's score.
+            return score.model_version == scorer.version or not self._registry.in_step
+
         if self._cache is not None:
             cached = self._cache.get(company)
-            if cached is not None:
+            if cached is not None and current(cached):
                 return cached, False
             generation = self._cache.generation
         async with self._sessions() as session:
             stored = await facts.latest_score(session, company)
-        if stored is not None:
+        if stored is not None and (current(stored) or not await self._replaces(stored)):
             if self._cache is not None:
                 self._cache.put(company, stored, generation)
             return stored, False
@@ -451,9 +463,15 @@ class Intake:
                 raise NotFound(f"companies/{company.key}")
             await facts.lock_company(session, company)
             raced = await facts.latest_score(session, company)
-            if raced is not None:  # another call scored it while we waited for the lock
-                return raced, False
+            if raced is not None and (current(raced) or raced != stored):
+                return raced, False  # scored while we waited for the lock
             effect = await self._rescore(session, company)
+            if effect.previous is not None:
+                fact = RescoreFact(RescoreReason.MODEL_CHANGED, scorer.version)
+                change = Change(fact, effect.previous, effect.score, _now(), fact_alert=False)
+                counts = await write_alerts(session, [(company, change)])
+                effect = dataclasses.replace(effect, alerts_raised=counts.get(company, 0))
+        self._written([effect])
         if effect.score is None:
             raise FailedPrecondition(
                 f"{company.key} has no financial statement and no event that decides its class",
@@ -466,6 +484,21 @@ class Intake:
                 ],
             )
         return effect.score, True
+
+    async def _replaces(self, stored: StoredScore) -> bool:
+        """Whether this replica's active model is the one to replace a score
+        `stored` by another version: the activated one (read afresh: a replica
+        learns of an activation only at its next look); or, when none was ever
+        activated, a newer model than the score's (so that replicas of a
+        rolling deploy with different default models do not undo each other)."""
+        scorer = self._registry.active
+        activated = await ActivationStore(self._sessions).current()
+        if activated is not None:
+            return activated[0] == scorer.version
+        if not self._registry.has(stored.model_version):
+            return False
+        made_by = self._registry.get(stored.model_version).model.info.created
+        return made_by < scorer.model.info.created
 
     async def company(
         self, company: CompanyId

@@ -80,6 +80,13 @@ class ModelRegistry:
         except KeyError:
             raise NotFound(f"models/{version}") from None
 
+    @property
+    def in_step(self) -> bool:
+        """Whether this replica runs the activated model (or none was ever
+        activated), as of its last look (`sync`): a score stored by another
+        version may then be replaced by this replica's."""
+        return self._missing is None
+
     def has(self, version: str) -> bool:
         """Whether this replica loaded model `version`."""
         return version in self._scorers
