@@ -10,6 +10,7 @@ and maybe lost", and no alert exists for a fact that was not stored.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -90,6 +91,10 @@ class PaymentReport:
     values: dict[str, Any]
     """due_date, days_past_due, currency, amount, settled_date."""
 
+
+KEPT_SECONDS = 5.0
+"""How long a replica keeps serving another model version's scores before it
+looks again whether it should replace them (an activation may have happened)."""
 
 STATUS_SOURCE = "UpsertCompany"
 """The source of the event alerts that statuses set by UpsertCompany raise."""
@@ -223,6 +228,9 @@ class Intake:
         self._registry = registry
         self._cache = cache
         self._on_alerts = on_alerts
+        # Model versions whose stored scores this replica serves as they are
+        # (see score_company), until when.
+        self._kept: dict[str, float] = {}
 
     def _written(self, effects: Sequence[Effect]) -> None:
         """Committed: this replica's score cache forgets the companies at once,
@@ -444,8 +452,15 @@ class Intake:
 
         def current(score: StoredScore) -> bool:
             # A replica without the activated model serves what is stored
-            # rather than replace it with its own model's score.
-            return score.model_version == scorer.version or not self._registry.in_step
+            # rather than replace it with its own model's score; and so does
+            # one that found it should not replace that version (memoised:
+            # it takes a query to know).
+            version = score.model_version
+            return (
+                version == scorer.version
+                or not self._registry.in_step
+                or self._kept.get(version, 0.0) > time.monotonic()
+            )
 
         if self._cache is not None:
             cached = self._cache.get(company)
@@ -494,11 +509,15 @@ class Intake:
         scorer = self._registry.active
         activated = await ActivationStore(self._sessions).current()
         if activated is not None:
-            return activated[0] == scorer.version
-        if not self._registry.has(stored.model_version):
-            return False
-        made_by = self._registry.get(stored.model_version).model.info.created
-        return made_by < scorer.model.info.created
+            replaces = activated[0] == scorer.version
+        elif not self._registry.has(stored.model_version):
+            replaces = False
+        else:
+            made_by = self._registry.get(stored.model_version).model.info.created
+            replaces = made_by < scorer.model.info.created
+        if not replaces:
+            self._kept[stored.model_version] = time.monotonic() + KEPT_SECONDS
+        return replaces
 
     async def company(
         self, company: CompanyId
