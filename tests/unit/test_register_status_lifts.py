@@ -39,10 +39,16 @@ def test_every_event_of_the_kind_must_be_older() -> None:
     assert risk_state(events, CompanyStatus.ACTIVE, 0, JUNE_1).bankruptcy_opened
 
 
-def test_a_dissolution_is_ended_by_a_milder_status_and_a_bankruptcy_by_its_own() -> None:
+def test_only_active_ends_them_not_a_milder_risk_status() -> None:
+    """A unit flagged bankrupt and, later, in voluntary liquidation (the
+    intake sets the later event's status) is still bankrupt."""
+    liquidating = risk_state(
+        [CompanyEvent(OPENED, MAY_1)], CompanyStatus.VOLUNTARY_LIQUIDATION, 0, JUNE_1
+    )
+    assert liquidating.bankruptcy_opened
     events = [CompanyEvent(DISSOLVED, MAY_1)]
-    liquidating = risk_state(events, CompanyStatus.VOLUNTARY_LIQUIDATION, 0, JUNE_1)
-    assert not liquidating.compulsory_dissolution
+    assert risk_state(events, CompanyStatus.VOLUNTARY_LIQUIDATION, 0, JUNE_1).compulsory_dissolution
+    assert not risk_state(events, CompanyStatus.ACTIVE, 0, JUNE_1).compulsory_dissolution
     bankrupt = risk_state(events, CompanyStatus.BANKRUPT, 0, JUNE_1)
     assert bankrupt.compulsory_dissolution  # a graver status: the dissolution stands
     assert bankrupt.bankruptcy_opened  # and the status counts like the event

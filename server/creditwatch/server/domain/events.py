@@ -160,12 +160,15 @@ def risk_state(
     count of seriously overdue invoices (and of the creditors reporting them).
 
     The register has the last word on a bankruptcy or a compulsory
-    dissolution: a status less grave than the one such an event left, set on
-    a later day (`status_time`) than every event of the kind, ends it. A
-    compulsory dissolution halted once the accounts are filed, or an annulled
-    bankruptcy, which the register feed reports as the unit's flag cleared
-    (status ACTIVE), no longer holds the company in class D. On the day of the
-    event itself the event stands, as the graver status does in the intake."""
+    dissolution: the status ACTIVE, set on a later day (`status_time`) than
+    every event of the kind, ends it. A compulsory dissolution halted once the
+    accounts are filed, or an annulled bankruptcy, which the register feed
+    reports as the unit's flags cleared (status ACTIVE), no longer holds the
+    company in class D. Only ACTIVE does: a milder risk status comes from
+    another risk event (a voluntary liquidation dated after the bankruptcy, of
+    a unit flagged with both), not from the register clearing the flag. On
+    the day of the event itself the event stands, as the graver status does
+    in the intake."""
     events = list(events)
     state = RiskState.of(events)
     status_day = _day(status_time) if status_time is not None else None
@@ -176,7 +179,7 @@ def risk_state(
             return True
         if not by_events:
             return False
-        if status_day is None or status > grade:
+        if status_day is None or status != CompanyStatus.ACTIVE:
             return True
         days = [_day(e.occurred_at or e.recorded_at) for e in events if e.type == kind]
         return not all(day is not None and day < status_day for day in days)
