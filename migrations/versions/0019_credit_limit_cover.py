@@ -15,8 +15,10 @@ before.
 
 Existing limits get the one period their row still tells: from the day they
 were created to the day before their withdrawal, or to their `valid_until`.
-NULL is read the same way (limits written by replicas of an earlier release
-during a rolling upgrade; a re-grant by such a replica is not seen as a gap).
+NULL is read the same way (limits inserted by replicas of an earlier release
+during a rolling upgrade). Their updates leave `cover` as it was; the reader
+reconciles it with the row (store.limits._cover): a withdrawal is read from
+the state and `update_time`, a grant extends the last period or starts one.
 """
 
 from collections.abc import Sequence

@@ -132,3 +132,56 @@ def test_0019_backfills_the_period_each_row_tells(fresh_database: Callable[[], s
         )
     )
     assert ("cover",) not in columns
+
+
+async def _old_release_update(
+    sessions: async_sessionmaker[AsyncSession], tenant: uuid.UUID, limit_id: uuid.UUID, sql: str,
+    **values: object,
+) -> None:  # fmt: skip
+    """An UPDATE as a replica of the release before 0019 writes it: no `cover`."""
+    async with sessions.begin() as session:
+        await session.execute(
+            text(f"UPDATE credit_limits SET {sql} WHERE tenant_id = :tenant AND id = :id"),
+            {"tenant": tenant, "id": limit_id, **values},
+        )
+
+
+@pytest.mark.asyncio
+async def test_a_withdrawal_or_a_grant_by_an_older_replica_is_read_from_the_row(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """During a rolling upgrade, replicas of the earlier release change limits
+    without keeping `cover`; the row itself still tells what they did."""
+    tenant = (await new_tenant(sessions, "cover, old replicas")).tenant_id
+    withdrawn_co, regranted_co = (
+        CompanyId("NO", n) for n in norwegian_numbers(2, start=98_390_000)
+    )
+    limits = {}
+    for company in (withdrawn_co, regranted_co):
+        async with sessions.begin() as session:
+            await facts.lock_company(session, company)
+            limits[company] = await store.grant(
+                session, tenant, company, _approved(END), ASKED, "", {}, JAN_10
+            )
+    # The earlier release's withdrawal on 1 March: the gap is not insured.
+    await _old_release_update(
+        sessions, tenant, limits[withdrawn_co].id,
+        "state = 2, amount = 0, max_payment_terms_days = 0, update_time = :t", t=MAR_1,
+    )  # fmt: skip
+    # This release withdraws the other on 1 March, and the earlier one grants
+    # it again on 1 May: the new period is insured, the gap is not.
+    async with sessions.begin() as session:
+        fact = RescoreFact(RescoreReason.PAYMENT_DATA, "test")
+        worse = Change(fact, _score(RiskClass.B), _score(RiskClass.D), MAR_1)
+        await store.redecide_on_risk(session, [(regranted_co, worse)], MAR_1)
+    await _old_release_update(
+        sessions, tenant, limits[regranted_co].id,
+        "state = 1, amount = 100000, valid_until = :u, update_time = :t",
+        u=datetime(2027, 4, 30, tzinfo=UTC), t=MAY_1,
+    )  # fmt: skip
+    async with sessions() as session:
+        withdrawn = await store.get(session, tenant, limits[withdrawn_co].id)
+        regranted = await store.get(session, tenant, limits[regranted_co].id)
+    assert withdrawn is not None and regranted is not None
+    assert withdrawn.insured_on(date(2026, 2, 1)) and not withdrawn.insured_on(date(2026, 4, 1))
+    assert [regranted.insured_on(date(2026, m, 1)) for m in (2, 4, 6)] == [True, False, True]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -138,16 +138,24 @@ def _day(at: datetime) -> date:
 
 
 def _cover(row: Any) -> Cover:
-    """The stored cover; for a row without one (written before migration
-    0019, or by an earlier release), the one period the row itself tells."""
-    if row.cover is not None:
-        return tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b in row.cover)
-    first = _day(row.create_time)
-    if row.state == int(LimitState.WITHDRAWN):
-        last = _day(row.update_time) - timedelta(days=1)
+    """The stored cover, reconciled with what the row itself says; for a row
+    without one (written before migration 0019), the one period the row tells.
+
+    During a rolling upgrade replicas of the earlier release update limits
+    without touching `cover`: a withdrawal of theirs is read from the row
+    (withdrawn since `update_time`), and a grant of theirs (ACTIVE from
+    `update_time` to `valid_until`) extends the last period, or starts a new
+    one after a gap. On rows this release wrote, both are no-ops."""
+    if row.cover is None:
+        cover: Cover = ((_day(row.create_time), _day(row.valid_until)),)
     else:
-        last = _day(row.valid_until)
-    return ((first, last),) if last >= first else ()
+        cover = tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b in row.cover)
+    if row.state == int(LimitState.WITHDRAWN):
+        return cover_withdrawn(cover, _day(row.update_time)) if cover else cover
+    updated, until = _day(row.update_time), _day(row.valid_until)
+    if cover and cover[-1][1] >= until:
+        return cover
+    return cover_granted(cover, updated, until)
 
 
 def _cover_json(cover: Cover) -> list[list[str]]:
