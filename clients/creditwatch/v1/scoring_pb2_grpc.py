@@ -144,7 +144,7 @@ class ScoringServiceServicer:
         replica switches within seconds and new scores carry the new version. Stored
         scores are not rewritten at once: the scheduled re-scoring job re-scores
         companies whose score was made by another version, raising alerts like any
-        other change. Activating the active model is a no-op. Changes scoring for
+        other change. Activating the activated model again is a no-op. Changes scoring for
         every tenant, so it is allowed only to API keys the server operator has
         granted model administration; other keys get PERMISSION_DENIED.
         """

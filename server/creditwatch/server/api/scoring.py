@@ -395,11 +395,12 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         scorer = self._registry.get(version)
         previous = self._registry.active.version
         current = await self._activations.current()
-        if (current[0] if current is not None else previous) == version:
-            # The active model already (as every replica reads it): a no-op,
-            # as the contract says; no new activation time, nothing re-scored.
-            if current is not None:
-                self._registry.activate(version, current[1])
+        if current is not None and current[0] == version:
+            # The activated model already: a no-op, as the contract says; no
+            # new activation time, nothing re-scored. (With no activation
+            # recorded, one is, even for this replica's own default: other
+            # replicas may run another default, or be pinned to one.)
+            self._registry.activate(version, current[1])
             return scoring_pb2.ActivateModelResponse(
                 model=self._model(scorer), previous_version=version
             )
