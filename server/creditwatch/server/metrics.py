@@ -46,6 +46,12 @@ BATCH_CHUNK_FAILURES = Counter(
     "whether the attempt gave the chunk up.",
     ["kind", "given_up"],
 )
+JOBS_OFF_MODEL = Counter(
+    "creditwatch_jobs_off_activated_model_total",
+    "Runs of a score-storing job on a replica without the activated model: re-scoring is"
+    " left to replicas that have it (none may: alert on this), the register feeds go on.",
+    ["job"],
+)
 STREAM_CHUNKS = Counter(
     "creditwatch_stream_chunks_total",
     "StreamScores chunks of more than 64 items, by where their statements were scored "

@@ -477,6 +477,7 @@ async def on_activated_model(
     active = registry.active.version
     if current is None or current[0] == active:
         return True
+    metrics.JOBS_OFF_MODEL.labels(job).inc()
     version = current[0]
     if registry.has(version):
         log.warning(

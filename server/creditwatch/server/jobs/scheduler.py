@@ -219,8 +219,12 @@ class Jobs:
             rollout = self._settings.policy_rollout_seconds
             if not await settled(self._sessions, policy, rollout, "registers"):
                 return None
-            if not await on_activated_model(self._activations, self._registry, "registers"):
-                return None
+            # The feed's events (a bankruptcy) matter more than which model
+            # scores them: a replica without the activated model applies them
+            # all the same, as it does any intake call, and says so (warning);
+            # a re-score by a replica on that model then redoes those scores.
+            # Held back, no replica would apply the feed while none has it.
+            await on_activated_model(self._activations, self._registry, "registers")
             return await sync_registers(self._settings, self._sessions, self._intake)
 
     async def snapshots(self, day: date | None = None) -> int | None:
