@@ -13,11 +13,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.client.testing import ServerProcess
+from creditwatch.server.api.errors import STREAM_KEY_CHECK_SECONDS
 from creditwatch.server.domain.tenants import parse_key
 from creditwatch.server.store.tenants import TenantStore
-from creditwatch.v1 import watchlists_pb2, watchlists_pb2_grpc
+from creditwatch.v1 import scoring_pb2, scoring_pb2_grpc, watchlists_pb2, watchlists_pb2_grpc
 from tests.conftest import TenantKey, new_tenant
 from tests.e2e import alerting
+from tests.e2e.test_scoring import healthy
 from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
@@ -147,3 +149,27 @@ async def test_an_alert_stream_whose_key_is_revoked_while_alerts_flow_ends(
         feeding.cancel()
     assert ended.code() == grpc.StatusCode.UNAUTHENTICATED
     assert ended.details() == "API key revoked"
+
+
+async def test_an_open_stream_scores_call_ends_once_its_key_is_revoked(
+    channel: grpc.aio.Channel, sessions: async_sessionmaker[AsyncSession], tenant: TenantKey
+) -> None:
+    """A bidirectional stream re-checks its key as chunks come in: a client
+    holding StreamScores open cannot go on scoring after revocation."""
+    key = TenantKey(tenant.tenant_id, (await _second_key(sessions, tenant)).api_key)
+    chunk = scoring_pb2.StreamScoresRequest(
+        items=[scoring_pb2.ScoreItem(correlation_id="1", financial_statement=healthy())]
+    )
+    call = scoring_pb2_grpc.ScoringServiceStub(channel).StreamScores(metadata=key.metadata)
+    await call.write(chunk)
+    assert (await call.read()).results[0].HasField("score")
+    await _revoke(sessions, key)
+    deadline = time.monotonic() + WAIT_SECONDS + STREAM_KEY_CHECK_SECONDS
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        while True:  # chunks keep coming, as a portfolio upload's do
+            assert time.monotonic() < deadline, "the stream went on with a revoked key"
+            await call.write(chunk)
+            assert (await call.read()).results[0].HasField("score")
+            await asyncio.sleep(0.5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in (caught.value.details() or "")

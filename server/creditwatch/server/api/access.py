@@ -17,8 +17,10 @@ Two reads store something, and why they stay reads:
   price: consumers belong to the tenant, not to a key, so a read-only key can
   move any of its tenant's consumers forward (that consumer then skips
   alerts, which stay readable with `ListAlerts` and an `after_cursor`).
-- `ScoreCompany` stores a missing score it computed from stored facts: the
-  same score the re-scoring job would store; the caller chooses nothing in it.
+- `ScoreCompany` stores a score it computed from stored facts when none is
+  stored or the stored one is another model version's than the activated one:
+  the score, and the alerts and limit re-decisions it causes, that the
+  scheduled re-scoring would make; the caller chooses nothing in it.
 """
 
 from __future__ import annotations

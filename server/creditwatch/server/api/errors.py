@@ -328,15 +328,46 @@ def server_stream_writes(
     return wrapper
 
 
+STREAM_KEY_CHECK_SECONDS = 5.0
+"""How often a bidirectional stream re-checks its key as messages come in."""
+
+
+async def _rechecked(
+    requests: AsyncIterator[Req],
+    context: Ctx,
+    caller: Callable[[Ctx], Awaitable[Caller]],
+) -> AsyncIterator[Req]:
+    """`requests`, ending the call UNAUTHENTICATED ("API key revoked") once its
+    key no longer authenticates: checked as messages arrive, at most every
+    STREAM_KEY_CHECK_SECONDS, from the authenticator's cache (a query per key
+    and cache period, not per message). With the database out of reach the
+    stream goes on, as an alert stream's check does."""
+    due = time.monotonic() + STREAM_KEY_CHECK_SECONDS
+    async for request in requests:
+        if time.monotonic() >= due:
+            try:
+                await caller(context)
+            except errors.Unauthenticated:
+                raise errors.Unauthenticated("API key revoked") from None
+            except Exception as error:
+                if not database.connection_lost(error):
+                    raise
+                log.warning("could not re-check an API key", extra={"error": str(error)})
+            due = time.monotonic() + STREAM_KEY_CHECK_SECONDS
+        yield request
+
+
 def bidi_stream(
     method: Callable[[S, AsyncIterator[Req], uuid.UUID], AsyncIterator[Resp]],
 ) -> Callable[[S, AsyncIterator[Req], Ctx], AsyncIterator[Resp]]:
-    """Wrap a bidirectional-streaming RPC like `unary` wraps unary ones."""
+    """Wrap a bidirectional-streaming RPC like `unary` wraps unary ones; the
+    stream's key is re-checked as its messages come in (`_rechecked`)."""
 
     @functools.wraps(method)
     async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
+        checked = _rechecked(requests, context, self.caller)
         async for response in _guarded_stream(
-            method.__name__, context, lambda tenant: method(self, requests, tenant), self.caller
+            method.__name__, context, lambda tenant: method(self, checked, tenant), self.caller
         ):
             yield response
 
