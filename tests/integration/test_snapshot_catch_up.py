@@ -152,3 +152,33 @@ async def test_a_day_whose_leader_died_before_planning_it_is_taken_at_the_next_a
         assert await _days(sessions, tenant) == [today]
     finally:
         await jobs.stop()
+
+
+class _CountedClaims(Jobs):
+    """Jobs that count their runs of the claims clock."""
+
+    claim_runs = 0
+
+    async def claims(self) -> int | None:
+        try:
+            return await super().claims()
+        finally:
+            self.claim_runs += 1
+
+
+async def test_the_claims_clock_runs_at_start_up_and_then_on_an_interval(
+    own_database: tuple[str, async_sessionmaker[AsyncSession]], registry: ModelRegistry
+) -> None:
+    """Not only at 00:05 UTC: a replica restarted across it would otherwise
+    alert a claim that became eligible a day late."""
+    url, sessions = own_database
+    jobs = _CountedClaims(_settings(), url, sessions, registry, claims_catch_up_seconds=1.0)
+    jobs.start()
+    try:
+
+        async def ran_twice() -> bool:
+            return jobs.claim_runs >= 2
+
+        await _until(ran_twice, seconds=30)
+    finally:
+        await jobs.stop()

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 # only. An attempt snapshots only the watch lists without one of the day
 # (store.portfolio.plan), so a day is never taken twice.
 SNAPSHOT_CATCH_UP_SECONDS = 600.0
+CLAIMS_CATCH_UP_SECONDS = 3600.0
+"""Besides its 00:05 UTC run, the claims clock runs at start-up and this often:
+a replica restarted across 00:05, or a leader that died mid-run, no longer
+delays a claim's eligibility alert by a day (a run handles whatever is due)."""
 
 
 async def purge_alerts(
@@ -146,9 +150,11 @@ class Jobs:
         on_alerts: Callable[[], None] | None = None,
         intake: Intake | None = None,
         snapshot_catch_up_seconds: float = SNAPSHOT_CATCH_UP_SECONDS,
+        claims_catch_up_seconds: float = CLAIMS_CATCH_UP_SECONDS,
     ) -> None:
         self._settings = settings
         self._snapshot_catch_up = snapshot_catch_up_seconds
+        self._claims_catch_up = claims_catch_up_seconds
         self._snapshots_taken: date | None = None  # the last day this replica led to its end
         self._activations = ActivationStore(sessions)
         self._intake = intake
@@ -274,7 +280,8 @@ class Jobs:
 
     def start(self) -> None:
         """Schedule the jobs; the first runs come one interval after start-up,
-        but for the day's snapshots (at once) and the register feeds (5 s)."""
+        but for the day's snapshots (at once), the register feeds (5 s) and
+        the claims clock (10 s)."""
         self._scheduler.add_job(
             self._guarded,
             "interval",
@@ -319,14 +326,18 @@ class Jobs:
         )
         self._scheduler.add_job(
             self._guarded,
-            "cron",
+            OrTrigger(
+                [
+                    CronTrigger(hour=0, minute=5, timezone=UTC),
+                    IntervalTrigger(seconds=self._claims_catch_up, timezone=UTC),
+                ]
+            ),
             args=("claims-clock", self.claims),
-            hour=0,
-            minute=5,
             id="claims-clock",
             max_instances=1,
             coalesce=True,
             misfire_grace_time=6 * 3600,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=10),
         )
         if self._settings.brreg_enabled and self._intake is not None:
             self._scheduler.add_job(
