@@ -153,11 +153,11 @@ async def test_a_withdrawal_or_a_grant_by_an_older_replica_is_read_from_the_row(
     """During a rolling upgrade, replicas of the earlier release change limits
     without keeping `cover`; the row itself still tells what they did."""
     tenant = (await new_tenant(sessions, "cover, old replicas")).tenant_id
-    withdrawn_co, regranted_co = (
-        CompanyId("NO", n) for n in norwegian_numbers(2, start=98_390_000)
+    withdrawn_co, regranted_co, shortened_co = (
+        CompanyId("NO", n) for n in norwegian_numbers(3, start=98_390_000)
     )
     limits = {}
-    for company in (withdrawn_co, regranted_co):
+    for company in (withdrawn_co, regranted_co, shortened_co):
         async with sessions.begin() as session:
             await facts.lock_company(session, company)
             limits[company] = await store.grant(
@@ -179,9 +179,16 @@ async def test_a_withdrawal_or_a_grant_by_an_older_replica_is_read_from_the_row(
         "state = 1, amount = 100000, valid_until = :u, update_time = :t",
         u=datetime(2027, 4, 30, tzinfo=UTC), t=MAY_1,
     )  # fmt: skip
+    # The earlier release decides the third again on 1 March, until 30 June only.
+    await _old_release_update(
+        sessions, tenant, limits[shortened_co].id, "valid_until = :u, update_time = :t",
+        u=datetime(2026, 6, 30, tzinfo=UTC), t=MAR_1,
+    )  # fmt: skip
     async with sessions() as session:
         withdrawn = await store.get(session, tenant, limits[withdrawn_co].id)
         regranted = await store.get(session, tenant, limits[regranted_co].id)
-    assert withdrawn is not None and regranted is not None
+        shortened = await store.get(session, tenant, limits[shortened_co].id)
+    assert withdrawn is not None and regranted is not None and shortened is not None
+    assert shortened.insured_on(date(2026, 6, 30)) and not shortened.insured_on(date(2026, 8, 1))
     assert withdrawn.insured_on(date(2026, 2, 1)) and not withdrawn.insured_on(date(2026, 4, 1))
     assert [regranted.insured_on(date(2026, m, 1)) for m in (2, 4, 6)] == [True, False, True]

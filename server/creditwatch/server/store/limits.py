@@ -144,18 +144,18 @@ def _cover(row: Any) -> Cover:
     During a rolling upgrade replicas of the earlier release update limits
     without touching `cover`: a withdrawal of theirs is read from the row
     (withdrawn since `update_time`), and a grant of theirs (ACTIVE from
-    `update_time` to `valid_until`) extends the last period, or starts a new
-    one after a gap. On rows this release wrote, both are no-ops."""
+    `update_time` to `valid_until`) extends the last period (or ends it
+    earlier, if that grant shortened the limit), or starts a new one after a
+    gap. On rows this release wrote, both are no-ops. A withdrawal and a new
+    grant both by the earlier release leave no trace of the gap between them:
+    only the grant is seen (the upgrade's one blind spot)."""
     if row.cover is None:
         cover: Cover = ((_day(row.create_time), _day(row.valid_until)),)
     else:
         cover = tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b in row.cover)
     if row.state == int(LimitState.WITHDRAWN):
         return cover_withdrawn(cover, _day(row.update_time)) if cover else cover
-    updated, until = _day(row.update_time), _day(row.valid_until)
-    if cover and cover[-1][1] >= until:
-        return cover
-    return cover_granted(cover, updated, until)
+    return cover_granted(cover, _day(row.update_time), _day(row.valid_until))
 
 
 def _cover_json(cover: Cover) -> list[list[str]]:
