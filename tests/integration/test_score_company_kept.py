@@ -47,7 +47,13 @@ async def test_a_replica_pinned_to_an_older_model_reads_a_newer_score_from_its_c
         for _ in range(100):
             score, computed = await intake.score_company(companies[0])
             assert score.model_version == newest.version and not computed
+        # A newer model's score is kept (no activation says otherwise), and asked about once.
+        assert counts == {"latest_score": 1, "activations": 1}
+        # Its own model activated, this replica replaces the score at once,
+        # not once the memo runs out.
+        when = await ActivationStore(sessions).record(older.version, None)
+        pinned.activate(older.version, when)
+        score, computed = await intake.score_company(companies[0])
+        assert (score.model_version, computed) == (older.version, True)
     finally:
         await cache.stop()
-    # A newer model's score is kept (no activation says otherwise), and asked about once.
-    assert counts == {"latest_score": 1, "activations": 1}

@@ -230,7 +230,9 @@ class Intake:
         self._on_alerts = on_alerts
         # Model versions whose stored scores this replica serves as they are
         # (see score_company), until when.
-        self._kept: dict[str, float] = {}
+        # (version, this replica's model and activation time when decided) →
+        # until when: a change of this replica's own model voids the decision.
+        self._kept: dict[tuple[str, str, datetime | None], float] = {}
 
     def _written(self, effects: Sequence[Effect]) -> None:
         """Committed: this replica's score cache forgets the companies at once,
@@ -459,7 +461,7 @@ class Intake:
             return (
                 version == scorer.version
                 or not self._registry.in_step
-                or self._kept.get(version, 0.0) > time.monotonic()
+                or self._kept.get(self._kept_key(version), 0.0) > time.monotonic()
             )
 
         if self._cache is not None:
@@ -500,6 +502,9 @@ class Intake:
             )
         return effect.score, True
 
+    def _kept_key(self, version: str) -> tuple[str, str, datetime | None]:
+        return version, self._registry.active.version, self._registry.activated_at
+
     async def _replaces(self, stored: StoredScore) -> bool:
         """Whether this replica's active model is the one to replace a score
         `stored` by another version: the activated one (read afresh: a replica
@@ -516,7 +521,9 @@ class Intake:
             made_by = self._registry.get(stored.model_version).model.info.created
             replaces = made_by < scorer.model.info.created
         if not replaces:
-            self._kept[stored.model_version] = time.monotonic() + KEPT_SECONDS
+            if len(self._kept) > 100:  # versions come and go; keep it small
+                self._kept.clear()
+            self._kept[self._kept_key(stored.model_version)] = time.monotonic() + KEPT_SECONDS
         return replaces
 
     async def company(
