@@ -49,7 +49,8 @@ BATCH_CHUNK_FAILURES = Counter(
 JOBS_OFF_MODEL = Counter(
     "creditwatch_jobs_off_activated_model_total",
     "Runs of a score-storing job on a replica without the activated model: re-scoring is"
-    " left to replicas that have it (none may: alert on this), the register feeds go on.",
+    " left to replicas that have it (none may: alert on this), the register feeds too"
+    " until the policy rollout window after the activation has passed.",
     ["job"],
 )
 STREAM_CHUNKS = Counter(

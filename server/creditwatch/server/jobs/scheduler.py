@@ -225,12 +225,27 @@ class Jobs:
             rollout = self._settings.policy_rollout_seconds
             if not await settled(self._sessions, policy, rollout, "registers"):
                 return None
-            # The feed's events (a bankruptcy) matter more than which model
-            # scores them: a replica without the activated model applies them
-            # all the same, as it does any intake call, and says so (warning);
-            # a re-score by a replica on that model then redoes those scores.
-            # Held back, no replica would apply the feed while none has it.
-            await on_activated_model(self._activations, self._registry, "registers")
+            # With the activated model, as a re-score would: first switch to
+            # it if this replica has it and has not looked yet. A replica
+            # without it leaves the feed to those that have it for the
+            # rollout window after the activation; past it, the feed's events
+            # (a bankruptcy) matter more than which model scores them, so it
+            # applies them (warned, counted) rather than no replica ever doing
+            # so; a re-score on the activated model then redoes those scores.
+            await self._registry.sync(self._activations)
+            if not await on_activated_model(self._activations, self._registry, "registers"):
+                activated = await self._activations.current()
+                assert activated is not None  # on_activated_model is True without one
+                if datetime.now(UTC) - activated[1] < timedelta(seconds=rollout):
+                    return None
+                log.warning(
+                    "the activated model has been missing here past the rollout window: "
+                    "applying the register feeds with this replica's model",
+                    extra={
+                        "activated": activated[0],
+                        "this_replica": self._registry.active.version,
+                    },
+                )
             return await sync_registers(self._settings, self._sessions, self._intake)
 
     async def snapshots(self, day: date | None = None) -> int | None:
