@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.paging import encode_token, fingerprint
 from creditwatch.server.jobs.scheduler import run_claims_clock
+from creditwatch.server.store import limits as store_limits
 from creditwatch.v1 import (
     common_pb2,
     companies_pb2,
@@ -314,6 +315,7 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
     sessions: async_sessionmaker[AsyncSession],
     feed: TenantKey,
     tenant: TenantKey,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     number = norwegian_numbers(1, start=81_550_000)[0]
     await _statement(channel, feed, number, strong())
@@ -342,6 +344,12 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
     )
     payment = reported.overdue_payment
     assert reported.created
+    second = await stub.ReportOverduePayment(
+        limits_pb2.ReportOverduePaymentRequest(
+            parent=limit, overdue_payment=invoice(today, today, "INV-9002")
+        ),
+        metadata=tenant.metadata,
+    )
     assert payment.state == LIM.OVERDUE_PAYMENT_STATE_WAITING
     assert payment.claim_basis == LIM.CLAIM_BASIS_PROTRACTED_DEFAULT
     eligible = today + dt.timedelta(days=180)  # the default protracted-default wait
@@ -357,8 +365,11 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
     )
     await alerting.first_heartbeat(call)
     await record(channel, feed, bankruptcy(number, "claim-b1"))
-    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) >= 1
-    (alert,) = await alerting.alerts(call, 1)
+    # One waiting payment per transaction: the clock pages through them all.
+    monkeypatch.setattr(store_limits, "CLAIMS_PAGE", 1)
+    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) >= 2
+    alert, other = sorted(await alerting.alerts(call, 2), key=lambda a: a.summary)
+    assert other.trigger.overdue_payment == second.overdue_payment.name
     assert alert.trigger.overdue_payment == payment.name
     assert alert.severity == common_pb2.SEVERITY_HIGH
     assert "INV-9001" in alert.summary and "bankruptcy" in alert.summary

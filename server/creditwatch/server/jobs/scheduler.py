@@ -121,21 +121,30 @@ async def take_snapshots(
 
 async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     """Mark insured overdue payments eligible for a claim as of `now` and alert
-    on them, in one transaction; returns how many became eligible."""
-    async with sessions.begin() as session:
-        policies: dict[Any, Any] = {}
+    on them, a page of waiting payments per transaction (each page's marks and
+    alerts together); returns how many became eligible."""
+    policies: dict[Any, Any] = {}
+    count = 0
+    after = None
+    while True:
+        async with sessions.begin() as session:
 
-        async def rules_of(tenant: Any) -> Any:
-            if tenant not in policies:
-                policies[tenant] = await credit_limits.policy(session, tenant)
-            return policies[tenant]
+            async def rules_of(tenant: Any) -> Any:
+                if tenant not in policies:
+                    policies[tenant] = await credit_limits.policy(session, tenant)
+                return policies[tenant]
 
-        due = await credit_limits.claims_due(session, rules_of, now)
-        if due:
-            await alerts.write(session, [], claims=due)
-    if due:
-        log.info("claims became eligible", extra={"count": len(due)})
-    return len(due)
+            due, after = await credit_limits.claims_due(
+                session, rules_of, now, after, credit_limits.CLAIMS_PAGE
+            )
+            if due:
+                await alerts.write(session, [], claims=due)
+        count += len(due)
+        if after is None:
+            break
+    if count:
+        log.info("claims became eligible", extra={"count": count})
+    return count
 
 
 class Jobs:

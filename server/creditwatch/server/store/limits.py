@@ -628,29 +628,66 @@ async def report_overdue(
     return payment, earlier is None, claim
 
 
-async def claims_due(session: AsyncSession, rules_of: Any, now: datetime) -> list[ClaimDue]:
-    """Recompute the clocks of waiting payments (a bankruptcy may have shortened
-    them) and return those eligible by today, marked alerted; `rules_of(tenant)`
-    gives a tenant's policy."""
-    rows = (
-        await session.execute(
-            select(_O).where(_O.c.state == int(PaymentState.WAITING)).with_for_update()
-        )
-    ).all()
+CLAIMS_PAGE = 2_000
+"""Waiting payments the claims clock reads per transaction."""
+
+
+async def claims_due(
+    session: AsyncSession,
+    rules_of: Any,
+    now: datetime,
+    after: tuple[uuid.UUID, uuid.UUID] | None = None,
+    limit: int = CLAIMS_PAGE,
+) -> tuple[list[ClaimDue], tuple[uuid.UUID, uuid.UUID] | None]:
+    """Recompute the clocks of one page of waiting payments, keyset after
+    `after` (a bankruptcy may have shortened them), and return those eligible
+    by today, marked alerted, with the page's last key (None after the last
+    page); `rules_of(tenant)` gives a tenant's policy.
+
+    The page is read without locks; only payments whose clock changed are
+    locked, and re-read under the lock, so the clock does not hold every
+    waiting payment (and a report of one) for its whole run."""
+    query = select(_O).where(_O.c.state == int(PaymentState.WAITING))
+    if after is not None:
+        query = query.where(tuple_(_O.c.tenant_id, _O.c.id) > tuple_(*after))
+    rows = (await session.execute(query.order_by(_O.c.tenant_id, _O.c.id).limit(limit))).all()
+    last = (rows[-1].tenant_id, rows[-1].id) if len(rows) == limit else None
     payments = [_overdue(r) for r in rows]
     bankrupt = await bankruptcy_dates(session, list({p.company for p in payments}))
-    due: list[ClaimDue] = []
-    for payment in payments:
+
+    async def clock_of(payment: Overdue) -> ClaimClock:
         rules = await rules_of(payment.tenant_id)
-        clock = claim_clock(
-            payment.due_date, payment.settled_date, bankrupt.get(payment.company), rules, now.date()
+        day = now.date()
+        return claim_clock(
+            payment.due_date, payment.settled_date, bankrupt.get(payment.company), rules, day
         )
-        if (clock.basis, clock.eligible, clock.state) == (
+
+    def unchanged(payment: Overdue, clock: ClaimClock) -> bool:
+        return (clock.basis, clock.eligible, clock.state) == (
             payment.claim_basis,
             payment.claim_eligible_date,
             payment.state,
-        ):
-            continue
+        )
+
+    moved = [p for p in payments if not unchanged(p, await clock_of(p))]
+    if not moved:
+        return [], last
+    locked = (
+        await session.execute(
+            select(_O)
+            .where(
+                tuple_(_O.c.tenant_id, _O.c.id).in_([(p.tenant_id, p.id) for p in moved]),
+                _O.c.state == int(PaymentState.WAITING),
+            )
+            .order_by(_O.c.tenant_id, _O.c.id)
+            .with_for_update()
+        )
+    ).all()
+    due: list[ClaimDue] = []
+    for payment in (_overdue(r) for r in locked):
+        clock = await clock_of(payment)
+        if unchanged(payment, clock):
+            continue  # a report changed it meanwhile
         eligible = clock.state == PaymentState.CLAIM_ELIGIBLE
         await session.execute(
             _O.update()
@@ -673,4 +710,4 @@ async def claims_due(session: AsyncSession, rules_of: Any, now: datetime) -> lis
                     now,
                 )
             )
-    return due
+    return due, last
