@@ -84,6 +84,23 @@ def bankruptcy(number: str, event_id: str) -> companies_pb2.CompanyEvent:
     return event(number, event_id, bankruptcy_opened=companies_pb2.BankruptcyOpened())
 
 
+async def submit(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    number: str,
+    statement: companies_pb2.FinancialStatement,
+) -> companies_pb2.SubmitFinancialStatementResponse:
+    """SubmitFinancialStatement through the API, for a Norwegian company."""
+    stub = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    response: companies_pb2.SubmitFinancialStatementResponse = await stub.SubmitFinancialStatement(
+        companies_pb2.SubmitFinancialStatementRequest(
+            company=ref(number), financial_statement=statement
+        ),
+        metadata=feed.metadata,
+    )
+    return response
+
+
 async def record(
     channel: grpc.aio.Channel, feed: TenantKey, *events: companies_pb2.CompanyEvent
 ) -> companies_pb2.RecordEventsResponse:

@@ -220,13 +220,7 @@ async def test_a_company_with_a_statement_gets_its_model_score_back(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:
     number = norwegian_numbers(1, start=97_820_000)[0]
-    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
-    submitted = await data.SubmitFinancialStatement(
-        companies_pb2.SubmitFinancialStatementRequest(
-            company=ref(number), financial_statement=healthy()
-        ),
-        metadata=feed.metadata,
-    )
+    submitted = await alerting.submit(channel, feed, number, healthy())
     model = submitted.effect.score
     assert model.risk_class < common_pb2.RISK_CLASS_D
     await _set_status(channel, feed, number, ACTIVE)

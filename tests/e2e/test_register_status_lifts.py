@@ -25,12 +25,7 @@ async def test_an_active_status_after_a_bankruptcy_event_restores_the_model_clas
 ) -> None:
     number = norwegian_numbers(1, start=98_200_000)[0]
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
-    first = await data.SubmitFinancialStatement(
-        companies_pb2.SubmitFinancialStatementRequest(
-            company=ref(number), financial_statement=healthy()
-        ),
-        metadata=feed.metadata,
-    )
+    first = await alerting.submit(channel, feed, number, healthy())
     model_class = first.effect.score.risk_class
     assert model_class != common_pb2.RISK_CLASS_D
     await watch(channel, tenant, [number])
