@@ -108,6 +108,48 @@ async def test_a_bankrupt_status_forces_class_d(
     assert status.effect.alerts_raised_count == 2
 
 
+async def test_a_bankruptcy_the_status_already_told_is_not_alerted_again(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_150_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    await alerting.submit(channel, feed, number, healthy())
+    await watch(channel, tenant, [number])
+
+    async def set_status(status: companies_pb2.CompanyStatus.ValueType) -> int:
+        response = await data.UpsertCompany(
+            companies_pb2.UpsertCompanyRequest(
+                company=companies_pb2.Company(company=ref(number), status=status)
+            ),
+            metadata=feed.metadata,
+        )
+        return response.effect.alerts_raised_count
+
+    assert await set_status(companies_pb2.COMPANY_STATUS_BANKRUPT) == 2
+    call = subscribe(channel, tenant)
+    await alerting.first_heartbeat(call)
+    # The feed's bankruptcy event after the status, and a second source's
+    # copy of it: stored, but the watchers heard of the bankruptcy already.
+    told = await record(channel, feed, bankruptcy(number, "kb-1"), bankruptcy(number, "kb-2"))
+    assert told.recorded_count == 2
+    assert told.effects[0].alerts_raised_count == 0
+    # An annulment (status set back), then a new bankruptcy today: news again.
+    assert await set_status(companies_pb2.COMPANY_STATUS_ACTIVE) == 2
+    today = alerting.event(number, "kb-3", bankruptcy_opened=companies_pb2.BankruptcyOpened())
+    today.occurred_time.GetCurrentTime()
+    reopened = await record(channel, feed, today)
+    assert reopened.effects[0].alerts_raised_count == 2
+    got = await alerting.alerts(call, 4)
+    assert [a.type for a in got] == [
+        common_pb2.ALERT_TYPE_MASTER_DATA_CHANGED,
+        common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE,
+        common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED,
+        common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE,
+    ]
+    assert got[2].trigger.event.event_id == "kb-3"
+    call.cancel()
+
+
 async def test_upsert_refuses_bad_fields_and_callers_without_the_grant(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:

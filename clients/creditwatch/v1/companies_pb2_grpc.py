@@ -138,6 +138,10 @@ class CompanyDataServiceServicer:
         idempotent by its `event_id`: a repeat with identical content is skipped
         and reported in `duplicate_event_ids`; a repeat with different content is
         INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
+        An event that puts a company in the register status it already had (a
+        bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
+        copy of one in the same call) is stored and re-scores, but raises no
+        event alert of its own: the watchers were told when the status was set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -76,6 +76,10 @@ class CompanyDataServiceStub:
     idempotent by its `event_id`: a repeat with identical content is skipped
     and reported in `duplicate_event_ids`; a repeat with different content is
     INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
+    An event that puts a company in the register status it already had (a
+    bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
+    copy of one in the same call) is stored and re-scores, but raises no
+    event alert of its own: the watchers were told when the status was set.
     """
     ReportPaymentExperience: _grpc.UnaryUnaryMultiCallable[_companies_pb2.ReportPaymentExperienceRequest, _companies_pb2.ReportPaymentExperienceResponse]
     """Reports one of the calling tenant's own overdue invoices on a company.
@@ -138,6 +142,10 @@ class CompanyDataServiceAsyncStub(CompanyDataServiceStub):
     idempotent by its `event_id`: a repeat with identical content is skipped
     and reported in `duplicate_event_ids`; a repeat with different content is
     INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
+    An event that puts a company in the register status it already had (a
+    bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
+    copy of one in the same call) is stored and re-scores, but raises no
+    event alert of its own: the watchers were told when the status was set.
     """
     ReportPaymentExperience: _aio.UnaryUnaryMultiCallable[_companies_pb2.ReportPaymentExperienceRequest, _companies_pb2.ReportPaymentExperienceResponse]  # type: ignore[assignment]
     """Reports one of the calling tenant's own overdue invoices on a company.
@@ -221,6 +229,10 @@ class CompanyDataServiceServicer(metaclass=_abc_1.ABCMeta):
         idempotent by its `event_id`: a repeat with identical content is skipped
         and reported in `duplicate_event_ids`; a repeat with different content is
         INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
+        An event that puts a company in the register status it already had (a
+        bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
+        copy of one in the same call) is stored and re-scores, but raises no
+        event alert of its own: the watchers were told when the status was set.
         """
 
     @_abc_1.abstractmethod

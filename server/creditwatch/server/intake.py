@@ -149,6 +149,25 @@ def _day(at: datetime | None) -> date:
     return (at or _now()).astimezone(UTC).date()
 
 
+def _news(items: Sequence[IncomingEvent], status: int) -> list[tuple[IncomingEvent, bool]]:
+    """A company's new events (in time order), each with whether it raises its
+    own alert: not an event that puts the company in a register status it
+    already had before the call (`status`), or that an earlier event of the
+    call put it in. UpsertCompany(BANKRUPT) has already alerted as a
+    bankruptcy opened, so the feed's bankruptcy event that follows, or a
+    second source's copy of it, tells the watchers nothing new; it is stored
+    and re-scores all the same. A status set back in between (ACTIVE: an
+    annulled bankruptcy) makes the next such event news again."""
+    held = {status}
+    flagged = []
+    for item in items:
+        after = STATUS_AFTER.get(item.event.type)
+        flagged.append((item, after is None or after not in held))
+        if after is not None:
+            held.add(after)
+    return flagged
+
+
 def _master_after(
     company: CompanyId,
     events: Sequence[IncomingEvent],
@@ -337,10 +356,11 @@ class Intake:
                         effects[company].score,
                         e.event.occurred_at or _now(),
                         score_alerts=i == len(new[company]) - 1,
+                        fact_alert=news,
                     ),
                 )
                 for company in changed
-                for i, e in enumerate(new[company])
+                for i, (e, news) in enumerate(_news(new[company], known.get(company, (0, None))[0]))
             ]
             counts = await write_alerts(session, changes)
         ordered = [dataclasses.replace(effects[c], alerts_raised=counts.get(c, 0)) for c in changed]
