@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import struct
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +15,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import money_pb2
 
+from creditwatch.server.domain.cursors import Position
 from creditwatch.v1 import (
     alerts_pb2,
     alerts_pb2_grpc,
@@ -160,3 +165,11 @@ async def quiet(call: Any, seconds: float) -> list[alerts_pb2.Alert]:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(read(), seconds)
     return out
+
+
+def legacy_cursor(position: Position, tenant: uuid.UUID) -> str:
+    """A cursor as releases before sealed cursors issued them (layout 1: the
+    position in plain and the tenant's tag), which a client may still hold."""
+    tag = hashlib.sha256(tenant.bytes).digest()[:4]
+    raw = struct.pack(">BQQ4s", 1, position.xid, position.seq, tag)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

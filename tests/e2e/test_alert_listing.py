@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 import time
 from collections.abc import Awaitable
 
@@ -13,8 +14,10 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.cursors import Position, encode
+from creditwatch.server.domain.cursors import Position
 from creditwatch.server.store import database
 from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc
 from tests.conftest import TenantKey
@@ -157,7 +160,7 @@ async def test_forged_page_tokens_and_cursors_are_invalid_argument(
         error = await _refused(stub.ListAlerts(request, metadata=tenant.metadata))
         assert "page_token" in field_violations(error), key
     # A cursor is refused the same way wherever it is given.
-    beyond = encode(Position(2**64 - 1, 1), tenant.tenant_id)
+    beyond = alerting.legacy_cursor(Position(2**64 - 1, 1), tenant.tenant_id)
     ack = alerts_pb2.AcknowledgeAlertsRequest(consumer="forger", cursor=beyond)
     error = await _refused(stub.AcknowledgeAlerts(ack, metadata=tenant.metadata))
     assert "cursor" in field_violations(error)
@@ -179,3 +182,55 @@ async def test_another_tenants_page_token_is_refused(
     request = alerts_pb2.ListAlertsRequest(page_size=1, page_token=first.next_page_token)
     error = await _refused(stub.ListAlerts(request, metadata=other_tenant.metadata))
     assert "page_token" in field_violations(error)
+
+
+async def test_cursors_and_page_tokens_hide_positions_and_earlier_ones_still_work(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    numbers = norwegian_numbers(3, start=94_850_000)
+    await watch(channel, tenant, numbers)
+    await record(channel, feed, *(remark(n, f"sealed-{n}") for n in numbers))
+    stub = alerts_pb2_grpc.AlertServiceStub(channel)
+    listed = await _listed_settled(stub, tenant, 3)
+    async with sessions() as session:
+        stored = {
+            f"alerts/{row.id}": row
+            for row in await session.execute(
+                text(
+                    "SELECT id, xid, seq, create_time FROM alerts WHERE tenant_id = :t"
+                ).bindparams(t=tenant.tenant_id)
+            )
+        }
+    heartbeat = await alerting.first_heartbeat(subscribe(channel, tenant))
+    for cursor in [heartbeat.cursor, *(a.cursor for a in listed)]:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        for row in stored.values():
+            assert struct.pack(">Q", row.xid) not in raw
+            assert struct.pack(">Q", row.seq) not in raw
+    newest, second = stored[listed[0].name], stored[listed[1].name]
+    # A page token of an earlier release (the position in plain) still
+    # continues where it left off, as a new one does.
+    first = await stub.ListAlerts(
+        alerts_pb2.ListAlertsRequest(page_size=1), metadata=tenant.metadata
+    )
+    assert first.alerts[0].name == listed[0].name
+    legacy = _forged(
+        first.next_page_token, [newest.create_time.isoformat(), newest.xid, newest.seq]
+    )
+    for token in (first.next_page_token, legacy):
+        page = await stub.ListAlerts(
+            alerts_pb2.ListAlertsRequest(page_size=1, page_token=token), metadata=tenant.metadata
+        )
+        assert [a.name for a in page.alerts] == [listed[1].name]
+    # So does a stream resumed from an earlier release's cursor.
+    resumed = subscribe(
+        channel,
+        tenant,
+        after_cursor=alerting.legacy_cursor(Position(second.xid, second.seq), tenant.tenant_id),
+    )
+    (alert,) = await alerting.alerts(resumed, 1)
+    assert alert.name == listed[0].name
+    resumed.cancel()

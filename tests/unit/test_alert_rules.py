@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import struct
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -26,6 +28,7 @@ from creditwatch.server.domain.errors import InvalidArgument
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
+from tests.e2e.alerting import legacy_cursor
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 ANY_ALERT = AlertRules()
@@ -167,19 +170,65 @@ def test_priority_without_exposure_is_zero() -> None:
     assert alert.severity == Severity.CRITICAL
 
 
+def _raw(cursor: str) -> bytes:
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
 def test_cursors_round_trip_and_are_bound_to_their_tenant() -> None:
+    keys = cursors.CursorKeys(b"s" * 32)
     tenant, other = uuid.uuid4(), uuid.uuid4()
     position = cursors.Position(123_456, 7)
-    cursor = cursors.encode(position, tenant)
-    assert cursors.decode(cursor, tenant, "after_cursor") == position
+    cursor = keys.encode(position, tenant)
+    assert keys.decode(cursor, tenant, "after_cursor") == position
+    assert cursors.CursorKeys(b"s" * 32).decode(cursor, tenant, "c") == position  # any replica
     with pytest.raises(InvalidArgument) as foreign:
-        cursors.decode(cursor, other, "after_cursor")
+        keys.decode(cursor, other, "after_cursor")
     assert foreign.value.violations[0].field == "after_cursor"
+    assert "another tenant" in foreign.value.violations[0].description
     for garbage in ("", "abc", cursor[:-2], "!!!!"):
         with pytest.raises(InvalidArgument):
-            cursors.decode(garbage, tenant, "cursor")
+            keys.decode(garbage, tenant, "cursor")
     assert cursors.Position(5, 1) < cursors.Position(5, 2) < cursors.Position(6, 0)
     assert cursors.Position.settled_below(10) < cursors.Position(10, 0)
+
+
+def test_cursors_hide_the_cluster_position_and_refuse_forgeries() -> None:
+    keys = cursors.CursorKeys(b"s" * 32)
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    position = cursors.Position(123_456, 7)
+    cursor = keys.encode(position, tenant)
+    raw = _raw(cursor)
+    # Neither half of the position is in the cursor, and the next position's
+    # cursor shares nothing with it but the version and the tenant's tag.
+    assert struct.pack(">Q", 123_456) not in raw and struct.pack(">Q", 7) not in raw
+    following = _raw(keys.encode(cursors.Position(123_456, 8), tenant))
+    assert following[0] == raw[0] and following[17:21] == raw[17:21]
+    assert sum(a == b for a, b in zip(following[1:17], raw[1:17], strict=True)) < 6
+    # The same position is another cursor for another tenant.
+    assert keys.encode(position, other) != cursor
+    # A flipped bit anywhere, or another deployment's secret: not issued here.
+    for i in (0, 1, 16, 21, len(raw) - 1):
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x01
+        tampered = base64.urlsafe_b64encode(bytes(flipped)).decode().rstrip("=")
+        with pytest.raises(InvalidArgument):
+            keys.decode(tampered, tenant, "cursor")
+    with pytest.raises(InvalidArgument) as elsewhere:
+        cursors.CursorKeys(b"t" * 32).decode(cursor, tenant, "cursor")
+    assert "not a cursor this server issued" in elsewhere.value.violations[0].description
+    with pytest.raises(ValueError):
+        cursors.CursorKeys(b"short")
+
+
+def test_cursors_of_earlier_releases_still_resume() -> None:
+    keys = cursors.CursorKeys(b"s" * 32)
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    position = cursors.Position(99, 3)
+    assert keys.decode(legacy_cursor(position, tenant), tenant, "after_cursor") == position
+    with pytest.raises(InvalidArgument):
+        keys.decode(legacy_cursor(position, other), tenant, "after_cursor")
+    with pytest.raises(InvalidArgument):
+        keys.decode(legacy_cursor(cursors.Position(2**64 - 1, 1), tenant), tenant, "cursor")
 
 
 @pytest.mark.parametrize(

@@ -32,10 +32,11 @@ from creditwatch.server.api.scoring import add_to_server as add_scoring_service
 from creditwatch.server.api.stream_processes import ChunkProcesses, default_workers
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings, override_policy
+from creditwatch.server.domain.cursors import CursorKeys
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.scheduler import Jobs
 from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
-from creditwatch.server.store import database, migrate, policies
+from creditwatch.server.store import database, migrate, policies, secrets
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
 from creditwatch.server.store.tenants import TenantStore
@@ -280,7 +281,14 @@ async def start(settings: Settings) -> Running:
     )
     watch_list_store = WatchListStore(sessions)
     add_alert_service(
-        AlertServicer(auth, sessions, hub, watch_list_store, settings.alert_max_lag_seconds),
+        AlertServicer(
+            auth,
+            sessions,
+            hub,
+            watch_list_store,
+            CursorKeys(await secrets.shared_secret(sessions, secrets.ALERT_CURSORS)),
+            settings.alert_max_lag_seconds,
+        ),
         server,
     )
     limits_pb2_grpc.add_CreditLimitServiceServicer_to_server(

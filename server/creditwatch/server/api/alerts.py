@@ -22,9 +22,8 @@ from creditwatch.server.api import converters as cv
 from creditwatch.server.api.auth import Authenticator
 from creditwatch.server.api.errors import server_stream_writes, unary
 from creditwatch.server.api.handlers import add_service
-from creditwatch.server.domain import cursors
 from creditwatch.server.domain.alerts import AlertFilter, Severity, StoredAlert
-from creditwatch.server.domain.cursors import MAX_SEQ, Position
+from creditwatch.server.domain.cursors import MAX_SEQ, CursorKeys, Position
 from creditwatch.server.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -121,13 +120,13 @@ def trigger_message(value: dict[str, Any]) -> alerts_pb2.AlertTrigger:
     return alerts_pb2.AlertTrigger()
 
 
-def alert_message(alert: StoredAlert) -> alerts_pb2.Alert:
+def alert_message(alert: StoredAlert, keys: CursorKeys) -> alerts_pb2.Alert:
     """The wire form of a stored alert; no cursor while it is not settled (an
     older transaction may still commit an alert before it, which a stream
     resumed after its cursor would never receive)."""
     message = alerts_pb2.Alert(
         name=f"alerts/{alert.id}",
-        cursor=cursors.encode(alert.position, alert.tenant_id) if alert.settled else "",
+        cursor=keys.encode(alert.position, alert.tenant_id) if alert.settled else "",
         type=common_pb2.AlertType.ValueType(alert.type),
         severity=common_pb2.Severity.ValueType(alert.severity),
         priority=alert.priority,
@@ -152,11 +151,13 @@ def alert_message(alert: StoredAlert) -> alerts_pb2.Alert:
     return message
 
 
-def _heartbeat(position: Position, tenant: uuid.UUID) -> alerts_pb2.SubscribeAlertsResponse:
+def _heartbeat(
+    position: Position, tenant: uuid.UUID, keys: CursorKeys
+) -> alerts_pb2.SubscribeAlertsResponse:
     now = Timestamp()
     now.GetCurrentTime()
     return alerts_pb2.SubscribeAlertsResponse(
-        heartbeat=alerts_pb2.Heartbeat(cursor=cursors.encode(position, tenant), server_time=now)
+        heartbeat=alerts_pb2.Heartbeat(cursor=keys.encode(position, tenant), server_time=now)
     )
 
 
@@ -187,13 +188,29 @@ def _time(value: Timestamp | None, field: str, problems: list[FieldViolation]) -
     return value.ToDatetime(UTC)
 
 
-def _list_after(page: PageRequest, by_priority: bool) -> tuple[Any, ...] | None:
+def _list_after(
+    page: PageRequest, by_priority: bool, keys: CursorKeys, tenant: uuid.UUID
+) -> tuple[Any, ...] | None:
     """The sort key a ListAlerts page token continues after, checked to fit the
     columns it is compared with: a forged token is INVALID_ARGUMENT, not a
-    query that fails (an integer beyond bigint) or compares wrongly."""
-    raw = page.key(*((float, int, str, int, int) if by_priority else (str, int, int)))
-    if raw is None:
-        return None
+    query that fails (an integer beyond bigint) or compares wrongly. A token
+    holds the last alert's position as its cursor (sealed: see
+    domain.cursors); tokens of earlier releases, with the position in plain,
+    are still read."""
+    head: tuple[type, ...] = (float, int, str) if by_priority else (str,)
+    raw: tuple[Any, ...] | None
+    if page.after is not None and len(page.after) == len(head) + 1:
+        raw = page.key(*head, str)
+        assert raw is not None
+        try:
+            sealed = keys.decode(raw[-1], tenant, "page_token")
+        except InvalidArgument:
+            raise InvalidArgument.single("page_token", _FOREIGN_TOKEN) from None
+        raw = (*raw[:-1], sealed.xid, sealed.seq)
+    else:
+        raw = page.key(*head, int, int)
+        if raw is None:
+            return None
     stamp, position = (raw[2], raw[3:]) if by_priority else (raw[0], raw[1:])
     try:
         when = datetime.fromisoformat(stamp)
@@ -268,9 +285,11 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         sessions: Any,
         hub: AlertHub,
         watch_lists: WatchListStore,
+        keys: CursorKeys,
         max_lag_seconds: float = 60.0,
     ) -> None:
         self._max_lag = max_lag_seconds
+        self._keys = keys
         # A live alert goes to every subscriber of its tenant: convert and
         # serialise it once (see `add_to_server`).
         self._converted: OrderedDict[uuid.UUID, bytes] = OrderedDict()
@@ -335,7 +354,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             purged = await store.purged_position(session)
         start = request.WhichOneof("start")
         if start == "after_cursor":
-            position = cursors.decode(request.after_cursor, tenant, "after_cursor")
+            position = self._keys.decode(request.after_cursor, tenant, "after_cursor")
             if position < purged:
                 raise _expired("after_cursor")
             return position
@@ -404,7 +423,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         try:
             async with self._guarded(subscription) as guard:
                 position = await self._start(request, tenant)
-                await write(_heartbeat(position, tenant))
+                await write(_heartbeat(position, tenant, self._keys))
                 last_sent = time.monotonic()
                 # The key was checked when the stream opened; a revoked key must
                 # not go on receiving alerts (see `_recheck_key`).
@@ -416,7 +435,11 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                         if last_sent >= key_due:
                             key_due = await self._recheck_key(context)
                         guard.writing = True
-                        await write(alerts_pb2.SubscribeAlertsResponse(alert=alert_message(alert)))
+                        await write(
+                            alerts_pb2.SubscribeAlertsResponse(
+                                alert=alert_message(alert, self._keys)
+                            )
+                        )
                         guard.writing = False
                         position = alert.position
                         last_sent = time.monotonic()
@@ -446,7 +469,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                         # Quiet: every alert up to the hub's position was offered to us.
                         position = max(position, self._hub.position)
                         guard.writing = True
-                        await write(_heartbeat(position, tenant))
+                        await write(_heartbeat(position, tenant, self._keys))
                         guard.writing = False
                         last_sent = time.monotonic()
                     if subscription.state == "closed":
@@ -484,7 +507,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         message = self._converted.get(alert.id)
         if message is None:
             message = alerts_pb2.SubscribeAlertsResponse(
-                alert=alert_message(alert)
+                alert=alert_message(alert, self._keys)
             ).SerializeToString()
             self._converted[alert.id] = message
             if len(self._converted) > 10_000:
@@ -515,7 +538,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             problems.append(FieldViolation("cursor", "required"))
         else:
             try:
-                position = cursors.decode(request.cursor, tenant, "cursor")
+                position = self._keys.decode(request.cursor, tenant, "cursor")
             except InvalidArgument as error:
                 problems.extend(error.violations)
         if problems or position is None:
@@ -523,7 +546,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         async with self._sessions.begin() as session:
             stored = await store.acknowledge(session, tenant, request.consumer, position)
         return alerts_pb2.AcknowledgeAlertsResponse(
-            acknowledged_cursor=cursors.encode(stored, tenant)
+            acknowledged_cursor=self._keys.encode(stored, tenant)
         )
 
     @unary
@@ -568,7 +591,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             max_size=1_000,
             legacy=legacy,
         )
-        after = _list_after(page, by_priority)
+        after = _list_after(page, by_priority, self._keys, tenant)
         async with self._sessions() as session:
             found = await store.list_page(
                 session,
@@ -586,14 +609,15 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         if more:
             last = found[-1]
             stamp = last.create_time.isoformat()
+            cursor = self._keys.encode(last.position, tenant)
             key: tuple[Any, ...] = (
-                (last.priority, int(last.severity), stamp, last.position.xid, last.position.seq)
+                (last.priority, int(last.severity), stamp, cursor)
                 if by_priority
-                else (stamp, last.position.xid, last.position.seq)
+                else (stamp, cursor)
             )
             token = encode_token(key, digest)
         return alerts_pb2.ListAlertsResponse(
-            alerts=[alert_message(a) for a in found], next_page_token=token
+            alerts=[alert_message(a, self._keys) for a in found], next_page_token=token
         )
 
     @unary
@@ -611,7 +635,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             alert = await store.get(session, tenant, alert_id)
         if alert is None:
             raise NotFound(request.name)
-        return alerts_pb2.GetAlertResponse(alert=alert_message(alert))
+        return alerts_pb2.GetAlertResponse(alert=alert_message(alert, self._keys))
 
 
 def add_to_server(servicer: AlertServicer, server: grpc.aio.Server) -> None:

@@ -1,9 +1,21 @@
 """Alert positions and the opaque cursors clients see.
 
 A position is (xid, seq): the writing transaction's id and the row's
-identity. Positions are compared as tuples. A cursor is a position bound to
-a tenant (a short tag of the tenant id), so a cursor pasted into another
-tenant's call is refused instead of silently meaning something else.
+identity. Positions are compared as tuples. Both halves are the cluster's,
+not the tenant's: in plain sight, a tenant's heartbeats would show the rate
+of transactions of the whole cluster, and the gaps between its own alerts'
+positions how many alerts other tenants got in between. So a cursor is a
+position sealed for its tenant (`CursorKeys`): encrypted with a key of the
+tenant's own (AES on the one 16-byte block), with the tenant's tag (a short
+hash of its id, so a cursor pasted into another tenant's call is refused as
+such) and a MAC over both, so a cursor the server did not issue is refused
+rather than read as some position. The keys derive from a deployment secret
+every replica shares (store.secrets), so a cursor from one replica resumes on
+any other.
+
+Cursors of the first layout (version 1: the position in plain, with the
+tenant's tag), issued by earlier releases, are still read, so a client that
+kept one resumes across the upgrade.
 """
 
 from __future__ import annotations
@@ -11,15 +23,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import struct
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from creditwatch.server.domain.errors import InvalidArgument
 
 MAX_SEQ = 2**63 - 1
-_LAYOUT = struct.Struct(">BQQ4s")
-_VERSION = 1
+_PLAIN = struct.Struct(">QQ")
+_LEGACY = struct.Struct(">BQQ4s")  # version 1: the position in plain
+_SEALED = struct.Struct(">B16s4s8s")  # version 2: ciphertext, tenant tag, MAC
+_LEGACY_VERSION = 1
+_VERSION = 2
+_DERIVE = b"creditwatch alert cursor v2"
+_CACHED_TENANTS = 10_000
+SECRET_BYTES = 32
 
 
 @dataclass(frozen=True, order=True)
@@ -42,22 +64,72 @@ def _tag(tenant: uuid.UUID) -> bytes:
     return hashlib.sha256(tenant.bytes).digest()[:4]
 
 
-def encode(position: Position, tenant: uuid.UUID) -> str:
-    """The opaque cursor of a position for a tenant."""
-    raw = _LAYOUT.pack(_VERSION, position.xid, position.seq, _tag(tenant))
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _refused(field: str) -> InvalidArgument:
+    return InvalidArgument.single(field, "not a cursor this server issued")
 
 
-def decode(cursor: str, tenant: uuid.UUID, field: str) -> Position:
-    """The position of a cursor; INVALID_ARGUMENT on `field` if it is malformed
-    or was issued to another tenant."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        version, xid, seq, tag = _LAYOUT.unpack(raw)
-    except (binascii.Error, struct.error, ValueError):
-        raise InvalidArgument.single(field, "not a cursor this server issued") from None
-    if version != _VERSION or xid > MAX_SEQ or seq > MAX_SEQ:
-        raise InvalidArgument.single(field, "not a cursor this server issued")
-    if tag != _tag(tenant):
-        raise InvalidArgument.single(field, "was issued to another tenant")
-    return Position(xid, seq)
+class _TenantKey:
+    """One tenant's cipher and MAC key."""
+
+    def __init__(self, secret: bytes, tenant: uuid.UUID) -> None:
+        derived = hmac.digest(secret, _DERIVE + tenant.bytes, "sha256")
+        self.cipher = Cipher(algorithms.AES128(derived[:16]), modes.ECB())
+        self.mac_key = derived[16:]
+        self.tag = _tag(tenant)
+
+    def mac(self, body: bytes) -> bytes:
+        return hmac.digest(self.mac_key, body, "sha256")[:8]
+
+
+class CursorKeys:
+    """Seals positions into cursors and opens them, per tenant, with keys
+    derived from the deployment's secret (see the module's doc)."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise ValueError("a cursor secret has at least 16 bytes")
+        self._secret = secret
+        self._tenants: OrderedDict[uuid.UUID, _TenantKey] = OrderedDict()
+
+    def _key(self, tenant: uuid.UUID) -> _TenantKey:
+        key = self._tenants.get(tenant)
+        if key is None:
+            key = self._tenants[tenant] = _TenantKey(self._secret, tenant)
+            if len(self._tenants) > _CACHED_TENANTS:
+                self._tenants.popitem(last=False)
+        return key
+
+    def encode(self, position: Position, tenant: uuid.UUID) -> str:
+        """The opaque cursor of a position for a tenant."""
+        key = self._key(tenant)
+        encryptor = key.cipher.encryptor()
+        sealed = encryptor.update(_PLAIN.pack(position.xid, position.seq)) + encryptor.finalize()
+        body = bytes([_VERSION]) + sealed + key.tag
+        raw = body + key.mac(body)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def decode(self, cursor: str, tenant: uuid.UUID, field: str) -> Position:
+        """The position of a cursor; INVALID_ARGUMENT on `field` if it is malformed,
+        was not issued by this deployment, or was issued to another tenant."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError):
+            raise _refused(field) from None
+        if len(raw) == _LEGACY.size and raw[0] == _LEGACY_VERSION:
+            _, xid, seq, tag = _LEGACY.unpack(raw)
+        elif len(raw) == _SEALED.size and raw[0] == _VERSION:
+            _, sealed, tag, mac = _SEALED.unpack(raw)
+            if tag != _tag(tenant):
+                raise InvalidArgument.single(field, "was issued to another tenant")
+            key = self._key(tenant)
+            if not hmac.compare_digest(mac, key.mac(raw[: -len(mac)])):
+                raise _refused(field)
+            decryptor = key.cipher.decryptor()
+            xid, seq = _PLAIN.unpack(decryptor.update(sealed) + decryptor.finalize())
+        else:
+            raise _refused(field)
+        if xid > MAX_SEQ or seq > MAX_SEQ:
+            raise _refused(field)
+        if tag != _tag(tenant):
+            raise InvalidArgument.single(field, "was issued to another tenant")
+        return Position(xid, seq)

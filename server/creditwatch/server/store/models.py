@@ -591,3 +591,16 @@ class OverduePayment(Base):
     alerted: Mapped[bool] = mapped_column(Boolean)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServerSecret(Base):
+    """A secret every replica of the deployment shares (store.secrets): the key
+    alert cursors are sealed with, made by the first replica to need it."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
