@@ -9,6 +9,7 @@ import json
 import struct
 import time
 from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
@@ -17,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.client.testing import ServerProcess
 from creditwatch.server.domain.cursors import Position
 from creditwatch.server.store import database
 from creditwatch.v1 import alerts_pb2, alerts_pb2_grpc
@@ -184,10 +186,11 @@ async def test_another_tenants_page_token_is_refused(
     assert "page_token" in field_violations(error)
 
 
-async def test_cursors_and_page_tokens_hide_positions_and_earlier_ones_still_work(
+async def test_cursors_and_page_tokens_hide_positions_and_earlier_ones_resume_after_an_upgrade(
     channel: grpc.aio.Channel,
     feed: TenantKey,
     tenant: TenantKey,
+    database_url: str,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     numbers = norwegian_numbers(3, start=94_850_000)
@@ -195,14 +198,11 @@ async def test_cursors_and_page_tokens_hide_positions_and_earlier_ones_still_wor
     await record(channel, feed, *(remark(n, f"sealed-{n}") for n in numbers))
     stub = alerts_pb2_grpc.AlertServiceStub(channel)
     listed = await _listed_settled(stub, tenant, 3)
+    positions = text("SELECT id, xid, seq, create_time FROM alerts WHERE tenant_id = :t")
     async with sessions() as session:
         stored = {
             f"alerts/{row.id}": row
-            for row in await session.execute(
-                text(
-                    "SELECT id, xid, seq, create_time FROM alerts WHERE tenant_id = :t"
-                ).bindparams(t=tenant.tenant_id)
-            )
+            for row in await session.execute(positions.bindparams(t=tenant.tenant_id))
         }
     heartbeat = await alerting.first_heartbeat(subscribe(channel, tenant))
     for cursor in [heartbeat.cursor, *(a.cursor for a in listed)]:
@@ -211,26 +211,56 @@ async def test_cursors_and_page_tokens_hide_positions_and_earlier_ones_still_wor
             assert struct.pack(">Q", row.xid) not in raw
             assert struct.pack(">Q", row.seq) not in raw
     newest, second = stored[listed[0].name], stored[listed[1].name]
-    # A page token of an earlier release (the position in plain) still
-    # continues where it left off, as a new one does.
     first = await stub.ListAlerts(
         alerts_pb2.ListAlertsRequest(page_size=1), metadata=tenant.metadata
     )
     assert first.alerts[0].name == listed[0].name
-    legacy = _forged(
+    # What a release before sealed cursors gave out: the position in plain.
+    legacy_token = _forged(
         first.next_page_token, [newest.create_time.isoformat(), newest.xid, newest.seq]
     )
-    for token in (first.next_page_token, legacy):
-        page = await stub.ListAlerts(
+    legacy_cursor = alerting.legacy_cursor(Position(second.xid, second.seq), tenant.tenant_id)
+
+    async def continues(channel: grpc.aio.Channel, token: str, cursor: str) -> None:
+        page = await alerts_pb2_grpc.AlertServiceStub(channel).ListAlerts(
             alerts_pb2.ListAlertsRequest(page_size=1, page_token=token), metadata=tenant.metadata
         )
         assert [a.name for a in page.alerts] == [listed[1].name]
-    # So does a stream resumed from an earlier release's cursor.
-    resumed = subscribe(
-        channel,
-        tenant,
-        after_cursor=alerting.legacy_cursor(Position(second.xid, second.seq), tenant.tenant_id),
-    )
-    (alert,) = await alerting.alerts(resumed, 1)
-    assert alert.name == listed[0].name
-    resumed.cancel()
+        resumed = subscribe(channel, tenant, after_cursor=cursor)
+        (alert,) = await alerting.alerts(resumed, 1)
+        assert alert.name == listed[0].name
+        resumed.cancel()
+
+    await continues(channel, first.next_page_token, listed[1].cursor)
+    # This deployment never gave them out (no alert before its secret was
+    # made): they are refused, the cursor as expired, as anyone can write one.
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await subscribe(channel, tenant, after_cursor=legacy_cursor).read()
+    assert expired.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "START_POSITION_NOW" in (expired.value.details() or "")
+    page = alerts_pb2.ListAlertsRequest(page_size=1, page_token=legacy_token)
+    error = await _refused(stub.ListAlerts(page, metadata=tenant.metadata))
+    assert "page_token" in field_violations(error)
+    # As if upgraded a day ago, with these alerts from before: a replica
+    # started now reads them, for LEGACY_DAYS after the upgrade.
+    secret = text("UPDATE server_secrets SET create_time = :at RETURNING create_time")
+    async with sessions.begin() as session:
+        (made,) = (await session.execute(text("SELECT create_time FROM server_secrets"))).one()
+        await session.execute(secret.bindparams(at=datetime.now(UTC) - timedelta(days=1)))
+        await session.execute(
+            text(
+                "UPDATE alerts SET create_time = create_time - interval '2 days' "
+                "WHERE tenant_id = :t"
+            ).bindparams(t=tenant.tenant_id)
+        )
+    try:
+        with ServerProcess(database_url) as upgraded:
+            async with grpc.aio.insecure_channel(upgraded.address) as upgraded_channel:
+                shifted = newest.create_time - timedelta(days=2)
+                token = _forged(
+                    first.next_page_token, [shifted.isoformat(), newest.xid, newest.seq]
+                )
+                await continues(upgraded_channel, token, legacy_cursor)
+    finally:
+        async with sessions.begin() as session:
+            await session.execute(secret.bindparams(at=made))

@@ -108,13 +108,13 @@ async def test_a_bankrupt_status_forces_class_d(
     assert status.effect.alerts_raised_count == 2
 
 
-async def test_a_bankruptcy_the_status_already_told_is_not_alerted_again(
+async def test_a_bankruptcy_the_status_already_told_is_alerted_only_to_lists_that_missed_it(
     channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:
     number = norwegian_numbers(1, start=86_150_000)[0]
     data = companies_pb2_grpc.CompanyDataServiceStub(channel)
     await alerting.submit(channel, feed, number, healthy())
-    await watch(channel, tenant, [number])
+    early = await watch(channel, tenant, [number])
 
     async def set_status(status: companies_pb2.CompanyStatus.ValueType) -> int:
         response = await data.UpsertCompany(
@@ -126,28 +126,49 @@ async def test_a_bankruptcy_the_status_already_told_is_not_alerted_again(
         return response.effect.alerts_raised_count
 
     assert await set_status(companies_pb2.COMPANY_STATUS_BANKRUPT) == 2
+    late = await watch(channel, tenant, [number])  # after the status: never heard of it
     call = subscribe(channel, tenant)
     await alerting.first_heartbeat(call)
     # The feed's bankruptcy event after the status, and a second source's
-    # copy of it: stored, but the watchers heard of the bankruptcy already.
+    # copy of it: stored, but only the list that missed the news hears it.
     told = await record(channel, feed, bankruptcy(number, "kb-1"), bankruptcy(number, "kb-2"))
     assert told.recorded_count == 2
-    assert told.effects[0].alerts_raised_count == 0
+    assert told.effects[0].alerts_raised_count == 1
+    (heard,) = await alerting.alerts(call, 1)
+    assert heard.type == common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED
+    assert (heard.watch_list, heard.trigger.event.event_id) == (late, "kb-1")
     # An annulment (status set back), then a new bankruptcy today: news again.
-    assert await set_status(companies_pb2.COMPANY_STATUS_ACTIVE) == 2
+    assert await set_status(companies_pb2.COMPANY_STATUS_ACTIVE) == 4
     today = alerting.event(number, "kb-3", bankruptcy_opened=companies_pb2.BankruptcyOpened())
     today.occurred_time.GetCurrentTime()
     reopened = await record(channel, feed, today)
-    assert reopened.effects[0].alerts_raised_count == 2
-    got = await alerting.alerts(call, 4)
-    assert [a.type for a in got] == [
-        common_pb2.ALERT_TYPE_MASTER_DATA_CHANGED,
-        common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE,
-        common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED,
-        common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE,
-    ]
-    assert got[2].trigger.event.event_id == "kb-3"
+    assert reopened.effects[0].alerts_raised_count == 4
+    got = await alerting.alerts(call, 8)
+    for watch_list in (early, late):
+        assert [a.type for a in got if a.watch_list == watch_list] == [
+            common_pb2.ALERT_TYPE_MASTER_DATA_CHANGED,
+            common_pb2.ALERT_TYPE_RISK_CLASS_UPGRADE,
+            common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED,
+            common_pb2.ALERT_TYPE_RISK_CLASS_DOWNGRADE,
+        ]
     call.cancel()
+
+
+async def test_a_copy_of_a_bankruptcy_is_not_news_and_a_later_one_is(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_160_000)[0]
+    await watch(channel, tenant, [number])
+    first = await record(channel, feed, bankruptcy(number, "court-1"))
+    assert first.effects[0].alerts_raised_count >= 1
+    # Another source reports the same bankruptcy (same day), later on.
+    copy = await record(channel, feed, bankruptcy(number, "gazette-1"))
+    assert (copy.recorded_count, copy.effects[0].alerts_raised_count) == (1, 0)
+    # A bankruptcy dated after the first one is news.
+    later = bankruptcy(number, "court-2")
+    later.occurred_time.FromDatetime(dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    again = await record(channel, feed, later)
+    assert again.effects[0].alerts_raised_count == 1
 
 
 async def test_upsert_refuses_bad_fields_and_callers_without_the_grant(

@@ -6,7 +6,7 @@ import base64
 import dataclasses
 import struct
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -24,7 +24,7 @@ from creditwatch.server.domain.alerts import (
     Watcher,
     plan,
 )
-from creditwatch.server.domain.errors import InvalidArgument
+from creditwatch.server.domain.errors import FailedPrecondition, InvalidArgument
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.domain.watchlists import AlertRules
@@ -170,6 +170,31 @@ def test_priority_without_exposure_is_zero() -> None:
     assert alert.severity == Severity.CRITICAL
 
 
+def test_a_fact_already_told_goes_only_to_lists_that_missed_it() -> None:
+    told = NOW - timedelta(hours=1)
+    change = Change(
+        event(EventType.BANKRUPTCY_OPENED),
+        score(RiskClass.B, 0.02),
+        score(RiskClass.D, 0.02),
+        NOW,
+        fact_told_at=told,
+    )
+    heard = dataclasses.replace(watcher(threshold=0.01), since=told)
+    missed = dataclasses.replace(watcher(), since=told + timedelta(seconds=1))
+    unknown = watcher()
+    planned = plan(change, [heard, missed, unknown])
+    kinds = {w.watch_list_id: [a.type for a in planned if a.watcher is w] for w in (heard, missed)}
+    assert kinds[heard.watch_list_id] == [AlertType.RISK_CLASS_DOWNGRADE]
+    assert kinds[missed.watch_list_id] == [
+        AlertType.BANKRUPTCY_OPENED,
+        AlertType.RISK_CLASS_DOWNGRADE,
+    ]
+    assert [a.type for a in planned if a.watcher is unknown] == kinds[missed.watch_list_id]
+    # Nothing told: every list hears the fact.
+    fresh = dataclasses.replace(change, fact_told_at=None)
+    assert [a.type for a in plan(fresh, [heard])] == kinds[missed.watch_list_id]
+
+
 def _raw(cursor: str) -> bytes:
     return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
 
@@ -220,15 +245,24 @@ def test_cursors_hide_the_cluster_position_and_refuse_forgeries() -> None:
         cursors.CursorKeys(b"short")
 
 
-def test_cursors_of_earlier_releases_still_resume() -> None:
-    keys = cursors.CursorKeys(b"s" * 32)
+def test_cursors_of_earlier_releases_resume_for_a_while_after_the_upgrade() -> None:
+    made = datetime.now(UTC)
+    upgraded = cursors.CursorKeys(b"s" * 32, made)
     tenant, other = uuid.uuid4(), uuid.uuid4()
     position = cursors.Position(99, 3)
-    assert keys.decode(legacy_cursor(position, tenant), tenant, "after_cursor") == position
+    assert upgraded.decode(legacy_cursor(position, tenant), tenant, "after_cursor") == position
     with pytest.raises(InvalidArgument):
-        keys.decode(legacy_cursor(position, other), tenant, "after_cursor")
+        upgraded.decode(legacy_cursor(position, other), tenant, "after_cursor")
     with pytest.raises(InvalidArgument):
-        keys.decode(legacy_cursor(cursors.Position(2**64 - 1, 1), tenant), tenant, "cursor")
+        upgraded.decode(legacy_cursor(cursors.Position(2**64 - 1, 1), tenant), tenant, "cursor")
+    # Past the window, or in a deployment that never issued them: expired.
+    long_ago = made - timedelta(days=cursors.LEGACY_DAYS, seconds=1)
+    for keys in (cursors.CursorKeys(b"s" * 32, long_ago), cursors.CursorKeys(b"s" * 32)):
+        assert not keys.legacy_accepted()
+        with pytest.raises(FailedPrecondition) as expired:
+            keys.decode(legacy_cursor(position, tenant), tenant, "after_cursor")
+        assert expired.value.violations[0].type == "CURSOR_EXPIRED"
+        assert keys.decode(upgraded.encode(position, tenant), tenant, "c") == position
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,13 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from creditwatch.server import metrics
 from creditwatch.server.alerts.hub import AlertHub
@@ -32,10 +33,11 @@ from creditwatch.server.api.scoring import add_to_server as add_scoring_service
 from creditwatch.server.api.stream_processes import ChunkProcesses, default_workers
 from creditwatch.server.api.watchlists import WatchListServicer
 from creditwatch.server.config import Settings, override_policy
-from creditwatch.server.domain.cursors import CursorKeys
+from creditwatch.server.domain.cursors import LEGACY_DAYS, CursorKeys
 from creditwatch.server.intake import Intake
 from creditwatch.server.jobs.scheduler import Jobs
 from creditwatch.server.scoring.registry import ModelRegistry, manifest_paths
+from creditwatch.server.store import alerts as alert_store
 from creditwatch.server.store import database, migrate, policies, secrets
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.server.store.score_cache import ScoreCache
@@ -229,6 +231,7 @@ async def start(settings: Settings) -> Running:
                 "this_replica": policy.version,
             },
         )
+    cursor_keys = await _cursor_keys(sessions)
     auth = Authenticator(TenantStore(sessions))
     key_revocations = RevocationListener(url, auth.revoked)
     key_revocations.start()
@@ -286,7 +289,7 @@ async def start(settings: Settings) -> Running:
             sessions,
             hub,
             watch_list_store,
-            CursorKeys(await secrets.shared_secret(sessions, secrets.ALERT_CURSORS)),
+            cursor_keys,
             settings.alert_max_lag_seconds,
         ),
         server,
@@ -367,6 +370,19 @@ def tune_garbage_collector() -> None:
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(50_000, middle, oldest)
+
+
+async def _cursor_keys(sessions: async_sessionmaker[AsyncSession]) -> CursorKeys:
+    """The keys alert cursors are sealed with, from the deployment's secret
+    (made by the first replica ever to start, store.secrets). Cursors of
+    earlier releases are read for a while after it was made, if there were
+    alerts before it (an upgrade, not a new deployment: see domain.cursors)."""
+    secret, made = await secrets.shared_secret(sessions, secrets.ALERT_CURSORS)
+    earlier = False
+    if datetime.now(UTC) < made + timedelta(days=LEGACY_DAYS):
+        async with sessions() as session:
+            earlier = await alert_store.any_created_before(session, made)
+    return CursorKeys(secret, made if earlier else None)
 
 
 async def serve(settings: Settings) -> None:

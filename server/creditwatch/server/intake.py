@@ -149,22 +149,44 @@ def _day(at: datetime | None) -> date:
     return (at or _now()).astimezone(UTC).date()
 
 
-def _news(items: Sequence[IncomingEvent], status: int) -> list[tuple[IncomingEvent, bool]]:
-    """A company's new events (in time order), each with whether it raises its
-    own alert: not an event that puts the company in a register status it
-    already had before the call (`status`), or that an earlier event of the
-    call put it in. UpsertCompany(BANKRUPT) has already alerted as a
-    bankruptcy opened, so the feed's bankruptcy event that follows, or a
-    second source's copy of it, tells the watchers nothing new; it is stored
-    and re-scores all the same. A status set back in between (ACTIVE: an
-    annulled bankruptcy) makes the next such event news again."""
-    held = {status}
-    flagged = []
+def _told(
+    company: CompanyId,
+    items: Sequence[IncomingEvent],
+    stored: Mapping[tuple[CompanyId, EventType], Sequence[tuple[datetime, datetime]]],
+    status: tuple[int, datetime | None],
+    now: datetime,
+) -> list[tuple[IncomingEvent, datetime | None]]:
+    """A company's new events (in time order), each with when the watchers
+    were told its news already (`Change.fact_told_at`), or None.
+
+    An event that sets a register status repeats news told by a fact of its
+    kind dated the same day or later (by day, as registers date events): the
+    status the company already has, set at `status`'s time
+    (UpsertCompany(BANKRUPT) alerted as a bankruptcy opened then, so the
+    feed's own bankruptcy event that follows tells nothing new); a stored
+    event of its kind (`stored`: when each happened and was recorded, so
+    alerted: a second source's copy); or an event of its kind earlier in
+    this call, which tells every watcher now. The news was told at the
+    latest of those times. An event dated later than all of them is news (a
+    new bankruptcy), and so is one after the status was set back (ACTIVE: an
+    annulment) with no stored event of its kind on that day or later."""
+    current, since = status
+    told: dict[EventType, list[tuple[date, datetime]]] = {}
+    for kind, grade in STATUS_AFTER.items():
+        known = [(_day(at), recorded) for at, recorded in stored.get((company, kind), ())]
+        if grade == current and since is not None:
+            known.append((_day(since), since))
+        told[kind] = known
+    flagged: list[tuple[IncomingEvent, datetime | None]] = []
     for item in items:
-        after = STATUS_AFTER.get(item.event.type)
-        flagged.append((item, after is None or after not in held))
-        if after is not None:
-            held.add(after)
+        kind = item.event.type
+        if kind not in STATUS_AFTER:
+            flagged.append((item, None))
+            continue
+        day = _day(item.event.occurred_at or now)
+        times = [at for told_day, at in told[kind] if told_day >= day]
+        flagged.append((item, max(times) if times else None))
+        told[kind].append((day, now))
     return flagged
 
 
@@ -315,6 +337,7 @@ class Intake:
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
             earlier = await facts.latest_event_times(session, companies, _MASTER_EVENTS)
+            recorded = await facts.event_times(session, companies, STATUS_AFTER.keys())
             known = await facts.statuses(session, companies)
             stored, conflicts = await rescoring.add_events(
                 session,
@@ -356,11 +379,13 @@ class Intake:
                         effects[company].score,
                         e.event.occurred_at or _now(),
                         score_alerts=i == len(new[company]) - 1,
-                        fact_alert=news,
+                        fact_told_at=told,
                     ),
                 )
                 for company in changed
-                for i, (e, news) in enumerate(_news(new[company], known.get(company, (0, None))[0]))
+                for i, (e, told) in enumerate(
+                    _told(company, new[company], recorded, known.get(company, (0, None)), _now())
+                )
             ]
             counts = await write_alerts(session, changes)
         ordered = [dataclasses.replace(effects[c], alerts_raised=counts.get(c, 0)) for c in changed]

@@ -196,7 +196,7 @@ def _list_after(
     query that fails (an integer beyond bigint) or compares wrongly. A token
     holds the last alert's position as its cursor (sealed: see
     domain.cursors); tokens of earlier releases, with the position in plain,
-    are still read."""
+    are read as long as their cursors are."""
     head: tuple[type, ...] = (float, int, str) if by_priority else (str,)
     raw: tuple[Any, ...] | None
     if page.after is not None and len(page.after) == len(head) + 1:
@@ -211,6 +211,8 @@ def _list_after(
         raw = page.key(*head, int, int)
         if raw is None:
             return None
+        if not keys.legacy_accepted():  # anyone can write one: see domain.cursors
+            raise InvalidArgument.single("page_token", _FOREIGN_TOKEN)
     stamp, position = (raw[2], raw[3:]) if by_priority else (raw[0], raw[1:])
     try:
         when = datetime.fromisoformat(stamp)

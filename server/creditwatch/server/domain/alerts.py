@@ -199,6 +199,13 @@ class Change:
     several facts applied together, so score alerts are raised once)."""
     fact_alert: bool = True
     """Raise the fact's own alert (False when only the score change matters)."""
+    fact_told_at: datetime | None = None
+    """When the watchers were told this fact's news already, if they were: a
+    register status it repeats was set then (UpsertCompany(BANKRUPT) alerted
+    as a bankruptcy opened), or an event it repeats (the same kind, dated the
+    same day or later) happened then. A watch list that held the company by
+    then gets no alert of the fact itself (its score alerts still come); one
+    added since does, as it never heard. None: nobody was told."""
     previous_reasons_text: str | None = None
     score_reasons_text: str | None = None
     """The scores' reasons as stored JSON text, when the caller has it (a
@@ -240,6 +247,8 @@ class Watcher:
     exposure_currency: str | None = None
     exposure_amount: Decimal | None = None
     external_reference: str = ""
+    since: datetime | None = None
+    """When the entry was added to the list (None: unknown, as if just now)."""
     class_actions: Mapping[RiskClass, SuggestedAction] = field(
         default_factory=lambda: DEFAULT_CLASS_ACTIONS, hash=False
     )
@@ -422,14 +431,19 @@ def priority(severity: Severity, exposure: Decimal | None) -> float:
 def plan(change: Change, watchers: Iterable[Watcher]) -> list[PlannedAlert]:
     """Every alert the change raises, one per (watch list, alert type) wanted."""
     common = candidates(change)
+    told = change.fact_told_at
+    # For a list that heard the fact's news already: the score's alerts only.
+    heard = [c for c in common if c.type in _CLASS_CHANGES] if told is not None else common
     planned: list[PlannedAlert] = []
     for watcher in watchers:
         found: Sequence[Candidate] = common
+        if told is not None and watcher.since is not None and watcher.since <= told:
+            found = heard
         crossing = (
             threshold_candidate(change, watcher.pd_threshold) if change.score_alerts else None
         )
         if crossing is not None:
-            found = [*common, crossing]
+            found = [*found, crossing]
         for candidate in found:
             if not wanted(watcher.rules, candidate):
                 continue

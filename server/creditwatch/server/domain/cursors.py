@@ -14,8 +14,17 @@ every replica shares (store.secrets), so a cursor from one replica resumes on
 any other.
 
 Cursors of the first layout (version 1: the position in plain, with the
-tenant's tag), issued by earlier releases, are still read, so a client that
-kept one resumes across the upgrade.
+tenant's tag), issued by earlier releases, are read for `LEGACY_DAYS` after
+the secret was made (the upgrade), so a client that kept one resumes across
+the upgrade. Anyone can write such a cursor for any position, so accepting
+them for good would let a tenant probe positions again; after the window
+one is refused as expired (FAILED_PRECONDITION, CURSOR_EXPIRED), which a
+client handles as it handles a cursor past retention: resubscribe at "now"
+and resynchronise with ListAlerts.
+
+Left visible: whether a heartbeat's cursor changed since the last one (the
+settled position moves with any transaction in the cluster), one bit per
+heartbeat interval of 5 s or more.
 """
 
 from __future__ import annotations
@@ -28,10 +37,15 @@ import struct
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from creditwatch.server.domain.errors import InvalidArgument
+from creditwatch.server.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PreconditionViolation,
+)
 
 MAX_SEQ = 2**63 - 1
 _PLAIN = struct.Struct(">QQ")
@@ -42,6 +56,7 @@ _VERSION = 2
 _DERIVE = b"creditwatch alert cursor v2"
 _CACHED_TENANTS = 10_000
 SECRET_BYTES = 32
+LEGACY_DAYS = 7
 
 
 @dataclass(frozen=True, order=True)
@@ -81,14 +96,33 @@ class _TenantKey:
         return hmac.digest(self.mac_key, body, "sha256")[:8]
 
 
+def _legacy_expired(field: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "a cursor of an earlier release, no longer accepted; resynchronise: subscribe from "
+        "START_POSITION_NOW, then rebuild state with ListAlerts",
+        [
+            PreconditionViolation(
+                "CURSOR_EXPIRED",
+                field,
+                f"cursors of releases before sealed cursors are read for {LEGACY_DAYS} days "
+                "after the upgrade",
+            )
+        ],
+    )
+
+
 class CursorKeys:
     """Seals positions into cursors and opens them, per tenant, with keys
     derived from the deployment's secret (see the module's doc)."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, made: datetime | None = None) -> None:
+        """`made`: when the secret was made (the upgrade to sealed cursors);
+        cursors of the earlier layout are read until LEGACY_DAYS after it
+        (None: not at all)."""
         if len(secret) < 16:
             raise ValueError("a cursor secret has at least 16 bytes")
         self._secret = secret
+        self._legacy_until = made + timedelta(days=LEGACY_DAYS) if made is not None else None
         self._tenants: OrderedDict[uuid.UUID, _TenantKey] = OrderedDict()
 
     def _key(self, tenant: uuid.UUID) -> _TenantKey:
@@ -97,7 +131,13 @@ class CursorKeys:
             key = self._tenants[tenant] = _TenantKey(self._secret, tenant)
             if len(self._tenants) > _CACHED_TENANTS:
                 self._tenants.popitem(last=False)
+        else:
+            self._tenants.move_to_end(tenant)
         return key
+
+    def legacy_accepted(self) -> bool:
+        """Whether cursors and page tokens of the earlier layout are still read."""
+        return self._legacy_until is not None and datetime.now(UTC) < self._legacy_until
 
     def encode(self, position: Position, tenant: uuid.UUID) -> str:
         """The opaque cursor of a position for a tenant."""
@@ -110,26 +150,32 @@ class CursorKeys:
 
     def decode(self, cursor: str, tenant: uuid.UUID, field: str) -> Position:
         """The position of a cursor; INVALID_ARGUMENT on `field` if it is malformed,
-        was not issued by this deployment, or was issued to another tenant."""
+        was not issued by this deployment, or was issued to another tenant;
+        FAILED_PRECONDITION (CURSOR_EXPIRED) for one of the earlier layout
+        past the window it is read in."""
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
             raise _refused(field) from None
-        if len(raw) == _LEGACY.size and raw[0] == _LEGACY_VERSION:
-            _, xid, seq, tag = _LEGACY.unpack(raw)
-        elif len(raw) == _SEALED.size and raw[0] == _VERSION:
+        if len(raw) == _SEALED.size and raw[0] == _VERSION:
             _, sealed, tag, mac = _SEALED.unpack(raw)
-            if tag != _tag(tenant):
-                raise InvalidArgument.single(field, "was issued to another tenant")
             key = self._key(tenant)
             if not hmac.compare_digest(mac, key.mac(raw[: -len(mac)])):
+                if tag != key.tag:  # the tag tells why (it is no secret)
+                    raise InvalidArgument.single(field, "was issued to another tenant")
                 raise _refused(field)
             decryptor = key.cipher.decryptor()
             xid, seq = _PLAIN.unpack(decryptor.update(sealed) + decryptor.finalize())
+        elif len(raw) == _LEGACY.size and raw[0] == _LEGACY_VERSION:
+            _, xid, seq, tag = _LEGACY.unpack(raw)
+            if xid > MAX_SEQ or seq > MAX_SEQ:
+                raise _refused(field)
+            if tag != _tag(tenant):
+                raise InvalidArgument.single(field, "was issued to another tenant")
+            if not self.legacy_accepted():
+                raise _legacy_expired(field)
         else:
             raise _refused(field)
         if xid > MAX_SEQ or seq > MAX_SEQ:
             raise _refused(field)
-        if tag != _tag(tenant):
-            raise InvalidArgument.single(field, "was issued to another tenant")
         return Position(xid, seq)

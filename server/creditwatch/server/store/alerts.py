@@ -77,7 +77,8 @@ _SETTLED = (_A.c.xid < literal_column(f"(SELECT {_XMIN})")).label("settled")
 
 _WATCHERS = """
 SELECT e.country, e.register_number, e.tenant_id, e.watch_list_id, e.exposure_currency,
-       e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules::text, c.name
+       e.exposure_amount, e.external_reference, w.pd_threshold, w.alert_rules::text, c.name,
+       e.create_time
 FROM watch_list_entries e
 JOIN watch_lists w ON w.tenant_id = e.tenant_id AND w.id = e.watch_list_id
 LEFT JOIN companies c ON c.country = e.country AND c.register_number = e.register_number
@@ -165,6 +166,7 @@ async def watchers(
                 exposure_currency=row["exposure_currency"],
                 exposure_amount=row["exposure_amount"],
                 external_reference=row["external_reference"],
+                since=row["create_time"],
                 class_actions=actions.get(row["tenant_id"], DEFAULT_CLASS_ACTIONS),
             )
         )
@@ -378,6 +380,13 @@ PENDING = "SELECT 1 FROM alerts WHERE (xid, seq) > ($1, $2) ORDER BY xid, seq LI
 async def pending(connection: asyncpg.Connection, after: Position) -> bool:
     """Whether rows exist after `after` that are not yet settled (or not yet read)."""
     return await connection.fetchval(PENDING, after.xid, after.seq) is not None
+
+
+async def any_created_before(session: AsyncSession, when: datetime) -> bool:
+    """Whether any alert was created before `when` (one that an earlier
+    release may have given a cursor)."""
+    found = await session.scalar(select(_A.c.seq).where(_A.c.create_time < when).limit(1))
+    return found is not None
 
 
 async def settled_position(session: AsyncSession) -> Position:

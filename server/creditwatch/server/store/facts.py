@@ -183,6 +183,33 @@ async def latest_event_times(
     return {(CompanyId(c, n), EventType(t)): at for c, n, t, at in rows}
 
 
+async def event_times(
+    session: AsyncSession, companies: Sequence[CompanyId], types: Collection[EventType]
+) -> dict[tuple[CompanyId, EventType], list[tuple[datetime, datetime]]]:
+    """Each company's stored events of `types`, as (when it happened, or was
+    recorded if undated; when it was recorded, and so alerted), by kind."""
+    if not companies:
+        return {}
+    rows = await session.execute(
+        select(
+            _EV.c.country,
+            _EV.c.register_number,
+            _EV.c.type,
+            func.coalesce(_EV.c.occurred_at, _EV.c.record_time),
+            _EV.c.record_time,
+        ).where(
+            tuple_(_EV.c.country, _EV.c.register_number).in_(
+                [(c.country, c.register_number) for c in companies]
+            ),
+            _EV.c.type.in_([int(t) for t in types]),
+        )
+    )
+    found: dict[tuple[CompanyId, EventType], list[tuple[datetime, datetime]]] = {}
+    for country, number, kind, at, recorded in rows:
+        found.setdefault((CompanyId(country, number), EventType(kind)), []).append((at, recorded))
+    return found
+
+
 async def add_event(
     session: AsyncSession,
     company: CompanyId,

@@ -9,6 +9,7 @@ as they can read the data the secrets protect.
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, select
@@ -24,14 +25,16 @@ ALERT_CURSORS = "alert_cursors"
 
 async def shared_secret(
     sessions: async_sessionmaker[AsyncSession], name: str, size: int = SECRET_BYTES
-) -> bytes:
-    """The deployment's secret called `name`, made now if no replica has made it."""
+) -> tuple[bytes, datetime]:
+    """The deployment's secret called `name`, made now if no replica has made
+    it, and when it was made."""
     async with sessions.begin() as session:
         await session.execute(
             pg_insert(_S)
             .values(name=name, secret=secrets.token_bytes(size))
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        value = await session.scalar(select(_S.c.secret).where(_S.c.name == name))
-    assert value is not None
-    return bytes(value)
+        row = (
+            await session.execute(select(_S.c.secret, _S.c.create_time).where(_S.c.name == name))
+        ).one()
+    return bytes(row.secret), row.create_time
