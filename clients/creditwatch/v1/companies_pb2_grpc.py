@@ -138,10 +138,11 @@ class CompanyDataServiceServicer:
         idempotent by its `event_id`: a repeat with identical content is skipped
         and reported in `duplicate_event_ids`; a repeat with different content is
         INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
-        An event that puts a company in the register status it already had (a
-        bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
-        copy of one in the same call) is stored and re-scores, but raises no
-        event alert of its own: the watchers were told when the status was set.
+        An event that repeats news the watchers heard already (a bankruptcy
+        opened dated no later than the day `UpsertCompany` set BANKRUPT, or than
+        a stored bankruptcy event, or a second source's copy in the same call) is
+        stored and re-scores, but its own alert goes only to watch lists that
+        took the company on after that news; an event dated later is news.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

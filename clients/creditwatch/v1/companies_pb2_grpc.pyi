@@ -76,10 +76,11 @@ class CompanyDataServiceStub:
     idempotent by its `event_id`: a repeat with identical content is skipped
     and reported in `duplicate_event_ids`; a repeat with different content is
     INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
-    An event that puts a company in the register status it already had (a
-    bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
-    copy of one in the same call) is stored and re-scores, but raises no
-    event alert of its own: the watchers were told when the status was set.
+    An event that repeats news the watchers heard already (a bankruptcy
+    opened dated no later than the day `UpsertCompany` set BANKRUPT, or than
+    a stored bankruptcy event, or a second source's copy in the same call) is
+    stored and re-scores, but its own alert goes only to watch lists that
+    took the company on after that news; an event dated later is news.
     """
     ReportPaymentExperience: _grpc.UnaryUnaryMultiCallable[_companies_pb2.ReportPaymentExperienceRequest, _companies_pb2.ReportPaymentExperienceResponse]
     """Reports one of the calling tenant's own overdue invoices on a company.
@@ -142,10 +143,11 @@ class CompanyDataServiceAsyncStub(CompanyDataServiceStub):
     idempotent by its `event_id`: a repeat with identical content is skipped
     and reported in `duplicate_event_ids`; a repeat with different content is
     INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
-    An event that puts a company in the register status it already had (a
-    bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
-    copy of one in the same call) is stored and re-scores, but raises no
-    event alert of its own: the watchers were told when the status was set.
+    An event that repeats news the watchers heard already (a bankruptcy
+    opened dated no later than the day `UpsertCompany` set BANKRUPT, or than
+    a stored bankruptcy event, or a second source's copy in the same call) is
+    stored and re-scores, but its own alert goes only to watch lists that
+    took the company on after that news; an event dated later is news.
     """
     ReportPaymentExperience: _aio.UnaryUnaryMultiCallable[_companies_pb2.ReportPaymentExperienceRequest, _companies_pb2.ReportPaymentExperienceResponse]  # type: ignore[assignment]
     """Reports one of the calling tenant's own overdue invoices on a company.
@@ -229,10 +231,11 @@ class CompanyDataServiceServicer(metaclass=_abc_1.ABCMeta):
         idempotent by its `event_id`: a repeat with identical content is skipped
         and reported in `duplicate_event_ids`; a repeat with different content is
         INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
-        An event that puts a company in the register status it already had (a
-        bankruptcy opened after `UpsertCompany` set BANKRUPT, or a second source's
-        copy of one in the same call) is stored and re-scores, but raises no
-        event alert of its own: the watchers were told when the status was set.
+        An event that repeats news the watchers heard already (a bankruptcy
+        opened dated no later than the day `UpsertCompany` set BANKRUPT, or than
+        a stored bankruptcy event, or a second source's copy in the same call) is
+        stored and re-scores, but its own alert goes only to watch lists that
+        took the company on after that news; an event dated later is news.
         """
 
     @_abc_1.abstractmethod
