@@ -123,6 +123,8 @@ async def test_register_changes_reach_subscribers_once_via_the_cli(
             "master_updates": 0,
             "alerts": 0,
             "events_skipped": 0,
+            "updates_skipped": 0,
+            "feeds_failed": {},
         }
         assert any("oppdateringsid=24310013" in r for r in register.requests)
         assert any("afterId=51770002" in r for r in register.requests)

@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.domain.events import CompanyEvent, EventType
+from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import IncomingEvent, Intake
-from creditwatch.server.registers.base import RegisterHttp, SyncResult, sync
-from creditwatch.server.registers.brreg import Enhetsregisteret
+from creditwatch.server.registers.base import HttpPolicy, RegisterHttp, SyncResult, sync
+from creditwatch.server.registers.brreg import Enhetsregisteret, master_data
 from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import facts
 from creditwatch.v1 import common_pb2
 from tests.conftest import TenantKey
 from tests.e2e.alerting import watch
@@ -280,3 +281,121 @@ async def test_a_second_ground_for_a_compulsory_dissolution_is_no_second_dissolu
     ]
     assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_COMPULSORY_DISSOLUTION)) == 1
     assert (later.events_recorded, later.events_skipped) == (0, 0)
+
+
+async def _status(sessions: async_sessionmaker[AsyncSession], number: str) -> int:
+    async with sessions() as session:
+        found = await session.scalar(
+            text("SELECT status FROM companies WHERE country = 'NO' AND register_number = :n"),
+            {"n": number},
+        )
+    return int(found or 0)
+
+
+async def test_an_update_that_touches_no_flag_does_not_undo_a_bankruptcy_told_elsewhere(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_760_000, "W2")
+    w2 = register.numbers["W2"]
+    # A bureau reports the bankruptcy before the register flags it.
+    await intake.record_events(
+        [
+            IncomingEvent(
+                CompanyId("NO", w2),
+                "bureau-konkurs-1",
+                CompanyEvent(EventType.BANKRUPTCY_OPENED, datetime(2026, 11, 22, tzinfo=UTC)),
+                {},
+                "bureau",
+                0,
+                "bankruptcy_opened",
+            )
+        ],
+        None,
+    )
+    await _sync(register, sessions, intake)  # W2 moved: no flag in the update
+    assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
+    assert await _alerts(sessions, tenant, w2, A.ALERT_TYPE_RISK_CLASS_UPGRADE) == []
+
+    # The register clears a flag (an annulment): now it says the status.
+    _publish(register, w2, 24310070, "Endring", ("replace", "/konkurs", False))
+    await _sync(register, sessions, intake)
+    assert await _status(sessions, w2) == int(CompanyStatus.ACTIVE)
+
+
+async def test_a_move_is_one_alert_and_a_move_back_too(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_770_000, "W2")
+    w2 = register.numbers["W2"]
+    unit = register.units[w2]
+    # Known master data: the unit as it was, at its old address.
+    before = master_data(unit) | {
+        "registered_address": {"regionCode": "NO", "addressLines": ["Strandkaien 2"]}
+    }
+    await intake.upsert_company(CompanyId("NO", w2), before)
+    await _sync(register, sessions, intake)  # moved to Kaigaten 9
+
+    moves = await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)
+    assert len(moves) == 1
+    assert await _alerts(sessions, tenant, w2, A.ALERT_TYPE_MASTER_DATA_CHANGED) == []
+
+    def move(update_id: int, line: str) -> None:
+        unit["forretningsadresse"]["adresse"] = [line]
+        _publish(
+            register, w2, update_id, "Endring", ("replace", "/forretningsadresse/adresse/0", line)
+        )
+
+    move(24310080, "Bryggen 1")
+    await _sync(register, sessions, intake)
+    move(24310081, "Kaigaten 9")  # back: that address's event was recorded before
+    back = await _sync(register, sessions, intake)
+
+    assert back.events_recorded == 0
+    moves = await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)
+    assert [m["event"]["detail"]["newAddress"]["addressLines"] for m in moves] == [
+        ["Kaigaten 9"],
+        ["Bryggen 1"],
+    ]
+    (changed,) = await _alerts(sessions, tenant, w2, A.ALERT_TYPE_MASTER_DATA_CHANGED)
+    assert changed["master_data_change"]["changed_fields"] == ["registered_address"]
+    async with sessions() as session:
+        stored = await facts.master_data(session, CompanyId("NO", w2))
+    assert stored is not None
+    assert stored.address["addressLines"] == ["Kaigaten 9"]
+
+
+async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    register = await _register(channel, sessions, tenant, 83_780_000, "W1", "W2", roles=True)
+    w1, w2 = register.numbers["W1"], register.numbers["W2"]
+    register.fail(f"/enhetsregisteret/api/enheter/{w1}", 403, times=100)
+    first = await _sync(register, sessions, intake)
+
+    assert first.updates_skipped == 1  # W1's unit, once however many updates
+    assert first.cursors["enheter"] == 24310012
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)) == 1
+    assert await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED) == []
+
+    # The units feed keeps failing: it stops where it got to, the roles go on.
+    await _first_run(sessions)
+    register.failures.clear()
+    register.fail("/enhetsregisteret/api/oppdateringer/enheter", 500, times=100)
+    with serve(register) as url:
+        http = RegisterHttp(url, HttpPolicy(attempts=2, initial_backoff=0.01))
+        try:
+            stopped = await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        finally:
+            await http.close()
+    assert set(stopped.failed) == {"enheter"}
+    assert "enheter" not in stopped.cursors
+    assert stopped.cursors["roller"] == 51770002

@@ -382,14 +382,20 @@ def registers_sync(
         "master_updates": sum(r.master_updates for r in results),
         "alerts": sum(r.alerts_raised for r in results),
         "events_skipped": sum(r.events_skipped for r in results),
+        "updates_skipped": sum(r.updates_skipped for r in results),
+        "feeds_failed": {feed: problem for r in results for feed, problem in r.failed.items()},
     }
     if as_json:
         click.echo(json.dumps(totals))
     else:
         click.echo(
             f"done: {totals['updates']:,} updates, {totals['events']:,} events, "
-            f"{totals['alerts']:,} alerts, {totals['events_skipped']:,} events skipped"
+            f"{totals['alerts']:,} alerts, {totals['events_skipped']:,} events skipped, "
+            f"{totals['updates_skipped']:,} updates skipped"
         )
+    if totals["feeds_failed"]:
+        failed = "; ".join(f"{feed}: {problem}" for feed, problem in totals["feeds_failed"].items())
+        _fail(f"register feeds stopped (the next run goes on from where they got to): {failed}")
 
 
 async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list[Any]:

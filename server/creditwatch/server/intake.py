@@ -394,16 +394,23 @@ class Intake:
         return len(stored), duplicates, ordered
 
     async def upsert_company(
-        self, company: CompanyId, values: dict[str, Any]
+        self, company: CompanyId, values: dict[str, Any], *, keep_risk_status: bool = False
     ) -> tuple[bool, facts.MasterData, Effect]:
         """Write master data (Company field names → stored values); a status
         change re-scores (a status can force a class). Alerts: changed fields of
         known master data, and any score change. Returns (created, master data
-        after, effect)."""
+        after, effect). With `keep_risk_status`, an ACTIVE status is written
+        only over no status or ACTIVE: a register's routine update of a unit
+        without flags must not undo a bankruptcy another source reported
+        before the register flagged it."""
         async with self._sessions.begin() as session:
             # Created: the company was never mentioned before (a statement, an
             # event or a watch list creates it with empty master data too).
             created = await facts.lock_company(session, company)
+            if keep_risk_status and values.get("status") == int(CompanyStatus.ACTIVE):
+                status, _ = (await facts.statuses(session, [company])).get(company, (0, None))
+                if status not in (0, int(CompanyStatus.ACTIVE)):
+                    values = {name: v for name, v in values.items() if name != "status"}
             _, changed, updated = await facts.update_master(session, company, values)
             if "status" in updated:
                 now = _now()

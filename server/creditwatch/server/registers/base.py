@@ -141,6 +141,15 @@ class Facts:
     master: dict[CompanyId, dict[str, Any]] = field(default_factory=dict)
     """Master-data fields (Company field names) per company."""
     events: list[IncomingEvent] = field(default_factory=list)
+    master_after: dict[CompanyId, dict[str, Any]] = field(default_factory=dict)
+    """Master-data fields an event also sets, written after the events: set
+    by a new event, they are unchanged then (one alert, the event's); if the
+    event was recorded before, this writes them."""
+    updates_skipped: int = 0
+    """Updates left out because what they are about could not be read for good."""
+    keep_risk_status: set[CompanyId] = field(default_factory=set)
+    """Companies whose `master` status (ACTIVE) the update did not itself
+    say: written only over no status or ACTIVE (Intake.upsert_company)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,12 @@ class SyncResult:
     alerts_raised: int = 0
     events_skipped: int = 0
     """Events refused because their id was stored earlier with other content."""
+    updates_skipped: int = 0
+    """Updates whose unit the register refused for good (see the adapter's log)."""
     cursors: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Feeds the register kept failing on in this run (feed name: problem),
+    left where they got to for the next run; the other feeds still ran."""
 
 
 class RegisterAdapter(Protocol):
@@ -205,45 +219,26 @@ async def sync(
     max_pages: int = 1_000,
     progress: Callable[[str, SyncResult], None] | None = None,
 ) -> SyncResult:
-    """Apply every feed of a register up to its end (or `max_pages` per feed)."""
+    """Apply every feed of a register up to its end (or `max_pages` per feed).
+    A feed the register keeps failing on (RegisterUnavailable) stops where it
+    got to, logged and in `SyncResult.failed`; the next feeds still run."""
     result = SyncResult()
     started = time.perf_counter()
     for feed in adapter.feeds():
-        async with sessions.begin() as session:
-            after: int | datetime | None = await store.cursor(session, adapter.name, feed.name)
-            if after is None:
-                after = await store.origin(session, adapter.name, feed.name, feed.origin())
-        for _ in range(max_pages):
-            page = await feed.fetch(after)
-            if page.last is None:
-                break
-            result.pages += 1
-            result.updates += len(page.updates)
-            numbers = feed.companies(page)
-            if every_company:
-                wanted = numbers
-            else:
-                async with sessions() as session:
-                    wanted = await store.watched(session, adapter.country, sorted(numbers))
-            facts = await feed.translate(page, wanted)
-            await _apply(intake, facts, result, f"{adapter.name}/{feed.name}")
-            result.relevant += len(wanted)
-            async with sessions.begin() as session:
-                await store.advance(session, adapter.name, feed.name, page.last)
-            after = page.last
-            result.cursors[feed.name] = page.last
-            if progress is not None:
-                progress(feed.name, result)
-            log.info(
-                "register page applied",
+        try:
+            await _sync_feed(
+                adapter, feed, sessions, intake, result, every_company, max_pages, progress
+            )
+        except RegisterUnavailable as error:
+            result.failed[feed.name] = str(error)
+            log.error(
+                "register feed stopped: the register kept failing; the next run goes on "
+                "from where it got to",
                 extra={
                     "register": adapter.name,
                     "feed": feed.name,
-                    "cursor": page.last,
-                    "updates": len(page.updates),
-                    "watched": len(wanted),
-                    "events": result.events_recorded,
-                    "alerts": result.alerts_raised,
+                    "cursor": result.cursors.get(feed.name),
+                    "problem": str(error),
                 },
             )
     log.info(
@@ -254,6 +249,8 @@ async def sync(
             "updates": result.updates,
             "events": result.events_recorded,
             "events_skipped": result.events_skipped,
+            "updates_skipped": result.updates_skipped,
+            "feeds_failed": sorted(result.failed),
             "alerts": result.alerts_raised,
             "seconds": round(time.perf_counter() - started, 2),
         },
@@ -261,15 +258,70 @@ async def sync(
     return result
 
 
+async def _sync_feed(
+    adapter: RegisterAdapter,
+    feed: Feed,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    result: SyncResult,
+    every_company: bool,
+    max_pages: int,
+    progress: Callable[[str, SyncResult], None] | None,
+) -> None:
+    """Apply one feed's pages, each then its cursor, up to its end."""
+    async with sessions.begin() as session:
+        after: int | datetime | None = await store.cursor(session, adapter.name, feed.name)
+        if after is None:
+            after = await store.origin(session, adapter.name, feed.name, feed.origin())
+    for _ in range(max_pages):
+        page = await feed.fetch(after)
+        if page.last is None:
+            break
+        result.pages += 1
+        result.updates += len(page.updates)
+        numbers = feed.companies(page)
+        if every_company:
+            wanted = numbers
+        else:
+            async with sessions() as session:
+                wanted = await store.watched(session, adapter.country, sorted(numbers))
+        facts = await feed.translate(page, wanted)
+        await _apply(intake, facts, result, f"{adapter.name}/{feed.name}")
+        result.relevant += len(wanted)
+        async with sessions.begin() as session:
+            await store.advance(session, adapter.name, feed.name, page.last)
+        after = page.last
+        result.cursors[feed.name] = page.last
+        if progress is not None:
+            progress(feed.name, result)
+        log.info(
+            "register page applied",
+            extra={
+                "register": adapter.name,
+                "feed": feed.name,
+                "cursor": page.last,
+                "updates": len(page.updates),
+                "watched": len(wanted),
+                "events": result.events_recorded,
+                "alerts": result.alerts_raised,
+            },
+        )
+
+
 async def _apply(intake: Intake, facts: Facts, result: SyncResult, feed: str) -> None:
     for company, values in facts.master.items():
-        _, _, effect = await intake.upsert_company(company, values)
+        keep = company in facts.keep_risk_status
+        _, _, effect = await intake.upsert_company(company, values, keep_risk_status=keep)
         result.master_updates += 1
         result.alerts_raised += effect.alerts_raised
     # One id may appear twice in a page (the same flag seen in two updates).
     unique = list({e.event_id: e for e in facts.events}.values())
     for i in range(0, len(unique), 1_000):
         await _record(intake, unique[i : i + 1_000], result, feed)
+    for company, values in facts.master_after.items():
+        _, _, effect = await intake.upsert_company(company, values)
+        result.alerts_raised += effect.alerts_raised
+    result.updates_skipped += facts.updates_skipped
 
 
 async def _record(

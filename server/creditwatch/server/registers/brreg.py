@@ -27,6 +27,18 @@ What a change becomes (event ids are deterministic, so a re-read changes nothing
 | a roles update | responsible person changed |
 | a change under `/forretningsadresse` | address changed |
 | name, NACE code, legal form, address, registration date | master data (alert: changed fields) |
+| no flag (see below) | status ACTIVE |
+
+A unit without flags is ACTIVE, but an update that touched no flag (an
+address change, say) writes that only over no status or ACTIVE, so it cannot
+undo a bankruptcy another source reported before the register flagged it.
+The flags set are told by their events (which set the status); an update
+that cleared a flag leaves ACTIVE when none is left.
+
+A moved unit's address is written after its address-changed event is
+recorded: the event sets it and alerts once; only if the event was recorded
+before (a unit moving back to an address it had, whose event id is that
+address's) does the master-data update set it, with its own single alert.
 
 The event ids, in that order (`<nr>` the organisation number; a date the
 register has not given is empty): `brreg:<nr>:konkurs:<konkursdato>`,
@@ -46,14 +58,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
+
+import httpx
 
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import IncomingEvent
 from creditwatch.server.registers.base import Facts, Feed, FeedPage, RegisterHttp
+
+log = logging.getLogger(__name__)
 
 NAME = "brreg"
 SOURCE = "brreg"
@@ -96,6 +113,23 @@ def _address(unit: dict[str, Any]) -> dict[str, Any]:
 def _stamp(moment: datetime) -> str:
     """A time as the register's feeds take it: "2026-03-01T00:00:00.000Z"."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# Paths of an update's changes about the risk flags, their dates and the
+# compulsory dissolution's grounds.
+_FLAG_PATHS = ("/konkurs", "/underAvvikling", "/underTvangsavvikling", "/tvangs")
+
+
+def _says_status(update: dict[str, Any] | None) -> bool:
+    """Whether an update tells the unit's status: a new unit, an update that
+    changed a flag, or one that does not list its changes (then its flags as
+    they are now are all there is to go by)."""
+    if update is None or update.get("endringstype") == "Ny":
+        return True
+    changes = update.get("endringer")
+    if not changes:
+        return True
+    return any(str(change.get("path", "")).startswith(_FLAG_PATHS) for change in changes)
 
 
 def master_data(unit: dict[str, Any]) -> dict[str, Any]:
@@ -267,16 +301,55 @@ class UnitsFeed(Feed):
                 facts.events.append(_deleted(company))
                 continue
             if number not in units:
-                status, unit = await self._http.get(UNIT_PATH.format(number), allow=(404, 410))
-                units[number] = unit if status == 200 else None
-                if status == 410:
-                    facts.events.append(_deleted(company))
+                units[number] = await self._unit(number, update, facts)
             unit = units[number]
             if unit is None:
                 continue
-            facts.master[company] = master_data(unit)
-            facts.events.extend(unit_events(company, unit, update))
+            values = master_data(unit)
+            if not _says_status(update):
+                facts.keep_risk_status.add(company)
+            events = unit_events(company, unit, update)
+            if any(e.event.type == EventType.ADDRESS_CHANGED for e in events):
+                # Set by the event, alerted once (see the module's doc).
+                address = values.pop("registered_address", None)
+                if address is not None:
+                    facts.master_after[company] = {"registered_address": address}
+            facts.master[company] = values
+            facts.events.extend(events)
         return facts
+
+    async def _unit(
+        self, number: str, update: dict[str, Any], facts: Facts
+    ) -> dict[str, Any] | None:
+        """The unit as it is now; None if it is gone (its deletion added to
+        `facts`) or cannot be read for good. A unit the register refuses for
+        good (a 4xx it does not retry, a body that is not JSON) or does not
+        know (404) is skipped with a warning, not retried on every run: a
+        feed stopped on it would stop for good, and the unit's next update
+        brings its state again. A register that keeps failing
+        (RegisterUnavailable) stops the feed until the next run."""
+        try:
+            status, unit = await self._http.get(UNIT_PATH.format(number), allow=(404, 410))
+        except (httpx.HTTPStatusError, ValueError) as error:
+            status, unit, problem = 0, None, f"{type(error).__name__}: {error}"
+        else:
+            problem = "404 Not Found"
+        if status == 410:
+            facts.events.append(_deleted(CompanyId("NO", number)))
+            return None
+        if status != 200:
+            facts.updates_skipped += 1
+            log.warning(
+                "register unit could not be read; its update is skipped",
+                extra={
+                    "register": NAME,
+                    "company": f"NO-{number}",
+                    "update": update.get("oppdateringsid"),
+                    "problem": problem,
+                },
+            )
+            return None
+        return unit if isinstance(unit, dict) else None
 
 
 class RolesFeed(Feed):
