@@ -148,6 +148,29 @@ async def test_clear_errors_for_unreachable_servers_and_missing_keys(
     assert bad_company.returncode == 2 and "COUNTRY-NUMBER" in bad_company.stderr
     wrong_digit = cli(env, "score", "NO-923609017")
     assert wrong_digit.returncode == 1 and "check digit" in wrong_digit.stderr
+    broken_key = cli({**env, "CREDITWATCH_API_KEY": "cw_abc\ndef"}, "watchlist", "list")
+    assert broken_key.returncode == 2 and "API key" in broken_key.stderr
+    assert "Traceback" not in broken_key.stderr
+    # Not this machine, no TLS: the key would cross the network readable.
+    cleartext = cli({**env, "CREDITWATCH_ADDRESS": "0.0.0.0:1"}, "watchlist", "list")
+    assert "in cleartext" in cleartext.stderr
+    assert "in cleartext" not in unreachable.stderr  # loopback
+
+
+async def test_alerts_tail_says_it_is_retrying_when_the_server_is_unreachable(
+    server: ServerProcess, tenant: TenantKey
+) -> None:
+    env = {**_env(server, tenant), "CREDITWATCH_ADDRESS": "127.0.0.1:1"}
+    tail = await asyncio.create_subprocess_exec(
+        *COMMAND, "alerts", "tail", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await asyncio.sleep(6)
+    finally:
+        tail.kill()
+        _, raw = await asyncio.wait_for(tail.communicate(), 10)
+    stderr = raw.decode()
+    assert "alert stream broken; resuming" in stderr, stderr
 
 
 async def test_a_finnish_business_id_keeps_its_hyphen_after_any_separator(

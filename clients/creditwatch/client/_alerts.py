@@ -32,6 +32,22 @@ _RESUMABLE = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+# Of those, the ones that may as well be a fault that never goes away: only
+# `RetryPolicy.max_attempts` of them in a row are retried.
+_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+# A stream that stayed open this long was healthy: its break starts the
+# back-off and the count of faults afresh.
+_HEALTHY_SECONDS = 30.0
+# Reconnects after which each further one is logged as a warning (the first
+# few, routine in a rolling deploy, at info).
+_QUIET_RECONNECTS = 3
+
+
+def _refused_cursor(error: CreditwatchError, field: str) -> bool:
+    """Whether the server refused a cursor as not its own (INVALID_ARGUMENT on
+    `field`): in a rolling upgrade, a replica of an earlier release refuses
+    the cursors of a newer one (see docs/api-conventions.md)."""
+    return error.code == grpc.StatusCode.INVALID_ARGUMENT and field in error.field_violations
 
 
 def alert_filter(
@@ -68,9 +84,15 @@ class AlertStream:
 
     It remembers the cursor of the last alert it yielded and of every heartbeat,
     and when the stream breaks (server restart, network, a replica shutting
-    down, the stream falling behind) it reopens it after that cursor, waiting
-    between attempts as `reconnect` says (attempts are unlimited). Nothing is
-    lost and nothing is repeated within one `AlertStream`. An expired cursor
+    down, the stream falling behind, a clean end) it reopens it after that
+    cursor, waiting between attempts as `reconnect` says, the wait growing
+    until a stream delivers an alert or stays open for 30 s. Attempts are
+    unlimited for a server or network that went away; an error that may be
+    the server's own fault (INTERNAL, UNKNOWN), or a cursor the server refuses
+    as not its own (a replica of an earlier release, in a rolling upgrade),
+    is retried `reconnect.max_attempts` times in a row, then raised. Reconnects
+    after the third in a row are logged as warnings. Nothing is lost and
+    nothing is repeated within one `AlertStream`. An expired cursor
     (`FailedPreconditionError` with "CURSOR_EXPIRED") and other refusals are
     raised: resynchronise with `AlertsClient.list`.
 
@@ -115,6 +137,14 @@ class AlertStream:
         self._pending: str | None = None  # the position to store, once sent: `_acknowledged`
         self._acknowledged: str | None = None
         self._last_ack = 0.0
+        self._ack_refusals = 0
+        self._own_cursor = False  # `cursor` came from the server, not the caller
+        self._opened_at = 0.0
+        # Breaks since the stream last delivered an alert or stayed open for
+        # long, and of those the ones that may not go away by themselves, in
+        # a row (see `_broken`).
+        self._failures = 0
+        self._faults = 0
         self.reconnects = 0
         """How many times the stream was reopened."""
 
@@ -124,6 +154,7 @@ class AlertStream:
         if self.cursor is not None:
             request.after_cursor = self.cursor  # resume exactly after what we saw
         self._call = self._stub.SubscribeAlerts(request, metadata=tuple(self._context.metadata))
+        self._opened_at = time.monotonic()
 
     async def _store(self, *, force: bool, patient: bool) -> bool:
         """Send the pending position; False if it stays pending (too soon after
@@ -144,7 +175,14 @@ class AlertStream:
                 rpc_timeout=None,
             )
         except CreditwatchError as error:
-            if error.code not in _RESUMABLE:
+            refused = _refused_cursor(error, "cursor")
+            if refused:
+                # A replica of an earlier release, in a rolling upgrade: the
+                # next try may reach another, or this one upgraded.
+                self._ack_refusals += 1
+            if not (error.code in _RESUMABLE or refused) or (
+                refused and self._ack_refusals >= self._reconnect.max_attempts
+            ):
                 raise
             log.warning(
                 "could not store the consumer position; it is sent again later",
@@ -153,6 +191,7 @@ class AlertStream:
             return False
         self._acknowledged = cursor
         self._last_ack = time.monotonic()
+        self._ack_refusals = 0
         return True
 
     async def acknowledge(self, cursor: str | None = None) -> bool:
@@ -180,7 +219,6 @@ class AlertStream:
         if self._auto_acknowledge and self._handled is not None:
             self._pending = self._handled
         await self._store(force=False, patient=False)
-        failures = 0
         while not self._closed:
             if self._call is None:
                 self._open()
@@ -189,33 +227,61 @@ class AlertStream:
             except grpc.aio.AioRpcError as rpc_error:
                 self._call = None
                 error = error_from_rpc(rpc_error)
-                if error.code not in _RESUMABLE or self._closed:
+                if self._closed:
                     raise error from rpc_error
-                failures += 1
-                self.reconnects += 1
-                wait = self._reconnect.backoff(min(failures, 30))
-                log.info(
-                    "alert stream broken; resuming",
-                    extra={"error": str(error), "wait_seconds": round(wait, 3)},
-                )
-                await asyncio.sleep(wait)
+                refused = self._own_cursor and _refused_cursor(error, "after_cursor")
+                if error.code not in _RESUMABLE and not refused:
+                    raise error from rpc_error
+                if self._broken(fault=refused or error.code in _FAULTS):
+                    raise error from rpc_error
+                await self._wait(str(error))
                 continue
             if message is grpc.aio.EOF:
-                self._call = None  # the server ended the stream cleanly: reopen
+                # The server (or a proxy) ended the stream cleanly: reopen,
+                # waiting as after a break, so a proxy that keeps doing so
+                # gets no tight loop.
+                self._call = None
+                self._broken(fault=False)
+                await self._wait("the server ended the stream")
                 continue
-            failures = 0
             if message.WhichOneof("payload") == "heartbeat":
                 # Everything before a heartbeat was yielded and, as the caller
                 # asked for more, handled: the heartbeat's position is safe.
                 self.cursor = self._yielded = self._handled = message.heartbeat.cursor
+                self._own_cursor = True
                 if self._auto_acknowledge:
                     self._pending = self._handled
                 await self._store(force=False, patient=False)
                 continue
             alert: alerts_pb2.Alert = message.alert
             self.cursor = self._yielded = alert.cursor
+            self._own_cursor = True
+            self._failures = self._faults = 0  # it delivers: healthy
             return alert
         raise StopAsyncIteration
+
+    def _broken(self, *, fault: bool) -> bool:
+        """Count a break of the stream; True when it is a fault one time too many."""
+        if time.monotonic() - self._opened_at >= _HEALTHY_SECONDS:
+            self._failures = self._faults = 0
+        self._failures += 1
+        self._faults = self._faults + 1 if fault else 0
+        return self._faults >= self._reconnect.max_attempts
+
+    async def _wait(self, problem: str) -> None:
+        """Wait before reopening the stream, longer after each break in a row."""
+        self.reconnects += 1
+        wait = self._reconnect.backoff(min(self._failures, 30))
+        level = logging.WARNING if self._failures > _QUIET_RECONNECTS else logging.INFO
+        log.log(
+            level,
+            "alert stream broken; resuming after %s (attempt %d in a row, next in %.1f s)",
+            problem,
+            self._failures,
+            wait,
+            extra={"error": problem, "wait_seconds": round(wait, 3)},
+        )
+        await asyncio.sleep(wait)
 
     async def close(self) -> None:
         """End the stream and store what is pending: with `auto_acknowledge`, the

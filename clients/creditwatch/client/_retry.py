@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import grpc
@@ -110,7 +110,7 @@ class RetryPolicy:
 class CallContext:
     """What every call of one client shares: metadata, default timeout, retry policy."""
 
-    metadata: Sequence[tuple[str, str]]
+    metadata: Sequence[tuple[str, str]] = field(repr=False)  # holds the API key
     default_timeout: float | None
     retry: RetryPolicy
 

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import csv
 import functools
+import ipaddress
 import json
 import os
 import smtplib
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -40,27 +42,66 @@ CLASS_LETTER = {0: "-", 1: "A", 2: "B", 3: "C", 4: "D"}
 class Connection:
     """What every client command needs to reach the server."""
 
-    def __init__(self, address: str, api_key: str | None, tls: bool, ca_file: Path | None) -> None:
+    def __init__(
+        self,
+        address: str,
+        api_key: str | None,
+        tls: bool,
+        ca_file: Path | None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+    ) -> None:
         self.address = address
         self.api_key = api_key
         self.tls = tls
         self.ca_file = ca_file
+        self.cert_file = cert_file
+        self.key_file = key_file
 
     def client(self) -> CreditwatchClient:
-        if not self.api_key:
+        key = self.api_key
+        if not key or not key.strip():
             raise click.UsageError("an API key is needed: --api-key or CREDITWATCH_API_KEY")
+        if not key.isascii() or not key.isprintable() or key != key.strip():
+            raise click.UsageError(
+                "the API key has spaces, line breaks or other characters no key has: "
+                "check --api-key or CREDITWATCH_API_KEY"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise click.UsageError("mutual TLS needs both --cert-file and --key-file")
+        tls = bool(self.tls or self.ca_file or self.cert_file)
+        if not tls and not _loopback(self.address):
+            click.echo(
+                f"warning: the API key goes to {self.address} in cleartext; "
+                "use --tls (or CREDITWATCH_TLS=1) unless the network is trusted",
+                err=True,
+            )
         return CreditwatchClient(
             self.address,
-            self.api_key,
-            tls=True if self.tls or self.ca_file else None,
+            key,
+            tls=True if tls else None,
             root_certificates=self.ca_file,
+            certificate_chain=self.cert_file,
+            private_key=self.key_file,
             default_timeout=30.0,
             retry=RetryPolicy(max_attempts=3, initial_backoff=0.2, max_backoff=1.0),
         )
 
 
+def _loopback(address: str) -> bool:
+    """Whether "host:port" names this machine."""
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--address, --api-key, --tls and --ca-file, passed on as `connection`."""
+    """--address, --api-key, TLS and mutual-TLS files, passed on as `connection`."""
+    pem = click.Path(exists=True, dir_okay=False, path_type=Path)
 
     @click.option(
         "--address",
@@ -70,17 +111,44 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Server host:port. Env: CREDITWATCH_ADDRESS.",
     )
     @click.option("--api-key", envvar="CREDITWATCH_API_KEY", help="Env: CREDITWATCH_API_KEY.")
-    @click.option("--tls", is_flag=True, help="Use TLS (public roots unless --ca-file).")
+    @click.option(
+        "--tls",
+        is_flag=True,
+        envvar="CREDITWATCH_TLS",
+        help="Use TLS (public roots unless --ca-file). Env: CREDITWATCH_TLS=1.",
+    )
     @click.option(
         "--ca-file",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="PEM CA bundle that signed the server's certificate (implies --tls).",
+        type=pem,
+        envvar="CREDITWATCH_CA_FILE",
+        help="PEM CA bundle that signed the server's certificate (implies --tls). "
+        "Env: CREDITWATCH_CA_FILE.",
+    )
+    @click.option(
+        "--cert-file",
+        type=pem,
+        envvar="CREDITWATCH_CERT_FILE",
+        help="PEM client certificate, for a server that requires mutual TLS (implies --tls). "
+        "Env: CREDITWATCH_CERT_FILE.",
+    )
+    @click.option(
+        "--key-file",
+        type=pem,
+        envvar="CREDITWATCH_KEY_FILE",
+        help="PEM key of --cert-file. Env: CREDITWATCH_KEY_FILE.",
     )
     @functools.wraps(command)
     def wrapper(
-        address: str, api_key: str | None, tls: bool, ca_file: Path | None, **kwargs: Any
+        address: str,
+        api_key: str | None,
+        tls: bool,
+        ca_file: Path | None,
+        cert_file: Path | None,
+        key_file: Path | None,
+        **kwargs: Any,
     ) -> Any:
-        return command(connection=Connection(address, api_key, tls, ca_file), **kwargs)
+        connection = Connection(address, api_key, tls, ca_file, cert_file, key_file)
+        return command(connection=connection, **kwargs)
 
     return wrapper
 
@@ -422,6 +490,8 @@ def limit_decide(
             (currency, amount),
             days,
             current_exposure=(currency, exposure) if exposure is not None else None,
+            # A retry after a lost answer gets the first decision, not a second one.
+            request_id=str(uuid.uuid4()),
         ),
     )
     if as_json:
@@ -452,9 +522,14 @@ def alerts() -> None:
     "With --consumer it overrides the stored position for this run; acknowledgements "
     "only move it forward, so --from oldest replays without moving it back.",
 )
-@click.option("--consumer", help="Durable consumer: resume where it acknowledged, and acknowledge.")
+@click.option(
+    "--consumer",
+    help="Durable consumer: resume where it acknowledged, and acknowledge. Its position "
+    "moves past alerts this run's filters leave out: give one consumer the same filters "
+    "every run.",
+)
 @click.option("--min-severity", type=click.Choice(["LOW", "MEDIUM", "HIGH", "CRITICAL"]))
-@click.option("--count", type=int, help="Stop after this many alerts.")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many alerts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON alert per line.")
 @connection_options
 def alerts_tail(
@@ -490,19 +565,27 @@ def alerts_tail(
         async with client.alerts.subscribe(
             filter=wanted, consumer=consumer, auto_acknowledge=bool(consumer), **begin
         ) as stream:
-            async for alert in stream:
-                try:
-                    print_alert(alert, as_json)
-                except BrokenPipeError:
-                    # Not printed, so not handled: the stream's close leaves it
-                    # to the consumer's next run.
-                    reader_gone = True
-                    break
-                seen += 1
-                if count is not None and seen >= count:
-                    if consumer:
-                        await stream.acknowledge(alert.cursor)  # printed: handled
-                    break
+            try:
+                async for alert in stream:
+                    try:
+                        print_alert(alert, as_json)
+                    except BrokenPipeError:
+                        # Not printed, so not handled: the stream's close leaves it
+                        # to the consumer's next run.
+                        reader_gone = True
+                        break
+                    seen += 1
+                    if count is not None and seen >= count:
+                        if consumer:
+                            await stream.acknowledge(alert.cursor)  # printed: handled
+                        break
+            except CreditwatchError:
+                if stream.cursor and not consumer:
+                    # A consumer resumes by itself; anyone else needs the cursor.
+                    click.echo(
+                        f"resume after what was printed with: --from {stream.cursor}", err=True
+                    )
+                raise
         return seen
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -539,7 +622,9 @@ def print_alert(alert: alerts_pb2.Alert, as_json: bool) -> None:
 @click.option(
     "--digest-seconds", type=click.FloatRange(1), help="Digest period (overrides --digest)."
 )
-@click.option("--count", type=int, help="Stop after this many alerts per watch list.")
+@click.option(
+    "--count", type=click.IntRange(min=1), help="Stop after this many alerts per watch list."
+)
 @click.option(
     "--smtp-host", envvar="CREDITWATCH_SMTP_HOST", required=True, help="Env: CREDITWATCH_SMTP_HOST."
 )
@@ -615,7 +700,7 @@ def portfolio() -> None:
 @click.argument("name")
 @click.option("--currency", required=True, help="Reporting currency, e.g. NOK.")
 @click.option("--lgd", type=click.FloatRange(0, 1), help="Loss given default (default 0.45).")
-@click.option("--top", type=click.IntRange(0, 100), default=10, show_default=True)
+@click.option("--top", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
 def portfolio_summary(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 from creditwatch.client._alerts import AlertStream, alert_filter
@@ -30,7 +30,7 @@ class SmtpSettings:
     port: int = 587
     starttls: bool = True
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a traceback
     sender: str = "creditwatch@localhost"
     timeout: float = 30.0
 
