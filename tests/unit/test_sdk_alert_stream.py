@@ -138,3 +138,30 @@ async def test_a_refused_cursor_of_its_own_is_retried_a_few_times_the_callers_is
         await _stream(stub, after="forged").__anext__()
     assert raised.value.field_violations.keys() == {"after_cursor"}
     assert len(stub.requests) == 1
+
+
+async def test_an_expired_cursor_is_raised_naming_which_position_expired() -> None:
+    failure = error_details_pb2.PreconditionFailure(
+        violations=[
+            error_details_pb2.PreconditionFailure.Violation(
+                type="CURSOR_EXPIRED", subject="consumer", description="deleted by retention"
+            )
+        ]
+    )
+    detail = any_pb2.Any()
+    detail.Pack(failure)
+    status = status_pb2.Status(
+        code=code_pb2.FAILED_PRECONDITION, message="scripted", details=[detail]
+    )
+    expired = grpc.aio.AioRpcError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString())),
+        details="scripted",
+    )
+    stub = _Stub(lambda n: [expired])
+    with pytest.raises(CreditwatchError) as raised:
+        await _stream(stub).__anext__()
+    assert raised.value.preconditions == (("CURSOR_EXPIRED", "consumer"),)
+    assert raised.value.precondition_types == ("CURSOR_EXPIRED",)
+    assert len(stub.requests) == 1

@@ -26,6 +26,9 @@ class CreditwatchError(Exception):
         resource_name: for NOT_FOUND, the resource from the `ResourceInfo` detail.
         precondition_types: for FAILED_PRECONDITION, the `PreconditionFailure`
             violation types, e.g. `("CURSOR_EXPIRED",)`.
+        preconditions: the same as `(type, subject)`, e.g. `("CURSOR_EXPIRED",
+            "after_cursor")`: which position expired (the one given, or a
+            consumer's stored one).
         quota_violations: for RESOURCE_EXHAUSTED at a per-tenant cap, the
             `QuotaFailure` violations as `(subject, description)`, e.g.
             `("tenants/…", "at most 200 open SubscribeAlerts streams …")`;
@@ -43,6 +46,7 @@ class CreditwatchError(Exception):
         precondition_types: tuple[str, ...] = (),
         quota_violations: tuple[tuple[str, str], ...] = (),
         status: status_pb2.Status | None = None,
+        preconditions: tuple[tuple[str, str], ...] = (),
     ) -> None:
         super().__init__(code, message)
         self.code = code
@@ -50,6 +54,7 @@ class CreditwatchError(Exception):
         self.field_violations: dict[str, str] = dict(field_violations or {})
         self.resource_name = resource_name
         self.precondition_types = precondition_types
+        self.preconditions = preconditions or tuple((t, "") for t in precondition_types)
         self.quota_violations = quota_violations
         self.status = status
 
@@ -143,7 +148,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
     status = _rich_status(error)
     violations: dict[str, str] = {}
     resource_name = ""
-    preconditions: list[str] = []
+    preconditions: list[tuple[str, str]] = []
     quotas: list[tuple[str, str]] = []
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -162,7 +167,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
         elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             failure = error_details_pb2.PreconditionFailure()
             detail.Unpack(failure)
-            preconditions.extend(v.type for v in failure.violations)
+            preconditions.extend((v.type, v.subject) for v in failure.violations)
         elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
             quota = error_details_pb2.QuotaFailure()
             detail.Unpack(quota)
@@ -173,7 +178,8 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> CreditwatchError:
         error.details() or code.name,
         field_violations=violations,
         resource_name=resource_name,
-        precondition_types=tuple(preconditions),
+        precondition_types=tuple(kind for kind, _ in preconditions),
         quota_violations=tuple(quotas),
         status=status,
+        preconditions=tuple(preconditions),
     )
