@@ -14,8 +14,11 @@ from google.type import date_pb2, money_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.paging import encode_token, fingerprint
+from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.jobs.scheduler import run_claims_clock
+from creditwatch.server.store import facts
 from creditwatch.server.store import limits as store_limits
 from creditwatch.v1 import (
     common_pb2,
@@ -638,3 +641,32 @@ async def test_page_tokens_of_another_tenant_or_forged_are_refused(
         metadata=tenant.metadata,
     )
     assert len(rest.credit_limits) == 1
+
+
+async def test_a_decision_waits_for_an_intake_in_flight_and_uses_its_score(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    number = norwegian_numbers(1, start=81_615_000)[0]
+    company = CompanyId("NO", number)
+    await _statement(channel, feed, number, healthy())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    # An intake holds the company and is about to store a class-D score.
+    async with sessions.begin() as session:
+        await facts.lock_company(session, company)
+        before = await facts.latest_score(session, company)
+        assert before is not None and before.risk_class != RiskClass.D
+        deciding = asyncio.ensure_future(
+            stub.DecideCreditLimit(_ask(number, 100_000), metadata=tenant.metadata)
+        )
+        await asyncio.sleep(1.0)  # it has read the score and waits for the company
+        assert not deciding.done()
+        worse = before._replace(
+            risk_class=RiskClass.D, probability_of_default=0.6, score_time=dt.datetime.now(dt.UTC)
+        )
+        await facts.add_score(session, company, worse, "test")
+    decided = await deciding
+    assert decided.decision.outcome == limits_pb2.CREDIT_LIMIT_OUTCOME_DECLINED
+    assert decided.decision.score.risk_class == common_pb2.RISK_CLASS_D

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import uuid
@@ -258,10 +259,11 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
         problems = [FieldViolation(v.field.lstrip("."), v.description) for v in problems]
         if problems or company is None or amount is None:
             raise InvalidArgument(problems)
-        try:
-            score, _ = await self._intake.score_company(company)
-        except (NotFound, FailedPrecondition):
-            score = None
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            # Stores the score the company lacks (or replaces one of another
+            # model than the activated one), as ScoreCompany does; the
+            # decision reads it below, with the company locked.
+            await self._intake.score_company(company)
         asked = Request(
             amount.currency,
             amount.amount,
@@ -276,6 +278,13 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                 if earlier is not None:
                     return limits_pb2.DecideCreditLimitResponse(decision=decision_message(earlier))
             policy = await store.policy(session, tenant)
+            # Decided on the score as it stands with the company locked, as
+            # intakes lock it: one that committed a worse score since the read
+            # above re-decided the standing limits then (a grant now on the
+            # old score would undo that), and one that comes next waits for
+            # this grant and re-decides it (store.limits.redecide_on_risk).
+            await facts.lock_company(session, company)
+            score = await facts.latest_score(session, company)
             statement = await facts.latest_statement(session, company)
             decision = decide_limit(asked, score, statement, policy, now)
             decided = store.decision_json(
