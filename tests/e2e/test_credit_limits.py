@@ -670,3 +670,42 @@ async def test_a_decision_waits_for_an_intake_in_flight_and_uses_its_score(
     decided = await deciding
     assert decided.decision.outcome == limits_pb2.CREDIT_LIMIT_OUTCOME_DECLINED
     assert decided.decision.score.risk_class == common_pb2.RISK_CLASS_D
+
+
+async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_625_000)[0]
+    await _statement(channel, feed, number, strong())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    granted = await stub.DecideCreditLimit(_ask(number, 1_000_000), metadata=tenant.metadata)
+    limit = granted.decision.credit_limit
+    today = dt.datetime.now(dt.UTC).date()
+
+    def day(value: dt.date) -> date_pb2.Date:
+        return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+    def report(invoiced: dt.date, amount: int) -> limits_pb2.ReportOverduePaymentRequest:
+        return limits_pb2.ReportOverduePaymentRequest(
+            parent=limit,
+            overdue_payment=limits_pb2.OverduePayment(
+                invoice_id="INV-RACE",
+                invoice_date=day(invoiced),
+                invoice_due_date=day(today),
+                overdue_amount=money_pb2.Money(currency_code="NOK", units=amount),
+            ),
+        )
+
+    first, second = await asyncio.gather(
+        stub.ReportOverduePayment(report(today, 100), metadata=tenant.metadata),
+        stub.ReportOverduePayment(report(today, 200), metadata=tenant.metadata),
+    )
+    assert sorted([first.created, second.created]) == [False, True]
+    assert first.overdue_payment.name == second.overdue_payment.name
+    # The date that made it insured cannot be moved (out of the cover, say).
+    with pytest.raises(grpc.aio.AioRpcError) as moved:
+        await stub.ReportOverduePayment(
+            report(today - dt.timedelta(days=400), 300), metadata=tenant.metadata
+        )
+    assert moved.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "overdue_payment.invoice_date" in field_violations(moved.value)

@@ -380,13 +380,23 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
         values = _overdue_values(request.overdue_payment, "overdue_payment")
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
+            await store.lock(session, tenant, limit_id)  # reports on a limit take turns
             limit = await store.get(session, tenant, limit_id)
             if limit is None:
                 raise NotFound(request.parent)
             # An invoice reported before was insured then; later reports (aging,
-            # settlement) update it whatever happened to the limit since.
-            known = await store.overdue_known(session, tenant, limit.id, values["invoice_id"])
-            if not known and not limit.insured_on(values["invoice_date"]):
+            # settlement) update it whatever happened to the limit since, but
+            # not its date, which is what made it insured.
+            dated = await store.reported_invoice_date(
+                session, tenant, limit.id, values["invoice_id"]
+            )
+            if dated is not None and dated != values["invoice_date"]:
+                raise InvalidArgument.single(
+                    "overdue_payment.invoice_date",
+                    f"invoice {values['invoice_id']!r} was reported dated {dated}; "
+                    "an invoice's date does not change",
+                )
+            if dated is None and not limit.insured_on(values["invoice_date"]):
                 raise FailedPrecondition(
                     f"{request.parent} was not ACTIVE on {values['invoice_date']}: "
                     "the invoice is not insured"

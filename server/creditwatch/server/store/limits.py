@@ -550,18 +550,26 @@ def _claim_summary(payment: Overdue, clock: ClaimClock) -> str:
     )
 
 
-async def overdue_known(
+async def lock(session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID) -> None:
+    """Lock a standing limit's row for this transaction (overdue reports on it
+    take their turn: two first reports of one invoice must not both insert)."""
+    await session.execute(
+        select(_L.c.id).where(_L.c.tenant_id == tenant, _L.c.id == limit_id).with_for_update()
+    )
+
+
+async def reported_invoice_date(
     session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID, invoice_id: str
-) -> bool:
-    """Whether this invoice was reported on the limit before."""
-    found = await session.scalar(
-        select(_O.c.id).where(
+) -> date | None:
+    """The date of this invoice as reported on the limit before; None if it was not."""
+    found: date | None = await session.scalar(
+        select(_O.c.invoice_date).where(
             _O.c.tenant_id == tenant,
             _O.c.credit_limit_id == limit_id,
             _O.c.invoice_id == invoice_id,
         )
     )
-    return found is not None
+    return found
 
 
 async def report_overdue(
