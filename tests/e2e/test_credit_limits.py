@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -360,23 +361,42 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
         year=eligible.year, month=eligible.month, day=eligible.day
     )
 
-    # The buyer goes bankrupt (opened 2026-05-01): insolvency basis, 30 days, already past.
-    call = subscribe(
-        channel,
-        tenant,
-        filter=alerting.alerts_pb2.AlertFilter(alert_types=[common_pb2.ALERT_TYPE_CLAIM_ELIGIBLE]),
-    )
-    await alerting.first_heartbeat(call)
-    await record(channel, feed, bankruptcy(number, "claim-b1"))
+    async def claims() -> Any:
+        """A new stream of the tenant's claim alerts (`quiet` ends the one it reads)."""
+        call = subscribe(
+            channel,
+            tenant,
+            filter=alerting.alerts_pb2.AlertFilter(
+                alert_types=[common_pb2.ALERT_TYPE_CLAIM_ELIGIBLE]
+            ),
+        )
+        await alerting.first_heartbeat(call)
+        return call
+
     # One waiting payment per transaction: the clock pages through them all.
     monkeypatch.setattr(store_limits, "CLAIMS_PAGE", 1)
-    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) >= 2
+    # A bankruptcy opened before the invoices were dated (2026-05-01, reported
+    # late) is no insolvency of theirs: their clocks stay on protracted default.
+    call = await claims()
+    await record(channel, feed, bankruptcy(number, "claim-b0"))
+    month = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    await run_claims_clock(sessions, month)
+    assert await alerting.quiet(call, 1.0) == []
+    # The buyer goes bankrupt today: insolvency basis, eligible 30 days on.
+    call = await claims()
+    opened = bankruptcy(number, "claim-b1")
+    opened.occurred_time.GetCurrentTime()
+    await record(channel, feed, opened)
+    await run_claims_clock(sessions, dt.datetime.now(dt.UTC))
+    assert await alerting.quiet(call, 0.5) == []  # not yet
+    call = await claims()
+    assert await run_claims_clock(sessions, month) >= 2
     alert, other = sorted(await alerting.alerts(call, 2), key=lambda a: a.summary)
     assert other.trigger.overdue_payment == second.overdue_payment.name
     assert alert.trigger.overdue_payment == payment.name
     assert alert.severity == common_pb2.SEVERITY_HIGH
     assert "INV-9001" in alert.summary and "bankruptcy" in alert.summary
-    assert await run_claims_clock(sessions, dt.datetime.now(dt.UTC)) == 0  # once only
+    assert await run_claims_clock(sessions, month) == 0  # once only
     call.cancel()
 
     settled = await stub.ReportOverduePayment(

@@ -126,8 +126,10 @@ class _ClaimBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ClaimBasis
     `protracted_default_waiting_days` after the invoice due date.
     """
     CLAIM_BASIS_INSOLVENCY: _ClaimBasis.ValueType  # 2
-    """Insolvency: bankruptcy was opened; eligible `insolvency_waiting_days` after
-    the bankruptcy date, if that is earlier than the protracted-default date.
+    """Insolvency: bankruptcy was opened on or after the invoice date (a buyer
+    already bankrupt when invoiced gives the invoice no insolvency claim);
+    eligible `insolvency_waiting_days` after the bankruptcy date, if that is
+    earlier than the protracted-default date.
     """
 
 class ClaimBasis(_ClaimBasis, metaclass=_ClaimBasisEnumTypeWrapper):
@@ -140,8 +142,10 @@ CLAIM_BASIS_PROTRACTED_DEFAULT: ClaimBasis.ValueType  # 1
 `protracted_default_waiting_days` after the invoice due date.
 """
 CLAIM_BASIS_INSOLVENCY: ClaimBasis.ValueType  # 2
-"""Insolvency: bankruptcy was opened; eligible `insolvency_waiting_days` after
-the bankruptcy date, if that is earlier than the protracted-default date.
+"""Insolvency: bankruptcy was opened on or after the invoice date (a buyer
+already bankrupt when invoiced gives the invoice no insolvency claim);
+eligible `insolvency_waiting_days` after the bankruptcy date, if that is
+earlier than the protracted-default date.
 """
 Global___ClaimBasis: _TypeAlias = ClaimBasis  # noqa: Y015
 

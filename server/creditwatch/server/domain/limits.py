@@ -10,6 +10,7 @@ import calendar
 import enum
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -401,16 +402,21 @@ class ClaimClock:
 
 
 def claim_clock(
+    invoiced: date,
     due: date,
     settled: date | None,
-    bankruptcy: date | None,
+    bankruptcies: Sequence[date],
     policy: CreditPolicy,
     today: date,
 ) -> ClaimClock:
-    """Protracted default: due date + its waiting days; insolvency: bankruptcy
-    date + its waiting days, when earlier. Settled stops the clock."""
+    """Protracted default: due date + its waiting days; insolvency: the day
+    of the buyer's first bankruptcy opened on or after the invoice date +
+    its waiting days, when earlier (a buyer already bankrupt when invoiced,
+    or one bankrupt long ago, gives that invoice no insolvency claim).
+    Settled stops the clock."""
     protracted = due + timedelta(days=policy.protracted_default_waiting_days)
     basis, eligible = ClaimBasis.PROTRACTED_DEFAULT, protracted
+    bankruptcy = min((day for day in bankruptcies if day >= invoiced), default=None)
     if bankruptcy is not None:
         insolvency = bankruptcy + timedelta(days=policy.insolvency_waiting_days)
         if insolvency < protracted:

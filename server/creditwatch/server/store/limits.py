@@ -516,19 +516,20 @@ def _overdue(row: Any) -> Overdue:
 
 async def bankruptcy_dates(
     session: AsyncSession, companies: Sequence[CompanyId]
-) -> dict[CompanyId, date]:
-    """The day bankruptcy was opened, for the companies that have one recorded."""
+) -> dict[CompanyId, list[date]]:
+    """The days bankruptcies were opened, oldest first, for the companies
+    that have one recorded."""
     if not companies:
         return {}
     rows = await session.execute(
         text(
             """
-            SELECT country, register_number, min(coalesce(occurred_at, record_time)) AS opened
+            SELECT country, register_number, coalesce(occurred_at, record_time) AS opened
             FROM company_events
             WHERE type = :opened AND (country, register_number) IN
                   (SELECT * FROM unnest(CAST(:countries AS char(2)[]),
                                         CAST(:numbers AS varchar[])))
-            GROUP BY country, register_number
+            ORDER BY opened
             """
         ),
         {
@@ -537,7 +538,12 @@ async def bankruptcy_dates(
             "numbers": [c.register_number for c in companies],
         },
     )
-    return {CompanyId(r.country, r.register_number): r.opened.date() for r in rows}
+    found: dict[CompanyId, list[date]] = {}
+    for row in rows:
+        found.setdefault(CompanyId(row.country, row.register_number), []).append(
+            row.opened.astimezone(UTC).date()
+        )
+    return found
 
 
 def _claim_summary(payment: Overdue, clock: ClaimClock) -> str:
@@ -583,8 +589,10 @@ async def report_overdue(
     """Record (or update, by invoice id) an overdue insured invoice and compute its
     claims clock; returns (payment, created, claim due now if it just became eligible)."""
     today = now.date()
-    bankrupt = (await bankruptcy_dates(session, [limit.company])).get(limit.company)
-    clock = claim_clock(values["due_date"], values["settled_date"], bankrupt, rules, today)
+    bankrupt = (await bankruptcy_dates(session, [limit.company])).get(limit.company, [])
+    clock = claim_clock(
+        values["invoice_date"], values["due_date"], values["settled_date"], bankrupt, rules, today
+    )
     earlier = (
         await session.execute(
             select(_O)
@@ -667,7 +675,12 @@ async def claims_due(
         rules = await rules_of(payment.tenant_id)
         day = now.date()
         return claim_clock(
-            payment.due_date, payment.settled_date, bankrupt.get(payment.company), rules, day
+            payment.invoice_date,
+            payment.due_date,
+            payment.settled_date,
+            bankrupt.get(payment.company, []),
+            rules,
+            day,
         )
 
     def unchanged(payment: Overdue, clock: ClaimClock) -> bool:
