@@ -78,6 +78,15 @@ def test_less_than_one_unit_asked_declines_for_that_reason_and_keeps_the_others(
     assert [code for code, _ in decision.reasons] == ["AMOUNT_BELOW_ONE_UNIT", "TERMS_CAPPED"]
 
 
+def test_a_fraction_rounded_away_is_a_partial_approval_that_says_so() -> None:
+    # A: 60 days allowed; the cap is far above 100.50 NOK, which rounds down to 100.
+    decision = decide(
+        Request("NOK", Decimal("100.50"), 30), score(RiskClass.A), statement(), DEFAULT_POLICY, NOW
+    )
+    assert (decision.outcome, decision.approved) == (Outcome.PARTIALLY_APPROVED, 100)
+    assert [code for code, _ in decision.reasons] == ["ROUNDED_TO_WHOLE_UNITS"]
+
+
 def test_a_cap_below_one_unit_is_cap_zero_with_the_terms_still_named() -> None:
     # C: 0.05 x equity 10 = 0.50 NOK, 0 in whole units; 60 days asked, 30 allowed.
     decision = decide(ask(1_000), score(RiskClass.C), statement(equity=10), DEFAULT_POLICY, NOW)

@@ -190,6 +190,8 @@ class DecisionReason(_message.Message):
     "STATEMENT_MISSING", "STATEMENT_TOO_OLD", "CURRENCY_MISMATCH",
     "CAPPED_BY_EQUITY", "CAPPED_BY_SALES", "TERMS_CAPPED", "CAP_ZERO",
     "AMOUNT_BELOW_ONE_UNIT" (less than one currency unit was asked for),
+    "ROUNDED_TO_WHOLE_UNITS" (a fraction of a unit was asked for, approved
+    rounded down),
     "EXPOSURE_ABOVE_LIMIT" (current exposure exceeds the approved amount),
     "NO_SCORE". New codes may be added.
     """

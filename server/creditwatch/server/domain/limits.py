@@ -359,6 +359,16 @@ def decide(
                 ),
             )
         return replace(declined, reasons=reasons)
+    if cap >= request.amount and approved < request.amount:
+        # Nothing capped it but whole units: say so, as every partial approval
+        # gives its reason.
+        reasons.append(
+            (
+                "ROUNDED_TO_WHOLE_UNITS",
+                f"{request.amount} {request.currency} requested; approved amounts are "
+                "whole currency units, rounded down",
+            )
+        )
     if request.exposure is not None and request.exposure > approved:
         reasons.append(
             (
