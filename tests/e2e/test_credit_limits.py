@@ -216,6 +216,9 @@ async def test_standing_limits_follow_worsening_risk_with_alerts(
     ).credit_limit
     assert (limit.amount.units, limit.max_payment_terms_days) == (4_000_000, 60)
     assert limit.latest_decision.origin == LIM.DECISION_ORIGIN_RISK_CHANGE
+    # The decision it keeps is what the limit holds: lowered, not moved on.
+    assert limit.latest_decision.valid_until == granted.decision.valid_until
+    assert limit.latest_decision.approved_amount.units == 4_000_000
 
     # Bankruptcy: class D, the decline class: withdrawn.
     await record(channel, feed, bankruptcy(number, "lim-b2"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -421,6 +421,19 @@ async def redecide_on_risk(
         )
         if not withdrawn and not reduced:
             continue
+        amount = Decimal(0) if withdrawn else min(decision.approved, limit.amount)
+        terms = (
+            0 if withdrawn else min(decision.max_payment_terms_days, limit.max_payment_terms_days)
+        )
+        if not withdrawn:
+            # What the limit holds from now on: a re-decision lowers it, and
+            # neither raises it nor moves the date it holds until.
+            decision = replace(
+                decision,
+                approved=amount,
+                max_payment_terms_days=terms,
+                valid_until=limit.valid_until,
+            )
         decided = decision_json(
             decision,
             request,
@@ -431,10 +444,6 @@ async def redecide_on_risk(
             now=now,
             credit_limit=limit.name,
             score_reasons_text=change.score_reasons_text,
-        )
-        amount = Decimal(0) if withdrawn else min(decision.approved, limit.amount)
-        terms = (
-            0 if withdrawn else min(decision.max_payment_terms_days, limit.max_payment_terms_days)
         )
         await session.execute(
             _L.update()
