@@ -436,6 +436,31 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
             metadata=tenant.metadata,
         )
     assert "overdue_payment.invoice_due_date" in field_violations(bad.value)
+    yesterday = today - dt.timedelta(days=1)
+    euro = invoice(today, today)
+    euro.overdue_amount.currency_code = "EUR"
+    for wrong, field in (
+        (
+            invoice(
+                today,
+                today,
+                settled_date=date_pb2.Date(
+                    year=yesterday.year, month=yesterday.month, day=yesterday.day
+                ),
+            ),
+            "overdue_payment.settled_date",
+        ),
+        (
+            euro,
+            "overdue_payment.overdue_amount.currency_code",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ReportOverduePayment(
+                limits_pb2.ReportOverduePaymentRequest(parent=limit, overdue_payment=wrong),
+                metadata=tenant.metadata,
+            )
+        assert field in field_violations(refused.value)
 
 
 async def _get(

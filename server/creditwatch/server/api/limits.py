@@ -172,6 +172,8 @@ def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str,
         problems.append(
             FieldViolation(f"{field}.invoice_due_date", "must not be before invoice_date")
         )
+    if invoiced is not None and settled is not None and settled < invoiced:
+        problems.append(FieldViolation(f"{field}.settled_date", "must not be before invoice_date"))
     amount = None
     if not message.HasField("overdue_amount"):
         problems.append(FieldViolation(f"{field}.overdue_amount", "required"))
@@ -395,6 +397,11 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                     "overdue_payment.invoice_date",
                     f"invoice {values['invoice_id']!r} was reported dated {dated}; "
                     "an invoice's date does not change",
+                )
+            if values["currency"] != limit.currency:
+                raise InvalidArgument.single(
+                    "overdue_payment.overdue_amount.currency_code",
+                    f"must be the credit limit's currency, {limit.currency}",
                 )
             if dated is None and not limit.insured_on(values["invoice_date"]):
                 raise FailedPrecondition(
