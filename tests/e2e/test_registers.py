@@ -75,7 +75,7 @@ async def test_register_changes_reach_subscribers_once_via_the_cli(
     await alerting.first_heartbeat(call)
     register = Register(numbers)
     with serve(register) as url:
-        env = {**os.environ, "DATABASE_URL": database_url}
+        env = {**os.environ, "DATABASE_URL": database_url, "CREDITWATCH_REGISTERS_READ_BATCH": "0"}
         command = [sys.executable, "-m", "creditwatch.server", "registers", "sync", "--once"]
         run = await asyncio.to_thread(
             subprocess.run, [*command, "--base-url", url], env=env, capture_output=True, text=True
@@ -124,6 +124,7 @@ async def test_register_changes_reach_subscribers_once_via_the_cli(
             "alerts": 0,
             "events_skipped": 0,
             "updates_skipped": 0,
+            "companies_read": 0,
             "feeds_failed": {},
         }
         assert any("oppdateringsid=24310013" in r for r in register.requests)
@@ -144,12 +145,12 @@ async def test_the_same_pages_applied_twice_change_nothing(
     register = Register(numbers)
     with serve(register) as url:
         http = RegisterHttp(url)
-        first = await sync(Enhetsregisteret(http, page_size=2), sessions, intake)
+        first = await sync(Enhetsregisteret(http, page_size=2), sessions, intake, read_batch=0)
         assert (first.events_recorded, first.alerts_raised) == (4, 4)
         assert first.pages == 4  # three pages of units (size 2), one of roles
         # As if the cursor had been lost after a crash: every page again.
         await _reset_cursors(sessions)
-        second = await sync(Enhetsregisteret(http, page_size=2), sessions, intake)
+        second = await sync(Enhetsregisteret(http, page_size=2), sessions, intake, read_batch=0)
         await http.close()
     assert (second.events_recorded, second.alerts_raised) == (0, 0)
     async with sessions() as session:
@@ -177,7 +178,7 @@ async def test_server_errors_and_rate_limits_are_retried_and_nothing_is_lost(
     await alerting.first_heartbeat(call)
     with serve(register) as url:
         http = RegisterHttp(url)
-        result = await sync(Enhetsregisteret(http, page_size=3), sessions, intake)
+        result = await sync(Enhetsregisteret(http, page_size=3), sessions, intake, read_batch=0)
         await http.close()
     assert http.retries == 4
     assert (result.events_recorded, result.alerts_raised) == (4, 4)
@@ -202,7 +203,7 @@ async def test_a_unit_removed_from_the_register_is_a_deletion(
     register.gone.add(numbers["W2"])  # 410 Gone: removed for legal reasons
     with serve(register) as url:
         http = RegisterHttp(url)
-        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         await http.close()
     async with sessions() as session:
         kinds = (
@@ -235,6 +236,7 @@ async def test_a_server_with_the_feed_enabled_raises_alerts_by_itself(
             "CREDITWATCH_BRREG_ENABLED": "true",
             "CREDITWATCH_BRREG_BASE_URL": url,
             "CREDITWATCH_REGISTERS_INTERVAL_SECONDS": "2",
+            "CREDITWATCH_REGISTERS_READ_BATCH": "0",
         }
         with ServerProcess(database_url, env=env) as polling:
             async with grpc.aio.insecure_channel(polling.address) as polling_channel:
@@ -260,7 +262,7 @@ async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
     register = Register(numbers)
     with serve(register) as url:
         http = RegisterHttp(url)
-        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         call = subscribe(channel, tenant)
         await alerting.first_heartbeat(call)
         # The register reclassifies the company and converts it to a public company.
@@ -279,7 +281,7 @@ async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
                 ],
             }
         )
-        result = await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        result = await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         await http.close()
     assert result.alerts_raised == 1
     (alert,) = await alerting.alerts(call, 1)
@@ -302,7 +304,7 @@ async def test_a_cleared_bankruptcy_flag_lifts_class_d(
     register = Register(numbers)
     with serve(register) as url:
         http = RegisterHttp(url)
-        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         company = CompanyId("NO", numbers["W1"])
         async with sessions() as session:
             bankrupt = await facts.latest_score(session, company)
@@ -321,7 +323,7 @@ async def test_a_cleared_bankruptcy_flag_lifts_class_d(
                 "endringer": [{"op": "replace", "path": "/konkurs", "value": False}],
             }
         )
-        await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+        await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         await http.close()
     async with sessions() as session:
         # No statement: with the override gone there is nothing to score it on.

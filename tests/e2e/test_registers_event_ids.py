@@ -41,13 +41,19 @@ async def intake(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[In
 
 
 async def _sync(
-    register: Register, sessions: async_sessionmaker[AsyncSession], intake: Intake
+    register: Register,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    read_batch: int = 0,
 ) -> SyncResult:
-    """One sync run against the register, from the stored cursors."""
+    """One sync run against the register, from the stored cursors (reading
+    no newly watched company's current state unless `read_batch` says so)."""
     with serve(register) as url:
         http = RegisterHttp(url)
         try:
-            return await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+            return await sync(
+                Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=read_batch
+            )
         finally:
             await http.close()
 
@@ -393,9 +399,45 @@ async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone
     with serve(register) as url:
         http = RegisterHttp(url, HttpPolicy(attempts=2, initial_backoff=0.01))
         try:
-            stopped = await sync(Enhetsregisteret(http, page_size=10), sessions, intake)
+            stopped = await sync(
+                Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0
+            )
         finally:
             await http.close()
     assert set(stopped.failed) == {"enheter"}
     assert "enheter" not in stopped.cursors
     assert stopped.cursors["roller"] == 51770002
+
+
+async def test_a_company_watched_while_bankrupt_shows_so_at_the_next_run(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    # Every company watched so far was read; then W1, bankrupt since
+    # 2026-11-20, is put on a watch list, with nothing about it in the feed.
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO register_units (register, country, register_number) "
+                "SELECT DISTINCT 'brreg', country, register_number FROM watch_list_entries "
+                "ON CONFLICT DO NOTHING"
+            )
+        )
+    register = await _register(channel, sessions, tenant, 83_790_000, "W1")
+    w1 = register.numbers["W1"]
+    register.updates = []
+    first = await _sync(register, sessions, intake, read_batch=10)
+
+    assert first.companies_read == 1
+    assert await _events(sessions, w1, EventType.BANKRUPTCY_OPENED) == [
+        (f"brreg:{w1}:konkurs:2026-11-20", datetime(2026, 11, 20, tzinfo=UTC))
+    ]
+    assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1
+    assert await _status(sessions, w1) == int(CompanyStatus.BANKRUPT)
+    # Read once: the next run asks the register nothing about it.
+    asked = len(register.requests)
+    again = await _sync(register, sessions, intake, read_batch=10)
+    assert again.companies_read == 0
+    assert not any(f"/enheter/{w1}" in r for r in register.requests[asked:])

@@ -383,6 +383,7 @@ def registers_sync(
         "alerts": sum(r.alerts_raised for r in results),
         "events_skipped": sum(r.events_skipped for r in results),
         "updates_skipped": sum(r.updates_skipped for r in results),
+        "companies_read": sum(r.companies_read for r in results),
         "feeds_failed": {feed: problem for r in results for feed, problem in r.failed.items()},
     }
     if as_json:
@@ -391,7 +392,8 @@ def registers_sync(
         click.echo(
             f"done: {totals['updates']:,} updates, {totals['events']:,} events, "
             f"{totals['alerts']:,} alerts, {totals['events_skipped']:,} events skipped, "
-            f"{totals['updates_skipped']:,} updates skipped"
+            f"{totals['updates_skipped']:,} updates skipped, "
+            f"{totals['companies_read']:,} newly watched companies read"
         )
     if totals["feeds_failed"]:
         failed = "; ".join(f"{feed}: {problem}" for feed, problem in totals["feeds_failed"].items())

@@ -156,6 +156,14 @@ class Settings(BaseSettings):
         False,
         description="Apply register changes for every company, not only watched ones.",
     )
+    registers_read_batch: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="Watched companies never read from a register whose current state each "
+        "register run reads (0: none; a company watched while already bankrupt then shows "
+        "so only at the register's next change of it).",
+    )
     metrics_port: int | None = Field(
         None,
         ge=0,

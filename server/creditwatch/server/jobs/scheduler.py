@@ -104,6 +104,7 @@ async def sync_registers(
                     intake,
                     every_company=settings.registers_every_company,
                     progress=progress,
+                    read_batch=settings.registers_read_batch,
                 )
             )
         finally:

@@ -194,6 +194,8 @@ class SyncResult:
     """Events refused because their id was stored earlier with other content."""
     updates_skipped: int = 0
     """Updates whose unit the register refused for good (see the adapter's log)."""
+    companies_read: int = 0
+    """Newly watched companies whose current state was read (see `sync`)."""
     cursors: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     """Feeds the register kept failing on in this run (feed name: problem),
@@ -209,6 +211,10 @@ class RegisterAdapter(Protocol):
     def feeds(self) -> Sequence[Feed]:
         """The change feeds to follow, in the order they are applied."""
 
+    async def current(self, numbers: Sequence[str]) -> Facts:
+        """Facts of these companies' current state in the register (not a
+        change: what a feed would say of a unit it saw for the first time)."""
+
 
 async def sync(
     adapter: RegisterAdapter,
@@ -218,10 +224,14 @@ async def sync(
     every_company: bool = False,
     max_pages: int = 1_000,
     progress: Callable[[str, SyncResult], None] | None = None,
+    read_batch: int = 500,
 ) -> SyncResult:
-    """Apply every feed of a register up to its end (or `max_pages` per feed).
-    A feed the register keeps failing on (RegisterUnavailable) stops where it
-    got to, logged and in `SyncResult.failed`; the next feeds still run."""
+    """Apply every feed of a register up to its end (or `max_pages` per feed),
+    then read the current state of up to `read_batch` watched companies never
+    read before (a company watched while already bankrupt shows so now, not
+    at the register's next change of it). A feed the register keeps failing
+    on (RegisterUnavailable) stops where it got to, logged and in
+    `SyncResult.failed`; the next feeds still run."""
     result = SyncResult()
     started = time.perf_counter()
     for feed in adapter.feeds():
@@ -241,6 +251,15 @@ async def sync(
                     "problem": str(error),
                 },
             )
+    try:
+        await _read_unread(adapter, sessions, intake, result, read_batch)
+    except RegisterUnavailable as error:
+        result.failed[_CURRENT] = str(error)
+        log.error(
+            "reading newly watched companies stopped: the register kept failing; the next "
+            "run reads them",
+            extra={"register": adapter.name, "problem": str(error)},
+        )
     log.info(
         "register sync done",
         extra={
@@ -256,6 +275,36 @@ async def sync(
         },
     )
     return result
+
+
+_CURRENT = "current state"  # `SyncResult.failed`'s name for `_read_unread`
+
+
+async def _read_unread(
+    adapter: RegisterAdapter,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    result: SyncResult,
+    batch: int,
+) -> None:
+    """Read and apply the current state of watched companies never read from
+    the register, up to `batch`, and record them as read (after applying: a
+    crash reads them again, and their facts' ids make that change nothing)."""
+    if batch <= 0:
+        return
+    async with sessions() as session:
+        numbers = await store.unread(session, adapter.name, adapter.country, batch)
+    if not numbers:
+        return
+    facts = await adapter.current(numbers)
+    await _apply(intake, facts, result, f"{adapter.name}/{_CURRENT}")
+    async with sessions.begin() as session:
+        await store.mark_read(session, adapter.name, adapter.country, numbers)
+    result.companies_read += len(numbers)
+    log.info(
+        "register: newly watched companies read",
+        extra={"register": adapter.name, "companies": len(numbers), "events": len(facts.events)},
+    )
 
 
 async def _sync_feed(

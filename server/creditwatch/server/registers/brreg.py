@@ -318,8 +318,23 @@ class UnitsFeed(Feed):
             facts.events.extend(events)
         return facts
 
+    async def current(self, numbers: Sequence[str]) -> Facts:
+        """The units' current state as facts: their flags' events and master
+        data (an ACTIVE status only over none or ACTIVE: another source may
+        have told a risk the register does not show yet)."""
+        facts = Facts()
+        for number in numbers:
+            unit = await self._unit(number, {}, facts, counted=False)
+            if unit is None:
+                continue
+            company = CompanyId("NO", number)
+            facts.master[company] = master_data(unit)
+            facts.keep_risk_status.add(company)
+            facts.events.extend(unit_events(company, unit, {}))
+        return facts
+
     async def _unit(
-        self, number: str, update: dict[str, Any], facts: Facts
+        self, number: str, update: dict[str, Any], facts: Facts, *, counted: bool = True
     ) -> dict[str, Any] | None:
         """The unit as it is now; None if it is gone (its deletion added to
         `facts`) or cannot be read for good. A unit the register refuses for
@@ -338,7 +353,7 @@ class UnitsFeed(Feed):
             facts.events.append(_deleted(CompanyId("NO", number)))
             return None
         if status != 200:
-            facts.updates_skipped += 1
+            facts.updates_skipped += counted
             log.warning(
                 "register unit could not be read; its update is skipped",
                 extra={
@@ -412,3 +427,6 @@ class Enhetsregisteret:
 
     def feeds(self) -> Sequence[Feed]:
         return self._feeds
+
+    async def current(self, numbers: Sequence[str]) -> Facts:
+        return await self._feeds[0].current(numbers)

@@ -429,6 +429,19 @@ class RegisterCursor(Base):
     )
 
 
+class RegisterUnit(Base):
+    """A watched company whose current state was read from a register (not
+    only its changes since): a company put on a watch list is read once,
+    so one already bankrupt shows so before the register changes it again."""
+
+    __tablename__ = "register_units"
+
+    register: Mapped[str] = mapped_column(Text, primary_key=True)
+    country: Mapped[str] = mapped_column(CHAR(2), primary_key=True)
+    register_number: Mapped[str] = mapped_column(String(16), primary_key=True)
+    read_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class RescoreChunk(Base):
     """A re-scoring run's chunk of companies, claimed by any replica's worker
     (FOR UPDATE SKIP LOCKED) and marked done in the transaction that re-scores it."""

@@ -81,3 +81,41 @@ async def watched(session: AsyncSession, country: str, numbers: Sequence[str]) -
         {"country": country, "numbers": list(numbers)},
     )
     return {r.register_number for r in rows}
+
+
+async def unread(session: AsyncSession, register: str, country: str, limit: int) -> list[str]:
+    """Register numbers of watched companies of `country` whose current state
+    was never read from `register` (at most `limit`, in number order)."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT DISTINCT e.register_number FROM watch_list_entries e
+            WHERE e.country = CAST(:country AS char(2))
+              AND NOT EXISTS (
+                SELECT 1 FROM register_units u
+                WHERE u.register = :r AND u.country = e.country
+                  AND u.register_number = e.register_number
+              )
+            ORDER BY e.register_number
+            LIMIT :limit
+            """
+        ),
+        {"r": register, "country": country, "limit": limit},
+    )
+    return [row.register_number for row in rows]
+
+
+async def mark_read(
+    session: AsyncSession, register: str, country: str, numbers: Sequence[str]
+) -> None:
+    """Record that these companies' current state was read from `register`."""
+    await session.execute(
+        text(
+            """
+            INSERT INTO register_units (register, country, register_number)
+            SELECT :r, CAST(:country AS char(2)), n FROM unnest(CAST(:numbers AS varchar[])) n
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {"r": register, "country": country, "numbers": list(numbers)},
+    )
