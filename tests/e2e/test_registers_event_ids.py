@@ -325,8 +325,10 @@ async def test_an_update_that_touches_no_flag_does_not_undo_a_bankruptcy_told_el
     assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
     assert await _alerts(sessions, tenant, w2, A.ALERT_TYPE_RISK_CLASS_UPGRADE) == []
 
-    # The register clears a flag (an annulment): now it says the status.
+    # The register clears a flag (an annulment): now it says the status, and
+    # another update of the unit in the same page does not unsay it.
     _publish(register, w2, 24310070, "Endring", ("replace", "/konkurs", False))
+    _publish(register, w2, 24310071, "Endring", ("replace", "/navn", register.units[w2]["navn"]))
     await _sync(register, sessions, intake)
     assert await _status(sessions, w2) == int(CompanyStatus.ACTIVE)
 
@@ -345,7 +347,10 @@ async def test_a_move_is_one_alert_and_a_move_back_too(
         "registered_address": {"regionCode": "NO", "addressLines": ["Strandkaien 2"]}
     }
     await intake.upsert_company(CompanyId("NO", w2), before)
-    await _sync(register, sessions, intake)  # moved to Kaigaten 9
+    # Moved to Kaigaten 9, and changed again in the same page.
+    _publish(register, w2, 24310006, "Endring", ("replace", "/naeringskode1/beskrivelse", "x"))
+    register.updates.sort(key=lambda u: int(u["oppdateringsid"]))
+    await _sync(register, sessions, intake)
 
     moves = await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)
     assert len(moves) == 1
@@ -384,7 +389,7 @@ async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone
 ) -> None:
     register = await _register(channel, sessions, tenant, 83_780_000, "W1", "W2", roles=True)
     w1, w2 = register.numbers["W1"], register.numbers["W2"]
-    register.fail(f"/enhetsregisteret/api/enheter/{w1}", 403, times=100)
+    register.fail(f"/enhetsregisteret/api/enheter/{w1}", 400, times=100)
     first = await _sync(register, sessions, intake)
 
     assert first.updates_skipped == 1  # W1's unit, once however many updates
@@ -407,6 +412,14 @@ async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone
     assert set(stopped.failed) == {"enheter"}
     assert "enheter" not in stopped.cursors
     assert stopped.cursors["roller"] == 51770002
+
+    # A 403 for a unit is about this client, not the unit: the feed stops
+    # there for the run rather than skip the update for good.
+    register.failures.clear()
+    register.fail(f"/enhetsregisteret/api/enheter/{w2}", 403, times=100)
+    refused = await _sync(register, sessions, intake)
+    assert set(refused.failed) == {"enheter"} and refused.updates_skipped == 0
+    assert "enheter" not in refused.cursors
 
 
 async def test_a_company_watched_while_bankrupt_shows_so_at_the_next_run(

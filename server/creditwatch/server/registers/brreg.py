@@ -68,9 +68,18 @@ import httpx
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import IncomingEvent
-from creditwatch.server.registers.base import Facts, Feed, FeedPage, RegisterHttp
+from creditwatch.server.registers.base import (
+    Facts,
+    Feed,
+    FeedPage,
+    RegisterHttp,
+    RegisterUnavailable,
+)
 
 log = logging.getLogger(__name__)
+
+# Statuses with which the register refuses a unit itself (not this client).
+_REFUSED_UNIT = frozenset({400, 422})
 
 NAME = "brreg"
 SOURCE = "brreg"
@@ -292,6 +301,8 @@ class UnitsFeed(Feed):
     async def translate(self, page: FeedPage, wanted: set[str]) -> Facts:
         facts = Facts()
         units: dict[str, dict[str, Any] | None] = {}
+        said_status: dict[CompanyId, bool] = {}
+        moved: set[CompanyId] = set()
         for update in page.updates:
             number = update["organisasjonsnummer"]
             if number not in wanted:
@@ -305,17 +316,20 @@ class UnitsFeed(Feed):
             unit = units[number]
             if unit is None:
                 continue
-            values = master_data(unit)
-            if not _says_status(update):
-                facts.keep_risk_status.add(company)
             events = unit_events(company, unit, update)
+            # The unit is read once per page, so its master data is the same
+            # for each of its updates; what they say adds up over the page.
+            facts.master[company] = master_data(unit)
+            said_status[company] = said_status.get(company, False) or _says_status(update)
             if any(e.event.type == EventType.ADDRESS_CHANGED for e in events):
-                # Set by the event, alerted once (see the module's doc).
-                address = values.pop("registered_address", None)
-                if address is not None:
-                    facts.master_after[company] = {"registered_address": address}
-            facts.master[company] = values
+                moved.add(company)
             facts.events.extend(events)
+        facts.keep_risk_status = {c for c, said in said_status.items() if not said}
+        for company in moved:
+            # Set by the event, alerted once (see the module's doc).
+            address = facts.master[company].pop("registered_address", None)
+            if address is not None:
+                facts.master_after[company] = {"registered_address": address}
         return facts
 
     async def current(self, numbers: Sequence[str]) -> Facts:
@@ -337,15 +351,23 @@ class UnitsFeed(Feed):
         self, number: str, update: dict[str, Any], facts: Facts, *, counted: bool = True
     ) -> dict[str, Any] | None:
         """The unit as it is now; None if it is gone (its deletion added to
-        `facts`) or cannot be read for good. A unit the register refuses for
-        good (a 4xx it does not retry, a body that is not JSON) or does not
-        know (404) is skipped with a warning, not retried on every run: a
-        feed stopped on it would stop for good, and the unit's next update
-        brings its state again. A register that keeps failing
-        (RegisterUnavailable) stops the feed until the next run."""
+        `facts`) or cannot be read for good. A unit the register refuses as
+        such (400, 422: a number it takes for malformed; a body that is not
+        JSON) or does not know (404) is skipped with a warning, not retried on
+        every run: a feed stopped on it would stop for good, and the unit's
+        next update brings its state again. Any other refusal (401, 403, 408,
+        ...) says more about the register or this client than about the unit:
+        it stops the feed until the next run (RegisterUnavailable), as a
+        register that keeps failing does."""
+        path = UNIT_PATH.format(number)
         try:
-            status, unit = await self._http.get(UNIT_PATH.format(number), allow=(404, 410))
-        except (httpx.HTTPStatusError, ValueError) as error:
+            status, unit = await self._http.get(path, allow=(404, 410))
+        except httpx.HTTPStatusError as error:
+            code = error.response.status_code
+            if code not in _REFUSED_UNIT:
+                raise RegisterUnavailable(f"GET {path}: HTTP {code}") from error
+            status, unit, problem = 0, None, f"HTTP {code}"
+        except ValueError as error:
             status, unit, problem = 0, None, f"{type(error).__name__}: {error}"
         else:
             problem = "404 Not Found"
