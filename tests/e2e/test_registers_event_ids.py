@@ -454,3 +454,8 @@ async def test_a_company_watched_while_bankrupt_shows_so_at_the_next_run(
     again = await _sync(register, sessions, intake, read_batch=10)
     assert again.companies_read == 0
     assert not any(f"/enheter/{w1}" in r for r in register.requests[asked:])
+    # Taken on by another list later (it may have changed meanwhile): read again.
+    await watch(channel, tenant, [w1])
+    later = await _sync(register, sessions, intake, read_batch=10)
+    assert later.companies_read == 1
+    assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1

@@ -287,11 +287,14 @@ async def _read_unread(
     result: SyncResult,
     batch: int,
 ) -> None:
-    """Read and apply the current state of watched companies never read from
-    the register, up to `batch`, and record them as read (after applying: a
-    crash reads them again, and their facts' ids make that change nothing)."""
+    """Read and apply the current state of watched companies not read from
+    the register since a watch list took them on, up to `batch`, and record
+    them as read (after applying: a crash reads them again, and their facts'
+    ids make that change nothing)."""
     if batch <= 0:
         return
+    # Entries are stamped with their replica's clock; so is the reading.
+    started = datetime.now(UTC)
     async with sessions() as session:
         numbers = await store.unread(session, adapter.name, adapter.country, batch)
     if not numbers:
@@ -299,7 +302,7 @@ async def _read_unread(
     facts = await adapter.current(numbers)
     await _apply(intake, facts, result, f"{adapter.name}/{_CURRENT}")
     async with sessions.begin() as session:
-        await store.mark_read(session, adapter.name, adapter.country, numbers)
+        await store.mark_read(session, adapter.name, adapter.country, numbers, started)
     result.companies_read += len(numbers)
     log.info(
         "register: newly watched companies read",

@@ -85,17 +85,20 @@ async def watched(session: AsyncSession, country: str, numbers: Sequence[str]) -
 
 async def unread(session: AsyncSession, register: str, country: str, limit: int) -> list[str]:
     """Register numbers of watched companies of `country` whose current state
-    was never read from `register` (at most `limit`, in number order)."""
+    was not read from `register` since a watch list last took them on (never
+    read, or put on a list after the last read: a company watched again
+    after a spell unwatched may have changed meanwhile); at most `limit`, in
+    number order."""
     rows = await session.execute(
         text(
             """
-            SELECT DISTINCT e.register_number FROM watch_list_entries e
+            SELECT e.register_number FROM watch_list_entries e
+            LEFT JOIN register_units u
+              ON u.register = :r AND u.country = e.country
+             AND u.register_number = e.register_number
             WHERE e.country = CAST(:country AS char(2))
-              AND NOT EXISTS (
-                SELECT 1 FROM register_units u
-                WHERE u.register = :r AND u.country = e.country
-                  AND u.register_number = e.register_number
-              )
+            GROUP BY e.register_number, u.read_time
+            HAVING u.read_time IS NULL OR max(e.create_time) > u.read_time
             ORDER BY e.register_number
             LIMIT :limit
             """
@@ -106,16 +109,19 @@ async def unread(session: AsyncSession, register: str, country: str, limit: int)
 
 
 async def mark_read(
-    session: AsyncSession, register: str, country: str, numbers: Sequence[str]
+    session: AsyncSession, register: str, country: str, numbers: Sequence[str], at: datetime
 ) -> None:
-    """Record that these companies' current state was read from `register`."""
+    """Record that these companies' current state was read from `register` at `at`
+    (when the reading started: a list that took one on later reads it again)."""
     await session.execute(
         text(
             """
-            INSERT INTO register_units (register, country, register_number)
-            SELECT :r, CAST(:country AS char(2)), n FROM unnest(CAST(:numbers AS varchar[])) n
-            ON CONFLICT DO NOTHING
+            INSERT INTO register_units (register, country, register_number, read_time)
+            SELECT :r, CAST(:country AS char(2)), n, :at
+            FROM unnest(CAST(:numbers AS varchar[])) n
+            ON CONFLICT (register, country, register_number)
+            DO UPDATE SET read_time = excluded.read_time
             """
         ),
-        {"r": register, "country": country, "numbers": list(numbers)},
+        {"r": register, "country": country, "numbers": list(numbers), "at": at},
     )
