@@ -750,6 +750,23 @@ async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
     )
     assert sorted([first.created, second.created]) == [False, True]
     assert first.overdue_payment.name == second.overdue_payment.name
+    # The limit moves to euros (the buyer now reports in euros): the invoice
+    # stays in kroner, a new one is in euros.
+    euros = strong()
+    euros.currency_code = "EUR"
+    euros.period_end.year, euros.period_start.year = 2026, 2026
+    await _statement(channel, feed, number, euros)
+    regranted = await stub.DecideCreditLimit(
+        _ask(number, 50_000, currency="EUR"), metadata=tenant.metadata
+    )
+    assert regranted.decision.credit_limit == limit
+    aged = await stub.ReportOverduePayment(report(today, 250), metadata=tenant.metadata)
+    assert not aged.created
+    with pytest.raises(grpc.aio.AioRpcError) as kroner:
+        fresh = report(today, 10)
+        fresh.overdue_payment.invoice_id = "INV-NEW"
+        await stub.ReportOverduePayment(fresh, metadata=tenant.metadata)
+    assert "overdue_payment.overdue_amount.currency_code" in field_violations(kroner.value)
     # The date that made it insured cannot be moved (out of the cover, say).
     with pytest.raises(grpc.aio.AioRpcError) as moved:
         await stub.ReportOverduePayment(
@@ -757,3 +774,18 @@ async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
         )
     assert moved.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "overdue_payment.invoice_date" in field_violations(moved.value)
+
+
+async def test_a_decision_on_a_company_never_seen_does_not_create_it(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=81_635_000)[0]
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    decided = await stub.DecideCreditLimit(_ask(number, 100_000), metadata=tenant.metadata)
+    assert decided.decision.outcome == limits_pb2.CREDIT_LIMIT_OUTCOME_REFERRED
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await companies_pb2_grpc.CompanyDataServiceStub(channel).GetCompany(
+            companies_pb2.GetCompanyRequest(name=f"companies/NO-{number}"),
+            metadata=tenant.metadata,
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

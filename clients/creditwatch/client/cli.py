@@ -89,7 +89,9 @@ class Connection:
 
 
 def _loopback(address: str) -> bool:
-    """Whether "host:port" names this machine."""
+    """Whether "host:port" (or a unix: socket) names this machine."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
     host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
     if host in ("localhost", ""):
         return True

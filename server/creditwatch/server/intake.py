@@ -167,9 +167,10 @@ def _told(
     event of its kind (`stored`: when each happened and was recorded, so
     alerted: a second source's copy); or an event of its kind earlier in
     this call, which tells every watcher now. The news was told at the
-    latest of those times. An event dated later than all of them is news (a
-    new bankruptcy), and so is one after the status was set back (ACTIVE: an
-    annulment) with no stored event of its kind on that day or later."""
+    latest of those times. An undated event repeats any such news; one dated
+    later than all of them is news (a new bankruptcy), and so is one after
+    the status was set back (ACTIVE: an annulment) with no stored event of
+    its kind on that day or later."""
     current, since = status
     told: dict[EventType, list[tuple[date, datetime]]] = {}
     for kind, grade in STATUS_AFTER.items():
@@ -184,6 +185,10 @@ def _told(
             flagged.append((item, None))
             continue
         day = _day(item.event.occurred_at or now)
+        if item.event.occurred_at is None and told[kind]:
+            # Undated: no telling it from what was told, so taken for it.
+            flagged.append((item, max(at for _, at in told[kind])))
+            continue
         times = [at for told_day, at in told[kind] if told_day >= day]
         flagged.append((item, max(times) if times else None))
         told[kind].append((day, now))
@@ -337,7 +342,11 @@ class Intake:
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
             earlier = await facts.latest_event_times(session, companies, _MASTER_EVENTS)
-            recorded = await facts.event_times(session, companies, STATUS_AFTER.keys())
+            recorded = (
+                await facts.event_times(session, companies, STATUS_AFTER.keys())
+                if any(i.event.type in STATUS_AFTER for i in incoming)
+                else {}
+            )
             known = await facts.statuses(session, companies)
             stored, conflicts = await rescoring.add_events(
                 session,

@@ -284,9 +284,10 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             # intakes lock it: one that committed a worse score since the read
             # above re-decided the standing limits then (a grant now on the
             # old score would undo that), and one that comes next waits for
-            # this grant and re-decides it (store.limits.redecide_on_risk).
-            await facts.lock_company(session, company)
-            score = await facts.latest_score(session, company)
+            # this grant and re-decides it (store.limits.redecide_on_risk). A
+            # company creditwatch does not know is not created by a decision.
+            known = await facts.lock_if_known(session, company)
+            score = await facts.latest_score(session, company) if known else None
             statement = await facts.latest_statement(session, company)
             decision = decide_limit(asked, score, statement, policy, now)
             decided = store.decision_json(
@@ -389,21 +390,23 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             # An invoice reported before was insured then; later reports (aging,
             # settlement) update it whatever happened to the limit since, but
             # not its date, which is what made it insured.
-            dated = await store.reported_invoice_date(
-                session, tenant, limit.id, values["invoice_id"]
-            )
-            if dated is not None and dated != values["invoice_date"]:
+            known = await store.reported_invoice(session, tenant, limit.id, values["invoice_id"])
+            if known is not None and known[0] != values["invoice_date"]:
                 raise InvalidArgument.single(
                     "overdue_payment.invoice_date",
-                    f"invoice {values['invoice_id']!r} was reported dated {dated}; "
+                    f"invoice {values['invoice_id']!r} was reported dated {known[0]}; "
                     "an invoice's date does not change",
                 )
-            if values["currency"] != limit.currency:
+            # A new invoice is in the limit's currency; a known one stays in
+            # its own (the limit's may have changed with a later decision).
+            currency = limit.currency if known is None else known[1]
+            if values["currency"] != currency:
                 raise InvalidArgument.single(
                     "overdue_payment.overdue_amount.currency_code",
-                    f"must be the credit limit's currency, {limit.currency}",
+                    f"must be {currency}, the "
+                    + ("credit limit's currency" if known is None else "invoice's currency"),
                 )
-            if dated is None and not limit.insured_on(values["invoice_date"]):
+            if known is None and not limit.insured_on(values["invoice_date"]):
                 raise FailedPrecondition(
                     f"{request.parent} was not ACTIVE on {values['invoice_date']}: "
                     "the invoice is not insured"

@@ -63,6 +63,17 @@ async def lock_company(session: AsyncSession, company: CompanyId) -> bool:
     return bool(created)
 
 
+async def lock_if_known(session: AsyncSession, company: CompanyId) -> bool:
+    """Lock the company's row for this transaction, as intakes lock it, if
+    creditwatch knows the company (a read must not create it); whether it does."""
+    found = await session.scalar(
+        select(_C.c.country)
+        .where(_C.c.country == company.country, _C.c.register_number == company.register_number)
+        .with_for_update()
+    )
+    return found is not None
+
+
 @dataclass(frozen=True)
 class MasterData:
     """A company's register master data as stored."""

@@ -573,18 +573,21 @@ async def lock(session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID) ->
     )
 
 
-async def reported_invoice_date(
+async def reported_invoice(
     session: AsyncSession, tenant: uuid.UUID, limit_id: uuid.UUID, invoice_id: str
-) -> date | None:
-    """The date of this invoice as reported on the limit before; None if it was not."""
-    found: date | None = await session.scalar(
-        select(_O.c.invoice_date).where(
-            _O.c.tenant_id == tenant,
-            _O.c.credit_limit_id == limit_id,
-            _O.c.invoice_id == invoice_id,
+) -> tuple[date, str] | None:
+    """(date, currency) of this invoice as reported on the limit before; None
+    if it was not."""
+    row = (
+        await session.execute(
+            select(_O.c.invoice_date, _O.c.currency).where(
+                _O.c.tenant_id == tenant,
+                _O.c.credit_limit_id == limit_id,
+                _O.c.invoice_id == invoice_id,
+            )
         )
-    )
-    return found
+    ).first()
+    return (row.invoice_date, row.currency) if row is not None else None
 
 
 async def report_overdue(
