@@ -341,12 +341,8 @@ class Intake:
         companies = list(dict.fromkeys(i.company for i in incoming))
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
-            earlier = await facts.latest_event_times(session, companies, _MASTER_EVENTS)
-            recorded = (
-                await facts.event_times(session, companies, STATUS_AFTER.keys())
-                if any(i.event.type in STATUS_AFTER for i in incoming)
-                else {}
-            )
+            recorded = await facts.event_times(session, companies, _MASTER_EVENTS)
+            earlier = {kind: max(at for at, _ in times) for kind, times in recorded.items()}
             known = await facts.statuses(session, companies)
             stored, conflicts = await rescoring.add_events(
                 session,

@@ -169,31 +169,6 @@ async def statement_stored(
     return found is not None
 
 
-async def latest_event_times(
-    session: AsyncSession, companies: Sequence[CompanyId], types: Collection[EventType]
-) -> dict[tuple[CompanyId, EventType], datetime]:
-    """When each company's latest stored event of each of `types` happened (an
-    undated one: when it was recorded)."""
-    if not companies:
-        return {}
-    rows = await session.execute(
-        select(
-            _EV.c.country,
-            _EV.c.register_number,
-            _EV.c.type,
-            func.max(func.coalesce(_EV.c.occurred_at, _EV.c.record_time)),
-        )
-        .where(
-            tuple_(_EV.c.country, _EV.c.register_number).in_(
-                [(c.country, c.register_number) for c in companies]
-            ),
-            _EV.c.type.in_([int(t) for t in types]),
-        )
-        .group_by(_EV.c.country, _EV.c.register_number, _EV.c.type)
-    )
-    return {(CompanyId(c, n), EventType(t)): at for c, n, t, at in rows}
-
-
 async def event_times(
     session: AsyncSession, companies: Sequence[CompanyId], types: Collection[EventType]
 ) -> dict[tuple[CompanyId, EventType], list[tuple[datetime, datetime]]]:
