@@ -168,6 +168,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         connect_args={"server_settings": {"jit": "off", "extra_float_digits": "1"}},
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    event.listen(engine.sync_engine, "checkin", _close_if_in_transaction)
     return engine
 
 
@@ -216,6 +217,29 @@ def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     connection = getattr(dbapi_connection, "driver_connection", None)
     if connection is not None and connection.is_closed():
         raise exc.DisconnectionError("PostgreSQL closed this pooled connection")
+    if connection is not None and connection.is_in_transaction():
+        connection.terminate()  # see `_close_if_in_transaction`
+        raise exc.DisconnectionError("a pooled connection was left inside a transaction")
+
+
+def _close_if_in_transaction(dbapi_connection: Any, record: Any) -> None:
+    """Close a connection that comes back to the pool inside a transaction
+    SQLAlchemy does not know of, instead of keeping it.
+
+    A call cancelled at the wrong moment (a client that goes away while its
+    request is in the driver's implicit BEGIN) can leave the driver inside a
+    transaction that SQLAlchemy thinks ended (sqlalchemy#13381, asyncpg#1156).
+    Pooled and reused, that connection turns every later transaction into a
+    savepoint of the hidden one, which never ends: it holds its locks for
+    good, and its snapshot holds every replica's alert delivery back (the
+    outbox reads only settled transactions, store.alerts). Closed, its
+    transaction is rolled back by PostgreSQL and the next checkout opens a
+    new connection (`_refuse_closed`)."""
+    connection = getattr(dbapi_connection, "driver_connection", None)
+    if connection is None or connection.is_closed() or not connection.is_in_transaction():
+        return
+    log.warning("a pooled connection came back inside a transaction; closed")
+    connection.terminate()
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]
