@@ -789,3 +789,48 @@ async def test_a_decision_on_a_company_never_seen_does_not_create_it(
             metadata=tenant.metadata,
         )
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_policy_change_does_not_move_a_claim_date_already_given(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    number = norwegian_numbers(1, start=81_645_000)[0]
+    await _statement(channel, feed, number, strong())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    granted = await stub.DecideCreditLimit(_ask(number, 1_000_000), metadata=tenant.metadata)
+    limit = granted.decision.credit_limit
+    today = dt.datetime.now(dt.UTC).date()
+
+    def day(value: dt.date) -> date_pb2.Date:
+        return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+    def report(invoice_id: str) -> limits_pb2.ReportOverduePaymentRequest:
+        return limits_pb2.ReportOverduePaymentRequest(
+            parent=limit,
+            overdue_payment=limits_pb2.OverduePayment(
+                invoice_id=invoice_id,
+                invoice_date=day(today),
+                invoice_due_date=day(today),
+                overdue_amount=money_pb2.Money(currency_code="NOK", units=1_000),
+            ),
+        )
+
+    first = await stub.ReportOverduePayment(report("INV-P1"), metadata=tenant.metadata)
+    promised = first.overdue_payment.claim_eligible_date
+    assert promised == day(today + dt.timedelta(days=180))  # the default policy's wait
+    await stub.UpdateCreditPolicy(
+        limits_pb2.UpdateCreditPolicyRequest(
+            credit_policy=limits_pb2.CreditPolicy(version=1, protracted_default_waiting_days=90),
+            update_mask=field_mask_pb2.FieldMask(paths=["protracted_default_waiting_days"]),
+        ),
+        metadata=tenant.metadata,
+    )
+    await run_claims_clock(sessions, dt.datetime.now(dt.UTC))
+    aged = await stub.ReportOverduePayment(report("INV-P1"), metadata=tenant.metadata)
+    assert aged.overdue_payment.claim_eligible_date == promised
+    # An invoice first reported under the new policy waits its 90 days.
+    second = await stub.ReportOverduePayment(report("INV-P2"), metadata=tenant.metadata)
+    assert second.overdue_payment.claim_eligible_date == day(today + dt.timedelta(days=90))

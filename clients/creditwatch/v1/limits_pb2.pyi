@@ -619,8 +619,9 @@ class OverduePayment(_message.Message):
 
     @_builtins.property
     def claim_eligible_date(self) -> _date_pb2.Date:
-        """First day a claim can be filed, from the policy's waiting periods.
-        Output only; unset once SETTLED.
+        """First day a claim can be filed, from the waiting periods of the credit
+        policy version current when the invoice was first reported (a later
+        policy change does not move it). Output only; unset once SETTLED.
         """
 
     @_builtins.property

@@ -130,10 +130,11 @@ async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: date
     while True:
         async with sessions.begin() as session:
 
-            async def rules_of(tenant: Any) -> Any:
-                if tenant not in policies:
-                    policies[tenant] = await credit_limits.policy(session, tenant)
-                return policies[tenant]
+            async def rules_of(tenant: Any, version: int | None) -> Any:
+                key = (tenant, version or 0)
+                if key not in policies:
+                    policies[key] = await credit_limits.policy(session, tenant, version or 0)
+                return policies[key]
 
             due, after = await credit_limits.claims_due(
                 session, rules_of, now, after, credit_limits.CLAIMS_PAGE

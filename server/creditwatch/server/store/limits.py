@@ -496,6 +496,8 @@ class Overdue:
     state: PaymentState
     create_time: datetime
     update_time: datetime
+    policy_version: int | None = None
+    """The credit policy version its claims clock runs on (None: the current)."""
 
     @property
     def name(self) -> str:
@@ -520,6 +522,7 @@ def _overdue(row: Any) -> Overdue:
         state=PaymentState(row.state),
         create_time=row.create_time,
         update_time=row.update_time,
+        policy_version=row.policy_version,
     )
 
 
@@ -599,12 +602,10 @@ async def report_overdue(
     now: datetime,
 ) -> tuple[Overdue, bool, ClaimDue | None]:
     """Record (or update, by invoice id) an overdue insured invoice and compute its
-    claims clock; returns (payment, created, claim due now if it just became eligible)."""
+    claims clock; returns (payment, created, claim due now if it just became eligible).
+    `rules`, the tenant's current policy, runs the clock of a new invoice; a
+    known one's keeps running on the version it was first reported under."""
     today = now.date()
-    bankrupt = (await bankruptcy_dates(session, [limit.company])).get(limit.company, [])
-    clock = claim_clock(
-        values["invoice_date"], values["due_date"], values["settled_date"], bankrupt, rules, today
-    )
     earlier = (
         await session.execute(
             select(_O)
@@ -616,6 +617,12 @@ async def report_overdue(
             .with_for_update()
         )
     ).first()
+    if earlier is not None and earlier.policy_version not in (None, rules.version):
+        rules = await policy(session, tenant, earlier.policy_version)
+    bankrupt = (await bankruptcy_dates(session, [limit.company])).get(limit.company, [])
+    clock = claim_clock(
+        values["invoice_date"], values["due_date"], values["settled_date"], bankrupt, rules, today
+    )
     was_alerted = bool(earlier.alerted) if earlier else False
     alert_now = clock.state == PaymentState.CLAIM_ELIGIBLE and not was_alerted
     stored = {
@@ -625,6 +632,7 @@ async def report_overdue(
         "state": int(clock.state),
         "alerted": was_alerted or alert_now,
         "update_time": now,
+        "policy_version": rules.version,
     }
     if earlier is None:
         payment_id = uuid.uuid4()
@@ -670,7 +678,8 @@ async def claims_due(
     """Recompute the clocks of one page of waiting payments, keyset after
     `after` (a bankruptcy may have shortened them), and return those eligible
     by today, marked alerted, with the page's last key (None after the last
-    page); `rules_of(tenant)` gives a tenant's policy.
+    page); `rules_of(tenant, version)` gives a tenant's policy of that version
+    (None: the current one), the one each payment's clock runs on.
 
     The page is read without locks; only payments whose clock changed are
     locked, and re-read under the lock, so the clock does not hold every
@@ -684,7 +693,7 @@ async def claims_due(
     bankrupt = await bankruptcy_dates(session, list({p.company for p in payments}))
 
     async def clock_of(payment: Overdue) -> ClaimClock:
-        rules = await rules_of(payment.tenant_id)
+        rules = await rules_of(payment.tenant_id, payment.policy_version)
         day = now.date()
         return claim_clock(
             payment.invoice_date,

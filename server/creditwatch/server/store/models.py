@@ -604,6 +604,11 @@ class OverduePayment(Base):
     alerted: Mapped[bool] = mapped_column(Boolean)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The credit policy version whose waiting periods run the claims clock:
+    # the one current when the invoice was first reported (0022). NULL for
+    # payments stored before, and by replicas of an earlier release during a
+    # rolling upgrade: the tenant's current policy.
+    policy_version: Mapped[int | None] = mapped_column(Integer)
 
 
 class ServerSecret(Base):
