@@ -720,18 +720,27 @@ async def test_a_decision_waits_for_an_intake_in_flight_and_uses_its_score(
     assert decided.decision.score.risk_class == common_pb2.RISK_CLASS_D
 
 
-async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
-    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
-) -> None:
-    number = norwegian_numbers(1, start=81_625_000)[0]
+def _day(value: dt.date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+async def _granted_limit(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey, start: int
+) -> tuple[limits_pb2_grpc.CreditLimitServiceStub, str, str]:
+    """(stub, company number, the name of a limit granted on a class-A buyer)."""
+    number = norwegian_numbers(1, start=start)[0]
     await _statement(channel, feed, number, strong())
     stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
     granted = await stub.DecideCreditLimit(_ask(number, 1_000_000), metadata=tenant.metadata)
-    limit = granted.decision.credit_limit
-    today = dt.datetime.now(dt.UTC).date()
+    return stub, number, granted.decision.credit_limit
 
-    def day(value: dt.date) -> date_pb2.Date:
-        return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    stub, number, limit = await _granted_limit(channel, feed, tenant, 81_625_000)
+    today = dt.datetime.now(dt.UTC).date()
+    day = _day
 
     def report(invoiced: dt.date, amount: int) -> limits_pb2.ReportOverduePaymentRequest:
         return limits_pb2.ReportOverduePaymentRequest(
@@ -797,15 +806,9 @@ async def test_a_policy_change_does_not_move_a_claim_date_already_given(
     tenant: TenantKey,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    number = norwegian_numbers(1, start=81_645_000)[0]
-    await _statement(channel, feed, number, strong())
-    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
-    granted = await stub.DecideCreditLimit(_ask(number, 1_000_000), metadata=tenant.metadata)
-    limit = granted.decision.credit_limit
+    stub, _, limit = await _granted_limit(channel, feed, tenant, 81_645_000)
     today = dt.datetime.now(dt.UTC).date()
-
-    def day(value: dt.date) -> date_pb2.Date:
-        return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+    day = _day
 
     def report(invoice_id: str) -> limits_pb2.ReportOverduePaymentRequest:
         return limits_pb2.ReportOverduePaymentRequest(
