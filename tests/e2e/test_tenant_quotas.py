@@ -6,6 +6,7 @@ or lose their connection give their slots back."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.client import ResourceExhaustedError
+from creditwatch.client import CreditwatchClient, ResourceExhaustedError, score_item
 from creditwatch.client._errors import error_from_rpc
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.store import database
@@ -179,6 +180,72 @@ async def test_score_streams_past_a_tenants_cap_are_refused_and_an_ended_one_fre
             await call.done_writing()
             assert await call.read() is grpc.aio.EOF
             assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_a_refused_score_stream_is_heard_as_refused_by_clients_that_keep_writing(
+    capped: ServerProcess, capped_channel: grpc.aio.Channel, pair: tuple[TenantKey, TenantKey]
+) -> None:
+    """A client that writes on before it reads must still hear the refusal:
+    grpc.aio reports a write that fails because the server already ended the
+    call as INTERNAL ("Internal error from Core"), in place of the server's
+    status (grpc#36066), so the server hears a refused stream out first."""
+    greedy, _ = pair
+    stub = scoring_pb2_grpc.ScoringServiceStub(capped_channel)
+    chunk = scoring_pb2.StreamScoresRequest(
+        items=[
+            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=healthy())
+            for i in range(50)
+        ]
+    )
+    mine = stub.StreamScores(metadata=greedy.metadata)
+    await mine.write(chunk)
+    await mine.read()
+
+    async def pipelined() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+        for _ in range(4):
+            yield chunk
+
+    async with CreditwatchClient(capped.address, greedy.api_key) as client:
+        for _ in range(5):
+            # One write, then a read.
+            refused = stub.StreamScores(metadata=greedy.metadata)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.write(chunk)
+                await refused.read()
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
+            # Writes queued ahead of the reads.
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in stub.StreamScores(pipelined(), metadata=greedy.metadata):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
+            # The SDK's portfolio scoring.
+            items = [score_item(str(i), financial_statement=healthy()) for i in range(120)]
+            with pytest.raises(ResourceExhaustedError):
+                async for _ in client.scoring.score_many(items, chunk_size=30):
+                    pass
+    await mine.done_writing()
+    assert await mine.read() is grpc.aio.EOF
+
+
+async def test_a_portfolio_scoring_left_early_ends_its_stream_and_frees_the_slot(
+    capped: ServerProcess, pair: tuple[TenantKey, TenantKey]
+) -> None:
+    greedy, _ = pair
+    statement = healthy()
+    # Endless: only the caller's leaving ends the stream.
+    items = (score_item(str(i), financial_statement=statement) for i in itertools.count())
+    async with CreditwatchClient(capped.address, greedy.api_key) as client:
+        for _ in range(3):
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    async for result in client.scoring.score_many(items, chunk_size=10):
+                        assert result.HasField("score")
+                        break  # leaves the generator, which closes
+                    break
+                except ResourceExhaustedError:  # the server learns of a cancel asynchronously
+                    assert time.monotonic() < deadline, "the slot was not given back"
+                    await asyncio.sleep(0.1)
 
 
 async def _waiting_on_locks(connection: asyncpg.Connection, count: int) -> None:

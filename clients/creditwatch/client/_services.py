@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -54,6 +55,13 @@ class ScoringClient:
         if not 1 <= chunk_size <= 1_000:
             raise ValueError("chunk_size must be 1..1,000")
 
+        # The rest of the chunks follow the first one's answer: a stream the
+        # server refuses (a tenant's cap, a revoked key) then ends with no
+        # write of ours in flight, and its status arrives as sent. A write
+        # that fails because the call has ended turns the status into
+        # INTERNAL in grpc.aio (grpc#36066).
+        answered = asyncio.Event()
+
         async def chunks() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
             batch: list[scoring_pb2.ScoreItem] = []
             for item in items:
@@ -61,16 +69,23 @@ class ScoringClient:
                 if len(batch) == chunk_size:
                     yield scoring_pb2.StreamScoresRequest(items=batch)
                     batch = []
+                    await answered.wait()
+                    if call.done():
+                        return
             if batch:
                 yield scoring_pb2.StreamScoresRequest(items=batch)
 
         call = self._stub.StreamScores(chunks(), metadata=tuple(self._call.metadata))
         try:
             async for response in call:
+                answered.set()
                 for result in response.results:
                     yield result
         except grpc.aio.AioRpcError as rpc_error:
             raise error_from_rpc(rpc_error) from rpc_error
+        finally:
+            answered.set()
+            call.cancel()  # a no-op once it ended; else the caller stopped early
 
 
 def score_item(

@@ -226,18 +226,51 @@ def unary_as_caller(
     return wrapper
 
 
-@contextlib.contextmanager
-def _stream_slot(quota: Quota, tenant: uuid.UUID, context: Ctx) -> Iterator[None]:
-    """Hold a slot of `tenant`'s `quota` while a stream runs. The call's end
-    gives it back too: a generator that grpc left at a `yield` (the client went
-    away while a message was being sent) is closed only when collected."""
+def _take_stream_slot(quota: Quota, tenant: uuid.UUID, context: Ctx) -> Callable[[], None]:
+    """Take a slot of `tenant`'s `quota` for a stream (or raise QuotaExceeded);
+    returns the call that gives it back. The call's end gives it back too: a
+    generator that grpc left at a `yield` (the client went away while a message
+    was being sent) is closed only when collected."""
     give_back = _slots.take(quota, tenant)
     # The stubs type the callback as a class, not a protocol of callables.
     context.add_done_callback(lambda _: give_back())  # type: ignore[arg-type]
+    return give_back
+
+
+@contextlib.contextmanager
+def _stream_slot(quota: Quota, tenant: uuid.UUID, context: Ctx) -> Iterator[None]:
+    """Hold a slot of `tenant`'s `quota` while a stream runs (`_take_stream_slot`)."""
+    give_back = _take_stream_slot(quota, tenant, context)
     try:
         yield
     finally:
         give_back()
+
+
+REFUSAL_QUIET_SECONDS = 0.5
+"""How long a refused bidirectional stream waits for the client's next message
+before the refusal goes out (`_hear_out`)."""
+REFUSAL_HEARING_SECONDS = 2.0
+"""The longest a refused bidirectional stream reads on before it answers."""
+
+
+async def _hear_out(requests: AsyncIterator[Any]) -> None:
+    """Read and drop what a client sends on a stream about to be refused,
+    until it half-closes, goes quiet for REFUSAL_QUIET_SECONDS, or
+    REFUSAL_HEARING_SECONDS pass. A grpc.aio client whose write fails because
+    the server has already ended the call reports INTERNAL ("Internal error
+    from Core") in place of the server's status (grpc#36066); heard out, the
+    usual client, which writes and then reads, and one that writes all it has
+    and then half-closes, both hear the refusal itself."""
+    end = time.monotonic() + REFUSAL_HEARING_SECONDS
+    messages = aiter(requests)
+    try:
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.wait_for(anext(messages), min(left, REFUSAL_QUIET_SECONDS))
+    except (StopAsyncIteration, TimeoutError):
+        pass
+    except Exception as error:  # the call ended meanwhile: the refusal goes nowhere
+        log.debug("refused stream ended while heard out", extra={"error": str(error)})
 
 
 @contextlib.asynccontextmanager
@@ -279,17 +312,26 @@ async def _tenant_granted(
 async def _guarded_stream(
     name: str,
     context: Ctx,
+    requests: AsyncIterator[Any],
     responses: Callable[[uuid.UUID], AsyncIterator[Resp]],
     caller: Callable[[Ctx], Awaitable[Caller]],
 ) -> AsyncIterator[Resp]:
     """Authenticate and check the RPC's tenant grant, then stream
     `responses(tenant)` (see `_streaming`) while holding a slot of the tenant's
-    `bidi_streams` quota."""
+    `bidi_streams` quota. A stream refused before it starts hears the client's
+    `requests` out first (`_hear_out`)."""
     async with _streaming(name, context):
-        tenant = await _tenant_granted(name, context, caller)
-        with _stream_slot(_quotas.bidi_streams, tenant, context):
+        try:
+            tenant = await _tenant_granted(name, context, caller)
+            give_back = _take_stream_slot(_quotas.bidi_streams, tenant, context)
+        except Exception:  # refused, or the keys could not be read
+            await _hear_out(requests)
+            raise
+        try:
             async for response in responses(tenant):
                 yield response
+        finally:
+            give_back()
 
 
 async def _guarded_writes(
@@ -367,7 +409,11 @@ def bidi_stream(
     async def wrapper(self: S, requests: AsyncIterator[Req], context: Ctx) -> AsyncIterator[Resp]:
         checked = _rechecked(requests, context, self.caller)
         async for response in _guarded_stream(
-            method.__name__, context, lambda tenant: method(self, checked, tenant), self.caller
+            method.__name__,
+            context,
+            requests,
+            lambda tenant: method(self, checked, tenant),
+            self.caller,
         ):
             yield response
 
