@@ -288,6 +288,21 @@ async def test_a_second_ground_for_a_compulsory_dissolution_is_no_second_dissolu
     assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_COMPULSORY_DISSOLUTION)) == 1
     assert (later.events_recorded, later.events_skipped) == (0, 0)
 
+    # Then the accounts are filed, the auditor still missing: the dissolution
+    # goes on, now dated by its remaining ground. Stored, not news.
+    del unit["tvangsopplostPgaManglendeRegnskapDato"]
+    _publish(
+        register,
+        w2,
+        24310061,
+        "Endring",
+        ("remove", "/tvangsopplostPgaManglendeRegnskapDato", None),
+    )
+    cured = await _sync(register, sessions, intake)
+    assert cured.events_recorded == 1
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_COMPULSORY_DISSOLUTION)) == 1
+    assert await _status(sessions, w2) == int(CompanyStatus.COMPULSORY_DISSOLUTION)
+
 
 async def _status(sessions: async_sessionmaker[AsyncSession], number: str) -> int:
     async with sessions() as session:

@@ -140,9 +140,12 @@ class CompanyDataServiceServicer:
         INVALID_ARGUMENT on `events[i].event_id`, and then nothing of the call is written.
         An event that repeats news the watchers heard already (a bankruptcy
         opened dated no later than the day `UpsertCompany` set BANKRUPT, or than
-        a stored bankruptcy event, or a second source's copy in the same call) is
-        stored and re-scores, but its own alert goes only to watch lists that
-        took the company on after that news; an event dated later is news.
+        a stored bankruptcy event, or a second source's copy in the same call;
+        or one of any date while the company is still bankrupt since that news)
+        is stored and re-scores, but its own alert goes only to watch lists that
+        took the company on after that news. An event dated later than the news,
+        once the status was set back (an annulment) or changed, is news. Likewise
+        for compulsory dissolution, voluntary liquidation and deletion.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -167,10 +167,13 @@ def _told(
     event of its kind (`stored`: when each happened and was recorded, so
     alerted: a second source's copy); or an event of its kind earlier in
     this call, which tells every watcher now. The news was told at the
-    latest of those times. An undated event repeats any such news; one dated
-    later than all of them is news (a new bankruptcy), and so is one after
-    the status was set back (ACTIVE: an annulment) with no stored event of
-    its kind on that day or later."""
+    latest of those times. An undated event repeats any such news, and so
+    does one of any date while the company still holds the status such news
+    set: one proceeding, dated otherwise (a second source's date, a
+    dissolution's remaining ground once the earliest is cured). One after the
+    status was set back (ACTIVE: an annulment), or while the company holds
+    another status, is news unless a stored event of its kind is dated that
+    day or later."""
     current, since = status
     told: dict[EventType, list[tuple[date, datetime]]] = {}
     for kind, grade in STATUS_AFTER.items():
@@ -189,9 +192,13 @@ def _told(
             # Undated: no telling it from what was told, so taken for it.
             flagged.append((item, max(at for _, at in told[kind])))
             continue
-        times = [at for told_day, at in told[kind] if told_day >= day]
+        if STATUS_AFTER[kind] == current and told[kind]:
+            times = [at for _, at in told[kind]]
+        else:
+            times = [at for told_day, at in told[kind] if told_day >= day]
         flagged.append((item, max(times) if times else None))
         told[kind].append((day, now))
+        current = STATUS_AFTER[kind]  # in time order: the status from here on
     return flagged
 
 
