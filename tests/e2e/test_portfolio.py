@@ -9,6 +9,7 @@ import pytest
 from google.rpc import error_details_pb2
 from google.type import date_pb2, money_pb2
 from grpc_status import rpc_status
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.identifiers import CompanyId
@@ -193,6 +194,14 @@ async def test_summary_segments_migration_and_trend_match_the_hand_computation(
     # History: yesterday's snapshot, then C1 worsens B -> C (PD 0.08), then today's.
     today = dt.datetime.now(dt.UTC).date()
     yesterday = today - dt.timedelta(days=1)
+    async with sessions.begin() as session:  # the book was scored yesterday
+        await session.execute(
+            text(
+                "UPDATE scores SET score_time = score_time - interval '1 day'"
+                " WHERE register_number = ANY(:n)"
+            ),
+            {"n": list(numbers.values())},
+        )
     assert await take_snapshots(sessions, yesterday) >= 6
     await _score(sessions, numbers["C1"], 0.08, RiskClass.C)
     await take_snapshots(sessions, today)
@@ -294,7 +303,9 @@ async def test_forged_segment_page_tokens_are_invalid_argument(
 
     issued = await stub.ListSegmentEntries(request(""), metadata=tenant.metadata)
     assert issued.next_page_token  # the control: the server's own token pages on
-    await stub.ListSegmentEntries(request(issued.next_page_token), metadata=tenant.metadata)
+    second = await stub.ListSegmentEntries(
+        request(issued.next_page_token), metadata=tenant.metadata
+    )
 
     # Tokens for the same filters (so their fingerprint matches), with a key
     # of the right types but values no request can give.
@@ -306,8 +317,20 @@ async def test_forged_segment_page_tokens_are_invalid_argument(
         DEFAULT_LGD,
         P.SegmentSplits().SerializeToString().hex(),
     )
+    # An earlier release's token, an offset, still pages on.
+    split = str(issued.splits.exposure_split.units)
+    legacy = encode_token((1, issued.splits.pd_split, split), digest)
+    on = await stub.ListSegmentEntries(request(legacy), metadata=tenant.metadata)
+    assert [e.company for e in on.entries] == [e.company for e in second.entries]
     for key in (
-        (-5, 0.1, "0"),  # offset
+        (0.1, "0", "-1", "923609016", "NO"),  # the last entry's loss
+        (0.1, "0", "NaN", "923609016", "NO"),
+        (0.1, "0", "1", "9" * 17, "NO"),  # its register number
+        (0.1, "0", "1", "923609016", "NOR"),  # its country
+        (7.5, "0", "1", "923609016", "NO"),
+        (0.1, "-1", "1", "923609016", "NO"),
+        (0, 0.1, "0"),  # an earlier release's offset
+        (-5, 0.1, "0"),
         (2**63, 0.1, "0"),
         (1, 7.5, "0"),  # PD split
         (1, float("nan"), "0"),

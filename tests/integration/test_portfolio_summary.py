@@ -260,7 +260,7 @@ async def test_sql_segments_equal_the_python_reference(
                 ),
             )
             read: list[tuple[str, Decimal]] = []
-            offset = 0
+            after: portfolio.SegmentMark | None = None
             while True:
                 page = await portfolio.segment_entries(
                     session,
@@ -271,17 +271,39 @@ async def test_sql_segments_equal_the_python_reference(
                     pd_split,
                     exposure_split,
                     segment,
-                    offset,
+                    after,
                     7,
                 )
                 assert page.exposure_split == expected_split
                 assert cents(page.total_loss) == cents(total)
                 assert page.count == len(chosen)
                 read += [(p.company.register_number, cents(loss)) for p, loss in page.entries]
-                offset += 7
-                if offset >= page.count:
+                assert page.more == (len(read) < len(chosen))
+                if not page.more:
                     break
+                last, loss = page.entries[-1]
+                after = portfolio.SegmentMark(
+                    loss, last.company.register_number, last.company.country
+                )
             assert read == [(p.company.register_number, cents(loss)) for p, loss in chosen]
+            # An earlier release's token: an offset.
+            if len(chosen) > 7:
+                skipped = await portfolio.segment_entries(
+                    session,
+                    tenant,
+                    watch_list,
+                    currency,
+                    lgd,
+                    pd_split,
+                    exposure_split,
+                    segment,
+                    None,
+                    7,
+                    offset=7,
+                )
+                assert [p.company.register_number for p, _ in skipped.entries] == [
+                    number for number, _ in read[7:14]
+                ]
 
     if exposure_split is None:
         # The median of an odd and of an even number of exposures: one fewer.
@@ -295,3 +317,46 @@ async def test_sql_segments_equal_the_python_reference(
         amounts = [p.amount for p in fewer if p.scored and p.counted_in(currency)]
         assert len(amounts) == len(scored) - 1
         assert split == upper_median(amounts)
+
+
+async def test_segment_pages_neither_skip_nor_repeat_entries_as_the_list_changes(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    tenant, watch_list = await _book(sessions, registry, 6)
+    lgd, pd_split, split = 0.45, 0.0, Decimal(0)  # every counted scored entry: one segment
+    segment = Segment.HIGH_RISK_HIGH_EXPOSURE
+
+    async def page(after: portfolio.SegmentMark | None) -> portfolio.SegmentPage:
+        async with sessions() as session:
+            return await portfolio.segment_entries(
+                session, tenant, watch_list, "NOK", lgd, pd_split, split, segment, after, 7
+            )
+
+    first = await page(None)
+    assert first.more and first.count > 16
+    async with sessions() as session:
+        ordered = await portfolio.segment_entries(
+            session, tenant, watch_list, "NOK", lgd, pd_split, split, segment, None, 100
+        )
+    companies = [p.company for p, _ in ordered.entries]
+    assert companies[:7] == [p.company for p, _ in first.entries]
+    # Entries before the page's end leave the list, and one's loss grows past it.
+    store = WatchListStore(sessions)
+    await store.remove_entries(tenant, watch_list, [companies[0], companies[3]])
+    mover = max(range(8, 15), key=lambda i: ordered.entries[i][0].pd or 0.0)
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "UPDATE watch_list_entries SET exposure_amount = 1e15, exposure_currency = 'NOK'"
+                " WHERE tenant_id = :t AND watch_list_id = :w AND register_number = :n"
+            ),
+            {"t": tenant, "w": watch_list, "n": companies[mover].register_number},
+        )
+    moved = await page(None)
+    assert moved.entries[0][0].company == companies[mover]  # now the largest loss
+    last, loss = first.entries[-1]
+    second = await page(portfolio.SegmentMark(loss, last.company.register_number, "NO"))
+    # The entries after the first page's last, as they were but for the one
+    # whose loss moved ahead of it (a reader who wants it starts again).
+    rest = [c for i, c in enumerate(companies) if i >= 7 and i != mover]
+    assert [p.company for p, _ in second.entries] == rest[:7]

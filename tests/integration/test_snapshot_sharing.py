@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -313,3 +313,63 @@ async def test_a_chunk_that_keeps_failing_is_given_up_and_the_day_ends(
     assert marked == set(lists) - {lists[3]}  # every other list has its day
     assert poisoned_rows == 0  # each attempt rolled back
     assert left == 0  # the day closed, the chunk given up went with it
+
+
+async def test_a_day_taken_after_it_ended_records_the_scores_it_ended_with(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    tenant, _ = await _portfolios(sessions, registry, 90_340_000)
+    companies = [CompanyId("NO", n) for n in norwegian_numbers(12, start=90_340_000)]
+    day = date(2031, 3, 5)
+    # Companies 4-7 were scored healthy then distressed: make the distressed
+    # score the next day's, and one company's only score too.
+    async with sessions.begin() as session:
+        midnight = datetime(2031, 3, 6, tzinfo=UTC)
+        for company, when in [
+            *((c, midnight) for c in companies[4:8]),
+            (companies[0], midnight + timedelta(hours=8)),
+        ]:
+            await session.execute(
+                text(
+                    "UPDATE scores SET score_time = :when WHERE id = ("
+                    "SELECT max(id) FROM scores WHERE country = 'NO' AND register_number = :n)"
+                ),
+                {"when": when, "n": company.register_number},
+            )
+        latest = {
+            r.register_number: (r.probability_of_default, r.risk_class)
+            for r in await session.execute(
+                text(
+                    "SELECT DISTINCT ON (register_number) register_number,"
+                    " probability_of_default, risk_class FROM scores"
+                    " WHERE register_number = ANY(:n) AND score_time < '2031-03-06'"
+                    " ORDER BY register_number, id DESC"
+                ),
+                {"n": [c.register_number for c in companies]},
+            )
+        }
+    assert len(latest) == 7  # companies 1-7; company 0's only score is the next day's
+    result = await Snapshotter(sessions, chunk_entries=CHUNK).run(day)
+    assert result.written >= sum(SIZES)
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT register_number, probability_of_default, risk_class"
+                    " FROM portfolio_snapshots WHERE tenant_id = :t AND snapshot_date = :day"
+                ),
+                {"t": tenant, "day": day},
+            )
+        ).all()
+        newest = await session.scalar(
+            text(
+                "SELECT probability_of_default FROM scores WHERE register_number = :n"
+                " ORDER BY id DESC LIMIT 1"
+            ),
+            {"n": companies[4].register_number},
+        )
+    assert newest != latest[companies[4].register_number][0]  # the next day's differs
+    assert len(rows) == sum(SIZES)
+    for row in rows:
+        expected = latest.get(row.register_number, (None, None))
+        assert (row.probability_of_default, row.risk_class) == expected, row

@@ -39,6 +39,13 @@ def _refused(token: str) -> str:
         (-1.7976931348623157e308, 5, STAMP, BIGINT, BIGINT),
         (STAMP, BIGINT, BIGINT),  # ListAlerts by time
         (BIGINT, 0.30000000000000004, "9223372036854775806.999999999"),  # ListSegmentEntries
+        (  # ListSegmentEntries now: the splits, the last entry's loss and company
+            0.30000000000000004,
+            "9223372036854775806.999999999",
+            "999999999999999." + "9" * 50,
+            "1234567890123456",
+            "NO",
+        ),
         (STAMP, "9b2e6f9a-5c1d-4e8b-a0f4-1c2d3e4f5a6b"),  # ListWatchLists, ListCreditLimits
         ("NO", "923609016"),  # ListEntries
         (BIGINT,),  # ListModels

@@ -737,7 +737,11 @@ class ListSegmentEntriesRequest(_message.Message):
     """Maximum entries to return, 1..10,000; 0 means 1,000. Larger values are INVALID_ARGUMENT."""
     page_token: _builtins.str
     """`next_page_token` from the previous page; empty for the first page. Valid
-    only for the same tenant and request fields it was issued for.
+    only for the same tenant and request fields it was issued for. A page
+    goes on after the previous page's last entry (by its expected loss and
+    company), so entries that come or go, or change, before it while you
+    page skip or repeat nothing after it; an entry whose loss moves past it
+    is not seen again.
     """
     @_builtins.property
     def splits(self) -> Global___SegmentSplits:

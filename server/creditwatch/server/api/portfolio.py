@@ -20,7 +20,12 @@ from creditwatch.server.domain.errors import (
     PreconditionViolation,
 )
 from creditwatch.server.domain.money import MAX_UNITS, Money, MoneyError
-from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
+from creditwatch.server.domain.paging import (
+    PageRequest,
+    encode_token,
+    page_request,
+    tenant_fingerprints,
+)
 from creditwatch.server.domain.portfolio import (
     DEFAULT_LGD,
     SEGMENT_ACTION,
@@ -34,6 +39,7 @@ from creditwatch.server.domain.portfolio import (
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import portfolio as store
+from creditwatch.server.store.portfolio import SegmentMark
 from creditwatch.server.store.watchlists import WatchListStore
 from creditwatch.v1 import alerts_pb2, common_pb2, portfolio_pb2, portfolio_pb2_grpc
 
@@ -119,17 +125,30 @@ def _entry(
     )
 
 
-def _segment_key(key: tuple[Any, ...] | None) -> tuple[int, float, Decimal]:
-    """A ListSegmentEntries token's (offset, PD split, exposure split), checked:
-    a forged token must not reach the query with values no request can give."""
-    assert key is not None
-    offset, pd_split, split_text = key
+def _decimal(text: str) -> Decimal:
     try:
-        split = Decimal(split_text)
+        return Decimal(text)
     except ArithmeticError:
-        split = Decimal("NaN")
+        return Decimal("NaN")
+
+
+def _segment_key(page: PageRequest) -> tuple[SegmentMark | None, int, float, Decimal]:
+    """A ListSegmentEntries token's (last entry shown, offset, PD split,
+    exposure split), checked: a forged token must not reach the query with
+    values no request can give. Tokens of earlier releases hold an offset in
+    place of the last entry."""
+    mark: SegmentMark | None = None
+    if page.after is not None and len(page.after) == 3:
+        offset, pd_split, split_text = page.key(int, float, str) or ()
+    else:
+        pd_split, split_text, loss_text, number, country = page.key(float, str, str, str, str) or ()
+        offset, loss = 0, _decimal(loss_text)
+        if loss.is_finite() and loss >= 0 and len(number) <= 16 and len(country) == 2:
+            mark = SegmentMark(loss, number, country)
+    split = _decimal(split_text)
     if not (
-        offset >= 0
+        (mark is not None or offset > 0)
+        and offset >= 0
         and 0 <= pd_split <= 1
         and split.is_finite()
         and 0 <= split < MAX_UNITS
@@ -138,7 +157,7 @@ def _segment_key(key: tuple[Any, ...] | None) -> tuple[int, float, Decimal]:
         raise InvalidArgument.single(
             "page_token", "not a token this server issued; start again with an empty token"
         )
-    return offset, pd_split, split
+    return mark, offset, pd_split, split
 
 
 class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
@@ -411,8 +430,9 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         )
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
         given_split: Decimal | None
+        after: SegmentMark | None = None
+        offset = 0
         if page.after is None:
-            offset = 0
             pd_split, given_split = self._splits(
                 request.splits, currency, threshold, problems, "splits"
             )
@@ -420,7 +440,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
                 raise InvalidArgument(problems)
         else:
             # Later pages keep the first page's splits (the median may move).
-            offset, pd_split, given_split = _segment_key(page.key(int, float, str))
+            after, offset, pd_split, given_split = _segment_key(page)
         segment = Segment(request.segment)
         async with self._sessions() as session:
             found = await store.segment_entries(
@@ -432,13 +452,24 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
                 pd_split,
                 given_split,
                 segment,
-                offset,
+                after,
                 page.size,
+                offset,
             )
         exposure_split = found.exposure_split
         token = ""
-        if offset + page.size < found.count:
-            token = encode_token((offset + page.size, pd_split, str(exposure_split)), digest)
+        if found.more:
+            last, loss = found.entries[-1]
+            token = encode_token(
+                (
+                    pd_split,
+                    str(exposure_split),
+                    str(loss),
+                    last.company.register_number,
+                    last.company.country,
+                ),
+                digest,
+            )
         total_loss = found.total_loss
         return portfolio_pb2.ListSegmentEntriesResponse(
             entries=[

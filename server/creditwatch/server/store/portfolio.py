@@ -47,7 +47,9 @@ WHERE p.tenant_id = $1 AND p.watch_list_id = $2 AND p.snapshot_date BETWEEN $3 A
 """
 
 # One chunk's watch lists ($2 the tenant, $3 its lists): each entry with its
-# company's current score, and the lists' day markers. Both data-modifying
+# company's score as the day ($1, UTC) ended, so a chunk taken after midnight
+# (a day planned late, a chunk retried) does not record the next day's
+# scores under it; and the lists' day markers. Both data-modifying
 # parts run to completion whatever the outer query reads. One tenant per
 # chunk, so that under Citus a chunk runs on the tenant's shard.
 _TAKE = """
@@ -60,6 +62,7 @@ WITH taken AS (
     LEFT JOIN LATERAL (
         SELECT probability_of_default, risk_class FROM scores
         WHERE scores.country = e.country AND scores.register_number = e.register_number
+          AND scores.score_time < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
         ORDER BY id DESC LIMIT 1
     ) s ON true
     WHERE e.tenant_id = $2 AND e.watch_list_id = ANY($3::uuid[])
@@ -346,6 +349,9 @@ SELECT split.x AS exposure_split,
 FROM split
 LEFT JOIN LATERAL (
     SELECT * FROM chosen
+    WHERE $11::numeric IS NULL OR loss < $11::numeric
+       OR (loss = $11::numeric AND (register_number COLLATE "C", country::text)
+           > ($12::text COLLATE "C", $13::text))
     ORDER BY loss DESC, register_number COLLATE "C", country
     OFFSET $9 LIMIT $10
 ) t ON true
@@ -399,6 +405,18 @@ class SegmentPage:
     """Entries in the segment."""
     entries: list[tuple[Position, Decimal]]
     """(entry, expected loss), largest first."""
+    more: bool
+    """Whether entries follow the page's last."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentMark:
+    """Where a page of a segment's entries ended: its last entry's expected
+    loss and company, in the entries' order."""
+
+    loss: Decimal
+    register_number: str
+    country: str
 
 
 async def segment_entries(
@@ -410,11 +428,15 @@ async def segment_entries(
     pd_split: float,
     exposure_split: Decimal | None,
     segment: Segment,
-    offset: int,
+    after: SegmentMark | None,
     limit: int,
+    offset: int = 0,
 ) -> SegmentPage:
-    """Entries `offset`.. of a segment, at most `limit`, largest expected loss
-    first (ties by register number, then country); added up and sorted by PostgreSQL."""
+    """A segment's entries after `after` (then `offset` more skipped), at
+    most `limit`, largest expected loss first (ties by register number, then
+    country); added up and sorted by PostgreSQL. Keyed on the last entry
+    shown, a page neither skips nor repeats entries because entries before it
+    came or went, or changed their loss, since the page before."""
     high_risk, high_exposure = sides(segment)
     connection = await driver(session)
     rows = await connection.fetch(
@@ -428,14 +450,19 @@ async def segment_entries(
         high_risk,
         high_exposure,
         offset,
-        limit,
+        limit + 1,
+        None if after is None else after.loss,
+        None if after is None else after.register_number,
+        None if after is None else after.country,
     )
     first = rows[0]
+    entries = [(_position(r), r["loss"]) for r in rows if r["register_number"] is not None]
     return SegmentPage(
         exposure_split=first["exposure_split"],
         total_loss=first["total_loss"],
         count=first["chosen_count"],
-        entries=[(_position(r), r["loss"]) for r in rows if r["register_number"] is not None],
+        entries=entries[:limit],
+        more=len(entries) > limit,
     )
 
 
