@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.intake import IncomingEvent, _told
+from creditwatch.server.intake import IncomingEvent, _master_after, _told
 
 COMPANY = CompanyId("NO", "923609016")
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -77,3 +77,43 @@ def test_a_dissolution_dated_by_another_ground_while_dissolving_is_the_same_one(
     bankrupt = (int(CompanyStatus.BANKRUPT), datetime(2026, 6, 1, tzinfo=UTC))
     (news,) = _told(COMPANY, [_event("ground-2", august, dissolution)], stored, bankrupt, NOW)
     assert news[1] is None
+
+
+def test_the_status_moves_on_only_with_events_that_set_it() -> None:
+    may, june = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    recorded = datetime(2026, 5, 2, tzinfo=UTC)
+    stored = {(COMPANY, OPENED): [(may, recorded)]}
+    annulled = (int(CompanyStatus.ACTIVE), datetime(2026, 5, 20, tzinfo=UTC))
+    # A copy of the annulled bankruptcy sets nothing back, so the new one in
+    # the same call is news to every watcher.
+    told = _told(COMPANY, [_event("copy", may), _event("new", june)], stored, annulled, NOW)
+    assert [(e.event_id, at) for e, at in told] == [("copy", recorded), ("new", None)]
+    master, _ = _master_after(COMPANY, [_event("copy", may)], stored, annulled)
+    assert master == {}
+    # A bankruptcy reported late, never heard of: graver than the ACTIVE, it
+    # sets the status, and its copy dated after it is the same bankruptcy.
+    late, copy = datetime(2026, 5, 10, tzinfo=UTC), datetime(2026, 5, 12, tzinfo=UTC)
+    told = _told(COMPANY, [_event("late", late), _event("copy", copy)], {}, annulled, NOW)
+    assert [(e.event_id, at) for e, at in told] == [("late", None), ("copy", NOW)]
+    master, at = _master_after(COMPANY, [_event("late", late)], {}, annulled)
+    assert (master, at) == ({"status": int(CompanyStatus.BANKRUPT)}, late)
+    # Under dissolution since March: a liquidation of 2019 reported late sets
+    # nothing (not graver), so the dissolution's next ground is still a repeat.
+    dissolution, liquidation = EventType.COMPULSORY_DISSOLUTION, EventType.VOLUNTARY_LIQUIDATION
+    march = datetime(2026, 3, 1, tzinfo=UTC)
+    dissolved = {(COMPANY, dissolution): [(march, datetime(2026, 3, 2, tzinfo=UTC))]}
+    dissolving = (int(CompanyStatus.COMPULSORY_DISSOLUTION), march)
+    told = _told(
+        COMPANY,
+        [
+            _event("2019", datetime(2019, 4, 1, tzinfo=UTC), liquidation),
+            _event("ground", datetime(2026, 8, 1, tzinfo=UTC), dissolution),
+        ],
+        dissolved,
+        dissolving,
+        NOW,
+    )
+    assert [(e.event_id, at) for e, at in told] == [
+        ("2019", None),
+        ("ground", datetime(2026, 3, 2, tzinfo=UTC)),
+    ]

@@ -13,10 +13,10 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -149,10 +149,51 @@ def _day(at: datetime | None) -> date:
     return (at or _now()).astimezone(UTC).date()
 
 
+Recorded: TypeAlias = Mapping[tuple[CompanyId, EventType], Sequence[tuple[datetime, datetime]]]
+"""Stored events per company and type: (when each happened, when recorded)."""
+
+
+def _sets_status(
+    company: CompanyId,
+    kind: EventType,
+    occurred_at: datetime | None,
+    recorded: Recorded,
+    status: tuple[int, datetime | None],
+) -> bool:
+    """Whether a status event of `kind` sets the company's register status
+    (`status`: the status it has and when that took effect), given the
+    stored events (`recorded`). A late report of an old event (a liquidation
+    of 2019 sent today) must not undo a newer status: stored status events
+    and the status's own time are compared by day, as registers date events.
+    Between statuses the graver one (CompanyStatus grows graver with its
+    value) stands on the same day, and an older event's still applies when
+    graver (a bankruptcy reported late outranks the ACTIVE of a master-data
+    update), unless it is a copy of news the status was set back from: a
+    stored event of its kind dated that day or later, recorded before the
+    status took effect (an annulment)."""
+    day = _day(occurred_at)
+    current, since = status
+    before = [_day(since)] if since is not None else []
+    before += [_day(at) for t in STATUS_AFTER for at, _ in recorded.get((company, t), ())]
+    if all(day > earlier for earlier in before):
+        return True
+    grade = STATUS_AFTER[kind]
+    if (
+        grade != current
+        and since is not None
+        and any(
+            _day(at) >= day and at_recorded <= since
+            for at, at_recorded in recorded.get((company, kind), ())
+        )
+    ):
+        return False
+    return grade > current or (grade == current and all(day >= b for b in before))
+
+
 def _told(
     company: CompanyId,
     items: Sequence[IncomingEvent],
-    stored: Mapping[tuple[CompanyId, EventType], Sequence[tuple[datetime, datetime]]],
+    stored: Recorded,
     status: tuple[int, datetime | None],
     now: datetime,
 ) -> list[tuple[IncomingEvent, datetime | None]]:
@@ -173,14 +214,16 @@ def _told(
     dissolution's remaining ground once the earliest is cured). One after the
     status was set back (ACTIVE: an annulment), or while the company holds
     another status, is news unless a stored event of its kind is dated that
-    day or later."""
+    day or later. The status moves on through the call's events as
+    `_sets_status` says each sets it."""
     current, since = status
+    known = {(company, k): list(stored.get((company, k), ())) for k in STATUS_AFTER}
     told: dict[EventType, list[tuple[date, datetime]]] = {}
     for kind, grade in STATUS_AFTER.items():
-        known = [(_day(at), recorded) for at, recorded in stored.get((company, kind), ())]
+        heard = [(_day(at), recorded) for at, recorded in known[company, kind]]
         if grade == current and since is not None:
-            known.append((_day(since), since))
-        told[kind] = known
+            heard.append((_day(since), since))
+        told[kind] = heard
     flagged: list[tuple[IncomingEvent, datetime | None]] = []
     for item in items:
         kind = item.event.type
@@ -198,52 +241,38 @@ def _told(
             times = [at for told_day, at in told[kind] if told_day >= day]
         flagged.append((item, max(times) if times else None))
         told[kind].append((day, now))
-        current = STATUS_AFTER[kind]  # in time order: the status from here on
+        occurred = item.event.occurred_at or now
+        if _sets_status(company, kind, occurred, known, (current, since)):
+            current, since = STATUS_AFTER[kind], occurred
+        known[company, kind].append((occurred, now))
     return flagged
 
 
 def _master_after(
     company: CompanyId,
     events: Sequence[IncomingEvent],
-    earlier: Mapping[tuple[CompanyId, EventType], datetime],
+    recorded: Recorded,
     status: tuple[int, datetime | None],
 ) -> tuple[dict[str, Any], datetime | None]:
     """Master-data fields the new (time-ordered) events set, and when the
     status they set took effect: register status and address, each from the
-    latest new event that sets it, unless what it would replace is newer. A
-    late report of an old event (a liquidation of 2019 sent today) must not
-    undo a newer status or address: stored events (`earlier`, the latest time
-    per company and type) and the status's own time are compared by day, as
-    registers date events. Between statuses the graver one (CompanyStatus
-    grows graver with its value) stands on the same day, and an older event's
-    still applies when graver: a bankruptcy reported late outranks the ACTIVE
-    of a master-data update."""
-
-    def newest(types: Collection[EventType], since: Sequence[datetime]) -> IncomingEvent | None:
-        latest = next((e for e in reversed(events) if e.event.type in types), None)
-        if latest is None:
-            return None
-        day = _day(latest.event.occurred_at)
-        stored = [_day(at) for at in since]
-        stored += [_day(earlier[company, t]) for t in types if (company, t) in earlier]
-        if latest.event.type not in STATUS_AFTER:
-            return latest if all(day >= before for before in stored) else None
-        if all(day > before for before in stored):
-            return latest
-        grade, current = STATUS_AFTER[latest.event.type], status[0]
-        same_day = all(day >= before for before in stored)
-        return latest if grade > current or (same_day and grade == current) else None
-
+    latest new event that sets it. The status only if that event sets it
+    (`_sets_status`); the address unless a stored move is dated later (a late
+    report of an old move must not undo a newer address)."""
     master: dict[str, Any] = {}
-    _, since = status
-    changed = newest(STATUS_AFTER.keys(), [since] if since is not None else [])
     at = None
-    if changed is not None:
+    changed = next((e for e in reversed(events) if e.event.type in STATUS_AFTER), None)
+    if changed is not None and _sets_status(
+        company, changed.event.type, changed.event.occurred_at, recorded, status
+    ):
         master["status"] = int(STATUS_AFTER[changed.event.type])
         at = changed.event.occurred_at or _now()
-    moved = newest((EventType.ADDRESS_CHANGED,), [])
+    moved = next((e for e in reversed(events) if e.event.type == EventType.ADDRESS_CHANGED), None)
     if moved is not None and moved.detail.get("newAddress"):
-        master["registered_address"] = moved.detail["newAddress"]
+        day = _day(moved.event.occurred_at)
+        stored = recorded.get((company, EventType.ADDRESS_CHANGED), ())
+        if all(day >= _day(earlier) for earlier, _ in stored):
+            master["registered_address"] = moved.detail["newAddress"]
     return master, at
 
 
@@ -349,7 +378,6 @@ class Intake:
         async with self._sessions.begin() as session:
             await rescoring.ensure_and_lock(session, companies)
             recorded = await facts.event_times(session, companies, _MASTER_EVENTS)
-            earlier = {kind: max(at for at, _ in times) for kind, times in recorded.items()}
             known = await facts.statuses(session, companies)
             stored, conflicts = await rescoring.add_events(
                 session,
@@ -376,7 +404,7 @@ class Intake:
             for company, items in new.items():
                 items.sort(key=lambda e: (e.event.occurred_at or _now(), e.index))
                 master, status_at = _master_after(
-                    company, items, earlier, known.get(company, (0, None))
+                    company, items, recorded, known.get(company, (0, None))
                 )
                 if master:
                     await facts.update_master(session, company, master, status_at)
