@@ -325,6 +325,8 @@ async def test_forged_segment_page_tokens_are_invalid_argument(
     for key in (
         (0.1, "0", "-1", "923609016", "NO"),  # the last entry's loss
         (0.1, "0", "NaN", "923609016", "NO"),
+        (0.1, "0", "1E-16384", "923609016", "NO"),
+        (0.1, "0", "1E+200000", "923609016", "NO"),
         (0.1, "0", "1", "9" * 17, "NO"),  # its register number
         (0.1, "0", "1", "923609016", "NOR"),  # its country
         (7.5, "0", "1", "923609016", "NO"),

@@ -18,7 +18,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.client import CreditwatchClient, ResourceExhaustedError, score_item
+from creditwatch.client import (
+    CreditwatchClient,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    score_item,
+)
 from creditwatch.client._errors import error_from_rpc
 from creditwatch.client.testing import ServerProcess
 from creditwatch.server.store import database
@@ -225,6 +230,56 @@ async def test_a_refused_score_stream_is_heard_as_refused_by_clients_that_keep_w
                     pass
     await mine.done_writing()
     assert await mine.read() is grpc.aio.EOF
+
+
+async def test_a_stream_refused_for_its_key_is_heard_as_such_and_the_callers_items_error_raised(
+    capped: ServerProcess, capped_channel: grpc.aio.Channel, pair: tuple[TenantKey, TenantKey]
+) -> None:
+    _, quiet = pair
+    stub = scoring_pb2_grpc.ScoringServiceStub(capped_channel)
+    chunk = scoring_pb2.StreamScoresRequest(
+        items=[
+            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=healthy())
+            for i in range(50)
+        ]
+    )
+    wrong = quiet.api_key[:-4] + "AAAA"
+
+    async def pipelined() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+        for _ in range(4):
+            yield chunk
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.StreamScores(
+            pipelined(), metadata=(("authorization", f"Bearer {wrong}"),)
+        ):
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, caught.value
+    items = [score_item(str(i), financial_statement=healthy()) for i in range(120)]
+    async with CreditwatchClient(capped.address, wrong) as client:
+        with pytest.raises(UnauthenticatedError):
+            async for _ in client.scoring.score_many(items, chunk_size=30):
+                pass
+
+    def broken() -> Iterator[scoring_pb2.ScoreItem]:
+        yield from items[:70]
+        raise ValueError("row 71 of the upload is unreadable")
+
+    # The caller's own error, not a cancellation, and the slot comes back.
+    async with CreditwatchClient(capped.address, quiet.api_key) as client:
+        scored = 0
+        with pytest.raises(ValueError, match="row 71"):
+            async for _ in client.scoring.score_many(broken(), chunk_size=30):
+                scored += 1
+        assert scored <= 70
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert len([r async for r in client.scoring.score_many(items[:5])]) == 5
+                break
+            except ResourceExhaustedError:  # the server learns of a cancel asynchronously
+                assert time.monotonic() < deadline, "the slot was not given back"
+                await asyncio.sleep(0.1)
 
 
 async def test_a_portfolio_scoring_left_early_ends_its_stream_and_frees_the_slot(

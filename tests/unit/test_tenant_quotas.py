@@ -288,3 +288,60 @@ async def test_bidi_streams_past_the_cap_are_refused_and_ended_or_cancelled_ones
         await busy.read()
         busy.cancel()
         await _until(lambda: errors.running("bidi_streams", A) == 0, "the cancelled stream's slot")
+
+
+async def _client(
+    sent: list[int], gap: float, count: int | None, close: bool
+) -> AsyncIterator[int]:
+    """A client's messages: `count` of them (None: endless) `gap` seconds
+    apart, then a half-close, or silence (`close` False)."""
+    number = 0
+    while count is None or number < count:
+        await asyncio.sleep(gap)
+        sent.append(number)
+        yield number
+        number += 1
+    if not close:
+        await asyncio.Event().wait()
+
+
+async def test_a_refused_stream_is_heard_out_within_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(errors, "REFUSAL_QUIET_SECONDS", 0.2)
+    monkeypatch.setattr(errors, "REFUSAL_HEARING_SECONDS", 0.6)
+    sent: list[int] = []
+    # Until the client half-closes...
+    assert await errors._hear_out(_client(sent, 0.01, 3, close=True)) < 0.15
+    assert len(sent) == 3
+    # ...or goes quiet...
+    sent.clear()
+    took = await errors._hear_out(_client(sent, 0.01, 2, close=False))
+    assert 0.2 <= took < 0.4 and len(sent) == 2
+    # ...or has sent the most messages heard...
+    sent.clear()
+    await errors._hear_out(_client(sent, 0.001, None, close=True))
+    assert len(sent) == errors.REFUSAL_HEARING_MESSAGES
+    # ...or the longest hearing has passed.
+    sent.clear()
+    took = await errors._hear_out(_client(sent, 0.1, None, close=True))
+    assert 0.6 <= took < 0.8 and 4 <= len(sent) < errors.REFUSAL_HEARING_MESSAGES
+
+
+async def test_refusals_heard_out_at_once_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(errors, "REFUSAL_QUIET_SECONDS", 30.0)
+    monkeypatch.setattr(errors, "REFUSAL_HEARING_SECONDS", 30.0)
+    silent: list[int] = []
+    hearings = [
+        asyncio.create_task(errors._hear_out(_client(silent, 0, 0, close=False)))
+        for _ in range(errors.REFUSALS_HEARD_AT_ONCE)
+    ]
+    await asyncio.sleep(0.05)
+    assert not any(h.done() for h in hearings)
+    # One more is refused at once, unheard.
+    assert await errors._hear_out(_client(silent, 0, 0, close=False)) == 0.0
+    for hearing in hearings:
+        hearing.cancel()
+    await asyncio.gather(*hearings, return_exceptions=True)
+    assert errors._hearings == 0
+    # Freed: heard out again.
+    monkeypatch.setattr(errors, "REFUSAL_QUIET_SECONDS", 0.05)
+    assert await errors._hear_out(_client(silent, 0, 0, close=False)) >= 0.05

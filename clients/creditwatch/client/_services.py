@@ -22,6 +22,9 @@ from creditwatch.v1 import (
     scoring_pb2_grpc,
 )
 
+_FIRST_CHUNK = 32
+"""Items in `score_many`'s first chunk."""
+
 
 class ScoringClient:
     """Scores (`ScoringService`); get it as `client.scoring`."""
@@ -55,23 +58,31 @@ class ScoringClient:
         if not 1 <= chunk_size <= 1_000:
             raise ValueError("chunk_size must be 1..1,000")
 
-        # The rest of the chunks follow the first one's answer: a stream the
-        # server refuses (a tenant's cap, a revoked key) then ends with no
-        # write of ours in flight, and its status arrives as sent. A write
-        # that fails because the call has ended turns the status into
+        # The rest of the chunks follow the first one's answer, and the first
+        # is small (on a slow link it arrives within the server's wait): a
+        # stream the server refuses (a tenant's cap, a revoked key) then ends
+        # with no write of ours in flight, and its status arrives as sent. A
+        # write that fails because the call has ended turns the status into
         # INTERNAL in grpc.aio (grpc#36066).
         answered = asyncio.Event()
+        failed: list[Exception] = []
 
         async def chunks() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+            size = min(chunk_size, _FIRST_CHUNK)
             batch: list[scoring_pb2.ScoreItem] = []
-            for item in items:
-                batch.append(item)
-                if len(batch) == chunk_size:
-                    yield scoring_pb2.StreamScoresRequest(items=batch)
-                    batch = []
-                    await answered.wait()
-                    if call.done():
-                        return
+            try:
+                for item in items:
+                    batch.append(item)
+                    if len(batch) == size:
+                        yield scoring_pb2.StreamScoresRequest(items=batch)
+                        batch, size = [], chunk_size
+                        await answered.wait()
+                        if call.done():
+                            return
+            except Exception as error:  # the caller's items: raised from score_many
+                failed.append(error)
+                call.cancel()
+                return
             if batch:
                 yield scoring_pb2.StreamScoresRequest(items=batch)
 
@@ -83,6 +94,11 @@ class ScoringClient:
                     yield result
         except grpc.aio.AioRpcError as rpc_error:
             raise error_from_rpc(rpc_error) from rpc_error
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if failed and (task is None or not task.cancelling()):
+                raise failed[0] from None  # grpc cancelled the call for it
+            raise
         finally:
             answered.set()
             call.cancel()  # a no-op once it ended; else the caller stopped early

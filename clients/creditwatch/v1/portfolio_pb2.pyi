@@ -739,9 +739,9 @@ class ListSegmentEntriesRequest(_message.Message):
     """`next_page_token` from the previous page; empty for the first page. Valid
     only for the same tenant and request fields it was issued for. A page
     goes on after the previous page's last entry (by its expected loss and
-    company), so entries that come or go, or change, before it while you
-    page skip or repeat nothing after it; an entry whose loss moves past it
-    is not seen again.
+    company): entries added, removed or changed while you page do not shift
+    the others, but one whose loss moves across that point is missed (it
+    rose) or listed again (it fell).
     """
     @_builtins.property
     def splits(self) -> Global___SegmentSplits:

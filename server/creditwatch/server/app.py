@@ -141,7 +141,8 @@ def tenant_quotas(settings: Settings) -> TenantQuotas:
 
 
 # Besides the calls of the tenants' caps: health checks, reflection, calls
-# refused before they were counted.
+# refused before they were counted (refused StreamScores streams heard out
+# for up to 2 s: at most errors.REFUSALS_HEARD_AT_ONCE of them).
 _SPARE_STREAMS = 64
 
 

@@ -252,35 +252,65 @@ REFUSAL_QUIET_SECONDS = 0.5
 before the refusal goes out (`_hear_out`)."""
 REFUSAL_HEARING_SECONDS = 2.0
 """The longest a refused bidirectional stream reads on before it answers."""
+REFUSAL_HEARING_MESSAGES = 16
+"""The most messages a refused bidirectional stream reads before it answers."""
+REFUSALS_HEARD_AT_ONCE = 32
+"""Refused streams heard out at once, all tenants and callers with no valid
+key together; past it a refusal goes out at once."""
+_hearings = 0
 
 
-async def _hear_out(requests: AsyncIterator[Any]) -> None:
+async def _hear_out(requests: AsyncIterator[Any]) -> float:
     """Read and drop what a client sends on a stream about to be refused,
     until it half-closes, goes quiet for REFUSAL_QUIET_SECONDS, or
-    REFUSAL_HEARING_SECONDS pass. A grpc.aio client whose write fails because
-    the server has already ended the call reports INTERNAL ("Internal error
-    from Core") in place of the server's status (grpc#36066); heard out, the
-    usual client, which writes and then reads, and one that writes all it has
-    and then half-closes, both hear the refusal itself."""
-    end = time.monotonic() + REFUSAL_HEARING_SECONDS
+    REFUSAL_HEARING_SECONDS or REFUSAL_HEARING_MESSAGES are reached; returns
+    the seconds it took. A grpc.aio client whose write fails because the
+    server has already ended the call reports INTERNAL ("Internal error from
+    Core") in place of the server's status (grpc#36066); heard out, the usual
+    client, which writes and then reads, and one that writes all it has and
+    then half-closes, both hear the refusal itself. Bounded, and at most
+    REFUSALS_HEARD_AT_ONCE at a time, so refusals cannot be made to hold a
+    replica's work."""
+    global _hearings
+    if _hearings >= REFUSALS_HEARD_AT_ONCE:
+        return 0.0
+    _hearings += 1
+    started = time.monotonic()
+    end = started + REFUSAL_HEARING_SECONDS
     messages = aiter(requests)
     try:
-        while (left := end - time.monotonic()) > 0:
+        for _ in range(REFUSAL_HEARING_MESSAGES):
+            left = end - time.monotonic()
+            if left <= 0:
+                break
             await asyncio.wait_for(anext(messages), min(left, REFUSAL_QUIET_SECONDS))
     except (StopAsyncIteration, TimeoutError):
         pass
     except Exception as error:  # the call ended meanwhile: the refusal goes nowhere
         log.debug("refused stream ended while heard out", extra={"error": str(error)})
+    finally:
+        _hearings -= 1
+    return time.monotonic() - started
+
+
+class _Clock:
+    """When a stream started, for its duration; moved on by time that is not
+    the call's own work (a refused stream heard out)."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
 
 
 @contextlib.asynccontextmanager
-async def _streaming(name: str, context: Ctx) -> AsyncIterator[None]:
+async def _streaming(name: str, context: Ctx) -> AsyncIterator[_Clock]:
     """Map errors raised while a stream runs to statuses, and record the
     stream's duration and outcome."""
-    started = time.perf_counter()
+    clock = _Clock()
     code = "OK"
     try:
-        yield
+        yield clock
     except grpc.aio.AbortError:
         code = "ABORTED_BY_HANDLER"
         raise
@@ -297,7 +327,7 @@ async def _streaming(name: str, context: Ctx) -> AsyncIterator[None]:
         code = _code_name(error)
         await _end_with(context, name, error)
     finally:
-        _observe(name, code, started)
+        _observe(name, code, clock.started)
 
 
 async def _tenant_granted(
@@ -320,12 +350,12 @@ async def _guarded_stream(
     `responses(tenant)` (see `_streaming`) while holding a slot of the tenant's
     `bidi_streams` quota. A stream refused before it starts hears the client's
     `requests` out first (`_hear_out`)."""
-    async with _streaming(name, context):
+    async with _streaming(name, context) as clock:
         try:
             tenant = await _tenant_granted(name, context, caller)
             give_back = _take_stream_slot(_quotas.bidi_streams, tenant, context)
         except Exception:  # refused, or the keys could not be read
-            await _hear_out(requests)
+            clock.started += await _hear_out(requests)
             raise
         try:
             async for response in responses(tenant):

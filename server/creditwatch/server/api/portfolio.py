@@ -143,7 +143,17 @@ def _segment_key(page: PageRequest) -> tuple[SegmentMark | None, int, float, Dec
     else:
         pd_split, split_text, loss_text, number, country = page.key(float, str, str, str, str) or ()
         offset, loss = 0, _decimal(loss_text)
-        if loss.is_finite() and loss >= 0 and len(number) <= 16 and len(country) == 2:
+        if (
+            loss.is_finite()
+            and loss >= 0
+            # An expected loss is below 10^16 with at most a few hundred
+            # decimals (PD and LGD as exact decimals of doubles); beyond that
+            # PostgreSQL's numeric refuses it or asyncpg rounds it to 0.
+            and (loss == 0 or -400 <= loss.adjusted() <= 20)
+            and int(loss.as_tuple().exponent) >= -800
+            and len(number) <= 16
+            and len(country) == 2
+        ):
             mark = SegmentMark(loss, number, country)
     split = _decimal(split_text)
     if not (

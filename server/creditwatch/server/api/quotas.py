@@ -3,10 +3,12 @@
 Without them one tenant can take a replica for itself: a security review saw
 one tenant hold 1,453 alert streams, and another's `ScoreFinancials` go from
 1.1 ms to 6.4 ms (median) while the first ran 64 `StreamScores` streams. A
-call past its tenant's cap is refused at once, before it does any work, with
-RESOURCE_EXHAUSTED and a `google.rpc.QuotaFailure` naming the cap and the
-setting that raises it; it is not queued, so a tenant at its cap cannot make
-the replica hold its backlog. The caps count per replica: behind a load
+call past its tenant's cap is refused before it does any work (a `StreamScores`
+stream once the messages the client has in flight are read and dropped, for
+at most 2 s: `errors._hear_out`), with RESOURCE_EXHAUSTED and a
+`google.rpc.QuotaFailure` naming the cap and the setting that raises it; it
+is not queued, so a tenant at its cap cannot make the replica hold its
+backlog. The caps count per replica: behind a load
 balancer a tenant may have as many times more as there are replicas.
 
 The wrappers of `creditwatch.server.api.errors` take and give back the slots

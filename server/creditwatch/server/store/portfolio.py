@@ -47,9 +47,10 @@ WHERE p.tenant_id = $1 AND p.watch_list_id = $2 AND p.snapshot_date BETWEEN $3 A
 """
 
 # One chunk's watch lists ($2 the tenant, $3 its lists): each entry with its
-# company's score as the day ($1, UTC) ended, so a chunk taken after midnight
-# (a day planned late, a chunk retried) does not record the next day's
-# scores under it; and the lists' day markers. Both data-modifying
+# company's latest score as the chunk is taken (the day's snapshots start at
+# 00:00 UTC), but never one made after the day ($1, UTC) ended, so a chunk
+# taken after midnight (a day planned late, a chunk retried) does not record
+# the next day's scores under it; and the lists' day markers. Both data-modifying
 # parts run to completion whatever the outer query reads. One tenant per
 # chunk, so that under Citus a chunk runs on the tenant's shard.
 _TAKE = """
