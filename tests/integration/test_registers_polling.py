@@ -62,14 +62,22 @@ async def test_what_is_published_between_an_empty_first_days_last_poll_and_midni
     with serve(register) as url:
         http = RegisterHttp(url)
         # The day's last poll: nothing published since the first run began.
-        quiet = await sync(Enhetsregisteret(http, first_day=first_day), sessions, intake)
+        # (No reads of newly watched companies: other tests' watch lists
+        # would each be a request to this register.)
+        quiet = await sync(
+            Enhetsregisteret(http, first_day=first_day), sessions, intake, read_batch=0
+        )
         assert quiet.pages == 0
         # Published just before midnight; the next poll runs after it.
         register.updates = [{**unit_update, "dato": "2026-11-23T23:59:55.000Z"}]
         register.roles = [{**role_update, "time": "2026-11-23T23:59:56.000Z"}]
         next_day = first_day + timedelta(days=1)
         result = await sync(
-            Enhetsregisteret(http, first_day=next_day), sessions, intake, every_company=True
+            Enhetsregisteret(http, first_day=next_day),
+            sessions,
+            intake,
+            every_company=True,
+            read_batch=0,
         )
         await http.close()
     assert result.cursors == {"enheter": 24310001, "roller": 51770001}
