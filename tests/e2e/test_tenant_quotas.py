@@ -187,6 +187,24 @@ async def test_score_streams_past_a_tenants_cap_are_refused_and_an_ended_one_fre
             assert await call.code() == grpc.StatusCode.OK
 
 
+def _chunk(items: int) -> scoring_pb2.StreamScoresRequest:
+    """A StreamScores message of `items` healthy statements."""
+    return scoring_pb2.StreamScoresRequest(
+        items=[
+            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=healthy())
+            for i in range(items)
+        ]
+    )
+
+
+async def _repeated(
+    chunk: scoring_pb2.StreamScoresRequest, times: int
+) -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
+    """`chunk`, `times` times, written ahead of any read."""
+    for _ in range(times):
+        yield chunk
+
+
 async def test_a_refused_score_stream_is_heard_as_refused_by_clients_that_keep_writing(
     capped: ServerProcess, capped_channel: grpc.aio.Channel, pair: tuple[TenantKey, TenantKey]
 ) -> None:
@@ -196,19 +214,10 @@ async def test_a_refused_score_stream_is_heard_as_refused_by_clients_that_keep_w
     status (grpc#36066), so the server hears a refused stream out first."""
     greedy, _ = pair
     stub = scoring_pb2_grpc.ScoringServiceStub(capped_channel)
-    chunk = scoring_pb2.StreamScoresRequest(
-        items=[
-            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=healthy())
-            for i in range(50)
-        ]
-    )
+    chunk = _chunk(50)
     mine = stub.StreamScores(metadata=greedy.metadata)
     await mine.write(chunk)
     await mine.read()
-
-    async def pipelined() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
-        for _ in range(4):
-            yield chunk
 
     async with CreditwatchClient(capped.address, greedy.api_key) as client:
         for _ in range(5):
@@ -220,7 +229,7 @@ async def test_a_refused_score_stream_is_heard_as_refused_by_clients_that_keep_w
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
             # Writes queued ahead of the reads.
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                async for _ in stub.StreamScores(pipelined(), metadata=greedy.metadata):
+                async for _ in stub.StreamScores(_repeated(chunk, 4), metadata=greedy.metadata):
                     pass
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
             # The SDK's portfolio scoring.
@@ -237,21 +246,12 @@ async def test_a_stream_refused_for_its_key_is_heard_as_such_and_the_callers_ite
 ) -> None:
     _, quiet = pair
     stub = scoring_pb2_grpc.ScoringServiceStub(capped_channel)
-    chunk = scoring_pb2.StreamScoresRequest(
-        items=[
-            scoring_pb2.ScoreItem(correlation_id=str(i), financial_statement=healthy())
-            for i in range(50)
-        ]
-    )
+    chunk = _chunk(50)
     wrong = quiet.api_key[:-4] + "AAAA"
-
-    async def pipelined() -> AsyncIterator[scoring_pb2.StreamScoresRequest]:
-        for _ in range(4):
-            yield chunk
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in stub.StreamScores(
-            pipelined(), metadata=(("authorization", f"Bearer {wrong}"),)
+            _repeated(chunk, 4), metadata=(("authorization", f"Bearer {wrong}"),)
         ):
             pass
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, caught.value

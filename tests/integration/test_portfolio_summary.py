@@ -259,10 +259,11 @@ async def test_sql_segments_equal_the_python_reference(
                     pair[0].company.country,
                 ),
             )
-            read: list[tuple[str, Decimal]] = []
-            after: portfolio.SegmentMark | None = None
-            while True:
-                page = await portfolio.segment_entries(
+
+            async def page_of(
+                after: portfolio.SegmentMark | None, offset: int = 0, segment: Segment = segment
+            ) -> portfolio.SegmentPage:
+                return await portfolio.segment_entries(
                     session,
                     tenant,
                     watch_list,
@@ -273,7 +274,13 @@ async def test_sql_segments_equal_the_python_reference(
                     segment,
                     after,
                     7,
+                    offset,
                 )
+
+            read: list[tuple[str, Decimal]] = []
+            after: portfolio.SegmentMark | None = None
+            while True:
+                page = await page_of(after)
                 assert page.exposure_split == expected_split
                 assert cents(page.total_loss) == cents(total)
                 assert page.count == len(chosen)
@@ -288,19 +295,7 @@ async def test_sql_segments_equal_the_python_reference(
             assert read == [(p.company.register_number, cents(loss)) for p, loss in chosen]
             # An earlier release's token: an offset.
             if len(chosen) > 7:
-                skipped = await portfolio.segment_entries(
-                    session,
-                    tenant,
-                    watch_list,
-                    currency,
-                    lgd,
-                    pd_split,
-                    exposure_split,
-                    segment,
-                    None,
-                    7,
-                    offset=7,
-                )
+                skipped = await page_of(None, offset=7)
                 assert [p.company.register_number for p, _ in skipped.entries] == [
                     number for number, _ in read[7:14]
                 ]
