@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -11,9 +12,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from creditwatch.server.api.alerts import catch_up
 from creditwatch.server.api.scoring_converters import statement
 from creditwatch.server.config import Settings
-from creditwatch.server.domain.alerts import RescoreReason
+from creditwatch.server.domain.alerts import AlertFilter, RescoreReason, StoredAlert
+from creditwatch.server.domain.cursors import MAX_SEQ, Position
+from creditwatch.server.domain.errors import FailedPrecondition
 from creditwatch.server.domain.events import CompanyEvent, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.money import Money
@@ -363,3 +367,48 @@ async def test_a_replica_claims_only_chunks_of_its_own_policy(
         assert await rescoring.claim(session, "v2", "new-policy") is None
         chunk = await rescoring.claim(session, "v1", "new-policy")
     assert chunk is not None and chunk.maker == maker and chunk.companies == companies
+
+
+async def test_a_purge_while_a_backlog_is_read_ends_the_catch_up_as_expired(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "catch-up")).tenant_id
+    async with sessions.begin() as session:
+        for _ in range(5):
+            await session.execute(
+                text(
+                    """
+                    INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country,
+                        register_number, type, severity, priority, company_legal_name,
+                        external_reference, trigger, suggested_action, summary,
+                        occurred_time, create_time)
+                    VALUES (:t, pg_current_xact_id()::text::bigint, :id, :w, 'NO', '923609016',
+                        9, 2, 0, '', '', '{}'::jsonb, 2, 'old', now(),
+                        now() - interval '200 days')
+                    """
+                ),
+                {"t": tenant, "id": uuid.uuid4(), "w": uuid.uuid4()},
+            )
+    async with sessions() as session:
+        start = await alerts.purged_position(session)
+    end = Position(2**62, MAX_SEQ)
+
+    def backlog(subject: str) -> AsyncIterator[StoredAlert]:
+        return catch_up(sessions, tenant, AlertFilter(), start, end, subject, batch=2)
+
+    assert len([a async for a in backlog("consumer")]) == 5  # the control: all of it
+    # A client reads the first alert; retention then deletes the rest.
+    reading = backlog("consumer")
+    first = await anext(reading)
+    assert await purge_alerts(sessions, retention_days=90) >= 5
+    with pytest.raises(FailedPrecondition) as expired:
+        async for alert in reading:
+            assert alert.position > first.position
+    (violation,) = expired.value.violations
+    assert (violation.type, violation.subject) == ("CURSOR_EXPIRED", "consumer")
+    # Started at the purged position now, a catch-up has nothing left and ends.
+    async with sessions() as session:
+        now_purged = await alerts.purged_position(session)
+    assert [
+        a async for a in catch_up(sessions, tenant, AlertFilter(), now_purged, end, "position")
+    ] == []

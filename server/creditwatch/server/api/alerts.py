@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.alerts.hub import AlertHub, Subscription
 from creditwatch.server.api import converters as cv
@@ -278,6 +279,45 @@ def _consumer_name(name: str, field: str) -> str:
     return name
 
 
+def _start_subject(request: alerts_pb2.SubscribeAlertsRequest) -> str:
+    """The request field a stream's start came from, as CURSOR_EXPIRED names it."""
+    start = request.WhichOneof("start")
+    if start == "after_cursor":
+        return "after_cursor"
+    if (start != "position" or request.position == 0) and request.consumer:
+        return "consumer"
+    return "position"
+
+
+async def catch_up(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: uuid.UUID,
+    wanted: AlertFilter,
+    position: Position,
+    until: Position,
+    subject: str,
+    batch: int = CATCH_UP_BATCH,
+) -> AsyncIterator[StoredAlert]:
+    """The tenant's alerts `wanted` after `position` up to `until`, from the
+    database, in position order, `batch` per read. Retention may run while
+    they are read (a backlog takes minutes to send to a slow client): a read
+    that finds the purged position past where it reads from ends the stream
+    with CURSOR_EXPIRED on `subject`, as a start that old would have, rather
+    than skip the alerts the purge took. The purged position is read after
+    the alerts, in the same session: a purge that committed before the
+    alerts were read shows there too."""
+    while position < until:
+        async with sessions() as session:
+            found = await store.read_range(session, tenant, wanted, position, until, batch)
+            if await store.purged_position(session) > position:
+                raise _expired(subject)
+        for alert in found:
+            yield alert
+        if len(found) < batch:
+            return
+        position = found[-1].position
+
+
 class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
     """gRPC face of the alert outbox and this replica's hub."""
 
@@ -379,27 +419,19 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         return self._hub.position
 
     async def _catch_up(
-        self,
-        subscription: Subscription,
-        position: Position,
+        self, subscription: Subscription, position: Position, subject: str
     ) -> AsyncIterator[StoredAlert]:
         """Alerts between `position` and the hub position at registration, from
-        the database, in position order."""
-        while position < subscription.registered_at:
-            async with self._sessions() as session:
-                batch = await store.read_range(
-                    session,
-                    subscription.tenant,
-                    subscription.filter,
-                    position,
-                    subscription.registered_at,
-                    CATCH_UP_BATCH,
-                )
-            for alert in batch:
-                yield alert
-            if len(batch) < CATCH_UP_BATCH:
-                return
-            position = batch[-1].position
+        the database, in position order (`catch_up`)."""
+        async for alert in catch_up(
+            self._sessions,
+            subscription.tenant,
+            subscription.filter,
+            position,
+            subscription.registered_at,
+            subject,
+        ):
+            yield alert
 
     @server_stream_writes
     async def SubscribeAlerts(  # type: ignore[override]
@@ -425,6 +457,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         try:
             async with self._guarded(subscription) as guard:
                 position = await self._start(request, tenant)
+                subject = _start_subject(request)
                 await write(_heartbeat(position, tenant, self._keys))
                 last_sent = time.monotonic()
                 # The key was checked when the stream opened; a revoked key must
@@ -432,7 +465,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 key_due = last_sent + KEY_CHECK_SECONDS
                 while True:
                     # The gap up to the hub's position at (re)registration, from the database.
-                    async for alert in self._catch_up(subscription, position):
+                    async for alert in self._catch_up(subscription, position, subject):
                         self._check_lag(subscription)
                         if last_sent >= key_due:
                             key_due = await self._recheck_key(context)
