@@ -303,3 +303,27 @@ async def test_payment_reports_are_validated(channel: grpc.aio.Channel, tenant: 
     assert {"payment_experience.invoice_id", "payment_experience.days_past_due"} <= set(violations)
     assert "payment_experience.invoice_due_date" in violations
     assert any(f.startswith("payment_experience.overdue_amount") for f in violations)
+
+
+async def test_a_nul_character_no_check_names_is_invalid_argument_and_writes_nothing(
+    channel: grpc.aio.Channel, feed: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=86_180_000)[0]
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await data.UpsertCompany(
+            companies_pb2.UpsertCompanyRequest(
+                company=companies_pb2.Company(company=ref(number), legal_name="Nordic\x00AS")
+            ),
+            metadata=feed.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+    assert "NUL" in (caught.value.details() or "") or "NUL" in str(field_violations(caught.value))
+    # Nothing of it was written: the same company is new to a clean upsert.
+    created = await data.UpsertCompany(
+        companies_pb2.UpsertCompanyRequest(
+            company=companies_pb2.Company(company=ref(number), legal_name="Nordic AS")
+        ),
+        metadata=feed.metadata,
+    )
+    assert created.created

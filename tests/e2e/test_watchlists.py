@@ -562,3 +562,52 @@ async def test_another_tenants_page_token_is_refused(
         metadata=tenant.metadata,
     )
     assert [w.display_name for w in rest.watch_lists] == ["A2"]
+
+
+async def test_text_postgresql_cannot_store_is_invalid_argument_with_every_field_named(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    stub = _stub(channel)
+    for watch_list, field in (
+        (watchlists_pb2.WatchList(display_name="Key\x00accounts"), "watch_list.display_name"),
+        (watchlists_pb2.WatchList(display_name="K", description="\x00"), "watch_list.description"),
+        (watchlists_pb2.WatchList(display_name="K", labels={"desk": "a\x00"}), "watch_list.labels"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateWatchList(
+                watchlists_pb2.CreateWatchListRequest(watch_list=watch_list),
+                metadata=tenant.metadata,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value
+        assert any(f.startswith(field) for f in field_violations(caught.value)), field
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateWatchList(
+            watchlists_pb2.CreateWatchListRequest(
+                watch_list=watchlists_pb2.WatchList(display_name="K"), request_id="r\x00"
+            ),
+            metadata=tenant.metadata,
+        )
+    assert "request_id" in field_violations(caught.value)
+    name = await _create(stub, tenant)
+    # One entry wrong three ways: every field named in one answer.
+    (number,) = norwegian_numbers(1, start=86_170_000)
+    wrong = _entry(number[:-1] + str((int(number[-1]) + 1) % 10))
+    wrong.external_reference = "cust\x00omer"
+    wrong.labels["Bad Key"] = "x"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AddEntries(
+            watchlists_pb2.AddEntriesRequest(parent=name, entries=[wrong]),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(caught.value)) == {
+        "entries[0].company.register_number",
+        "entries[0].external_reference",
+        "entries[0].labels['Bad Key']",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListEntries(
+            watchlists_pb2.ListEntriesRequest(parent=name, label="desk=\x00"),
+            metadata=tenant.metadata,
+        )
+    assert "label" in field_violations(caught.value)

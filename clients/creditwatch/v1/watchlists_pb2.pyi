@@ -75,7 +75,9 @@ class WatchList(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Tenant-defined key/value labels (keys 1..63 characters, values up to 255)."""
+        """Tenant-defined key/value labels: keys 1..63 characters of [a-z0-9_.-], starting
+        with a letter or digit; values up to 255 characters.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -199,7 +201,9 @@ class WatchListEntry(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Tenant-defined key/value labels (keys 1..63 characters, values up to 255)."""
+        """Tenant-defined key/value labels: keys 1..63 characters of [a-z0-9_.-], starting
+        with a letter or digit; values up to 255 characters.
+        """
 
     @_builtins.property
     def latest_score(self) -> _common_pb2.Score:

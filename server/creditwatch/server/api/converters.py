@@ -24,6 +24,8 @@ from creditwatch.server.domain.money import Money, MoneyError
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.watchlists import (
     MAX_EXTERNAL_REFERENCE,
+    NUL,
+    NUL_REFUSED,
     AlertRules,
     Entry,
     EntryColumns,
@@ -269,22 +271,39 @@ def entry_columns(entries: Sequence[watchlists_pb2.WatchListEntry], field: str) 
     first_index: dict[CompanyId, int] = {}
     labels_cache: dict[tuple[tuple[str, str], ...], str] = {}
     for i, entry in enumerate(entries):
+        found: CompanyId | None = None
         if not entry.HasField("company"):
             problems.append(FieldViolation(f"{field}[{i}].company", "required"))
-            continue
-        ref = entry.company
-        try:
-            found: CompanyId | None = company_id(ref.country, ref.register_number)
-        except IdentifierError as error:
-            problems.append(
-                FieldViolation(f"{field}[{i}].company.{error.field}", error.description)
-            )
-            found = None
+        else:
+            ref = entry.company
+            try:
+                found = company_id(ref.country, ref.register_number)
+            except IdentifierError as error:
+                problems.append(
+                    FieldViolation(f"{field}[{i}].company.{error.field}", error.description)
+                )
         exposure = limit = None
         if entry.HasField("exposure"):
             exposure = money(entry.exposure, field, i, "exposure", problems)
         if entry.HasField("credit_limit"):
             limit = money(entry.credit_limit, field, i, "credit_limit", problems)
+        reference = entry.external_reference
+        if len(reference) > MAX_EXTERNAL_REFERENCE:
+            problems.append(
+                FieldViolation(
+                    f"{field}[{i}].external_reference", f"longer than {MAX_EXTERNAL_REFERENCE}"
+                )
+            )
+        elif NUL in reference:
+            problems.append(FieldViolation(f"{field}[{i}].external_reference", NUL_REFUSED))
+        key = tuple(sorted(entry.labels.items())) if entry.labels else ()
+        encoded = labels_cache.get(key)
+        if encoded is None:
+            label_problems = validate_labels(dict(key), f"{field}[{i}].labels")
+            if label_problems:
+                problems.extend(label_problems)
+            else:
+                encoded = labels_cache[key] = json.dumps(dict(key))
         if found is None:
             continue
         earlier = first_index.setdefault(found, i)
@@ -295,21 +314,8 @@ def entry_columns(entries: Sequence[watchlists_pb2.WatchListEntry], field: str) 
                 )
             )
             continue
-        reference = entry.external_reference
-        if len(reference) > MAX_EXTERNAL_REFERENCE:
-            problems.append(
-                FieldViolation(
-                    f"{field}[{i}].external_reference", f"longer than {MAX_EXTERNAL_REFERENCE}"
-                )
-            )
-        key = tuple(sorted(entry.labels.items())) if entry.labels else ()
-        encoded = labels_cache.get(key)
-        if encoded is None:
-            label_problems = validate_labels(dict(key), f"{field}[{i}].labels")
-            if label_problems:
-                problems.extend(label_problems)
-                continue
-            encoded = labels_cache[key] = json.dumps(dict(key))
+        if encoded is None or problems:
+            continue  # refused anyway: the columns are not needed
         columns.countries.append(found.country)
         columns.register_numbers.append(found.register_number)
         columns.exposure_currencies.append(exposure.currency if exposure else None)

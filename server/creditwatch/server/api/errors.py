@@ -121,6 +121,8 @@ def _code_name(error: Exception) -> str:
         return next(c for t, c in _CODES.items() if isinstance(error, t)).name
     if database.connection_lost(error):
         return "UNAVAILABLE"
+    if database.text_refused(error):
+        return "INVALID_ARGUMENT"
     return "INTERNAL"
 
 
@@ -142,6 +144,17 @@ async def _end_with(
         # way when the connection went may have happened.
         log.warning("rpc failed: database unreachable", extra={"rpc": rpc, "error": str(error)})
         await abort(context, errors.Unavailable("the database connection was lost; retry"))
+    if database.text_refused(error):
+        # A NUL character in some free text that no check caught (those that
+        # do name the field): the call's transaction rolled back, so nothing
+        # of it was written.
+        log.info("rpc refused: text PostgreSQL cannot store", extra={"rpc": rpc})
+        await abort(
+            context,
+            errors.InvalidArgument.single(
+                "", "a text field holds a NUL character (U+0000), which cannot be stored"
+            ),
+        )
     error_id = uuid.uuid4().hex[:12]
     log.error("rpc failed", exc_info=error, extra={"rpc": rpc, "error_id": error_id})
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error; quote reference {error_id}")

@@ -17,6 +17,8 @@ from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
 from creditwatch.server.domain.watchlists import (
     MAX_ENTRIES_PER_CALL,
+    NUL,
+    NUL_REFUSED,
     UPDATABLE_FIELDS,
     validate_spec,
 )
@@ -30,6 +32,8 @@ MAX_REQUEST_ID = 128
 def _request_id(value: str) -> str:
     if len(value) > MAX_REQUEST_ID:
         raise InvalidArgument.single("request_id", f"longer than {MAX_REQUEST_ID} characters")
+    if NUL in value:
+        raise InvalidArgument.single("request_id", NUL_REFUSED)
     return value
 
 
@@ -184,6 +188,8 @@ class WatchListServicer(watchlists_pb2_grpc.WatchListServiceServicer):
             key, sep, wanted = request.label.partition("=")
             if not key:
                 raise InvalidArgument.single("label", "must be 'key' or 'key=value'")
+            if NUL in request.label:
+                raise InvalidArgument.single("label", NUL_REFUSED)
             label = (key, wanted if sep else None)
         filters, legacy = tenant_fingerprints(tenant, str(list_id), sorted(classes), request.label)
         page = page_request(

@@ -160,6 +160,10 @@ class AddEntriesResult:
     entry_count: int
 
 
+NUL = "\x00"
+NUL_REFUSED = "holds a NUL character (U+0000), which cannot be stored"
+
+
 def validate_labels(labels: dict[str, str], prefix: str) -> list[FieldViolation]:
     """Label keys are short lowercase identifiers; values are bounded strings."""
     problems: list[FieldViolation] = []
@@ -177,6 +181,8 @@ def validate_labels(labels: dict[str, str], prefix: str) -> list[FieldViolation]
             problems.append(
                 FieldViolation(f"{prefix}[{key!r}]", f"value longer than {MAX_LABEL_VALUE}")
             )
+        elif NUL in value:
+            problems.append(FieldViolation(f"{prefix}[{key!r}]", NUL_REFUSED))
     return problems
 
 
@@ -193,8 +199,15 @@ def validate_spec(
             problems.append(
                 FieldViolation(f"{prefix}.display_name", f"longer than {MAX_DISPLAY_NAME}")
             )
-    if "description" in fields and len(spec.description) > MAX_DESCRIPTION:
-        problems.append(FieldViolation(f"{prefix}.description", f"longer than {MAX_DESCRIPTION}"))
+        elif NUL in name:
+            problems.append(FieldViolation(f"{prefix}.display_name", NUL_REFUSED))
+    if "description" in fields:
+        if len(spec.description) > MAX_DESCRIPTION:
+            problems.append(
+                FieldViolation(f"{prefix}.description", f"longer than {MAX_DESCRIPTION}")
+            )
+        elif NUL in spec.description:
+            problems.append(FieldViolation(f"{prefix}.description", NUL_REFUSED))
     if "pd_threshold" in fields and not 0.0 <= spec.pd_threshold < 1.0:
         problems.append(FieldViolation(f"{prefix}.pd_threshold", "must be at least 0 and below 1"))
     if "alert_rules" in fields and not 0 <= spec.alert_rules.minimum_class_change <= 3:

@@ -203,6 +203,27 @@ def connection_lost(error: BaseException) -> bool:
     return False
 
 
+# character_not_in_repertoire, untranslatable_character: what PostgreSQL
+# answers a NUL (U+0000) in a text value, or its escape in json.
+_TEXT_REFUSED = frozenset({"22021", "22P05"})
+
+
+def text_refused(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is PostgreSQL refusing a text value
+    it cannot store (a NUL character): a fault of the request, not the server."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the cause chain of a wrapped driver error
+        if seen is None:
+            return False
+        if getattr(seen, "sqlstate", None) in _TEXT_REFUSED:
+            return True
+        if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
+            seen = seen.orig
+            continue
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """Hand out no pooled connection that PostgreSQL has closed.
 
