@@ -619,6 +619,12 @@ def print_alert(alert: alerts_pb2.Alert, as_json: bool) -> None:
 @click.option("--watchlist", "watch_lists", multiple=True, required=True, help="Repeatable.")
 @click.option("--to", "recipients", multiple=True, required=True, help="Recipient; repeatable.")
 @click.option(
+    "--bridge",
+    default="",
+    help="This bridge's name (1-16 of a-z, 0-9, '-'): a second bridge on a watch list, "
+    "mailing others or in another mode, needs one, or both would resume from one position.",
+)
+@click.option(
     "--digest", type=click.Choice(["instant", "daily"]), default="instant", show_default=True
 )
 @click.option(
@@ -652,6 +658,7 @@ def alerts_mail(
     connection: Connection,
     watch_lists: tuple[str, ...],
     recipients: tuple[str, ...],
+    bridge: str,
     digest: str,
     digest_seconds: float | None,
     count: int | None,
@@ -664,8 +671,15 @@ def alerts_mail(
 ) -> None:
     """E-mail alerts: one durable consumer per watch list, instant or a digest,
     resuming where it acknowledged (only mailed alerts are acknowledged)."""
-    from creditwatch.client.mail import SmtpSettings, mail_watch_list
+    from creditwatch.client.mail import BRIDGE_NAME, SmtpSettings, mail_watch_list
 
+    if bridge and not BRIDGE_NAME.fullmatch(bridge):
+        raise click.BadParameter(
+            "1-16 of a-z, 0-9 and '-', not starting with '-'", param_hint="--bridge"
+        )
+    names = [watch_list_name(w) for w in watch_lists]
+    if len(set(names)) < len(names):
+        raise click.BadParameter("a watch list given twice", param_hint="--watchlist")
     smtp = SmtpSettings(
         smtp_host, smtp_port, smtp_starttls, smtp_username, smtp_password, smtp_from
     )
@@ -677,13 +691,14 @@ def alerts_mail(
                 *(
                     mail_watch_list(
                         client,
-                        watch_list_name(w),
+                        name,
                         smtp,
                         list(recipients),
                         digest_seconds=period,
                         count=count,
+                        bridge=bridge,
                     )
-                    for w in watch_lists
+                    for name in names
                 )
             )
         )

@@ -1,19 +1,25 @@
 """E-mail delivery of alerts: a durable consumer per watch list, over SMTP.
 
 `creditwatch alerts mail` follows each watch list with a durable consumer
-("mail-<watch list id>") and sends either one e-mail per alert (instant) or
-one digest of everything since the last one. An alert is acknowledged only
-after its e-mail was accepted by the SMTP server, so a restart resumes with
-the first alert not yet mailed: nothing is lost, nothing is mailed twice
+("mail-<watch list id>", or "mail-<bridge>-<watch list id>" for a named
+bridge: two bridges on one watch list, mailing other people or in another
+mode, each need a name, or they would share one position) and sends either
+one e-mail per alert (instant) or one digest of everything since the last
+one, at most DIGEST_MAX_ALERTS alerts per e-mail. An alert is acknowledged
+only after its e-mail was accepted by the SMTP server, so a restart resumes
+with the first alert not yet mailed: nothing is lost, nothing is mailed twice
 (except an alert whose e-mail was sent just before a crash, before its
-acknowledgement).
+acknowledgement; a stop asked for while an e-mail is being sent waits for it
+and its acknowledgement).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
@@ -44,9 +50,29 @@ class SmtpSettings:
             smtp.send_message(message)
 
 
-def consumer_name(watch_list: str) -> str:
-    """The durable consumer of a watch list's mail bridge."""
-    return f"mail-{watch_list.removeprefix('watchLists/')}"[:63]
+DIGEST_MAX_ALERTS = 1_000
+"""Alerts in one digest e-mail; more go out in further e-mails at once."""
+
+BRIDGE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,15}")
+"""A bridge's name, part of its consumers' names."""
+
+
+def consumer_name(watch_list: str, bridge: str = "") -> str:
+    """The durable consumer of a watch list's mail bridge (named `bridge`, if given)."""
+    named = f"{bridge}-" if bridge else ""
+    return f"mail-{named}{watch_list.removeprefix('watchLists/')}"[:63]
+
+
+async def _delivered(send: Awaitable[None]) -> None:
+    """Await `send` (an e-mail and its acknowledgement) to its end even when
+    the bridge is stopped meanwhile: a mail the SMTP server took must be
+    acknowledged, or the next run would mail it again."""
+    task = asyncio.ensure_future(send)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _line(alert: alerts_pb2.Alert) -> str:
@@ -94,6 +120,8 @@ async def mail_watch_list(
     digest_seconds: float | None = None,
     count: int | None = None,
     heartbeat_interval: int = 30,
+    bridge: str = "",
+    digest_max: int = DIGEST_MAX_ALERTS,
 ) -> int:
     """Run the bridge for one watch list; returns the e-mails sent (stops after
     `count` alerts when given).
@@ -104,7 +132,7 @@ async def mail_watch_list(
     CURSOR_EXPIRED). A position the server cannot take now (a restart) is sent
     again later and does not stop the bridge.
     """
-    consumer = consumer_name(watch_list)
+    consumer = consumer_name(watch_list, bridge)
     wanted = alert_filter(watch_lists=[watch_list])
     sent = handled = 0
     if digest_seconds is None:
@@ -118,8 +146,12 @@ async def mail_watch_list(
         )
         try:
             async for alert in stream:
-                await asyncio.to_thread(smtp.send, instant_message(alert, smtp.sender, to))
-                await stream.acknowledge(alert.cursor)  # only once the SMTP server took it
+
+                async def mail_one(alert: alerts_pb2.Alert = alert) -> None:
+                    await asyncio.to_thread(smtp.send, instant_message(alert, smtp.sender, to))
+                    await stream.acknowledge(alert.cursor)  # only once the SMTP server took it
+
+                await _delivered(mail_one())
                 sent += 1
                 handled += 1
                 if count is not None and handled >= count:
@@ -136,6 +168,9 @@ async def mail_watch_list(
         filter=wanted, consumer=consumer, heartbeat_interval=heartbeat_interval
     )
     batch: list[alerts_pb2.Alert] = []
+    full = asyncio.Event()  # a digest's worth is waiting: mail it now
+    room = asyncio.Event()  # the reader may take more
+    room.set()
 
     async def read() -> None:
         nonlocal handled
@@ -144,6 +179,14 @@ async def mail_watch_list(
             handled += 1
             if count is not None and handled >= count:
                 return
+            if len(batch) >= digest_max:
+                full.set()
+                room.clear()
+                await room.wait()
+
+    async def mail_digest(taken: list[alerts_pb2.Alert]) -> None:
+        await asyncio.to_thread(smtp.send, digest_message(taken, watch_list, smtp.sender, to))
+        await stream.acknowledge(taken[-1].cursor)
 
     loop = asyncio.get_running_loop()
     reader = asyncio.create_task(read())
@@ -151,15 +194,22 @@ async def mail_watch_list(
         due = loop.time() + digest_seconds
         while True:
             wake = min(due, loop.time() + heartbeat_interval)
-            await asyncio.wait({reader}, timeout=max(0.0, wake - loop.time()))
-            if batch and (reader.done() or loop.time() >= due):
-                taken = batch[:]
-                del batch[: len(taken)]
-                await asyncio.to_thread(
-                    smtp.send, digest_message(taken, watch_list, smtp.sender, to)
+            filled = asyncio.create_task(full.wait())
+            try:
+                await asyncio.wait(
+                    {reader, filled},
+                    timeout=max(0.0, wake - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-                await stream.acknowledge(taken[-1].cursor)
+            finally:
+                filled.cancel()
+            while batch and (reader.done() or loop.time() >= due or len(batch) >= digest_max):
+                taken = batch[:digest_max]
+                del batch[: len(taken)]
+                await _delivered(mail_digest(taken))
                 sent += 1
+            full.clear()
+            room.set()
             if loop.time() >= due:
                 due = loop.time() + digest_seconds
             if not batch and stream.cursor is not None:

@@ -1,0 +1,150 @@
+"""The alert mail bridge's own logic (`creditwatch.client.mail`), over a
+stand-in alert stream and SMTP server that record what the bridge does:
+digests are bounded, a stop during a send still acknowledges what the SMTP
+server took, and named bridges keep positions of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from creditwatch.client.cli import alerts as alerts_cli
+from creditwatch.client.mail import SmtpSettings, consumer_name, mail_watch_list
+from creditwatch.v1 import alerts_pb2
+
+WATCH_LIST = "watchLists/0b0e8e4e-63a4-4f7e-9d58-6d2f3f3c9a11"
+
+
+class Stream:
+    """Alerts as an AlertStream yields them; then silence."""
+
+    def __init__(self, count: int) -> None:
+        self.alerts = [
+            alerts_pb2.Alert(name=f"alerts/{i}", cursor=f"c{i}", summary=f"alert {i}")
+            for i in range(count)
+        ]
+        self.pulled = 0
+        self.acknowledged: list[str] = []
+        self.cursor: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[alerts_pb2.Alert]:
+        return self._alerts()
+
+    async def _alerts(self) -> AsyncIterator[alerts_pb2.Alert]:
+        for alert in self.alerts:
+            self.pulled += 1
+            self.cursor = alert.cursor
+            yield alert
+            await asyncio.sleep(0)
+        await asyncio.Event().wait()
+
+    async def acknowledge(self, cursor: str | None = None) -> bool:
+        self.acknowledged.append(cursor or "")
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+class Client:
+    """What the bridge uses of CreditwatchClient: `alerts.subscribe`."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.alerts = self
+        self.stream = stream
+        self.subscribed: dict[str, Any] = {}
+
+    def subscribe(self, **kwargs: Any) -> Stream:
+        self.subscribed = kwargs
+        return self.stream
+
+
+class Smtp(SmtpSettings):
+    """An SMTP server that keeps what it is sent (optionally holding each send)."""
+
+    def __init__(self, stream: Stream, hold: threading.Event | None = None) -> None:
+        super().__init__("smtp.test")
+        object.__setattr__(self, "_stream", stream)
+        object.__setattr__(self, "_hold", hold)
+        object.__setattr__(self, "sent", [])
+        object.__setattr__(self, "pulled_at_send", [])
+        object.__setattr__(self, "sending", threading.Event())
+
+    def send(self, message: EmailMessage) -> None:
+        self.sending.set()  # type: ignore[attr-defined]
+        if self._hold is not None:  # type: ignore[attr-defined]
+            self._hold.wait(10)  # type: ignore[attr-defined]
+        self.pulled_at_send.append(self._stream.pulled)  # type: ignore[attr-defined]
+        self.sent.append(message)  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_a_large_backlog_goes_out_in_bounded_digests_held_back_while_one_is_full() -> None:
+    stream = Stream(2_500)
+    smtp = Smtp(stream)
+    client = Client(stream)
+    sent = await mail_watch_list(
+        client,  # type: ignore[arg-type]
+        WATCH_LIST,
+        smtp,
+        ["risk@bank.test"],
+        digest_seconds=3_600,
+        count=2_500,
+        digest_max=1_000,
+    )
+    assert sent == 3
+    counts = [int(m["Subject"].split()[1]) for m in smtp.sent]  # type: ignore[attr-defined]
+    assert counts == [1_000, 1_000, 500]
+    # The reader waited while a full digest was being mailed.
+    assert smtp.pulled_at_send[0] <= 1_001  # type: ignore[attr-defined]
+    # Each digest acknowledged once mailed; between digests the stream's
+    # position, which is the last mailed alert's then.
+    assert list(dict.fromkeys(stream.acknowledged)) == ["c999", "c1999", "c2499"]
+    assert client.subscribed["consumer"] == consumer_name(WATCH_LIST)
+
+
+@pytest.mark.asyncio
+async def test_a_stop_during_a_send_waits_for_it_and_acknowledges_it() -> None:
+    stream = Stream(3)
+    hold = threading.Event()
+    smtp = Smtp(stream, hold)
+    client = Client(stream)
+    bridge = asyncio.create_task(
+        mail_watch_list(
+            client,  # type: ignore[arg-type]
+            WATCH_LIST,
+            smtp,
+            ["risk@bank.test"],
+            bridge="sales",
+        )
+    )
+    await asyncio.to_thread(smtp.sending.wait, 5)  # type: ignore[attr-defined]
+    bridge.cancel()  # Ctrl-C while the SMTP server takes the first alert
+    await asyncio.sleep(0.05)
+    assert not bridge.done()  # it waits for the send...
+    hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await bridge
+    assert len(smtp.sent) == 1  # type: ignore[attr-defined]
+    assert stream.acknowledged == ["c0"]  # ...and stores that it was mailed
+    assert client.subscribed["consumer"] == f"mail-sales-{WATCH_LIST.removeprefix('watchLists/')}"
+
+
+def test_the_command_refuses_a_list_given_twice_and_a_bad_bridge_name() -> None:
+    runner = CliRunner()
+    env = {"CREDITWATCH_API_KEY": "cw_x", "CREDITWATCH_SMTP_HOST": "smtp.test"}
+    base = ["mail", "--to", "risk@bank.test"]
+    twice = runner.invoke(
+        alerts_cli, [*base, "--watchlist", WATCH_LIST, "--watchlist", WATCH_LIST], env=env
+    )
+    assert twice.exit_code == 2 and "given twice" in twice.output
+    named = runner.invoke(
+        alerts_cli, [*base, "--watchlist", WATCH_LIST, "--bridge", "Sales!"], env=env
+    )
+    assert named.exit_code == 2 and "--bridge" in named.output
