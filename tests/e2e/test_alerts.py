@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 import grpc
 import pytest
@@ -242,6 +244,19 @@ async def test_list_get_and_priority_order(
     )
     assert [a.company.register_number for a in second.alerts] == [small]
     assert second.next_page_token == ""
+    # The position inside a page token (its last alert's, settled or not) is
+    # no cursor: a stream or a consumer cannot start from it.
+    token = by_priority.next_page_token
+    inside = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))["k"][-1]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await subscribe(channel, tenant, after_cursor=inside).read()
+    assert "after_cursor" in field_violations(caught.value)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.AcknowledgeAlerts(
+            alerts_pb2.AcknowledgeAlertsRequest(consumer="from-a-page", cursor=inside),
+            metadata=tenant.metadata,
+        )
+    assert "cursor" in field_violations(caught.value)
     newest = await stub.ListAlerts(alerts_pb2.ListAlertsRequest(), metadata=tenant.metadata)
     assert [a.company.register_number for a in newest.alerts] == [large, small]
 

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_FILTER_WATCH_LISTS = 100
 MAX_FILTER_COMPANIES = 1_000
 CATCH_UP_BATCH = 500
+PAGE = b"page"
+"""The purpose a ListAlerts page token's cursor is sealed for (domain.cursors)."""
 # An open stream re-checks its key this often (the shortest heartbeat
 # interval, so at least once per heartbeat), idle or not.
 KEY_CHECK_SECONDS = 5.0
@@ -204,7 +206,8 @@ def _list_after(
         raw = page.key(*head, str)
         assert raw is not None
         try:
-            sealed = keys.decode(raw[-1], tenant, "page_token")
+            # Sealed for pages; a token of the release before, for streams.
+            sealed = keys.decode(raw[-1], tenant, "page_token", (PAGE, b""))
         except InvalidArgument:
             raise InvalidArgument.single("page_token", _FOREIGN_TOKEN) from None
         raw = (*raw[:-1], sealed.xid, sealed.seq)
@@ -644,7 +647,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         if more:
             last = found[-1]
             stamp = last.create_time.isoformat()
-            cursor = self._keys.encode(last.position, tenant)
+            cursor = self._keys.encode(last.position, tenant, PAGE)
             key: tuple[Any, ...] = (
                 (last.priority, int(last.severity), stamp, cursor)
                 if by_priority

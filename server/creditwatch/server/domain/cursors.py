@@ -139,20 +139,27 @@ class CursorKeys:
         """Whether cursors and page tokens of the earlier layout are still read."""
         return self._legacy_until is not None and datetime.now(UTC) < self._legacy_until
 
-    def encode(self, position: Position, tenant: uuid.UUID) -> str:
-        """The opaque cursor of a position for a tenant."""
+    def encode(self, position: Position, tenant: uuid.UUID, purpose: bytes = b"") -> str:
+        """The opaque cursor of a position for a tenant. A `purpose` (b"page":
+        the position a ListAlerts page token continues after, which may be an
+        alert whose transaction is not settled) is in the cursor's MAC, so a
+        cursor sealed for one purpose is refused where another is read: an
+        alert stream cannot be resumed from a page token's position."""
         key = self._key(tenant)
         encryptor = key.cipher.encryptor()
         sealed = encryptor.update(_PLAIN.pack(position.xid, position.seq)) + encryptor.finalize()
         body = bytes([_VERSION]) + sealed + key.tag
-        raw = body + key.mac(body)
+        raw = body + key.mac(purpose + body)
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def decode(self, cursor: str, tenant: uuid.UUID, field: str) -> Position:
-        """The position of a cursor; INVALID_ARGUMENT on `field` if it is malformed,
-        was not issued by this deployment, or was issued to another tenant;
-        FAILED_PRECONDITION (CURSOR_EXPIRED) for one of the earlier layout
-        past the window it is read in."""
+    def decode(
+        self, cursor: str, tenant: uuid.UUID, field: str, purposes: tuple[bytes, ...] = (b"",)
+    ) -> Position:
+        """The position of a cursor sealed for one of `purposes`; INVALID_ARGUMENT
+        on `field` if it is malformed, was not issued by this deployment (or for
+        another purpose), or was issued to another tenant; FAILED_PRECONDITION
+        (CURSOR_EXPIRED) for one of the earlier layout past the window it is
+        read in."""
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (binascii.Error, ValueError):
@@ -160,7 +167,8 @@ class CursorKeys:
         if len(raw) == _SEALED.size and raw[0] == _VERSION:
             _, sealed, tag, mac = _SEALED.unpack(raw)
             key = self._key(tenant)
-            if not hmac.compare_digest(mac, key.mac(raw[: -len(mac)])):
+            body = raw[: -len(mac)]
+            if not any(hmac.compare_digest(mac, key.mac(p + body)) for p in purposes):
                 if tag != key.tag:  # the tag tells why (it is no secret)
                     raise InvalidArgument.single(field, "was issued to another tenant")
                 raise _refused(field)
