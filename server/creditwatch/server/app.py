@@ -118,6 +118,10 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+class PortUnavailable(OSError):
+    """The server's address cannot be bound."""
+
+
 def tenant_quotas(settings: Settings) -> TenantQuotas:
     """The per-tenant caps `settings` ask for, by the kind of call the RPC
     wrappers count (`api.errors`); each streaming kind has one RPC today."""
@@ -168,6 +172,12 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # and give back their quota slots, in about 80 s instead of the 2 h of
         # gRPC's default. Not limited to two pings between messages, so an
         # alert stream quiet for minutes between heartbeats is checked too.
+        # A second server on a port in use fails to start rather than share
+        # it: gRPC sets SO_REUSEPORT by default, and the kernel would then
+        # spread connections over both (an old server left running, another
+        # checkout with its own database: keys valid on one, unknown on the
+        # other, at random).
+        ("grpc.so_reuseport", 0),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.http2.max_pings_without_data", 0),
@@ -324,12 +334,18 @@ async def start(settings: Settings) -> Running:
     address = f"{settings.host}:{settings.port}"
     credentials = _credentials(settings)
     warn_if_cleartext(settings)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's "Failed to bind"
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not bind {address}")
+        raise PortUnavailable(
+            f"could not bind {address}: the port is in use (another creditwatch server?) "
+            "or not available; choose another with CREDITWATCH_PORT or --port"
+        )
     tune_garbage_collector()  # before the first call: no request's objects get frozen
     await server.start()
     for name in ("", *services):

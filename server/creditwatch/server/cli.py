@@ -66,7 +66,10 @@ def serve(port: int | None, host: str | None, port_file: Path | None) -> None:
 
     settings = _settings(port=port, host=host, port_file=port_file)
     logs.configure(settings.log_level, settings.log_format)
-    asyncio.run(app.serve(settings))
+    try:
+        asyncio.run(app.serve(settings))
+    except app.PortUnavailable as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -109,6 +112,24 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
+def _server_database(settings: Settings) -> str:
+    """The database a server of this folder uses: DATABASE_URL, or the embedded
+    PostgreSQL in the data folder, which a server started here made. One that
+    does not exist yet is refused rather than created: run from another
+    folder, an admin command would make a database of its own, and its keys
+    would be unknown to the server."""
+    from creditwatch.server.store import database
+
+    pgdata = settings.data_dir.expanduser().resolve() / "pgdata"
+    if not settings.database_url and not pgdata.exists():
+        raise click.ClickException(
+            f"no creditwatch database in {pgdata.parent}: run this in the folder the "
+            "server runs in (its embedded PostgreSQL is in .creditwatch there), start "
+            "the server here first, or set CREDITWATCH_DATA_DIR or DATABASE_URL"
+        )
+    return database.resolve_url(settings.database_url, settings.data_dir)
+
+
 @main.group()
 def admin() -> None:
     """Tenant and API-key administration (talks to the database directly)."""
@@ -119,7 +140,7 @@ async def _with_tenants(action: Any) -> Any:
     from creditwatch.server.store.tenants import TenantStore
 
     settings = _settings()
-    url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
+    url = await asyncio.to_thread(_server_database, settings)
     await migrate.upgrade_async(url)
     engine = database.create_engine(url, 2)
     try:
@@ -411,7 +432,7 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
     from creditwatch.server.store.activations import ActivationStore
 
     policy = override_policy(settings.override_policy_file)
-    url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
+    url = await asyncio.to_thread(_server_database, settings)
     await migrate.upgrade_async(url)
     engine = database.create_engine(url, 4)
     sessions = database.session_factory(engine)
@@ -462,16 +483,13 @@ def demo(
     `--changes` rounds of events every `--interval` seconds.
     """
     from creditwatch.server import demo as demo_data
-    from creditwatch.server.store import database
 
     settings = _settings()
     logs.configure("WARNING", "text")
     say = (lambda text: None) if as_json else click.echo
 
     async def go() -> dict[str, Any]:
-        url = await asyncio.to_thread(
-            database.resolve_url, settings.database_url, settings.data_dir
-        )
+        url = await asyncio.to_thread(_server_database, settings)
         keys = await demo_data.create_keys(url)
         say("tenants created; API keys (shown once):")
         say(f"  bank     {keys.bank_key}")
