@@ -4,7 +4,11 @@ graceful shutdown, and the embedded PostgreSQL of a newcomer's first run."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -134,3 +138,35 @@ def test_without_database_url_an_embedded_postgres_is_started(
         assert "embedded PostgreSQL running" in log
         assert str(data_dir) in log
         assert (data_dir / "pgdata" / "PG_VERSION").exists()
+
+
+def test_sigterm_while_starting_stops_the_embedded_postgres_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = tmp_path / "data"
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "CREDITWATCH_DATA_DIR": str(data_dir), "CREDITWATCH_PORT": "0"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "creditwatch.server", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 120
+    # PostgreSQL runs; the server is still migrating and loading its model.
+    while "embedded PostgreSQL running" not in log_path.read_text(errors="replace"):
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+    lock = data_dir / "pgdata" / "postmaster.pid"
+    stopped = time.monotonic() + 15
+    try:
+        while lock.exists():  # a PostgreSQL left running keeps its lock file
+            assert time.monotonic() < stopped, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+    finally:
+        if lock.exists():  # stop what the failure left running
+            os.kill(int(lock.read_text().split()[0]), signal.SIGQUIT)

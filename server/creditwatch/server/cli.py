@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -66,10 +67,20 @@ def serve(port: int | None, host: str | None, port_file: Path | None) -> None:
 
     settings = _settings(port=port, host=host, port_file=port_file)
     logs.configure(settings.log_level, settings.log_format)
+    from creditwatch.server.store.database import DataDirUnusable
+
+    # Until the server's own handlers are in place, SIGTERM ends the process
+    # through SystemExit, so that an embedded PostgreSQL started meanwhile is
+    # stopped at exit rather than left running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         asyncio.run(app.serve(settings))
-    except app.PortUnavailable as error:
+    except (app.PortUnavailable, DataDirUnusable) as error:
         raise click.ClickException(str(error)) from None
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 @main.command()
@@ -127,7 +138,10 @@ def _server_database(settings: Settings) -> str:
             "server runs in (its embedded PostgreSQL is in .creditwatch there), start "
             "the server here first, or set CREDITWATCH_DATA_DIR or DATABASE_URL"
         )
-    return database.resolve_url(settings.database_url, settings.data_dir)
+    try:
+        return database.resolve_url(settings.database_url, settings.data_dir)
+    except database.DataDirUnusable as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.group()

