@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,3 +251,52 @@ async def test_certificate_arguments_are_checked_up_front(pki: Pki) -> None:
         CreditwatchClient("127.0.0.1:1", "cw_key", certificate_chain=pki.client.cert)
     with pytest.raises(ValueError, match="tls=False"):
         CreditwatchClient("127.0.0.1:1", "cw_key", tls=False, root_certificates=pki.ca.cert)
+
+
+def _health(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`creditwatch health` as a container's probe runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "creditwatch.server", "health", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_health_probe_checks_a_tls_server_over_tls(
+    tls_server: ServerProcess, mtls_server: ServerProcess, pki: Pki
+) -> None:
+    tls_env = {"CREDITWATCH_TLS_CERT_FILE": str(pki.server.cert)}
+    # The port from the environment, as in the container image.
+    probe = _health(
+        CREDITWATCH_PORT=str(tls_server.port), CREDITWATCH_HEALTH_CA_FILE=str(pki.ca.cert)
+    )
+    assert (probe.returncode, probe.stdout.strip()) == (0, "SERVING"), probe.stderr
+    # Told the server has TLS but given no CA: says what to set.
+    blind = _health("--address", tls_server.address, **tls_env)
+    assert blind.returncode == 1 and "CREDITWATCH_HEALTH_CA_FILE" in blind.stderr
+    # Mutual TLS: with a client certificate only.
+    mutual = _health(
+        "--address",
+        mtls_server.address,
+        "--ca-file",
+        str(pki.ca.cert),
+        "--cert-file",
+        str(pki.client.cert),
+        "--key-file",
+        str(pki.client.key),
+    )
+    assert mutual.returncode == 0, mutual.stderr
+    anonymous = _health("--address", mtls_server.address, "--ca-file", str(pki.ca.cert))
+    assert anonymous.returncode == 1 and "UNAVAILABLE" in anonymous.stderr
+    # A certificate for another name: checked for the name given.
+    named = _health(
+        "--address",
+        f"localhost:{tls_server.port}",
+        "--ca-file",
+        str(pki.ca.cert),
+        "--server-name",
+        "localhost",
+    )
+    assert named.returncode == 0, named.stderr

@@ -84,15 +84,68 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 @main.command()
-@click.option("--address", default="127.0.0.1:50051", show_default=True, help="host:port")
+@click.option("--address", help="host:port. Default: 127.0.0.1 and CREDITWATCH_PORT (else 50051).")
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait.")
-def health(address: str, timeout: float) -> None:
-    """Exit 0 if the server at ADDRESS reports SERVING (grpc.health.v1); for probes."""
+@click.option(
+    "--ca-file",
+    envvar="CREDITWATCH_HEALTH_CA_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use TLS, trusting this CA (the server's TLS: needed). Env: CREDITWATCH_HEALTH_CA_FILE.",
+)
+@click.option(
+    "--server-name",
+    envvar="CREDITWATCH_HEALTH_SERVER_NAME",
+    help="Name to check the server's certificate for, when it is not issued to the "
+    "address's host. Env: CREDITWATCH_HEALTH_SERVER_NAME.",
+)
+@click.option(
+    "--cert-file",
+    envvar="CREDITWATCH_HEALTH_CERT_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Client certificate, for a server that requires one (mutual TLS). "
+    "Env: CREDITWATCH_HEALTH_CERT_FILE.",
+)
+@click.option(
+    "--key-file",
+    envvar="CREDITWATCH_HEALTH_KEY_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The client certificate's key. Env: CREDITWATCH_HEALTH_KEY_FILE.",
+)
+def health(
+    address: str | None,
+    timeout: float,
+    ca_file: Path | None,
+    server_name: str | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+) -> None:
+    """Exit 0 if the server at ADDRESS reports SERVING (grpc.health.v1); for probes
+    (the container image's HEALTHCHECK). A server with TLS is checked over TLS:
+    give the CA that signed its certificate (and, for mutual TLS, a client
+    certificate and key)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    address = address or f"127.0.0.1:{os.environ.get('CREDITWATCH_PORT') or 50051}"
+    if ca_file is None and os.environ.get("CREDITWATCH_TLS_CERT_FILE"):
+        _fail(
+            "the server uses TLS (CREDITWATCH_TLS_CERT_FILE): give the CA that signed its "
+            "certificate with --ca-file or CREDITWATCH_HEALTH_CA_FILE"
+        )
+    if (cert_file is None) != (key_file is None):
+        _fail("give both --cert-file and --key-file, or neither")
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
     try:
-        with grpc.insecure_channel(address) as channel:
+        if ca_file is None:
+            channel = grpc.insecure_channel(address)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca_file.read_bytes(),
+                private_key=key_file.read_bytes() if key_file else None,
+                certificate_chain=cert_file.read_bytes() if cert_file else None,
+            )
+            channel = grpc.secure_channel(address, credentials, options=options)
+        with channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
             )
