@@ -25,7 +25,8 @@ WORKDIR /var/lib/creditwatch
 EXPOSE 50051
 # Set DATABASE_URL in production; without it an embedded PostgreSQL keeps its
 # data in /var/lib/creditwatch (mount a volume there).
-# The probe checks 127.0.0.1 on CREDITWATCH_PORT. With TLS on, give it the CA
+# The probe checks 127.0.0.1 on CREDITWATCH_PORT (set the port there, not with
+# `serve --port`, and keep CREDITWATCH_HOST covering loopback). With TLS on, give it the CA
 # that signed the server's certificate: CREDITWATCH_HEALTH_CA_FILE (and, for
 # mutual TLS, CREDITWATCH_HEALTH_CERT_FILE and _KEY_FILE; for a certificate not
 # issued to 127.0.0.1, CREDITWATCH_HEALTH_SERVER_NAME).

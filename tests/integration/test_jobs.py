@@ -406,6 +406,13 @@ async def test_a_purge_while_a_backlog_is_read_ends_the_catch_up_as_expired(
             assert alert.position > first.position
     (violation,) = expired.value.violations
     assert (violation.type, violation.subject) == ("CURSOR_EXPIRED", "consumer")
+    # A stream that asked for the oldest retained alert follows retention.
+    async with sessions() as session:
+        before = await alerts.purged_position(session)
+    following = catch_up(
+        sessions, tenant, AlertFilter(), before, end, "position", batch=2, follow_retention=True
+    )
+    assert [a async for a in following] == []  # nothing retained is left, and no error
     # Started at the purged position now, a catch-up has nothing left and ends.
     async with sessions() as session:
         now_purged = await alerts.purged_position(session)

@@ -6,6 +6,7 @@ killed at exit)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +25,13 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     process.wait()
 
 
-def _lock_file(folder: Path, pid: int) -> Path:
+def _lock_file(folder: Path, pid: int, started: float | None = None) -> Path:
+    """A PostgreSQL lock file (PID, data folder, start time, port); by default
+    written by a PostgreSQL that started an hour ago."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "postmaster.pid"
-    path.write_text(f"{pid}\n{folder}\n1764600000\n5432\n")
+    when = int(started if started is not None else time.time() - 3600)
+    path.write_text(f"{pid}\n{folder}\n{when}\n5432\n")
     return path
 
 
@@ -38,6 +42,11 @@ def test_a_lock_file_naming_another_process_is_removed_and_others_are_kept(
     stale = _lock_file(tmp_path / "a", sleeper.pid)
     database._drop_stale_pid_file(stale)
     assert not stale.exists()
+    # A process older than the PostgreSQL that wrote the file (a PID of
+    # another PID namespace, a kernel thread) may be that PostgreSQL: kept.
+    older = _lock_file(tmp_path / "d", sleeper.pid, started=time.time() + 3600)
+    database._drop_stale_pid_file(older)
+    assert older.exists()
     # A PostgreSQL's (by its command line) is PostgreSQL's to judge; so is a
     # dead process's.
     postgres = subprocess.Popen(["bash", "-c", "exec -a postgres sleep 60"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
@@ -148,3 +149,44 @@ def test_the_command_refuses_a_list_given_twice_and_a_bad_bridge_name() -> None:
         alerts_cli, [*base, "--watchlist", WATCH_LIST, "--bridge", "Sales!"], env=env
     )
     assert named.exit_code == 2 and "--bridge" in named.output
+
+
+class Trickle(Stream):
+    """Alerts arriving one every `gap` seconds."""
+
+    def __init__(self, count: int, gap: float) -> None:
+        super().__init__(count)
+        self.gap = gap
+
+    async def _alerts(self) -> AsyncIterator[alerts_pb2.Alert]:
+        for alert in self.alerts:
+            await asyncio.sleep(self.gap)
+            self.pulled += 1
+            self.cursor = alert.cursor
+            yield alert
+        await asyncio.Event().wait()
+
+
+class SlowSmtp(Smtp):
+    def send(self, message: EmailMessage) -> None:
+        time.sleep(0.05)
+        super().send(message)
+
+
+@pytest.mark.asyncio
+async def test_alerts_arriving_while_a_digest_is_sent_wait_for_the_next_digest() -> None:
+    stream = Trickle(200, 0.01)
+    smtp = SlowSmtp(stream)
+    sent = await mail_watch_list(
+        Client(stream),  # type: ignore[arg-type]
+        WATCH_LIST,
+        smtp,
+        ["risk@bank.test"],
+        digest_seconds=0.5,
+        count=200,
+    )
+    # About one digest per half second over ~2 s (the last when the reader
+    # ends), not one small mail per send.
+    assert sent <= 7, [m["Subject"] for m in smtp.sent]  # type: ignore[attr-defined]
+    counts = [int(m["Subject"].split()[1]) for m in smtp.sent]  # type: ignore[attr-defined]
+    assert sum(counts) == 200

@@ -203,19 +203,24 @@ async def mail_watch_list(
                 )
             finally:
                 filled.cancel()
-            while batch and (reader.done() or loop.time() >= due or len(batch) >= digest_max):
+            # Due (or the reader is done): everything collected by now goes,
+            # in mails of at most `digest_max`; what arrives while they are
+            # sent waits for the next digest, unless it fills one.
+            owed = len(batch) if reader.done() or loop.time() >= due else 0
+            if loop.time() >= due:
+                due = loop.time() + digest_seconds
+            while batch and (owed > 0 or len(batch) >= digest_max):
                 taken = batch[:digest_max]
                 del batch[: len(taken)]
+                owed -= len(taken)
                 await _delivered(mail_digest(taken))
                 sent += 1
             full.clear()
             room.set()
-            if loop.time() >= due:
-                due = loop.time() + digest_seconds
             if not batch and stream.cursor is not None:
                 # Every alert up to the stream's position was mailed.
                 await stream.acknowledge(stream.cursor)
-            if reader.done():
+            if reader.done() and not batch:  # else what came during the last send goes too
                 reader.result()
                 return sent
     finally:

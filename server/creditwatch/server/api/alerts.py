@@ -300,25 +300,31 @@ async def catch_up(
     until: Position,
     subject: str,
     batch: int = CATCH_UP_BATCH,
+    follow_retention: bool = False,
 ) -> AsyncIterator[StoredAlert]:
     """The tenant's alerts `wanted` after `position` up to `until`, from the
     database, in position order, `batch` per read. Retention may run while
     they are read (a backlog takes minutes to send to a slow client): a read
     that finds the purged position past where it reads from ends the stream
     with CURSOR_EXPIRED on `subject`, as a start that old would have, rather
-    than skip the alerts the purge took. The purged position is read after
-    the alerts, in the same session: a purge that committed before the
-    alerts were read shows there too."""
+    than skip the alerts the purge took; with `follow_retention` (a stream
+    that asked for the oldest retained alert) it goes on from the purged
+    position instead. The purged position is read after the alerts, in the
+    same session: a purge that committed before the alerts were read shows
+    there too."""
     while position < until:
         async with sessions() as session:
             found = await store.read_range(session, tenant, wanted, position, until, batch)
-            if await store.purged_position(session) > position:
+            purged = await store.purged_position(session)
+        if purged > position:
+            if not follow_retention:
                 raise _expired(subject)
+            position = purged
         for alert in found:
             yield alert
         if len(found) < batch:
             return
-        position = found[-1].position
+        position = max(found[-1].position, position)
 
 
 class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
@@ -422,10 +428,11 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
         return self._hub.position
 
     async def _catch_up(
-        self, subscription: Subscription, position: Position, subject: str
+        self, subscription: Subscription, position: Position, subject: str, oldest: bool
     ) -> AsyncIterator[StoredAlert]:
         """Alerts between `position` and the hub position at registration, from
-        the database, in position order (`catch_up`)."""
+        the database, in position order (`catch_up`; a stream that asked for
+        the oldest retained alert follows retention)."""
         async for alert in catch_up(
             self._sessions,
             subscription.tenant,
@@ -433,6 +440,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             position,
             subscription.registered_at,
             subject,
+            follow_retention=oldest,
         ):
             yield alert
 
@@ -461,6 +469,10 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
             async with self._guarded(subscription) as guard:
                 position = await self._start(request, tenant)
                 subject = _start_subject(request)
+                oldest = (
+                    request.WhichOneof("start") == "position"
+                    and request.position == alerts_pb2.START_POSITION_OLDEST_RETAINED
+                )
                 await write(_heartbeat(position, tenant, self._keys))
                 last_sent = time.monotonic()
                 # The key was checked when the stream opened; a revoked key must
@@ -468,7 +480,7 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 key_due = last_sent + KEY_CHECK_SECONDS
                 while True:
                     # The gap up to the hub's position at (re)registration, from the database.
-                    async for alert in self._catch_up(subscription, position, subject):
+                    async for alert in self._catch_up(subscription, position, subject, oldest):
                         self._check_lag(subscription)
                         if last_sent >= key_due:
                             key_due = await self._recheck_key(context)

