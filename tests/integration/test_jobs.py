@@ -166,30 +166,35 @@ async def test_only_one_replica_leads_a_job(
     assert await jobs.rescore() is not None  # lock released with its connection
 
 
+async def _old_alert(session: AsyncSession, tenant: uuid.UUID, age_days: int) -> None:
+    """A bare alert of `tenant` created `age_days` ago, in the session's transaction."""
+    await session.execute(
+        text(
+            """
+            INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country,
+                register_number, type, severity, priority, company_legal_name,
+                external_reference, trigger, suggested_action, summary,
+                occurred_time, create_time)
+            VALUES (:t, pg_current_xact_id()::text::bigint, :id, :w, 'NO', '923609016',
+                9, 2, 0, '', '', '{}'::jsonb, 2, 'old', now(), :created)
+            """
+        ),
+        {
+            "t": tenant,
+            "id": uuid.uuid4(),
+            "w": uuid.uuid4(),
+            "created": datetime.now(UTC) - timedelta(days=age_days),
+        },
+    )
+
+
 async def test_retention_deletes_old_alerts_and_records_the_purged_position(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     tenant = (await new_tenant(sessions, "retention")).tenant_id
     async with sessions.begin() as session:
         for age in (200, 100, 1):
-            await session.execute(
-                text(
-                    """
-                    INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country,
-                        register_number, type, severity, priority, company_legal_name,
-                        external_reference, trigger, suggested_action, summary,
-                        occurred_time, create_time)
-                    VALUES (:t, pg_current_xact_id()::text::bigint, :id, :w, 'NO', '923609016',
-                        9, 2, 0, '', '', '{}'::jsonb, 2, 'old', now(), :created)
-                    """
-                ),
-                {
-                    "t": tenant,
-                    "id": uuid.uuid4(),
-                    "w": uuid.uuid4(),
-                    "created": datetime.now(UTC) - timedelta(days=age),
-                },
-            )
+            await _old_alert(session, tenant, age)
     assert await purge_alerts(sessions, retention_days=90, batch=1) == 2
     async with sessions() as session:
         left = await session.scalar(
@@ -375,20 +380,7 @@ async def test_a_purge_while_a_backlog_is_read_ends_the_catch_up_as_expired(
     tenant = (await new_tenant(sessions, "catch-up")).tenant_id
     async with sessions.begin() as session:
         for _ in range(5):
-            await session.execute(
-                text(
-                    """
-                    INSERT INTO alerts (tenant_id, xid, id, watch_list_id, country,
-                        register_number, type, severity, priority, company_legal_name,
-                        external_reference, trigger, suggested_action, summary,
-                        occurred_time, create_time)
-                    VALUES (:t, pg_current_xact_id()::text::bigint, :id, :w, 'NO', '923609016',
-                        9, 2, 0, '', '', '{}'::jsonb, 2, 'old', now(),
-                        now() - interval '200 days')
-                    """
-                ),
-                {"t": tenant, "id": uuid.uuid4(), "w": uuid.uuid4()},
-            )
+            await _old_alert(session, tenant, 200)
     async with sessions() as session:
         start = await alerts.purged_position(session)
     end = Position(2**62, MAX_SEQ)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -235,22 +236,28 @@ _LOST = (
 )
 
 
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and what caused it: the chain of a wrapped driver error (at most
+    eight deep)."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return
+        yield seen
+        if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
+            seen = seen.orig
+        else:
+            seen = seen.__cause__ or seen.__context__
+
+
 def connection_lost(error: BaseException) -> bool:
     """Whether `error` (or what caused it) is PostgreSQL being unreachable or the
     connection lost, not a fault of the request: worth retrying shortly."""
-    seen: BaseException | None = error
-    for _ in range(8):  # the cause chain of a wrapped driver error
-        if seen is None:
-            return False
-        if isinstance(seen, _LOST):
-            return True
-        if isinstance(seen, exc.DBAPIError) and seen.connection_invalidated:
-            return True
-        if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
-            seen = seen.orig
-            continue
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(
+        isinstance(seen, _LOST)
+        or (isinstance(seen, exc.DBAPIError) and seen.connection_invalidated)
+        for seen in _causes(error)
+    )
 
 
 # character_not_in_repertoire, untranslatable_character: what PostgreSQL
@@ -263,18 +270,11 @@ def text_refused(error: BaseException) -> bool:
     character in a text or json value: a fault of the request, not the
     server. (Other characters a database's encoding lacks are the
     deployment's fault, and stay INTERNAL.)"""
-    seen: BaseException | None = error
-    for _ in range(8):  # the cause chain of a wrapped driver error
-        if seen is None:
-            return False
+    for seen in _causes(error):
         if getattr(seen, "sqlstate", None) in _TEXT_REFUSED:
             said = f"{seen} {getattr(seen, 'detail', '') or ''}"
             if "0x00" in said or "\\u0000" in said:
                 return True
-        if isinstance(seen, exc.DBAPIError) and seen.orig is not None:
-            seen = seen.orig
-            continue
-        seen = seen.__cause__ or seen.__context__
     return False
 
 
