@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -411,3 +412,28 @@ async def test_a_purge_while_a_backlog_is_read_ends_the_catch_up_as_expired(
     assert [
         a async for a in catch_up(sessions, tenant, AlertFilter(), now_purged, end, "position")
     ] == []
+
+
+async def test_the_purge_finds_old_alerts_on_the_tenant_and_time_index(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Not by walking every alert in position order (a full read per batch)."""
+    async with sessions.begin() as session:
+        # A plan as for a large table, where a sequential scan would not pay.
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = await session.scalar(
+            text("EXPLAIN (FORMAT JSON) " + str(alerts._PURGE.text)),
+            {"older_than": datetime.now(UTC) - timedelta(days=90), "batch": 10_000},
+        )
+        await session.rollback()
+    found: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Index Name") == "ix_alerts_tenant_create_time":
+            found.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    (scan,) = found
+    assert "create_time <" in scan["Index Cond"] and "tenant_id =" in scan["Index Cond"]
