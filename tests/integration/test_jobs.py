@@ -435,5 +435,8 @@ async def test_the_purge_finds_old_alerts_on_the_tenant_and_time_index(
             walk(child)
 
     walk(plan[0]["Plan"])
-    (scan,) = found
-    assert "create_time <" in scan["Index Cond"] and "tenant_id =" in scan["Index Cond"]
+    # (The delete's own lookup of the rows found may use the index too.)
+    assert any(
+        "create_time <" in scan.get("Index Cond", "") and "tenant_id =" in scan["Index Cond"]
+        for scan in found
+    ), found
