@@ -50,6 +50,9 @@ def test_a_lock_file_naming_another_process_is_removed_and_others_are_kept(
     # A PostgreSQL's (by its command line) is PostgreSQL's to judge; so is a
     # dead process's.
     postgres = subprocess.Popen(["bash", "-c", "exec -a postgres sleep 60"])
+    cmdline = Path(f"/proc/{postgres.pid}/cmdline")
+    while not cmdline.read_bytes().startswith(b"postgres"):  # bash has not exec'ed yet
+        time.sleep(0.01)
     try:
         live = _lock_file(tmp_path / "b", postgres.pid)
         database._drop_stale_pid_file(live)

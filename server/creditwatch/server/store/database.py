@@ -114,7 +114,7 @@ def _drop_stale_pid_file(path: Path) -> None:
     # its PID. One started before (a PID of another PID namespace, a kernel
     # thread) is left alone, as is anything that calls itself postgres.
     born = boot + since_boot / os.sysconf("SC_CLK_TCK")
-    if born > started + 1 and b"postgres" not in command:
+    if command and born > started + 1 and b"postgres" not in command:  # empty: in exec
         path.unlink(missing_ok=True)
         log.warning(
             "embedded PostgreSQL: removed a lock file left by a crash (its PID is now "
