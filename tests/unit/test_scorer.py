@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -411,11 +411,19 @@ def test_score_text_with_stored_reasons_is_the_score_s_json() -> None:
         Reason("FEATURE_X", 'x is 1.5; "raises" the PD', ReasonKind.MODEL_FEATURE, 0.012),
         Reason("OVERRIDE_PAYMENT_REMARK", "1 open remark", ReasonKind.OVERRIDE, 0.0),
     )
-    score = StoredScore(0.2, RiskClass.C, RiskClass.B, reasons, "v", None, datetime.now(UTC))
     stored = orjson.dumps(reasons_as_json(reasons)).decode()
-    assert orjson.loads(facts.score_text(score, stored)) == facts.score_json(score)
-    assert orjson.loads(facts.score_text(score)) == facts.score_json(score)
-    assert facts.score_from_json(orjson.loads(facts.score_text(score, stored))) == score
+    plus_two = timezone(timedelta(hours=2))
+    for as_of, at in (
+        (None, datetime.now(UTC)),
+        (datetime(2025, 12, 31, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (datetime(2025, 6, 30, 22, tzinfo=plus_two), datetime(2026, 1, 2, 3, 4, 5, 60, plus_two)),
+    ):
+        score = StoredScore(0.2, RiskClass.C, RiskClass.B, reasons, "v", as_of, at)
+        # The same text, to the byte, whichever way it is made.
+        assert facts.score_text(score, stored) == facts.score_text(score)
+        assert orjson.loads(facts.score_text(score, stored)) == facts.score_json(score)
+        assert orjson.loads(facts.score_text(score)) == facts.score_json(score)
+        assert facts.score_from_json(orjson.loads(facts.score_text(score, stored))) == score
 
 
 def test_stored_reasons_stay_json_when_a_contribution_is_not_finite(scorer: Scorer) -> None:

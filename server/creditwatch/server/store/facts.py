@@ -290,7 +290,20 @@ def score_text(score: StoredScore, reasons_text: str | None = None) -> str:
     (and its scores' `reasons` are not even decoded, see `Change`)."""
     if reasons_text is None:
         return dumps(score_json(score))
-    return f'{dumps(_score_fields(score))[:-1]},"reasons":{reasons_text}}}'
+    # `_score_fields` as orjson writes it in C: its enums as their values and
+    # its times as isoformat() writes them (an alert per company of a
+    # re-score serialises two scores; the isoformat() calls were half of it).
+    fields_text = orjson.dumps(
+        {
+            "probability_of_default": score.probability_of_default,
+            "risk_class": score.risk_class,
+            "model_risk_class": score.model_risk_class,
+            "model_version": score.model_version,
+            "data_as_of": score.data_as_of,
+            "score_time": score.score_time,
+        }
+    )
+    return f'{fields_text[:-1].decode()},"reasons":{reasons_text}}}'
 
 
 def score_from_json(value: dict[str, Any]) -> StoredScore:
