@@ -62,11 +62,26 @@ class Register:
             self.units[unit["organisasjonsnummer"]] = unit
 
     def fail(
-        self, prefix: str, status: int, times: int = 1, retry_after: int | str | None = None
+        self,
+        prefix: str,
+        status: int,
+        times: int = 1,
+        retry_after: int | str | None = None,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Answer the next `times` requests under `prefix` with `status`."""
+        """Answer the next `times` requests under `prefix` with `status` (and
+        `body` as it is, and `headers`, if given: a proxy's maintenance page)."""
         self.failures.append(
-            {"prefix": prefix, "status": status, "times": times, "retry_after": retry_after}
+            {
+                "prefix": prefix,
+                "status": status,
+                "times": times,
+                "retry_after": retry_after,
+                "body": body,
+                "headers": dict(headers or {}),
+            }
         )
 
     def _units_page(self, query: dict[str, list[str]]) -> dict[str, Any]:
@@ -101,7 +116,7 @@ class Register:
         return matching[:size]
 
     def answer(self, raw_path: str) -> tuple[int, dict[str, str], Any]:
-        """(status, headers, JSON body) for a GET."""
+        """(status, headers, JSON body, or bytes sent as they are) for a GET."""
         parsed = urlparse(raw_path)
         query = parse_qs(parsed.query)
         with self.lock:
@@ -109,10 +124,13 @@ class Register:
             for failure in self.failures:
                 if failure["times"] > 0 and parsed.path.startswith(failure["prefix"]):
                     failure["times"] -= 1
-                    headers = {}
+                    headers = dict(failure["headers"])
                     if failure["retry_after"] is not None:
                         headers["Retry-After"] = str(failure["retry_after"])
-                    return failure["status"], headers, {"feilmelding": "midlertidig feil"}
+                    body = failure["body"]
+                    if body is None:
+                        body = {"feilmelding": "midlertidig feil"}
+                    return failure["status"], headers, body
         if parsed.path == "/enhetsregisteret/api/oppdateringer/enheter":
             return 200, {"Content-Type": "application/hal+json"}, self._units_page(query)
         if parsed.path == "/enhetsregisteret/api/oppdateringer/roller":
@@ -134,7 +152,7 @@ def serve(register: Register, port: int = 0) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             status, headers, body = register.answer(self.path)
-            data = json.dumps(body).encode()
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)

@@ -437,6 +437,102 @@ async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone
     assert "enheter" not in refused.cursors
 
 
+async def _sync_quickly(
+    register: Register,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    read_batch: int = 0,
+) -> SyncResult:
+    """`_sync` with two attempts per request, a hundredth of a second apart."""
+    with serve(register) as url:
+        http = RegisterHttp(url, HttpPolicy(attempts=2, initial_backoff=0.01))
+        try:
+            return await sync(
+                Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=read_batch
+            )
+        finally:
+            await http.close()
+
+
+_MAINTENANCE = b"<html><body>Vi oppgraderer tjenesten</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("start", "status", "body", "headers"),
+    [
+        (83_820_000, 200, _MAINTENANCE, {"Content-Type": "text/html"}),
+        (83_830_000, 302, b"", {"Location": "https://example.invalid/vedlikehold"}),
+        (83_850_000, 200, b"[]", {"Content-Type": "application/json"}),
+    ],
+    ids=["maintenance page", "redirect", "not a unit"],
+)
+async def test_a_unit_the_register_does_not_really_answer_for_is_read_again_not_lost(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+    start: int,
+    status: int,
+    body: bytes,
+    headers: dict[str, str],
+) -> None:
+    register = await _register(channel, sessions, tenant, start, "W1", "W2", roles=True)
+    w1 = register.numbers["W1"]
+    unit = f"/enhetsregisteret/api/enheter/{w1}"
+    # Once: the retry reads the unit.
+    register.fail(unit, status, times=1, body=body, headers=headers)
+    retried = await _sync_quickly(register, sessions, intake)
+    assert retried.failed == {} and retried.updates_skipped == 0
+    assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1
+
+    # Every time: the units feed stops before W1's update, for the next run
+    # to read again; the roles feed and the reading of new companies go on.
+    register = await _register(channel, sessions, tenant, start + 5_000, "W1", "W2", roles=True)
+    w1 = register.numbers["W1"]
+    register.fail(f"/enhetsregisteret/api/enheter/{w1}", status, 100, body=body, headers=headers)
+    stopped = await _sync_quickly(register, sessions, intake)
+    assert set(stopped.failed) == {"enheter"} and stopped.updates_skipped == 0
+    assert "enheter" not in stopped.cursors and stopped.cursors["roller"] == 51770002
+    assert await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED) == []
+
+    register.failures.clear()
+    again = await _sync_quickly(register, sessions, intake)
+    assert again.failed == {} and again.cursors["enheter"] == 24310012
+    assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1
+
+
+async def test_a_feed_answering_what_cannot_be_read_stops_alone(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Units: a firewall's 403 on the feed itself. Roles: JSON of another shape
+    # (an object where a list of updates belongs) on every request.
+    register = await _register(channel, sessions, tenant, 83_840_000, "W1", "W2", roles=True)
+    w1 = register.numbers["W1"]
+    register.fail("/enhetsregisteret/api/oppdateringer/enheter", 403, times=100)
+    register.fail(
+        "/enhetsregisteret/api/oppdateringer/roller",
+        200,
+        times=100,
+        body=b'{"data": "not a list"}',
+        headers={"Content-Type": "application/json"},
+    )
+    with caplog.at_level(logging.ERROR, logger="creditwatch.server.registers.base"):
+        stopped = await _sync_quickly(register, sessions, intake, read_batch=1_000)
+
+    assert set(stopped.failed) == {"enheter", "roller"}
+    assert "HTTP 403" in stopped.failed["enheter"]
+    assert "not a list" in stopped.failed["roller"]
+    assert stopped.cursors == {}
+    # The run still read the newly watched companies: W1 shows bankrupt.
+    assert stopped.companies_read >= 2
+    assert await _status(sessions, w1) == int(CompanyStatus.BANKRUPT)
+    assert sum("register feed stopped" in r.getMessage() for r in caplog.records) == 2
+
+
 async def test_a_company_watched_while_bankrupt_shows_so_at_the_next_run(
     channel: grpc.aio.Channel,
     sessions: async_sessionmaker[AsyncSession],

@@ -45,7 +45,19 @@ log = logging.getLogger(__name__)
 
 
 class RegisterUnavailable(Exception):
-    """The register kept failing (5xx, 429, network) after every retry."""
+    """The register kept failing (5xx, 429, network, redirects, bodies that
+    are not JSON) after every retry, or refused a request (`RegisterRefused`)."""
+
+
+class RegisterRefused(RegisterUnavailable):
+    """The register answered a request with a 4xx status (other than 429),
+    which is not retried: the caller decides whether it is about what was
+    asked for (a unit it takes for malformed) or about this client (then,
+    like any RegisterUnavailable, it stops the feed until the next run)."""
+
+    def __init__(self, path: str, status: int) -> None:
+        super().__init__(f"GET {path}: HTTP {status}")
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -84,8 +96,11 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
 
 
 class RegisterHttp:
-    """GETs JSON from a register, retrying 5xx, 429 (honouring Retry-After) and
-    network errors with exponential back-off and jitter."""
+    """GETs JSON from a register, retrying 5xx, 429 (honouring Retry-After),
+    network errors, redirects and answers that are not JSON with exponential
+    back-off and jitter. A maintenance page served with 200 (or a redirect to
+    one) is the register not answering, not an answer: taken as one, the
+    update it was asked about would be lost."""
 
     def __init__(self, base_url: str, policy: HttpPolicy | None = None) -> None:
         self.policy = policy or HttpPolicy()
@@ -97,10 +112,18 @@ class RegisterHttp:
         self.retries = 0
 
     async def get(
-        self, path: str, params: Mapping[str, Any] | None = None, *, allow: Sequence[int] = ()
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        allow: Sequence[int] = (),
+        shape: type[dict[str, Any]] | type[list[Any]] | None = None,
     ) -> tuple[int, Any]:
         """(status, JSON body) of a GET; statuses in `allow` (e.g. 404, 410) are
-        returned instead of raised."""
+        returned instead of raised, with no body. A body that is not of
+        `shape` (a JSON object or array), when given, is retried as one that
+        is not JSON is. Raises RegisterRefused for any other 4xx but 429, and
+        RegisterUnavailable when every attempt failed."""
         for attempt in range(1, self.policy.attempts + 1):
             wait = min(self.policy.max_backoff, self.policy.initial_backoff * 2 ** (attempt - 1))
             wait *= 1 - 0.2 * random.random()
@@ -109,14 +132,27 @@ class RegisterHttp:
             except httpx.TransportError as error:
                 problem = f"{type(error).__name__}: {error}"
             else:
-                if response.status_code in allow:
-                    return response.status_code, None
-                if response.status_code < 400:
-                    return response.status_code, response.json()
-                if response.status_code != 429 and response.status_code < 500:
-                    response.raise_for_status()
-                problem = f"HTTP {response.status_code}"
-                if response.status_code == 429:
+                code = response.status_code
+                if code in allow:
+                    return code, None
+                if 200 <= code < 300:
+                    kind = response.headers.get("Content-Type", "no content type")
+                    try:
+                        body = response.json()
+                    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                        problem = f"HTTP {code} with a body that is not JSON ({kind})"
+                    else:
+                        if shape is None or isinstance(body, shape):
+                            return code, body
+                        problem = f"HTTP {code} with JSON that is not a {shape.__name__} ({kind})"
+                elif 300 <= code < 400:
+                    where = response.headers.get("Location", "nowhere")
+                    problem = f"HTTP {code}: redirected to {where}"
+                elif 400 <= code < 500 and code != 429:
+                    raise RegisterRefused(path, code)
+                else:
+                    problem = f"HTTP {code}"
+                if code == 429:
                     told = _retry_after(response, self.policy.max_retry_after)
                     wait = told if told is not None else wait
             if attempt == self.policy.attempts:
@@ -198,8 +234,9 @@ class SyncResult:
     """Newly watched companies whose current state was read (see `sync`)."""
     cursors: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    """Feeds the register kept failing on in this run (feed name: problem),
-    left where they got to for the next run; the other feeds still ran."""
+    """Feeds that stopped in this run (feed name: problem), left where they
+    got to for the next run: the register kept failing or refused, or it
+    answered what could not be read; the other feeds still ran."""
 
 
 class RegisterAdapter(Protocol):
@@ -230,8 +267,8 @@ async def sync(
     then read the current state of up to `read_batch` watched companies never
     read before (a company watched while already bankrupt shows so now, not
     at the register's next change of it). A feed the register keeps failing
-    on (RegisterUnavailable) stops where it got to, logged and in
-    `SyncResult.failed`; the next feeds still run."""
+    on (RegisterUnavailable), or whose answers cannot be read, stops where
+    it got to, logged and in `SyncResult.failed`; the next feeds still run."""
     result = SyncResult()
     started = time.perf_counter()
     for feed in adapter.feeds():
@@ -239,27 +276,12 @@ async def sync(
             await _sync_feed(
                 adapter, feed, sessions, intake, result, every_company, max_pages, progress
             )
-        except RegisterUnavailable as error:
-            result.failed[feed.name] = str(error)
-            log.error(
-                "register feed stopped: the register kept failing; the next run goes on "
-                "from where it got to",
-                extra={
-                    "register": adapter.name,
-                    "feed": feed.name,
-                    "cursor": result.cursors.get(feed.name),
-                    "problem": str(error),
-                },
-            )
+        except Exception as error:
+            _stopped(result, adapter.name, feed.name, error, result.cursors.get(feed.name))
     try:
         await _read_unread(adapter, sessions, intake, result, read_batch)
-    except RegisterUnavailable as error:
-        result.failed[_CURRENT] = str(error)
-        log.error(
-            "reading newly watched companies stopped: the register kept failing; the next "
-            "run reads them",
-            extra={"register": adapter.name, "problem": str(error)},
-        )
+    except Exception as error:
+        _stopped(result, adapter.name, _CURRENT, error, None)
     log.info(
         "register sync done",
         extra={
@@ -278,6 +300,29 @@ async def sync(
 
 
 _CURRENT = "current state"  # `SyncResult.failed`'s name for `_read_unread`
+
+
+def _stopped(
+    result: SyncResult, register: str, part: str, error: Exception, cursor: int | None
+) -> None:
+    """Log and record (`SyncResult.failed`) a feed, or the reading of newly
+    watched companies, that stopped where it got to: the register kept
+    failing, or it answered what this code cannot read (a feed's shape
+    changed, say; logged with the traceback). Its cursor did not move past
+    what it did not apply, so the next run starts there; the run's other
+    parts still run."""
+    result.failed[part] = (
+        str(error) if isinstance(error, RegisterUnavailable) else f"{type(error).__name__}: {error}"
+    )
+    if part == _CURRENT:
+        message = "reading newly watched companies stopped; the next run reads them"
+    else:
+        message = "register feed stopped; the next run goes on from where it got to"
+    extra = {"register": register, "feed": part, "cursor": cursor, "problem": result.failed[part]}
+    if isinstance(error, RegisterUnavailable):
+        log.error(message, extra=extra)
+    else:
+        log.error(message, exc_info=error, extra=extra)
 
 
 async def _read_unread(

@@ -63,8 +63,6 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-import httpx
-
 from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.intake import IncomingEvent
@@ -73,7 +71,7 @@ from creditwatch.server.registers.base import (
     Feed,
     FeedPage,
     RegisterHttp,
-    RegisterUnavailable,
+    RegisterRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -289,8 +287,8 @@ class UnitsFeed(Feed):
             params["dato"] = _stamp(after)
         else:
             params["oppdateringsid"] = after + 1
-        _, body = await self._http.get(UNITS_PATH, params)
-        updates = list(((body or {}).get("_embedded") or {}).get("oppdaterteEnheter") or [])
+        _, body = await self._http.get(UNITS_PATH, params, shape=dict)
+        updates = list((body.get("_embedded") or {}).get("oppdaterteEnheter") or [])
         if not updates:
             return FeedPage([], None)
         return FeedPage(updates, max(int(u["oppdateringsid"]) for u in updates))
@@ -352,23 +350,22 @@ class UnitsFeed(Feed):
     ) -> dict[str, Any] | None:
         """The unit as it is now; None if it is gone (its deletion added to
         `facts`) or cannot be read for good. A unit the register refuses as
-        such (400, 422: a number it takes for malformed; a body that is not
-        JSON) or does not know (404) is skipped with a warning, not retried on
-        every run: a feed stopped on it would stop for good, and the unit's
-        next update brings its state again. Any other refusal (401, 403, 408,
-        ...) says more about the register or this client than about the unit:
-        it stops the feed until the next run (RegisterUnavailable), as a
-        register that keeps failing does."""
+        such (400, 422: a number it takes for malformed) or does not know
+        (404) is skipped with a warning, not retried on every run: a feed
+        stopped on it would stop for good, and the unit's next update brings
+        its state again. Any other refusal (401, 403, 408, ...) says more
+        about the register or this client than about the unit, and an answer
+        that is not a unit (a maintenance page, a redirect, JSON of another
+        shape) is the register not answering: either stops the feed until the
+        next run (RegisterUnavailable), as a register that keeps failing
+        does, so the update is read again then rather than lost."""
         path = UNIT_PATH.format(number)
         try:
-            status, unit = await self._http.get(path, allow=(404, 410))
-        except httpx.HTTPStatusError as error:
-            code = error.response.status_code
-            if code not in _REFUSED_UNIT:
-                raise RegisterUnavailable(f"GET {path}: HTTP {code}") from error
-            status, unit, problem = 0, None, f"HTTP {code}"
-        except ValueError as error:
-            status, unit, problem = 0, None, f"{type(error).__name__}: {error}"
+            status, unit = await self._http.get(path, allow=(404, 410), shape=dict)
+        except RegisterRefused as error:
+            if error.status not in _REFUSED_UNIT:
+                raise
+            status, unit, problem = 0, None, f"HTTP {error.status}"
         else:
             problem = "404 Not Found"
         if status == 410:
@@ -386,7 +383,8 @@ class UnitsFeed(Feed):
                 },
             )
             return None
-        return unit if isinstance(unit, dict) else None
+        assert isinstance(unit, dict)  # `shape`
+        return unit
 
 
 class RolesFeed(Feed):
@@ -408,8 +406,8 @@ class RolesFeed(Feed):
             params["afterTime"] = _stamp(after)
         else:
             params["afterId"] = after
-        _, body = await self._http.get(ROLES_PATH, params)
-        updates = [u for u in body or [] if (u.get("data") or {}).get("organisasjonsnummer")]
+        _, body = await self._http.get(ROLES_PATH, params, shape=list)
+        updates = [u for u in body if (u.get("data") or {}).get("organisasjonsnummer")]
         if not body:
             return FeedPage([], None)
         return FeedPage(updates, max(int(u["id"]) for u in body))
