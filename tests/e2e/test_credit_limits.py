@@ -299,6 +299,20 @@ async def test_policy_versions_and_their_use(
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(bad.value)) == {"update_mask.paths[2]"}
+    with pytest.raises(grpc.aio.AioRpcError) as negative:
+        await stub.UpdateCreditPolicy(
+            limits_pb2.UpdateCreditPolicyRequest(
+                credit_policy=limits_pb2.CreditPolicy(version=-1, decision_validity_days=30),
+                update_mask=field_mask_pb2.FieldMask(paths=["decision_validity_days"]),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(negative.value)) == {"credit_policy.version"}
+    unchanged = await stub.GetCreditPolicy(
+        limits_pb2.GetCreditPolicyRequest(), metadata=tenant.metadata
+    )
+    assert unchanged.credit_policy.version == 2
 
 
 async def test_bad_requests_name_the_field(channel: grpc.aio.Channel, tenant: TenantKey) -> None:
@@ -315,6 +329,19 @@ async def test_bad_requests_name_the_field(channel: grpc.aio.Channel, tenant: Te
     assert "company.register_number" in violations
     assert "requested_payment_terms_days" in violations
     assert any(f.startswith("requested_amount") for f in violations)
+    # NUL characters, named by field whatever the decision would be.
+    valid = norwegian_numbers(1, start=81_575_000)[0]
+    nul = limits_pb2.DecideCreditLimitRequest(
+        company=common_pb2.CompanyRef(country="NO", register_number=valid),
+        requested_amount=money_pb2.Money(currency_code="NOK", units=5_000),
+        requested_payment_terms_days=30,
+        external_reference="PO\x001",
+        request_id="req\x00",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.DecideCreditLimit(nul, metadata=tenant.metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(caught.value)) == {"external_reference", "request_id"}
 
 
 async def test_claims_clock_for_an_insured_overdue_invoice(
@@ -351,6 +378,15 @@ async def test_claims_clock_for_an_insured_overdue_invoice(
     )
     payment = reported.overdue_payment
     assert reported.created
+    with pytest.raises(grpc.aio.AioRpcError) as nul:
+        await stub.ReportOverduePayment(
+            limits_pb2.ReportOverduePaymentRequest(
+                parent=limit, overdue_payment=invoice(today, today, "INV\x009003")
+            ),
+            metadata=tenant.metadata,
+        )
+    assert nul.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(nul.value)) == {"overdue_payment.invoice_id"}
     second = await stub.ReportOverduePayment(
         limits_pb2.ReportOverduePaymentRequest(
             parent=limit, overdue_payment=invoice(today, today, "INV-9002")

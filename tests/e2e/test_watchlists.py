@@ -514,6 +514,15 @@ async def test_forged_page_tokens_are_invalid_argument_not_internal(
                 page_token=encode_token(("2026-01-01T00:00:00", some_id), lists)
             ),
         ),
+        *(  # times that are no time in UTC (year 0 or 10000 there)
+            (
+                stub.ListWatchLists,
+                watchlists_pb2.ListWatchListsRequest(
+                    page_token=encode_token((stamp, some_id), lists)
+                ),
+            )
+            for stamp in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00")
+        ),
         (
             stub.ListEntries,
             watchlists_pb2.ListEntriesRequest(

@@ -103,7 +103,16 @@ def test_time_and_id_keys_need_a_utc_offset() -> None:
     token = encode_token((when.isoformat(), str(row)), "f")
     assert page_request(1, token, "f", default_size=5, max_size=9).time_and_id() == (when, row)
     assert page_request(1, "", "f", default_size=5, max_size=9).time_and_id() is None
-    for key in [("2026-03-01T12:00:00", str(row)), (when.isoformat(), "x"), ("x", str(row))]:
+    # Another offset reads as the same instant in UTC.
+    plus_one = encode_token(("2026-03-01T13:00:00+01:00", str(row)), "f")
+    assert page_request(1, plus_one, "f", default_size=5, max_size=9).time_and_id() == (when, row)
+    for key in [
+        ("2026-03-01T12:00:00", str(row)),
+        (when.isoformat(), "x"),
+        ("x", str(row)),
+        ("0001-01-01T00:00:00+14:00", str(row)),  # year 0 in UTC
+        ("9999-12-31T23:59:59-14:00", str(row)),  # year 10000 in UTC
+    ]:
         page = page_request(1, encode_token(key, "f"), "f", default_size=5, max_size=9)
         with pytest.raises(InvalidArgument) as caught:
             page.time_and_id()

@@ -37,6 +37,7 @@ from creditwatch.server.domain.money import Money
 from creditwatch.server.domain.paging import encode_token, page_request, tenant_fingerprints
 from creditwatch.server.domain.scores import RiskClass
 from creditwatch.server.domain.tenants import Caller
+from creditwatch.server.domain.watchlists import NUL_REFUSED
 from creditwatch.server.intake import Intake
 from creditwatch.server.store import alerts, facts
 from creditwatch.server.store import limits as store
@@ -157,6 +158,8 @@ def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str,
     problems: list[FieldViolation] = []
     if not 1 <= len(message.invoice_id) <= 128:
         problems.append(FieldViolation(f"{field}.invoice_id", "1 to 128 characters"))
+    elif "\x00" in message.invoice_id:
+        problems.append(FieldViolation(f"{field}.invoice_id", NUL_REFUSED))
 
     def day(name: str, required: bool) -> dt.date | None:
         if not message.HasField(name):  # type: ignore[arg-type]
@@ -256,8 +259,13 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                 )
         if len(request.external_reference) > MAX_EXTERNAL_REFERENCE:
             problems.append(FieldViolation("external_reference", "up to 200 characters"))
+        elif "\x00" in request.external_reference:
+            # Refused whatever the decision (only a grant stores it).
+            problems.append(FieldViolation("external_reference", NUL_REFUSED))
         if len(request.request_id) > 128:
             problems.append(FieldViolation("request_id", "up to 128 characters"))
+        elif "\x00" in request.request_id:
+            problems.append(FieldViolation("request_id", NUL_REFUSED))
         problems = [FieldViolation(v.field.lstrip("."), v.description) for v in problems]
         if problems or company is None or amount is None:
             raise InvalidArgument(problems)
@@ -452,6 +460,8 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                         f"{path!r} cannot be changed; use {', '.join(_POLICY_FIELDS)}",
                     )
                 )
+        if given.version < 0:
+            problems.append(FieldViolation("credit_policy.version", "must not be negative"))
         if problems:
             raise InvalidArgument(problems)
         async with self._sessions.begin() as session:
@@ -488,5 +498,5 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
                 ),
             )
             new.validate()
-            saved = await store.save_policy(session, tenant, new, given.version)
+            saved = await store.save_policy(session, tenant, new, current, given.version)
         return limits_pb2.UpdateCreditPolicyResponse(credit_policy=policy_message(saved))

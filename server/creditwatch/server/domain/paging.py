@@ -19,7 +19,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from creditwatch.server.domain.errors import InvalidArgument
@@ -55,7 +55,9 @@ class PageRequest:
 
     def time_and_id(self) -> tuple[datetime, uuid.UUID] | None:
         """`after` as (create time, id), for listings keyed on both; a time
-        without its UTC offset is refused, as the server never issues one."""
+        without its UTC offset is refused, as the server never issues one, and
+        so is one that is no time in UTC (0001-01-01T00:00+14:00 is in year 0
+        there, which neither Python nor the driver can convert)."""
         key = self.key(str, str)
         if key is None:
             return None
@@ -65,6 +67,10 @@ class PageRequest:
             raise _foreign_token() from None
         if stamp.tzinfo is None:
             raise _foreign_token()
+        try:
+            stamp = stamp.astimezone(UTC)
+        except OverflowError:
+            raise _foreign_token() from None
         return stamp, row_id
 
 

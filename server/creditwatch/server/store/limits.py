@@ -79,17 +79,25 @@ async def policy(session: AsyncSession, tenant: uuid.UUID, version: int = 0) -> 
 
 
 async def save_policy(
-    session: AsyncSession, tenant: uuid.UUID, new: CreditPolicy, expected_version: int
+    session: AsyncSession,
+    tenant: uuid.UUID,
+    new: CreditPolicy,
+    base: CreditPolicy,
+    expected_version: int,
 ) -> CreditPolicy:
-    """Store `new` as the next version; ABORTED if `expected_version` (non-zero)
-    is not the current one, or another update won the race."""
-    current = await policy(session, tenant)
-    if expected_version and expected_version != current.version:
+    """Store `new`, a change made to `base` (the policy as read in this
+    transaction), as the version after `base`'s; ABORTED if `expected_version`
+    (non-zero) is not `base`'s, or if another update stored that version
+    first (it committed after `base` was read: `new`, built on `base`,
+    would undo that update's fields; under READ COMMITTED a second read here
+    would see the other update, so the version comes from `base`, and the
+    primary key turns the race into ABORTED)."""
+    if expected_version and expected_version != base.version:
         raise Aborted(
-            f"creditPolicy is at version {current.version}, not {expected_version}; "
+            f"creditPolicy is at version {base.version}, not {expected_version}; "
             "read it again and reapply the change"
         )
-    version = current.version + 1
+    version = base.version + 1
     try:
         async with session.begin_nested():
             await session.execute(
