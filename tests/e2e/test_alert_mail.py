@@ -7,6 +7,7 @@ import email
 import os
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from email.message import Message
 
@@ -152,6 +153,82 @@ async def test_an_alert_whose_mail_failed_is_mailed_by_the_next_run(
     _, err = await asyncio.wait_for(retry.communicate(), 60)
     assert retry.returncode == 0, err.decode()
     assert [f"NO-{number}" in m.get_payload() for m in inbox.messages] == [True]
+
+
+class _SlowForOneRefusingAnother(Inbox):
+    """Takes a while over mails about `slow` (a bridge mid-send), refuses
+    those about `refused` (550: that bridge fails)."""
+
+    def __init__(self, slow: str, refused: str) -> None:
+        super().__init__()
+        self.slow, self.refused = slow, refused
+        self.sending_slow = asyncio.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        content = envelope.content.decode()  # type: ignore[attr-defined]
+        if f"NO-{self.refused}" in content:
+            return "550 refused"
+        if f"NO-{self.slow}" in content:
+            self.sending_slow.set()
+            await asyncio.sleep(3)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_failing_bridge_lets_the_others_finish_the_mail_they_are_sending(
+    server: ServerProcess,
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+) -> None:
+    feed = await new_tenant(sessions, "mail feed 3", scopes=(SCOPE_COMPANIES_WRITE,))
+    slow, refused = norwegian_numbers(2, start=85_760_000)
+    list_slow = await watch(channel, tenant, [slow])
+    list_refused = await watch(channel, tenant, [refused])
+    inbox = _SlowForOneRefusingAnother(slow, refused)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        both = await _mail(
+            server, tenant, port, "--watchlist", list_slow, "--watchlist", list_refused,
+            "--to", "risk@bank.test",
+        )  # fmt: skip
+        await asyncio.sleep(3)  # the consumers are created at "now"
+        await record(channel, feed, remark(slow, "mail-slow-1"))
+        # While the slow list's mail is with the SMTP server, the other
+        # list's mail is refused: its bridge fails, and the command with it.
+        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending_slow, controller), 60)
+        await record(channel, feed, remark(refused, "mail-refused-1"))
+        _, err = await asyncio.wait_for(both.communicate(), 60)
+        assert both.returncode == 1
+        assert "550" in err.decode() and "Traceback" not in err.decode()
+        assert [f"NO-{slow}" in m.get_payload() for m in inbox.messages] == [True]
+
+        # The slow list's mail was acknowledged before the command ended: its
+        # next run mails the next alert, not that one again.
+        await record(channel, feed, remark(slow, "mail-slow-2"))
+        again = await _mail(
+            server, tenant, port, "--watchlist", list_slow, "--to", "risk@bank.test",
+            "--count", "1",
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(again.communicate(), 60)
+        assert again.returncode == 0, err.decode()
+        assert len(inbox.messages) == 2
+        first, second = (m["X-Creditwatch-Alert"] for m in inbox.messages)
+        assert second != first
+    finally:
+        controller.stop()
+
+
+def _wait_for(flag: asyncio.Event, controller: Controller) -> None:
+    """Wait (in a thread) until `flag`, set in the SMTP server's loop, is set."""
+    for _ in range(600):
+        if flag.is_set():
+            return
+        threading.Event().wait(0.1)
+    raise TimeoutError("the slow mail never reached the SMTP server")
 
 
 # `mail_watch_list` with 5-second heartbeats, in its own process (as the

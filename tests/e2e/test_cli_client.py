@@ -82,6 +82,19 @@ async def test_a_user_session_from_the_command_line(
     assert refused.returncode == 1
     assert "INVALID_ARGUMENT" in refused.stderr and "line 3" in refused.stderr
     assert "Traceback" not in refused.stderr
+    assert "were imported before this" not in refused.stderr  # one chunk: nothing stayed
+    # In chunks of one: line 2 was imported before line 3 was refused, and
+    # the command says so.
+    chunked = cli(env, "watchlist", "import", name, str(broken), "--chunk", "1")
+    assert chunked.returncode == 1
+    assert "line 3" in chunked.stderr
+    assert "CSV lines 2 to 2 (1 entry) were imported before this" in chunked.stderr
+    assert cli(env, "watchlist", "import", name, str(book)).returncode == 0  # as it was
+    empty = tmp_path / "empty.csv"
+    empty.write_text("country,register_number,exposure_amount,exposure_currency\n")
+    nothing = cli(env, "watchlist", "import", name, str(empty))
+    assert nothing.returncode == 0, nothing.stderr
+    assert "0 added, 0 updated; 3 entries" in nothing.stdout
 
     listed = cli(env, "watchlist", "list")
     assert name in listed.stdout and "CLI book" in listed.stdout
@@ -283,3 +296,15 @@ async def test_alerts_tail_with_a_consumer_acknowledges_only_what_it_printed(
 
     after = await _tail(env, errors, "--consumer", "desk", "--count", "1")
     assert await _printed(after) == [numbers[3]], errors.read_text()
+
+
+async def test_alerts_tail_from_a_cursor_the_server_refuses_suggests_no_resume(
+    server: ServerProcess, tenant: TenantKey, tmp_path: Path
+) -> None:
+    errors = tmp_path / "tail.err"
+    refused = await _tail(_env(server, tenant), errors, "--from", "not-a-cursor")
+    assert await _printed(refused) == []
+    assert refused.returncode == 1
+    said = errors.read_text()
+    assert "INVALID_ARGUMENT" in said and "after_cursor" in said
+    assert "resume after what was printed" not in said  # it would be refused again

@@ -134,6 +134,44 @@ async def test_an_alert_whose_handler_raised_is_delivered_again(
     assert redelivered.name == seen[1].name
 
 
+async def test_a_close_from_another_task_ends_the_reading_loop(
+    channel: grpc.aio.Channel, server: ServerProcess, feed: TenantKey, tenant: TenantKey
+) -> None:
+    number = norwegian_numbers(1, start=94_110_000)[0]
+    await watch(channel, tenant, [number])
+    seen: list[alerts_pb2.Alert] = []
+    async with CreditwatchClient(server.address, tenant.api_key) as client:
+        stream = client.alerts.subscribe(
+            consumer="closed-elsewhere", auto_acknowledge=True, heartbeat_interval=5
+        )
+
+        async def consume() -> None:
+            async for alert in stream:
+                seen.append(alert)
+
+        consuming = asyncio.create_task(consume())
+        await asyncio.sleep(1)
+        await record(channel, feed, remark(number, "sdk-close-0"))
+        for _ in range(600):
+            if seen:
+                break
+            await asyncio.sleep(0.1)
+        # A shutdown hook closes the stream while the loop waits for the next
+        # alert: the loop ends as a loop does, the task is not cancelled.
+        await stream.close()
+        await asyncio.wait_for(consuming, 10)
+        assert not consuming.cancelled()
+        assert [a.company.register_number for a in seen] == [number]
+
+        # The alert the loop had asked past was stored as handled on close.
+        again = client.alerts.subscribe(consumer="closed-elsewhere", heartbeat_interval=5)
+        heartbeat_only = asyncio.create_task(_take(again, 1))
+        await asyncio.sleep(2.5)
+        assert not heartbeat_only.done()
+        heartbeat_only.cancel()
+        await again.close()
+
+
 async def test_an_acknowledgement_during_a_restart_does_not_end_the_stream(
     database_url: str, channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:

@@ -119,7 +119,9 @@ def test_entry_builds_a_watch_list_entry() -> None:
 
 def test_retry_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
     policy = RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2.0, jitter=0.2)
-    for attempt, ceiling in [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)]:
+    # Past where multiplier ** (attempt - 1) overflows a float: still the cap.
+    steps = [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0), (2_000, 1.0)]
+    for attempt, ceiling in steps:
         waits = [policy.backoff(attempt) for _ in range(200)]
         assert all(ceiling * 0.8 <= w <= ceiling for w in waits)
         assert len(set(waits)) > 1, "no jitter"
@@ -137,3 +139,24 @@ def test_error_text_names_code_fields_and_resource() -> None:
     assert str(error) == (
         "INVALID_ARGUMENT: 2 invalid fields\n  entries[3].company.register_number: bad check digit"
     )
+
+
+def test_shifted_indexes_keep_every_detail_of_the_error() -> None:
+    import grpc
+
+    from creditwatch.client._batches import shift_indexes
+
+    error = sdk.InvalidArgumentError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "bad entries",
+        field_violations={"entries[3].company": "duplicate of entries[1]"},
+        preconditions=(("SOMETHING", "subject"),),
+        precondition_types=("SOMETHING",),
+        quota_violations=(("tenant", "too many"),),
+    )
+    error.add_note("entries[0:1000] were applied")
+    shifted = shift_indexes(error, "entries", 1_000)
+    assert shifted.field_violations == {"entries[1003].company": "duplicate of entries[1001]"}
+    assert shifted.preconditions == (("SOMETHING", "subject"),)
+    assert shifted.quota_violations == (("tenant", "too many"),)
+    assert shifted.__notes__ == ["entries[0:1000] were applied"]

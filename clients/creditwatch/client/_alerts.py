@@ -224,6 +224,15 @@ class AlertStream:
                 self._open()
             try:
                 message = await self._call.read()
+            except asyncio.CancelledError:
+                # `close()` from another task cancels the call under this
+                # read, which grpc.aio raises as a cancellation of the
+                # reading task: the stream ends, as for a close in between.
+                # A cancellation of the reading task itself goes on up.
+                task = asyncio.current_task()
+                if self._closed and (task is None or not task.cancelling()):
+                    raise StopAsyncIteration from None
+                raise
             except grpc.aio.AioRpcError as rpc_error:
                 self._call = None
                 error = error_from_rpc(rpc_error)
@@ -294,7 +303,7 @@ class AlertStream:
             self._pending = self._handled
         try:
             await self._store(force=True, patient=True)
-        except CreditwatchError as error:
+        except (CreditwatchError, grpc.aio.UsageError) as error:  # UsageError: channel closed
             log.warning("could not acknowledge on close", extra={"error": str(error)})
 
     async def __aenter__(self) -> AlertStream:

@@ -69,9 +69,13 @@ def shift_indexes(error: CreditwatchError, field: str, offset: int) -> Creditwat
         field_violations={shift(f): shift(d) for f, d in error.field_violations.items()},
         resource_name=error.resource_name,
         precondition_types=error.precondition_types,
+        preconditions=error.preconditions,
+        quota_violations=error.quota_violations,
         status=error.status,
     )
     shifted.__cause__ = error.__cause__
+    for note in getattr(error, "__notes__", ()):
+        shifted.add_note(note)
     return shifted
 
 

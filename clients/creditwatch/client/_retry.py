@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -102,7 +103,11 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        try:
+            growth = self.multiplier ** (attempt - 1)
+        except OverflowError:  # 2.0 ** 1,024: max_backoff was reached long before
+            growth = math.inf
+        ceiling = min(self.max_backoff, self.initial_backoff * growth)
         return ceiling * (1.0 - self.jitter * random.random())
 
 

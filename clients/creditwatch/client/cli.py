@@ -171,6 +171,8 @@ def run(connection: Connection, action: Callable[[CreditwatchClient], Awaitable[
         )
     except CreditwatchError as error:
         click.echo(f"error: {error}", err=True)
+        for note in getattr(error, "__notes__", ()):
+            click.echo(f"  {note}", err=True)
     except (OSError, smtplib.SMTPException) as error:
         click.echo(f"error: {type(error).__name__}: {error}", err=True)
     sys.exit(1)
@@ -318,6 +320,9 @@ def watchlist_import(
 
     async def action(client: CreditwatchClient) -> dict[str, int]:
         totals = {"added": 0, "updated": 0, "entry_count": 0}
+        if not rows:  # nothing to send: the list's size as it is
+            totals["entry_count"] = (await client.watch_lists.get(parent)).entry_count
+            return totals
         with click.progressbar(
             length=len(rows), label="importing", file=sys.stderr, show_pos=True
         ) as bar:
@@ -326,14 +331,23 @@ def watchlist_import(
                 try:
                     result = await client.watch_lists.add_entries(parent, [e for _, e in part])
                 except CreditwatchError as error:
-                    # entries[i] of this chunk is CSV line part[i][0].
-                    lines = {
-                        field: f"line {part[int(field.split('[')[1].split(']')[0])][0]}: {text}"
+                    # entries[i] of this chunk is CSV line part[i][0]; other
+                    # violations keep their field.
+                    error.field_violations = {
+                        (
+                            f"line {part[int(field.split('[')[1].split(']')[0])][0]}"
+                            if field.startswith("entries[")
+                            else field
+                        ): text
                         for field, text in error.field_violations.items()
-                        if field.startswith("entries[")
                     }
-                    if lines:
-                        error.field_violations = lines
+                    if start:
+                        # Each chunk is a call of its own: the ones before stay.
+                        error.add_note(
+                            f"CSV lines {rows[0][0]} to {rows[start - 1][0]} ({start:,} "
+                            f"{'entry' if start == 1 else 'entries'}) "
+                            f"were imported before this; line {part[0][0]} on were not"
+                        )
                     raise
                 totals["added"] += result.added_count
                 totals["updated"] += result.updated_count
@@ -581,8 +595,14 @@ def alerts_tail(
                         if consumer:
                             await stream.acknowledge(alert.cursor)  # printed: handled
                         break
-            except CreditwatchError:
-                if stream.cursor and not consumer:
+            except CreditwatchError as error:
+                # Not when the cursor itself was refused (expired, or not
+                # one): resuming from it would be refused the same way.
+                refused = (
+                    "CURSOR_EXPIRED" in error.precondition_types
+                    or "after_cursor" in error.field_violations
+                )
+                if stream.cursor and not consumer and not refused:
                     # A consumer resumes by itself; anyone else needs the cursor.
                     click.echo(
                         f"resume after what was printed with: --from {stream.cursor}", err=True
@@ -686,22 +706,31 @@ def alerts_mail(
     period = digest_seconds or (86_400.0 if digest == "daily" else None)
 
     async def action(client: CreditwatchClient) -> list[int]:
-        return list(
-            await asyncio.gather(
-                *(
-                    mail_watch_list(
-                        client,
-                        name,
-                        smtp,
-                        list(recipients),
-                        digest_seconds=period,
-                        count=count,
-                        bridge=bridge,
-                    )
-                    for name in names
+        bridges = [
+            asyncio.create_task(
+                mail_watch_list(
+                    client,
+                    name,
+                    smtp,
+                    list(recipients),
+                    digest_seconds=period,
+                    count=count,
+                    bridge=bridge,
                 )
             )
-        )
+            for name in names
+        ]
+        try:
+            return list(await asyncio.gather(*bridges))
+        finally:
+            # One bridge failed (or the command stops): the others stop too,
+            # and are waited for before the client closes, so a bridge in the
+            # middle of a mail finishes it and acknowledges it (see
+            # mail._delivered) rather than lose the acknowledgement to a
+            # closed channel and mail it again next run.
+            for task in bridges:
+                task.cancel()
+            await asyncio.gather(*bridges, return_exceptions=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         sent = run(connection, action)
