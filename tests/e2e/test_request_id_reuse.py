@@ -291,3 +291,45 @@ async def test_an_add_entries_key_stored_before_fingerprints_replays_whatever_is
     )
     assert again == first
     assert await _entries(stub, tenant, parent) == {a: 1_000}
+
+
+async def test_a_reused_decision_id_is_refused_before_the_buyer_is_scored_again(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    feed: TenantKey,
+    tenant: TenantKey,
+) -> None:
+    buyer, other_buyer = norwegian_numbers(2, start=96_148_000)
+    await _with_statements(channel, feed, [buyer, other_buyer])
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    first = await stub.DecideCreditLimit(
+        _ask(buyer, 10_000, request_id="order-9"), metadata=tenant.metadata
+    )
+    # The other buyer has no score (yet): a decision about it would score it
+    # first, and commit that, with what that score alerts.
+    async with sessions.begin() as session:
+        await session.execute(
+            text("DELETE FROM scores WHERE register_number = :n"), {"n": other_buyer}
+        )
+
+    async def scores() -> int:
+        async with sessions() as session:
+            count = await session.scalar(
+                text("SELECT count(*) FROM scores WHERE register_number = :n"),
+                {"n": other_buyer},
+            )
+        return int(count or 0)
+
+    before = await scores()
+    violations = await _refused(
+        stub.DecideCreditLimit(
+            _ask(other_buyer, 10_000, request_id="order-9"), metadata=tenant.metadata
+        )
+    )
+    assert list(violations) == ["request_id"]
+    assert await scores() == before == 0  # nothing was scored, so nothing alerted
+    # A replay answers from the key, before any scoring too.
+    again = await stub.DecideCreditLimit(
+        _ask(buyer, 10_000, request_id="order-9"), metadata=tenant.metadata
+    )
+    assert again.decision == first.decision

@@ -269,11 +269,6 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
         problems = [FieldViolation(v.field.lstrip("."), v.description) for v in problems]
         if problems or company is None or amount is None:
             raise InvalidArgument(problems)
-        with contextlib.suppress(NotFound, FailedPrecondition):
-            # Stores the score the company lacks (or replaces one of another
-            # model than the activated one), as ScoreCompany does; the
-            # decision reads it below, with the company locked.
-            await self._intake.score_company(company)
         asked = Request(
             amount.currency,
             amount.amount,
@@ -281,6 +276,18 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             exposure.amount if exposure is not None else None,
         )
         asks = request_fingerprint(company, asked, request.external_reference)
+        if request.request_id:
+            # A replay, or a reused request_id (refused), before anything is
+            # scored: the score below commits on its own, with its alerts.
+            async with self._sessions() as session:
+                earlier = await store.earlier_decision(session, tenant, request.request_id, asks)
+            if earlier is not None:
+                return limits_pb2.DecideCreditLimitResponse(decision=decision_message(earlier))
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            # Stores the score the company lacks (or replaces one of another
+            # model than the activated one), as ScoreCompany does; the
+            # decision reads it below, with the company locked.
+            await self._intake.score_company(company)
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             if request.request_id:

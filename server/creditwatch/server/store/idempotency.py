@@ -71,12 +71,46 @@ async def claim(
         )
     ).one()
     if fingerprint is not None and earlier.fingerprint not in (None, fingerprint):
-        raise InvalidArgument.single(
-            "request_id",
-            "already used within 24 hours for a different request; "
-            "a retry must repeat the request unchanged, a new request needs a new request_id",
-        )
+        raise _reused()
     return dict(earlier.result or {})
+
+
+async def peek(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    method: str,
+    request_id: str,
+    fingerprint: str | None = None,
+) -> dict[str, Any] | None:
+    """The stored result of an earlier call with `request_id` within the
+    replay window, if one committed, without claiming anything: for a call
+    that has work to do before its transaction (which then `claim`s), so a
+    replay, or a repeat that asks something else (InvalidArgument on
+    `request_id`, as `claim` refuses it), does none of it. None: no such
+    call yet (or one still running: `claim` waits for it)."""
+    earlier = (
+        await session.execute(
+            select(_K.result, _K.fingerprint).where(
+                _K.tenant_id == tenant_id,
+                _K.method == method,
+                _K.request_id == request_id,
+                _K.create_time >= func.now() - REPLAY_WINDOW,
+            )
+        )
+    ).first()
+    if earlier is None or not earlier.result:
+        return None
+    if fingerprint is not None and earlier.fingerprint not in (None, fingerprint):
+        raise _reused()
+    return dict(earlier.result)
+
+
+def _reused() -> InvalidArgument:
+    return InvalidArgument.single(
+        "request_id",
+        "already used within 24 hours for a different request; "
+        "a retry must repeat the request unchanged, a new request needs a new request_id",
+    )
 
 
 async def remember(

@@ -208,6 +208,13 @@ async def replayed_decision(
     return await idempotency.claim(session, tenant, _DECIDE, request_id, fingerprint)
 
 
+async def earlier_decision(
+    session: AsyncSession, tenant: uuid.UUID, request_id: str, fingerprint: str
+) -> dict[str, Any] | None:
+    """`replayed_decision` without claiming the key (see `idempotency.peek`)."""
+    return await idempotency.peek(session, tenant, _DECIDE, request_id, fingerprint)
+
+
 async def remember_decision(
     session: AsyncSession, tenant: uuid.UUID, request_id: str, decided: dict[str, Any]
 ) -> None:
