@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
-from creditwatch.server.domain.limits import Decision, LimitState, Outcome, Request
+from creditwatch.server.domain.limits import Decision, LimitState, Outcome, PaymentState, Request
 from creditwatch.server.domain.scores import RiskClass, StoredScore
 from creditwatch.server.store import database, facts, migrate
 from creditwatch.server.store import limits as store
@@ -192,3 +192,63 @@ async def test_a_withdrawal_or_a_grant_by_an_older_replica_is_read_from_the_row(
     assert shortened.insured_on(date(2026, 6, 30)) and not shortened.insured_on(date(2026, 8, 1))
     assert withdrawn.insured_on(date(2026, 2, 1)) and not withdrawn.insured_on(date(2026, 4, 1))
     assert [regranted.insured_on(date(2026, m, 1)) for m in (2, 4, 6)] == [True, False, True]
+
+
+@pytest.mark.asyncio
+async def test_an_invoice_eligible_once_then_waiting_again_alerts_no_second_time(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "claims once")).tenant_id
+    company = CompanyId("NO", norwegian_numbers(1, start=98_310_000)[0])
+    async with sessions.begin() as session:
+        await facts.lock_company(session, company)
+        limit = await store.grant(
+            session, tenant, company, _approved(datetime(2027, 12, 31, tzinfo=UTC)), ASKED, "",
+            {}, JAN_10,
+        )  # fmt: skip
+        rules = await store.policy(session, tenant)
+    wait = timedelta(days=rules.protracted_default_waiting_days)
+    invoiced = date(2026, 1, 15)
+    values = {
+        "invoice_id": "INV-MOVED",
+        "invoice_date": invoiced,
+        "due_date": invoiced,
+        "currency": "NOK",
+        "amount": Decimal(5_000),
+        "settled_date": None,
+    }
+    # Reported when its protracted-default wait is over: eligible, alerted.
+    reported_at = datetime.combine(invoiced + wait, datetime.min.time(), UTC)
+    async with sessions.begin() as session:
+        payment, _, claim = await store.report_overdue(
+            session, tenant, limit, values, rules, reported_at
+        )
+    assert payment.state == PaymentState.CLAIM_ELIGIBLE and claim is not None
+    # Reported again with a due date 60 days later: waiting again.
+    later_due = invoiced + timedelta(days=60)
+    async with sessions.begin() as session:
+        payment, _, claim = await store.report_overdue(
+            session, tenant, limit, values | {"due_date": later_due}, rules, reported_at
+        )
+    assert payment.state == PaymentState.WAITING and claim is None
+
+    async def rules_of(_tenant: uuid.UUID, _version: int | None) -> object:
+        return rules
+
+    # When the moved date's wait is over, the clock marks it eligible again,
+    # without a second alert: the invoice's one CLAIM_ELIGIBLE alert was raised.
+    due_again = datetime.combine(later_due + wait, datetime.min.time(), UTC)
+    after = None
+    found = []
+    while True:
+        async with sessions.begin() as session:
+            due, after = await store.claims_due(session, rules_of, due_again, after)
+        found += [c for c in due if c.overdue_payment == payment.name]
+        if after is None:
+            break
+    assert found == []
+    async with sessions() as session:
+        state = await session.scalar(
+            text("SELECT state FROM overdue_payments WHERE id = :i"), {"i": payment.id}
+        )
+    assert state == int(PaymentState.CLAIM_ELIGIBLE)

@@ -741,11 +741,16 @@ async def claims_due(
         )
     ).all()
     due: list[ClaimDue] = []
-    for payment in (_overdue(r) for r in locked):
+    for row in locked:
+        payment = _overdue(row)
         clock = await clock_of(payment)
         if unchanged(payment, clock):
             continue  # a report changed it meanwhile
         eligible = clock.state == PaymentState.CLAIM_ELIGIBLE
+        # One CLAIM_ELIGIBLE alert per invoice, as `report_overdue` keeps it:
+        # an invoice that was eligible once and is waiting again (reported
+        # anew with a later due date) does not alert a second time.
+        alert_now = eligible and not row.alerted
         await session.execute(
             _O.update()
             .where(_O.c.tenant_id == payment.tenant_id, _O.c.id == payment.id)
@@ -753,11 +758,11 @@ async def claims_due(
                 claim_basis=int(clock.basis),
                 claim_eligible_date=clock.eligible,
                 state=int(clock.state),
-                alerted=eligible,
+                alerted=bool(row.alerted) or eligible,
                 update_time=now,
             )
         )
-        if eligible:
+        if alert_now:
             due.append(
                 ClaimDue(
                     payment.tenant_id,
