@@ -349,3 +349,38 @@ async def test_forged_segment_page_tokens_are_invalid_argument(
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, key
         assert "page_token" in field_violations(caught.value), key
+
+
+async def test_a_total_past_what_money_carries_is_out_of_range_not_internal(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    # 9,300 entries of nearly 10^15 NOK each: every one within its cap, their
+    # sum (9.3 x 10^18) past google.type.Money's int64 units.
+    lists = watchlists_pb2_grpc.WatchListServiceStub(channel)
+    created = await lists.CreateWatchList(
+        watchlists_pb2.CreateWatchListRequest(
+            watch_list=watchlists_pb2.WatchList(display_name="too much")
+        ),
+        metadata=tenant.metadata,
+    )
+    huge = money_pb2.Money(currency_code="NOK", units=10**15 - 1)
+    await lists.AddEntries(
+        watchlists_pb2.AddEntriesRequest(
+            parent=created.watch_list.name,
+            entries=[
+                watchlists_pb2.WatchListEntry(company=ref(number), exposure=huge)
+                for number in norwegian_numbers(9_300, start=81_300_000)
+            ],
+        ),
+        metadata=tenant.metadata,
+    )
+    stub = portfolio_pb2_grpc.PortfolioServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetPortfolioSummary(
+            P.GetPortfolioSummaryRequest(
+                watch_list=created.watch_list.name, reporting_currency="NOK"
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "int64" in (caught.value.details() or "")

@@ -17,6 +17,7 @@ from creditwatch.server.domain.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    OutOfRange,
     PreconditionViolation,
 )
 from creditwatch.server.domain.money import MAX_UNITS, Money, MoneyError
@@ -47,7 +48,18 @@ MAX_TREND_DAYS = 731
 _NANO_DIGITS = 9  # google.type.Money's precision
 
 
+_MAX_UNITS = 2**63 - 1  # google.type.Money.units is an int64
+
+
 def _money(value: Decimal, currency: str) -> Any:
+    """A total as google.type.Money; OUT_OF_RANGE past what its int64 units
+    carry (entries are capped one by one, not their sum: 10,000 entries of
+    nearly 10^15 each pass 9.2 x 10^18), not INTERNAL."""
+    if abs(value) > _MAX_UNITS:
+        raise OutOfRange(
+            f"an amount of this view ({value:.0f} {currency}) exceeds what google.type.Money "
+            "carries (int64 units); look at smaller segments or fewer entries"
+        )
     return cv.money_message(Money(currency, cents(value)))
 
 

@@ -90,3 +90,7 @@ class Unavailable(DomainError):
 
 class Aborted(DomainError):
     """A concurrent change won (e.g. an optimistic-concurrency version check)."""
+
+
+class OutOfRange(DomainError):
+    """A result is too large for its wire type (e.g. a total past int64 units)."""
