@@ -44,7 +44,11 @@ class PortfolioServiceStub:
     nothing to EL or PD figures.
 
     History (`since_date`, migration, trend) comes from daily snapshots of every
-    watch list taken by a scheduled job at 00:00 UTC; a date without a snapshot
+    watch list taken by a scheduled job from 00:00 UTC: the entries and each
+    company's latest score as the job takes them, never a score made after that
+    day ended. A watch list created during a day may get that day's snapshot
+    too, as it stands then, when the job runs again that day (on another
+    replica, or after a restart); a date without a snapshot
     (before the watch list existed or before the first snapshot) is
     FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` violation of type
     "NO_SNAPSHOT" whose subject is the date field. A watch list that does not
@@ -103,7 +107,11 @@ class PortfolioServiceServicer:
     nothing to EL or PD figures.
 
     History (`since_date`, migration, trend) comes from daily snapshots of every
-    watch list taken by a scheduled job at 00:00 UTC; a date without a snapshot
+    watch list taken by a scheduled job from 00:00 UTC: the entries and each
+    company's latest score as the job takes them, never a score made after that
+    day ended. A watch list created during a day may get that day's snapshot
+    too, as it stands then, when the job runs again that day (on another
+    replica, or after a restart); a date without a snapshot
     (before the watch list existed or before the first snapshot) is
     FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` violation of type
     "NO_SNAPSHOT" whose subject is the date field. A watch list that does not
@@ -201,7 +209,11 @@ class PortfolioService:
     nothing to EL or PD figures.
 
     History (`since_date`, migration, trend) comes from daily snapshots of every
-    watch list taken by a scheduled job at 00:00 UTC; a date without a snapshot
+    watch list taken by a scheduled job from 00:00 UTC: the entries and each
+    company's latest score as the job takes them, never a score made after that
+    day ended. A watch list created during a day may get that day's snapshot
+    too, as it stands then, when the job runs again that day (on another
+    replica, or after a restart); a date without a snapshot
     (before the watch list existed or before the first snapshot) is
     FAILED_PRECONDITION with a `google.rpc.PreconditionFailure` violation of type
     "NO_SNAPSHOT" whose subject is the date field. A watch list that does not

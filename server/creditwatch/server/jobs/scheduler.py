@@ -268,8 +268,10 @@ class Jobs:
 
     async def _scheduled_snapshots(self) -> int | None:
         """Today's snapshots, unless this replica has led them to their end
-        already (then a watch list created later in the day waits for the
-        next day's, as it would for the 00:00 run)."""
+        already. That memory is this replica's: another replica, or this one
+        after a restart, runs the day again, which takes the lists created
+        since (as they stand then) and leaves the others' snapshots as they
+        are (see store.portfolio.plan)."""
         today = datetime.now(UTC).date()
         if self._snapshots_taken == today:
             return None
