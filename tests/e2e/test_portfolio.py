@@ -283,6 +283,39 @@ async def test_errors_name_the_field_or_the_missing_snapshot(
             metadata=tenant.metadata,
         )
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A bad split is INVALID_ARGUMENT whatever the watch list (here: none),
+    # and told together with the request's other problems.
+    nowhere = "watchLists/0f6c3c1e-6f3a-4a59-9d8e-2b7d6c1f0a11"
+    bad_splits = P.SegmentSplits(
+        pd_split=1.5, exposure_split=money_pb2.Money(currency_code="EUR", units=5)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as splits:
+        await stub.ListSegments(
+            P.ListSegmentsRequest(watch_list=nowhere, reporting_currency="NOK", splits=bad_splits),
+            metadata=tenant.metadata,
+        )
+    assert splits.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(splits.value)) == {
+        "splits.pd_split",
+        "splits.exposure_split.currency_code",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as entries:
+        await stub.ListSegmentEntries(
+            P.ListSegmentEntriesRequest(
+                watch_list=nowhere,
+                reporting_currency="NOK",
+                segment=P.SEGMENT_LOW_RISK_LOW_EXPOSURE,
+                splits=bad_splits,
+                page_size=-1,
+            ),
+            metadata=tenant.metadata,
+        )
+    assert entries.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(entries.value)) == {
+        "splits.pd_split",
+        "splits.exposure_split.currency_code",
+        "page_size",
+    }
 
 
 async def test_forged_segment_page_tokens_are_invalid_argument(

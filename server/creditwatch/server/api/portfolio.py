@@ -390,14 +390,14 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         problems: list[FieldViolation] = []
         currency = _currency(request.reporting_currency, problems)
         lgd = _lgd(request, problems)
+        # The splits are checked before the watch list is looked up (a bad
+        # split is INVALID_ARGUMENT whatever the list); the default PD split,
+        # the list's threshold, comes with the list.
+        self._splits(request.splits, currency, 0.0, problems, "splits")
         if problems:
             raise InvalidArgument(problems)
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
-        pd_split, given_split = self._splits(
-            request.splits, currency, threshold, problems, "splits"
-        )
-        if problems:
-            raise InvalidArgument(problems)
+        pd_split, given_split = self._splits(request.splits, currency, threshold, [], "splits")
         async with self._sessions() as session:
             exposure_split, totals = await store.segment_totals(
                 session, tenant, watch_list, currency, lgd, pd_split, given_split
@@ -432,8 +432,7 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
         lgd = _lgd(request, problems)
         if request.segment not in set(int(s) for s in Segment):
             problems.append(FieldViolation("segment", "required: one of the four segments"))
-        if problems:
-            raise InvalidArgument(problems)
+        self._splits(request.splits, currency, 0.0, problems, "splits")  # as in ListSegments
         digest, legacy = tenant_fingerprints(
             tenant,
             request.watch_list,
@@ -442,24 +441,25 @@ class PortfolioServicer(portfolio_pb2_grpc.PortfolioServiceServicer):
             lgd,
             request.splits.SerializeToString().hex(),
         )
-        page = page_request(
-            request.page_size,
-            request.page_token,
-            digest,
-            default_size=1_000,
-            max_size=10_000,
-            legacy=legacy,
-        )
+        try:
+            page = page_request(
+                request.page_size,
+                request.page_token,
+                digest,
+                default_size=1_000,
+                max_size=10_000,
+                legacy=legacy,
+            )
+        except InvalidArgument as error:  # told together with the rest
+            problems.extend(error.violations)
+        if problems:
+            raise InvalidArgument(problems)
         watch_list, threshold = await self._watch_list(request.watch_list, tenant)
         given_split: Decimal | None
         after: SegmentMark | None = None
         offset = 0
         if page.after is None:
-            pd_split, given_split = self._splits(
-                request.splits, currency, threshold, problems, "splits"
-            )
-            if problems:
-                raise InvalidArgument(problems)
+            pd_split, given_split = self._splits(request.splits, currency, threshold, [], "splits")
         else:
             # Later pages keep the first page's splits (the median may move).
             after, offset, pd_split, given_split = _segment_key(page)
