@@ -163,14 +163,19 @@ class _SlowForOneRefusingAnother(Inbox):
         super().__init__()
         self.slow, self.refused = slow, refused
         self.sending_slow = asyncio.Event()
+        self.refusing = asyncio.Event()
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         content = envelope.content.decode()  # type: ignore[attr-defined]
         if f"NO-{self.refused}" in content:
+            self.refusing.set()
             return "550 refused"
         if f"NO-{self.slow}" in content:
             self.sending_slow.set()
-            await asyncio.sleep(3)
+            # Still sending when the other bridge's mail is refused, and a
+            # while after, as that bridge's failure stops the command.
+            await asyncio.wait_for(self.refusing.wait(), 60)
+            await asyncio.sleep(1)
         return await super().handle_DATA(server, session, envelope)
 
 

@@ -4,10 +4,11 @@ feed (the intake refuses an event id it stored with other content)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -19,7 +20,13 @@ from creditwatch.server.domain.events import CompanyEvent, CompanyStatus, EventT
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import IncomingEvent, Intake
-from creditwatch.server.registers.base import HttpPolicy, RegisterHttp, SyncResult, sync
+from creditwatch.server.registers.base import (
+    UNIT_PATIENCE,
+    HttpPolicy,
+    RegisterHttp,
+    SyncResult,
+    sync,
+)
 from creditwatch.server.registers.brreg import Enhetsregisteret, master_data
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import facts
@@ -437,18 +444,35 @@ async def test_a_unit_refused_for_good_is_skipped_and_a_failing_feed_stops_alone
     assert "enheter" not in refused.cursors
 
 
+async def _all_read(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Mark every company watched so far (by any test) as read from the register."""
+    async with sessions.begin() as session:
+        await session.execute(
+            text(
+                "INSERT INTO register_units (register, country, register_number) "
+                "SELECT DISTINCT 'brreg', country, register_number FROM watch_list_entries "
+                "ON CONFLICT DO NOTHING"
+            )
+        )
+
+
 async def _sync_quickly(
     register: Register,
     sessions: async_sessionmaker[AsyncSession],
     intake: Intake,
     read_batch: int = 0,
+    unit_patience: timedelta = UNIT_PATIENCE,
 ) -> SyncResult:
     """`_sync` with two attempts per request, a hundredth of a second apart."""
     with serve(register) as url:
         http = RegisterHttp(url, HttpPolicy(attempts=2, initial_backoff=0.01))
         try:
             return await sync(
-                Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=read_batch
+                Enhetsregisteret(http, page_size=10),
+                sessions,
+                intake,
+                read_batch=read_batch,
+                unit_patience=unit_patience,
             )
         finally:
             await http.close()
@@ -501,6 +525,45 @@ async def test_a_unit_the_register_does_not_really_answer_for_is_read_again_not_
     assert len(await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED)) == 1
 
 
+async def test_a_unit_the_register_never_answers_for_is_skipped_after_the_patience(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _all_read(sessions)
+    register = await _register(channel, sessions, tenant, 83_860_000, "W1", "W2", roles=True)
+    w1, w2 = register.numbers["W1"], register.numbers["W2"]
+    # W1's unit, and reading it as a newly watched company, always fail.
+    register.fail(f"/enhetsregisteret/api/enheter/{w1}", 503, times=1_000)
+    patience = timedelta(seconds=1)
+    first = await _sync_quickly(register, sessions, intake, 10, patience)
+    assert set(first.failed) == {"enheter", "current state"}
+    assert "enheter" not in first.cursors and first.updates_skipped == 0
+    # Within the patience: it stops there again, and reads nobody new yet.
+    assert set((await _sync_quickly(register, sessions, intake, 10, patience)).failed) == {
+        "enheter",
+        "current state",
+    }
+    await asyncio.sleep(1.2)
+    with caplog.at_level(logging.ERROR, logger="creditwatch.server.registers.base"):
+        past = await _sync_quickly(register, sessions, intake, 10, patience)
+    # Past it: W1 is skipped, in the feed and in the reading; the rest goes on.
+    assert past.failed == {} and past.cursors["enheter"] == 24310012
+    assert past.updates_skipped == 2  # W1's update and W1's current state
+    assert past.companies_read == 1  # W2
+    assert await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED) == []
+    assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)) == 1
+    assert sum("register unit skipped" in r.getMessage() for r in caplog.records) == 2
+    # Moving on forgot where the feed stopped.
+    async with sessions() as session:
+        stuck = await session.scalar(
+            text("SELECT count(*) FROM register_cursors WHERE feed LIKE 'enheter@stuck:%'")
+        )
+    assert stuck == 0
+
+
 async def test_a_feed_answering_what_cannot_be_read_stops_alone(
     channel: grpc.aio.Channel,
     sessions: async_sessionmaker[AsyncSession],
@@ -509,7 +572,10 @@ async def test_a_feed_answering_what_cannot_be_read_stops_alone(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Units: a firewall's 403 on the feed itself. Roles: JSON of another shape
-    # (an object where a list of updates belongs) on every request.
+    # (an object where a list of updates belongs) on every request. Every
+    # company watched so far (by other tests too) was read already, so the
+    # run's reading of newly watched companies reads W1 and W2.
+    await _all_read(sessions)
     register = await _register(channel, sessions, tenant, 83_840_000, "W1", "W2", roles=True)
     w1 = register.numbers["W1"]
     register.fail("/enhetsregisteret/api/oppdateringer/enheter", 403, times=100)
@@ -521,14 +587,14 @@ async def test_a_feed_answering_what_cannot_be_read_stops_alone(
         headers={"Content-Type": "application/json"},
     )
     with caplog.at_level(logging.ERROR, logger="creditwatch.server.registers.base"):
-        stopped = await _sync_quickly(register, sessions, intake, read_batch=1_000)
+        stopped = await _sync_quickly(register, sessions, intake, read_batch=10)
 
     assert set(stopped.failed) == {"enheter", "roller"}
     assert "HTTP 403" in stopped.failed["enheter"]
     assert "not a list" in stopped.failed["roller"]
     assert stopped.cursors == {}
     # The run still read the newly watched companies: W1 shows bankrupt.
-    assert stopped.companies_read >= 2
+    assert stopped.companies_read == 2
     assert await _status(sessions, w1) == int(CompanyStatus.BANKRUPT)
     assert sum("register feed stopped" in r.getMessage() for r in caplog.records) == 2
 
@@ -541,14 +607,7 @@ async def test_a_company_watched_while_bankrupt_shows_so_at_the_next_run(
 ) -> None:
     # Every company watched so far was read; then W1, bankrupt since
     # 2026-11-20, is put on a watch list, with nothing about it in the feed.
-    async with sessions.begin() as session:
-        await session.execute(
-            text(
-                "INSERT INTO register_units (register, country, register_number) "
-                "SELECT DISTINCT 'brreg', country, register_number FROM watch_list_entries "
-                "ON CONFLICT DO NOTHING"
-            )
-        )
+    await _all_read(sessions)
     register = await _register(channel, sessions, tenant, 83_790_000, "W1")
     w1 = register.numbers["W1"]
     register.updates = []

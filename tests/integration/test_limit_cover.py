@@ -196,8 +196,11 @@ async def test_a_withdrawal_or_a_grant_by_an_older_replica_is_read_from_the_row(
 
 @pytest.mark.asyncio
 async def test_an_invoice_eligible_once_then_waiting_again_alerts_no_second_time(
-    sessions: async_sessionmaker[AsyncSession],
+    own_database: tuple[str, async_sessionmaker[AsyncSession]],
 ) -> None:
+    # A database of its own: the claims clock runs over every tenant's
+    # waiting invoices, and here on this tenant's policy.
+    _, sessions = own_database
     tenant = (await new_tenant(sessions, "claims once")).tenant_id
     company = CompanyId("NO", norwegian_numbers(1, start=98_310_000)[0])
     async with sessions.begin() as session:

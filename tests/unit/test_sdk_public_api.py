@@ -125,6 +125,9 @@ def test_retry_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
         waits = [policy.backoff(attempt) for _ in range(200)]
         assert all(ceiling * 0.8 <= w <= ceiling for w in waits)
         assert len(set(waits)) > 1, "no jitter"
+    # An integer multiplier, and no initial wait at all, past 2,000 attempts.
+    assert RetryPolicy(initial_backoff=0.1, max_backoff=1.0, multiplier=2).backoff(2_000) <= 1.0
+    assert RetryPolicy(initial_backoff=0.0, max_backoff=1.0).backoff(2_000) == 0.0
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=0)
     assert RetryPolicy.disabled().max_attempts == 1

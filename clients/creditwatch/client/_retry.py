@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -103,11 +102,15 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        try:
-            growth = self.multiplier ** (attempt - 1)
-        except OverflowError:  # 2.0 ** 1,024: max_backoff was reached long before
-            growth = math.inf
-        ceiling = min(self.max_backoff, self.initial_backoff * growth)
+        # Grown step by step and stopped at the cap: multiplier ** (attempt - 1)
+        # overflows a float past a thousand attempts (an int one, with an
+        # integer multiplier, past that too), long after the cap was reached.
+        ceiling = float(self.initial_backoff)
+        for _ in range(attempt - 1):
+            if ceiling >= self.max_backoff:
+                break
+            ceiling *= self.multiplier
+        ceiling = min(self.max_backoff, ceiling)
         return ceiling * (1.0 - self.jitter * random.random())
 
 

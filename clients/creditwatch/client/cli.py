@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import json
 import os
+import re
 import smtplib
 import sys
 import uuid
@@ -169,13 +170,19 @@ def run(connection: Connection, action: Callable[[CreditwatchClient], Awaitable[
             f"error: cannot reach the creditwatch server at {connection.address} ({error.message})",
             err=True,
         )
+        _notes(error)
     except CreditwatchError as error:
         click.echo(f"error: {error}", err=True)
-        for note in getattr(error, "__notes__", ()):
-            click.echo(f"  {note}", err=True)
+        _notes(error)
     except (OSError, smtplib.SMTPException) as error:
         click.echo(f"error: {type(error).__name__}: {error}", err=True)
     sys.exit(1)
+
+
+def _notes(error: Exception) -> None:
+    """What the SDK or a command added to an error (what was applied before it)."""
+    for note in getattr(error, "__notes__", ()):
+        click.echo(f"  {note}", err=True)
 
 
 def emit_json(value: Message | dict[str, Any] | list[Any]) -> None:
@@ -301,6 +308,17 @@ def watchlist_show(connection: Connection, name: str, as_json: bool) -> None:
     click.echo(f"  pd threshold  {found.pd_threshold or '-'}")
 
 
+def _csv_line(field: str, part: list[tuple[int, Any]]) -> str:
+    """A violation's field as the CSV line it is about ("entries[2].exposure"
+    of a chunk whose third entry is line 7: "line 7: exposure"); any other
+    field as it is."""
+    match = re.fullmatch(r"entries\[(\d+)\]\.?(.*)", field)
+    if match is None or int(match[1]) >= len(part):
+        return field
+    line = f"line {part[int(match[1])][0]}"
+    return f"{line}: {match[2]}" if match[2] else line
+
+
 @watchlist.command("import")
 @click.argument("name")
 @click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
@@ -331,14 +349,10 @@ def watchlist_import(
                 try:
                     result = await client.watch_lists.add_entries(parent, [e for _, e in part])
                 except CreditwatchError as error:
-                    # entries[i] of this chunk is CSV line part[i][0]; other
-                    # violations keep their field.
+                    # entries[i] of this chunk is CSV line part[i][0]: "line 7:
+                    # company.register_number"; other violations keep their field.
                     error.field_violations = {
-                        (
-                            f"line {part[int(field.split('[')[1].split(']')[0])][0]}"
-                            if field.startswith("entries[")
-                            else field
-                        ): text
+                        _csv_line(field, part): text
                         for field, text in error.field_violations.items()
                     }
                     if start:

@@ -72,7 +72,9 @@ class CreditLimitServiceStub:
     """Records (or updates, by `invoice_id`) an insured invoice that is overdue
     and starts the claims clock; the response says when a claim becomes
     eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
-    tenant's watch lists holding the company).
+    tenant's watch lists holding the company), once per invoice: an invoice
+    that was eligible and is reported again with a later due date waits again
+    but does not alert a second time.
     FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
     invoice is not insured): not yet granted, withdrawn or lapsed by then, or
     in a gap before it was granted again (a withdrawal's own day is not
@@ -132,7 +134,9 @@ class CreditLimitServiceAsyncStub(CreditLimitServiceStub):
     """Records (or updates, by `invoice_id`) an insured invoice that is overdue
     and starts the claims clock; the response says when a claim becomes
     eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
-    tenant's watch lists holding the company).
+    tenant's watch lists holding the company), once per invoice: an invoice
+    that was eligible and is reported again with a later due date waits again
+    but does not alert a second time.
     FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
     invoice is not insured): not yet granted, withdrawn or lapsed by then, or
     in a gap before it was granted again (a withdrawal's own day is not
@@ -213,7 +217,9 @@ class CreditLimitServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records (or updates, by `invoice_id`) an insured invoice that is overdue
         and starts the claims clock; the response says when a claim becomes
         eligible. On that day an ALERT_TYPE_CLAIM_ELIGIBLE alert goes out (on the
-        tenant's watch lists holding the company).
+        tenant's watch lists holding the company), once per invoice: an invoice
+        that was eligible and is reported again with a later due date waits again
+        but does not alert a second time.
         FAILED_PRECONDITION if the limit was not in force on `invoice_date` (the
         invoice is not insured): not yet granted, withdrawn or lapsed by then, or
         in a gap before it was granted again (a withdrawal's own day is not

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         False,
         description="Apply register changes for every company, not only watched ones.",
     )
+    registers_unit_patience_hours: float = Field(
+        24.0,
+        gt=0,
+        description="How long register runs keep stopping at a company the register does not "
+        "answer for (errors, maintenance pages) before they skip its update and go on.",
+    )
     registers_read_batch: int = Field(
         500,
         ge=0,

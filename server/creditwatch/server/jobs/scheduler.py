@@ -105,6 +105,7 @@ async def sync_registers(
                     every_company=settings.registers_every_company,
                     progress=progress,
                     read_batch=settings.registers_read_batch,
+                    unit_patience=timedelta(hours=settings.registers_unit_patience_hours),
                 )
             )
         finally:
@@ -123,7 +124,9 @@ async def take_snapshots(
 async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: datetime) -> int:
     """Mark insured overdue payments eligible for a claim as of `now` and alert
     on them, a page of waiting payments per transaction (each page's marks and
-    alerts together); returns how many became eligible."""
+    alerts together); returns how many alerted (an invoice alerts once: one
+    eligible again after a later due date was reported is marked, not
+    alerted again)."""
     policies: dict[Any, Any] = {}
     count = 0
     after = None
@@ -145,7 +148,7 @@ async def run_claims_clock(sessions: async_sessionmaker[AsyncSession], now: date
         if after is None:
             break
     if count:
-        log.info("claims became eligible", extra={"count": count})
+        log.info("claims became eligible and alerted", extra={"count": count})
     return count
 
 

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
@@ -43,10 +43,27 @@ from creditwatch.server.store import registers as store
 
 log = logging.getLogger(__name__)
 
+UNIT_PATIENCE = timedelta(hours=24)
+"""How long runs keep stopping at a unit the register does not answer for
+before they skip it (`sync`): longer than a maintenance window, short
+enough that the feed's other companies are not held for days."""
+
 
 class RegisterUnavailable(Exception):
     """The register kept failing (5xx, 429, network, redirects, bodies that
     are not JSON) after every retry, or refused a request (`RegisterRefused`)."""
+
+
+class UnitUnavailable(RegisterUnavailable):
+    """The register kept failing on one unit (company) that a feed's update
+    or the reading of newly watched companies needs: that stops it there,
+    to be read again next run; past `sync`'s `unit_patience` of such stops
+    at the same unit, the unit is skipped instead (logged as an error), so
+    one unit the register never answers for cannot stop a feed for good."""
+
+    def __init__(self, number: str, problem: str) -> None:
+        super().__init__(problem)
+        self.number = number
 
 
 class RegisterRefused(RegisterUnavailable):
@@ -262,24 +279,36 @@ async def sync(
     max_pages: int = 1_000,
     progress: Callable[[str, SyncResult], None] | None = None,
     read_batch: int = 500,
+    unit_patience: timedelta = UNIT_PATIENCE,
 ) -> SyncResult:
     """Apply every feed of a register up to its end (or `max_pages` per feed),
     then read the current state of up to `read_batch` watched companies never
     read before (a company watched while already bankrupt shows so now, not
     at the register's next change of it). A feed the register keeps failing
     on (RegisterUnavailable), or whose answers cannot be read, stops where
-    it got to, logged and in `SyncResult.failed`; the next feeds still run."""
+    it got to, logged and in `SyncResult.failed`; the next feeds still run.
+    A unit the register has not answered for (UnitUnavailable) in runs over
+    `unit_patience` is skipped (`SyncResult.updates_skipped`), not waited
+    for again."""
     result = SyncResult()
     started = time.perf_counter()
     for feed in adapter.feeds():
         try:
             await _sync_feed(
-                adapter, feed, sessions, intake, result, every_company, max_pages, progress
+                adapter,
+                feed,
+                sessions,
+                intake,
+                result,
+                every_company,
+                max_pages,
+                progress,
+                unit_patience,
             )
         except Exception as error:
             _stopped(result, adapter.name, feed.name, error, result.cursors.get(feed.name))
     try:
-        await _read_unread(adapter, sessions, intake, result, read_batch)
+        await _read_unread(adapter, sessions, intake, result, read_batch, unit_patience)
     except Exception as error:
         _stopped(result, adapter.name, _CURRENT, error, None)
     log.info(
@@ -331,6 +360,7 @@ async def _read_unread(
     intake: Intake,
     result: SyncResult,
     batch: int,
+    unit_patience: timedelta,
 ) -> None:
     """Read and apply the current state of watched companies not read from
     the register since a watch list took them on, up to `batch`, and record
@@ -344,14 +374,24 @@ async def _read_unread(
         numbers = await store.unread(session, adapter.name, adapter.country, batch)
     if not numbers:
         return
-    facts = await adapter.current(numbers)
+    reading = list(numbers)
+    while True:
+        try:
+            facts = await adapter.current(reading)
+            break
+        except UnitUnavailable as error:
+            await _give_up_on(sessions, adapter.name, _CURRENT, error, unit_patience)
+            reading.remove(error.number)
+            result.updates_skipped += 1
     await _apply(intake, facts, result, f"{adapter.name}/{_CURRENT}")
     async with sessions.begin() as session:
+        # A unit given up on is marked too: its next update brings its state.
         await store.mark_read(session, adapter.name, adapter.country, numbers, started)
-    result.companies_read += len(numbers)
+        await store.unstuck(session, adapter.name, _CURRENT)
+    result.companies_read += len(reading)
     log.info(
         "register: newly watched companies read",
-        extra={"register": adapter.name, "companies": len(numbers), "events": len(facts.events)},
+        extra={"register": adapter.name, "companies": len(reading), "events": len(facts.events)},
     )
 
 
@@ -364,6 +404,7 @@ async def _sync_feed(
     every_company: bool,
     max_pages: int,
     progress: Callable[[str, SyncResult], None] | None,
+    unit_patience: timedelta,
 ) -> None:
     """Apply one feed's pages, each then its cursor, up to its end."""
     async with sessions.begin() as session:
@@ -382,7 +423,14 @@ async def _sync_feed(
         else:
             async with sessions() as session:
                 wanted = await store.watched(session, adapter.country, sorted(numbers))
-        facts = await feed.translate(page, wanted)
+        while True:
+            try:
+                facts = await feed.translate(page, wanted)
+                break
+            except UnitUnavailable as error:
+                await _give_up_on(sessions, adapter.name, feed.name, error, unit_patience)
+                wanted = wanted - {error.number}
+                result.updates_skipped += 1
         await _apply(intake, facts, result, f"{adapter.name}/{feed.name}")
         result.relevant += len(wanted)
         async with sessions.begin() as session:
@@ -403,6 +451,35 @@ async def _sync_feed(
                 "alerts": result.alerts_raised,
             },
         )
+
+
+async def _give_up_on(
+    sessions: async_sessionmaker[AsyncSession],
+    register: str,
+    part: str,
+    error: UnitUnavailable,
+    patience: timedelta,
+) -> None:
+    """Raise `error` (the feed stops at the unit, for the next run) unless
+    runs have stopped at this unit for longer than `patience`; then return,
+    logged as an error, for the caller to go on without the unit."""
+    now = datetime.now(UTC)
+    async with sessions.begin() as session:
+        since = await store.stuck_since(session, register, part, error.number, now)
+    if now - since <= patience:
+        raise error
+    log.error(
+        "register unit skipped: the register has not answered for it since %s; its update "
+        "is not applied (its next update brings its state again)",
+        since.isoformat(timespec="seconds"),
+        extra={
+            "register": register,
+            "feed": part,
+            "unit": error.number,
+            "since": since.isoformat(),
+            "problem": str(error),
+        },
+    )
 
 
 async def _apply(intake: Intake, facts: Facts, result: SyncResult, feed: str) -> None:

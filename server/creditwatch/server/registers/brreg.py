@@ -72,6 +72,8 @@ from creditwatch.server.registers.base import (
     FeedPage,
     RegisterHttp,
     RegisterRefused,
+    RegisterUnavailable,
+    UnitUnavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -357,15 +359,18 @@ class UnitsFeed(Feed):
         about the register or this client than about the unit, and an answer
         that is not a unit (a maintenance page, a redirect, JSON of another
         shape) is the register not answering: either stops the feed until the
-        next run (RegisterUnavailable), as a register that keeps failing
-        does, so the update is read again then rather than lost."""
+        next run (UnitUnavailable), as a register that keeps failing does,
+        so the update is read again then rather than lost (until `sync`
+        gives up on the unit)."""
         path = UNIT_PATH.format(number)
         try:
             status, unit = await self._http.get(path, allow=(404, 410), shape=dict)
         except RegisterRefused as error:
             if error.status not in _REFUSED_UNIT:
-                raise
+                raise UnitUnavailable(number, str(error)) from error
             status, unit, problem = 0, None, f"HTTP {error.status}"
+        except RegisterUnavailable as error:
+            raise UnitUnavailable(number, str(error)) from error
         else:
             problem = "404 Not Found"
         if status == 410:

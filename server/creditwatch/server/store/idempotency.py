@@ -87,7 +87,10 @@ async def peek(
     that has work to do before its transaction (which then `claim`s), so a
     replay, or a repeat that asks something else (InvalidArgument on
     `request_id`, as `claim` refuses it), does none of it. None: no such
-    call yet (or one still running: `claim` waits for it)."""
+    call yet, or one still running (uncommitted, so unseen here): the caller
+    then does its work and `claim` waits for that call and decides, so a
+    repeat racing the first call may still do the work before it, which a
+    repeat of a call that has ended never does."""
     earlier = (
         await session.execute(
             select(_K.result, _K.fingerprint).where(

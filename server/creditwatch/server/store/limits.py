@@ -692,7 +692,7 @@ async def claims_due(
 ) -> tuple[list[ClaimDue], tuple[uuid.UUID, uuid.UUID] | None]:
     """Recompute the clocks of one page of waiting payments, keyset after
     `after` (a bankruptcy may have shortened them), and return those eligible
-    by today, marked alerted, with the page's last key (None after the last
+    by today that never alerted, marked alerted, with the page's last key (None after the last
     page); `rules_of(tenant, version)` gives a tenant's policy of that version
     (None: the current one), the one each payment's clock runs on.
 

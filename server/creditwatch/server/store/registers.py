@@ -3,7 +3,8 @@
 A feed's row in `register_cursors` holds the last applied update id. Before a
 feed's first update there is none; a row named `<feed>@origin` holds instead
 the time its first run started reading from (microseconds since 1970 UTC), and
-goes when the cursor is first stored.
+goes when the cursor is first stored. A row `<feed>@stuck:<number>` holds
+since when the feed keeps stopping at that unit (see `stuck_since`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,40 @@ _MICROSECOND = timedelta(microseconds=1)
 
 def _origin_row(feed: str) -> str:
     return f"{feed}@origin"
+
+
+def _stuck_row(feed: str, number: str) -> str:
+    return f"{feed}@stuck:{number}"
+
+
+async def stuck_since(
+    session: AsyncSession, register: str, feed: str, number: str, now: datetime
+) -> datetime:
+    """Since when a feed (or `CURRENT`, the reading of newly watched
+    companies) keeps stopping at the unit `number`: the time of the first
+    stop, stored by it (a row `<feed>@stuck:<number>`), until the feed moves
+    on (`advance`, `unstuck`)."""
+    row = _stuck_row(feed, number)
+    await session.execute(
+        text(
+            """
+            INSERT INTO register_cursors (register, feed, position) VALUES (:r, :f, :p)
+            ON CONFLICT (register, feed) DO NOTHING
+            """
+        ),
+        {"r": register, "f": row, "p": (now - _EPOCH) // _MICROSECOND},
+    )
+    stored = await cursor(session, register, row)
+    assert stored is not None
+    return _EPOCH + stored * _MICROSECOND
+
+
+async def unstuck(session: AsyncSession, register: str, feed: str) -> None:
+    """Forget where a feed stopped (it moved on)."""
+    await session.execute(
+        text("DELETE FROM register_cursors WHERE register = :r AND starts_with(feed, :prefix)"),
+        {"r": register, "prefix": _stuck_row(feed, "")},
+    )
 
 
 async def cursor(session: AsyncSession, register: str, feed: str) -> int | None:
@@ -55,6 +90,7 @@ async def advance(session: AsyncSession, register: str, feed: str, position: int
         text("DELETE FROM register_cursors WHERE register = :r AND feed = :f"),
         {"r": register, "f": _origin_row(feed)},
     )
+    await unstuck(session, register, feed)
     await session.execute(
         text(
             """
