@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
+from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import Decision, LimitState, Outcome, PaymentState, Request
 from creditwatch.server.domain.scores import RiskClass, StoredScore
@@ -255,3 +256,60 @@ async def test_an_invoice_eligible_once_then_waiting_again_alerts_no_second_time
             text("SELECT state FROM overdue_payments WHERE id = :i"), {"i": payment.id}
         )
     assert state == int(PaymentState.CLAIM_ELIGIBLE)
+
+
+@pytest.mark.asyncio
+async def test_a_referred_re_decision_keeps_the_amount_and_caps_the_terms(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tenant = (await new_tenant(sessions, "referred terms")).tenant_id
+    company = CompanyId("NO", norwegian_numbers(1, start=98_320_000)[0])
+    ninety_days = Request("NOK", Decimal(100_000), 90)
+    async with sessions.begin() as session:
+        await facts.lock_company(session, company)
+        # The latest statement is years old: the rules refer any new decision.
+        await facts.put_statement(
+            session,
+            company,
+            FinancialStatement(
+                period_start=date(2020, 1, 1),
+                period_end=date(2020, 12, 31),
+                currency="NOK",
+                total_assets=1e7,
+                equity=5e6,
+                sales=2e7,
+            ),
+            "test",
+            tenant,
+        )
+        await store.grant(
+            session, tenant, company,
+            Decision(Outcome.APPROVED, Decimal(100_000), 90, END), ninety_days, "",
+            {}, JAN_10,
+        )  # fmt: skip
+    async with sessions.begin() as session:
+        # A to C: class C allows 30 days of terms (the default policy).
+        fact = RescoreFact(RescoreReason.SCHEDULED, "test")
+        changed = await store.redecide_on_risk(
+            session,
+            [(company, Change(fact, _score(RiskClass.A), _score(RiskClass.C), MAR_1))],
+            MAR_1,
+        )
+    assert [(c.withdrawn, "30 days" in c.summary) for c in changed] == [(False, True)]
+    async with sessions() as session:
+        after = await store.standing(session, tenant, company)
+    assert after is not None
+    assert after.amount == Decimal(100_000)  # the rules could not size it: kept
+    assert after.max_payment_terms_days == 30
+    assert after.state == LimitState.ACTIVE
+    codes = [code for code, _ in after.latest_decision["reasons"]]
+    assert codes[0] == "TERMS_CAPPED" and "STATEMENT_TOO_OLD" in codes
+
+    # B, which allows 60 days, asks nothing more of a limit at 30: no change.
+    async with sessions.begin() as session:
+        again = await store.redecide_on_risk(
+            session,
+            [(company, Change(fact, _score(RiskClass.A), _score(RiskClass.B), MAR_1))],
+            MAR_1,
+        )
+    assert again == []

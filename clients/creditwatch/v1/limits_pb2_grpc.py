@@ -35,7 +35,10 @@ class CreditLimitServiceStub:
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     def __init__(self, channel):
@@ -86,7 +89,10 @@ class CreditLimitServiceServicer:
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     def DecideCreditLimit(self, request, context):
@@ -212,7 +218,10 @@ class CreditLimitService:
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     @staticmethod

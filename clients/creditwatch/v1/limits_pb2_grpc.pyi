@@ -36,7 +36,10 @@ class CreditLimitServiceStub:
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     @_typing.overload
@@ -101,7 +104,10 @@ class CreditLimitServiceAsyncStub(CreditLimitServiceStub):
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -162,7 +168,10 @@ class CreditLimitServiceServicer(metaclass=_abc_1.ABCMeta):
     transaction as the change; a lower amount or shorter terms raise
     ALERT_TYPE_CREDIT_LIMIT_REDUCED, a decline raises
     ALERT_TYPE_CREDIT_LIMIT_WITHDRAWN (on the tenant's watch lists holding the
-    company). Limits are never raised automatically.
+    company). Where the rules cannot size the limit (the latest statement is too
+    old, in another currency or missing), its amount stays as it is and only the
+    new class's cap on payment terms applies. Limits are never raised
+    automatically.
     """
 
     @_abc_1.abstractmethod

@@ -381,6 +381,35 @@ def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:,.0f} {currency}"
 
 
+def _terms_capped(
+    referred: Decision, limit: StandingLimit, change: Change, rules: CreditPolicy
+) -> Decision | None:
+    """For a re-decision the rules referred: the limit with its amount as it
+    is and its payment terms capped by the company's new class, or None if
+    the class allows the terms the limit has."""
+    assert change.score is not None
+    risk_class = change.score.risk_class
+    allowed = rules.classes[risk_class].max_payment_terms_days
+    if limit.max_payment_terms_days <= allowed:
+        return None
+    return Decision(
+        Outcome.PARTIALLY_APPROVED,  # as `decide` says of capped terms
+        limit.amount,
+        allowed,
+        limit.valid_until,
+        reasons=[
+            (
+                "TERMS_CAPPED",
+                f"class {risk_class.name} allows at most {allowed} days of payment terms",
+            ),
+            *(
+                (code, f"amount kept as it was: {text}")
+                for code, text in referred.reasons
+            ),
+        ],
+    )
+
+
 async def redecide_on_risk(
     session: AsyncSession, changes: Sequence[tuple[CompanyId, Change]], now: datetime
 ) -> list[LimitChange]:
@@ -429,7 +458,13 @@ async def redecide_on_risk(
         )
         decision = decide(request, change.score, statements[limit.company], rules, now)
         if decision.outcome == Outcome.REFERRED:
-            continue  # the rules cannot decide: the limit stays as it is
+            # The rules cannot size the limit (the statement is old, in
+            # another currency or missing): its amount stays. The new class's
+            # cap on payment terms needs no statement, and still applies.
+            capped = _terms_capped(decision, limit, change, rules)
+            if capped is None:
+                continue
+            decision = capped
         withdrawn = decision.outcome == Outcome.DECLINED
         reduced = decision.approved < limit.amount or (
             decision.max_payment_terms_days < limit.max_payment_terms_days
@@ -478,6 +513,11 @@ async def redecide_on_risk(
         moved = f"risk class {change.previous.risk_class.name} → {change.score.risk_class.name}"
         if withdrawn:
             summary = f"Credit limit of {_money(limit.amount, limit.currency)} withdrawn ({moved})"
+        elif amount == limit.amount:
+            summary = (
+                f"Payment terms of the credit limit of {_money(amount, limit.currency)} cut "
+                f"from {limit.max_payment_terms_days} to {terms} days ({moved})"
+            )
         else:
             summary = (
                 f"Credit limit reduced from {_money(limit.amount, limit.currency)} "
