@@ -124,9 +124,10 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# Paths of an update's changes about the risk flags, their dates and the
-# compulsory dissolution's grounds.
-_FLAG_PATHS = ("/konkurs", "/underAvvikling", "/underTvangsavvikling", "/tvangs")
+# Paths of an update's changes about the risk flags, their dates, the
+# compulsory dissolution's grounds and the deletion date (a deletion the
+# register reverses removes `slettedato`: the unit is active again).
+_FLAG_PATHS = ("/konkurs", "/underAvvikling", "/underTvangsavvikling", "/tvangs", "/slettedato")
 
 
 def _says_status(update: dict[str, Any] | None) -> bool:
