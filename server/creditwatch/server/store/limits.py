@@ -402,10 +402,7 @@ def _terms_capped(
                 "TERMS_CAPPED",
                 f"class {risk_class.name} allows at most {allowed} days of payment terms",
             ),
-            *(
-                (code, f"amount kept as it was: {text}")
-                for code, text in referred.reasons
-            ),
+            *((code, f"amount kept as it was: {text}") for code, text in referred.reasons),
         ],
     )
 
