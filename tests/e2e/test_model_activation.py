@@ -87,6 +87,14 @@ async def _activate_on_two_replicas(
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.ActivateModel(request, metadata=(("authorization", f"Bearer {plain}"),))
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # Without the grant, nothing about the request is told, not even
+            # that its name is malformed.
+            with pytest.raises(grpc.aio.AioRpcError) as malformed:
+                await stub.ActivateModel(
+                    scoring_pb2.ActivateModelRequest(name="not a model"),
+                    metadata=(("authorization", f"Bearer {plain}"),),
+                )
+            assert malformed.value.code() == grpc.StatusCode.PERMISSION_DENIED
             reply = await stub.ActivateModel(
                 request, metadata=(("authorization", f"Bearer {admin}"),)
             )

@@ -22,6 +22,9 @@ def test_lost_connections_are_told_apart_from_faults() -> None:
     assert connection_lost(_raised_from(RuntimeError("wrapped"), ConnectionRefusedError()))
     wrapped = exc.DBAPIError("SELECT 1", None, asyncpg.exceptions.InterfaceError("closed"))
     assert connection_lost(wrapped)
+    # No pooled connection free within the pool's timeout: the replica is
+    # saturated, which a retry may find over (UNAVAILABLE, not INTERNAL).
+    assert connection_lost(exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached"))
 
     assert not connection_lost(ValueError("a bug"))
     assert not connection_lost(asyncpg.exceptions.UniqueViolationError("duplicate key"))

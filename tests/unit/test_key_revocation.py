@@ -138,3 +138,35 @@ def test_a_key_is_named_by_its_id_its_prefix_or_itself() -> None:
     for bad in ("", "xyz", "0123456789a", "cw_123_0123456789ab"):
         with pytest.raises(ValueError, match="is not a key id"):
             parse_key_reference(bad)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_key_is_refused_from_memory_for_a_few_seconds() -> None:
+    store = _Store()
+    auth = _auth(store)
+    key = mint_key(uuid.uuid4())
+    store.revoked.add(key.key_id)
+    for _ in range(3):
+        with pytest.raises(Unauthenticated):
+            await auth.caller(_Context(key.token))  # type: ignore[arg-type]
+    assert store.lookups == 1  # a client retrying with it costs one query, not three
+
+
+@pytest.mark.asyncio
+async def test_uncached_keys_are_looked_up_a_few_at_a_time() -> None:
+    from creditwatch.server.api.auth import LOOKUPS_AT_ONCE
+
+    store = _Store()
+    store.hold = asyncio.Event()
+    auth = _auth(store)
+    # A flood of made-up keys: only a few reach the database at once, so the
+    # rest of the pool stays free for the calls of known keys.
+    calls = [
+        asyncio.create_task(auth.caller(_Context(mint_key(uuid.uuid4()).token)))  # type: ignore[arg-type]
+        for _ in range(LOOKUPS_AT_ONCE * 5)
+    ]
+    await asyncio.sleep(0.05)
+    assert store.lookups == LOOKUPS_AT_ONCE
+    store.hold.set()
+    await asyncio.gather(*calls)
+    assert store.lookups == LOOKUPS_AT_ONCE * 5

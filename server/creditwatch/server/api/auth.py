@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -25,6 +26,14 @@ log = logging.getLogger(__name__)
 # only matters when that notice is lost (a listener reconnecting).
 CACHE_SECONDS = 30.0
 _CACHE_LIMIT = 10_000
+# A key the database refused is refused from memory for this long: a client
+# retrying with a revoked or mistyped key costs a query every few seconds, not
+# one per call.
+REFUSED_SECONDS = 5.0
+# At most this many look-ups of uncached keys run at once, so a flood of
+# made-up keys cannot take every pooled connection from the calls of
+# authenticated ones (a cached key needs none).
+LOOKUPS_AT_ONCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,8 @@ class Authenticator:
     def __init__(self, tenants: TenantStore) -> None:
         self._tenants = tenants
         self._cache: dict[bytes, _Verified] = {}
+        self._refused: dict[bytes, float] = {}  # digest → until when
+        self._lookups = asyncio.Semaphore(LOOKUPS_AT_ONCE)
         # Bumped by every notice: a database look-up that was under way when a
         # revocation arrived may have read the key before it was revoked, and
         # must not be cached.
@@ -67,10 +78,17 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit is not None and hit.expires > now:
             return hit.caller
+        refused_until = self._refused.get(digest)
+        if refused_until is not None and refused_until > now:
+            raise Unauthenticated("unknown or revoked API key")
         parsed = parse_key(token)
         generation = self._generation
-        caller = await self._tenants.authenticate(parsed)
+        async with self._lookups:
+            caller = await self._tenants.authenticate(parsed)
         if caller is None:
+            if len(self._refused) >= _CACHE_LIMIT:
+                self._refused.clear()
+            self._refused[digest] = time.monotonic() + REFUSED_SECONDS
             raise Unauthenticated("unknown or revoked API key")
         if generation == self._generation:
             if len(self._cache) >= _CACHE_LIMIT:

@@ -390,8 +390,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     async def ActivateModel(
         self, request: scoring_pb2.ActivateModelRequest, caller: Caller
     ) -> scoring_pb2.ActivateModelResponse:
+        caller.require(SCOPE_MODELS_ACTIVATE)  # before anything about the request
         version = _model_version(request.name, "name")
-        caller.require(SCOPE_MODELS_ACTIVATE)
         scorer = self._registry.get(version)
         previous = self._registry.active.version
         current = await self._activations.current()

@@ -231,6 +231,7 @@ _LOST = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,  # "connection is closed" and kin
     exc.DisconnectionError,
+    exc.TimeoutError,  # no pooled connection free in time: the replica is saturated
     ConnectionError,  # refused, reset, broken pipe
     TimeoutError,
 )

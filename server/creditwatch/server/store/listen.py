@@ -24,6 +24,7 @@ _FIRST_DELAY = 0.5
 _MAX_DELAY = 10.0
 # A quiet socket can be dead for a long time unnoticed; probe it this often.
 _PROBE_SECONDS = 1.0
+_PROBE_TIMEOUT = 5.0  # an answer to the probe later than this: the connection is lost
 
 
 class ChannelListener:
@@ -83,7 +84,9 @@ class ChannelListener:
                 self._log.info("%s listening", self._label)
                 while not connection.is_closed():
                     await asyncio.sleep(_PROBE_SECONDS)
-                    await connection.execute("SELECT 1")  # notice a dead socket
+                    # Notice a dead socket, and a silent one (a firewall that
+                    # drops packets): no answer in time is a lost connection.
+                    await asyncio.wait_for(connection.execute("SELECT 1"), _PROBE_TIMEOUT)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
