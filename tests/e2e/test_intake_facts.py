@@ -292,3 +292,54 @@ async def test_a_status_set_by_upsert_can_be_set_back(
     assert bankrupt.effect.score.risk_class == common_pb2.RISK_CLASS_D
     back = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_ACTIVE)
     assert back.effect.score.risk_class == before
+
+
+async def test_status_events_set_the_same_status_in_one_call_as_in_several(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    grouped, alone = norwegian_numbers(2, start=91_130_000)
+    today = datetime.now(UTC).date()
+    eight_days_ago = date.fromordinal(today.toordinal() - 8)
+    five_days_ago = date.fromordinal(today.toordinal() - 5)
+    dissolution = {"compulsory_dissolution": companies_pb2.CompulsoryDissolution()}
+    bankruptcy = {"bankruptcy_opened": companies_pb2.BankruptcyOpened()}
+    for number in (grouped, alone):
+        await _submit(data, feed, number, healthy())
+        await record(channel, feed, _event(number, "dissolved", five_days_ago, **dissolution))
+        await _status(data, feed, number, companies_pb2.COMPANY_STATUS_ACTIVE)  # lifted
+    # A bankruptcy opened eight days ago, reported late: alone, and with a
+    # second source's copy of the lifted dissolution (the call's last-dated
+    # status event, which sets nothing) in the same call.
+    late = "late-bankruptcy"
+    together = await record(
+        channel,
+        feed,
+        _event(grouped, late, eight_days_ago, **bankruptcy),
+        _event(grouped, "dissolved-copy", five_days_ago, **dissolution),
+    )
+    single = await record(channel, feed, _event(alone, late, eight_days_ago, **bankruptcy))
+    assert together.effects[0].score.risk_class == single.effects[0].score.risk_class
+    assert single.effects[0].score.risk_class == common_pb2.RISK_CLASS_D
+    for number in (grouped, alone):
+        assert await _registered_status(data, tenant, number) == (
+            companies_pb2.COMPANY_STATUS_BANKRUPT
+        )
+
+
+async def test_a_status_set_back_and_set_again_the_same_day_alerts_the_news_once(
+    channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    data = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    number = norwegian_numbers(1, start=91_170_000)[0]
+    await _submit(data, feed, number, healthy())
+    watch_list = await watch(channel, tenant, [number])
+    bankruptcy = {"bankruptcy_opened": companies_pb2.BankruptcyOpened()}
+    await record(channel, feed, _event(number, "bankrupt-today", **bankruptcy))
+    await _status(data, feed, number, companies_pb2.COMPANY_STATUS_ACTIVE)  # a feed's mistake
+    again = await _status(data, feed, number, companies_pb2.COMPANY_STATUS_BANKRUPT)  # corrected
+    assert again.effect.score.risk_class == common_pb2.RISK_CLASS_D
+    # The status is the same bankruptcy the event told of: one
+    # BANKRUPTCY_OPENED alert in all, as a copy of the event would give.
+    types = await _alert_types(channel, tenant, watch_list)
+    assert types.count(common_pb2.ALERT_TYPE_BANKRUPTCY_OPENED) == 1

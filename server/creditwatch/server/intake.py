@@ -255,18 +255,30 @@ def _master_after(
     status: tuple[int, datetime | None],
 ) -> tuple[dict[str, Any], datetime | None]:
     """Master-data fields the new (time-ordered) events set, and when the
-    status they set took effect: register status and address, each from the
-    latest new event that sets it. The status only if that event sets it
-    (`_sets_status`); the address unless a stored move is dated later (a late
-    report of an old move must not undo a newer address)."""
+    status they set took effect: the register status where the events leave
+    it, walked through them one by one as `_told` walks them (each sets it
+    as `_sets_status` says, given the stored events and the call's earlier
+    ones), so the status and the alerts agree however the events are split
+    over calls; and the address from the latest move, unless a stored move
+    is dated later (a late report of an old move must not undo a newer
+    address)."""
     master: dict[str, Any] = {}
     at = None
-    changed = next((e for e in reversed(events) if e.event.type in STATUS_AFTER), None)
-    if changed is not None and _sets_status(
-        company, changed.event.type, changed.event.occurred_at, recorded, status
-    ):
-        master["status"] = int(STATUS_AFTER[changed.event.type])
-        at = changed.event.occurred_at or _now()
+    now = _now()
+    current, since = status
+    known = {(company, k): list(recorded.get((company, k), ())) for k in STATUS_AFTER}
+    moved_status = False
+    for item in events:
+        kind = item.event.type
+        if kind not in STATUS_AFTER:
+            continue
+        occurred = item.event.occurred_at or now
+        if _sets_status(company, kind, occurred, known, (current, since)):
+            current, since, moved_status = STATUS_AFTER[kind], occurred, True
+        known[company, kind].append((occurred, now))
+    if moved_status:
+        master["status"] = int(current)
+        at = since
     moved = next((e for e in reversed(events) if e.event.type == EventType.ADDRESS_CHANGED), None)
     if moved is not None and moved.detail.get("newAddress"):
         day = _day(moved.event.occurred_at)
@@ -447,13 +459,19 @@ class Intake:
             # Created: the company was never mentioned before (a statement, an
             # event or a watch list creates it with empty master data too).
             created = await facts.lock_company(session, company)
-            if keep_risk_status and values.get("status") == int(CompanyStatus.ACTIVE):
-                status, _ = (await facts.statuses(session, [company])).get(company, (0, None))
-                if status not in (0, int(CompanyStatus.ACTIVE)):
-                    values = {name: v for name, v in values.items() if name != "status"}
+            before: tuple[int, datetime | None] = (0, None)
+            if "status" in values:
+                before = (await facts.statuses(session, [company])).get(company, (0, None))
+            if (
+                keep_risk_status
+                and values.get("status") == int(CompanyStatus.ACTIVE)
+                and before[0] not in (0, int(CompanyStatus.ACTIVE))
+            ):
+                values = {name: v for name, v in values.items() if name != "status"}
             _, changed, updated = await facts.update_master(session, company, values)
             if "status" in updated:
                 now = _now()
+                told_at: datetime | None = None
                 raised: list[tuple[Fact, bool]] = []  # (fact, whether it alerts itself)
                 kind = EVENT_OF_STATUS.get(CompanyStatus(values["status"]))
                 if kind is not None:
@@ -467,6 +485,12 @@ class Intake:
                     raised.append(
                         (EventFact(event_id, event, kind.name.lower(), {}, STATUS_SOURCE), True)
                     )
+                    # Like that event, it tells no news a stored event of its
+                    # kind told already (a status set back and set again the
+                    # same day: one bankruptcy, alerted once).
+                    recorded = await facts.event_times(session, [company], _MASTER_EVENTS)
+                    incoming = IncomingEvent(company, event_id, event, {}, STATUS_SOURCE, 0)
+                    told_at = _told(company, [incoming], recorded, before, now)[0][1]
                 if changed or not raised:
                     raised.insert(0, (MasterDataFact(tuple(changed or updated)), bool(changed)))
                 effect = await self._rescore(session, company)
@@ -480,6 +504,7 @@ class Intake:
                             now,
                             score_alerts=i == len(raised) - 1,
                             fact_alert=alerting,
+                            fact_told_at=told_at if isinstance(fact, EventFact) else None,
                         ),
                     )
                     for i, (fact, alerting) in enumerate(raised)
