@@ -345,6 +345,20 @@ async def test_every_problem_of_a_call_is_named_at_once_and_nothing_is_stored(
     assert await _company_unknown(channel, feed, bad)
 
 
+async def test_one_event_id_for_two_companies_is_two_events(
+    channel: grpc.aio.Channel, feed: TenantKey
+) -> None:
+    first, second = norwegian_numbers(2, start=82_210_000)
+    stub = companies_pb2_grpc.CompanyDataServiceStub(channel)
+    # A register's update id covers several units: ids are unique per company.
+    recorded = await stub.RecordEvents(
+        _c.RecordEventsRequest(events=[_event(first, "upd-7"), _event(second, "upd-7")]),
+        metadata=feed.metadata,
+    )
+    assert recorded.recorded_count == 2
+    assert [e.company.register_number for e in recorded.effects] == [first, second]
+
+
 def _at_the_limits(number: str) -> list[companies_pb2.CompanyEvent]:
     """One event of every kind, each field at the edge of what the contract allows."""
     name = "n" * 200

@@ -1561,8 +1561,9 @@ class RecordEventsResponse(_message.Message):
 
     @_builtins.property
     def effects(self) -> _containers.RepeatedCompositeFieldContainer[Global___IntakeEffect]:
-        """One entry per distinct company in the request, in order of first
-        appearance: the company's new score and the alerts raised.
+        """One entry per distinct company that got a new event, in order of first
+        appearance: the company's new score and the alerts raised. A company
+        whose events were all recorded before has none (nothing changed).
         """
 
     def __init__(

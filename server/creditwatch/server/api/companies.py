@@ -217,16 +217,18 @@ def _incoming_events(request: companies_pb2.RecordEventsRequest) -> list[Incomin
         )
     problems: list[FieldViolation] = []
     incoming: list[IncomingEvent] = []
-    seen: dict[str, int] = {}
+    # An event id is unique per company (and sender): the same id for two
+    # companies is two events.
+    seen: dict[tuple[CompanyId, str], int] = {}
     for i, message in enumerate(request.events):
         where = f"events[{i}]"
+        company = cv.company(message.company, f"{where}.company", problems)
         if not 1 <= len(message.event_id) <= MAX_EVENT_ID:
             problems.append(FieldViolation(f"{where}.event_id", f"1 to {MAX_EVENT_ID} characters"))
-        elif seen.setdefault(message.event_id, i) != i:
-            problems.append(
-                FieldViolation(f"{where}.event_id", f"repeats events[{seen[message.event_id]}]")
-            )
-        company = cv.company(message.company, f"{where}.company", problems)
+        elif (
+            company is not None and (first := seen.setdefault((company, message.event_id), i)) != i
+        ):
+            problems.append(FieldViolation(f"{where}.event_id", f"repeats events[{first}]"))
         event = sc.event(message, where, problems)
         if len(message.source) > MAX_SOURCE:
             problems.append(FieldViolation(f"{where}.source", f"at most {MAX_SOURCE} characters"))
