@@ -172,8 +172,14 @@ class AlertHub:
         poll_interval: float = 1.0,
         batch: int = 1_000,
         buffer: int = 1_000,
+        query_timeout: float = 10.0,
     ) -> None:
-        self._connect = database.connect_kwargs(url)
+        # Every query of the hub's connection has a deadline: a connection
+        # gone silent (a failover, a firewall dropping the flow) fails a poll
+        # within it and the hub reconnects, keeping its position. Without
+        # one, a poll waited for the operating system to give up on the
+        # socket (minutes) while streams sent heartbeats of a frozen position.
+        self._connect = database.connect_kwargs(url) | {"command_timeout": query_timeout}
         self._poll_interval = poll_interval
         self._batch = batch
         self._buffer = buffer
