@@ -59,6 +59,21 @@ async def attempt(
         return None
 
 
+async def together(*work: Awaitable[None]) -> None:
+    """Run `work` concurrently until all of it is done; should one part
+    raise (or this be cancelled), the others are cancelled and waited for
+    before the first error goes on up. Plain `asyncio.gather` leaves them
+    running: a run that failed (a lost connection) and gave up its
+    leadership kept planning and claiming chunks, beside the next leader's."""
+    tasks = [asyncio.ensure_future(part) for part in work]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def wait_for_others(
     sessions: async_sessionmaker[AsyncSession],
     unfinished: Callable[[AsyncSession], Awaitable[int]],

@@ -42,7 +42,7 @@ from creditwatch.server.domain.alerts import Change, RescoreFact, RescoreReason
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.overrides import OverridePolicy
 from creditwatch.server.intake import write_alerts
-from creditwatch.server.jobs.chunks import Abandoned, attempt, wait_for_others
+from creditwatch.server.jobs.chunks import Abandoned, attempt, together, wait_for_others
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, StatementColumns
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import activations, policies, rescoring
@@ -289,7 +289,7 @@ class Rescorer:
         except Superseded as error:
             stopped.append(error)
         else:
-            await asyncio.gather(*(work() for _ in range(self._workers)))
+            await together(*(work() for _ in range(self._workers)))
         if stopped:
             result.superseded = stopped[0].active_version
             log.warning(
@@ -406,7 +406,7 @@ class Rescorer:
                             extra={"companies": mine.companies, "alerts": mine.alerts},
                         )
 
-            await asyncio.gather(plan(), *(work() for _ in range(self._workers)))
+            await together(plan(), *(work() for _ in range(self._workers)))
             if not stopped:
                 # Chunks other replicas hold are theirs to finish (or, should
                 # one die, to roll back and leave for another claim: ours).

@@ -10,7 +10,6 @@ snapshot is idempotent, so nothing is written twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from creditwatch.server.jobs.chunks import attempt, wait_for_others
+from creditwatch.server.jobs.chunks import attempt, together, wait_for_others
 from creditwatch.server.jobs.rescoring import REPLICA
 from creditwatch.server.store import portfolio
 
@@ -91,7 +90,7 @@ class Snapshotter:
             while await self._claim_and_take(mine):
                 pass
 
-        await asyncio.gather(*(work() for _ in range(self._workers)))
+        await together(*(work() for _ in range(self._workers)))
 
     async def share(self) -> SnapshotResult:
         """Take chunks of another replica's day until none is free (one claim
