@@ -175,6 +175,37 @@ async def test_a_consumer_that_stops_reading_is_cut_off_within_the_lag_allowance
     resumed.cancel()
 
 
+async def test_a_consumer_that_stops_reading_during_catch_up_is_cut_off_too(
+    database_url: str, channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
+) -> None:
+    """A stream catching up on a backlog never overflows its live buffer
+    (nothing new arrives); a client that stops reading must still not hold
+    the stream, and its tenant's slot, for ever."""
+    total = 2_000  # far more than flow control lets through unread
+    numbers = norwegian_numbers(total, start=95_100_000)
+    await watch(channel, tenant, numbers)
+    before = subscribe(channel, tenant)
+    start = (await alerting.first_heartbeat(before)).cursor
+    before.cancel()
+    for i in range(0, total, 1_000):
+        batch = numbers[i : i + 1_000]
+        await record(channel, feed, *(remark(n, f"backlog-{n}") for n in batch))
+    metrics_port = _free_port()
+    env = {**TIGHT, "CREDITWATCH_METRICS_PORT": str(metrics_port)}
+    with ServerProcess(database_url, env=env) as stalling:
+        async with grpc.aio.insecure_channel(
+            stalling.address, options=[("grpc.http2.bdp_probe", 0)]
+        ) as stalled_channel:
+            call = subscribe(stalled_channel, tenant, after_cursor=start)
+            await alerting.first_heartbeat(call)  # then reads nothing more
+            opened = time.monotonic()
+            while _open_streams(metrics_port) != 0:
+                # A write blocked for longer than the lag allowed (1 s), plus a margin.
+                assert time.monotonic() - opened < 6, "the stalled catch-up is still open"
+                await asyncio.sleep(0.1)
+            call.cancel()
+
+
 async def test_kill_9_mid_stream_then_resume_by_durable_consumer(
     database_url: str, channel: grpc.aio.Channel, feed: TenantKey, tenant: TenantKey
 ) -> None:

@@ -244,11 +244,14 @@ class _StallGuard:
     does not read waits on HTTP/2 flow control and never returns: the call,
     its subscription and its slot would live for ever. One timer per stream
     (not one per write: a live alert goes to every stream) looks every quarter
-    of the allowed lag; once the stream has been lagging for longer while a
-    write is pending, `scope` expires, which cancels the write.
+    of the allowed lag; once a pending write has waited for longer than the
+    lag allowed, or the stream has been lagging for longer while a write is
+    pending, `scope` expires, which cancels the write. (Waiting alone counts:
+    a stream catching up on a backlog never overflows its live buffer, so it
+    never lags, and a client that stopped reading then held it for ever.)
     """
 
-    __slots__ = ("_handle", "_loop", "_max_lag", "_scope", "_subscription", "writing")
+    __slots__ = ("_handle", "_loop", "_max_lag", "_scope", "_subscription", "_writing_since")
 
     def __init__(self, subscription: Subscription, max_lag: float, scope: asyncio.Timeout) -> None:
         self._subscription = subscription
@@ -256,14 +259,24 @@ class _StallGuard:
         self._scope = scope
         self._loop = asyncio.get_running_loop()
         self._handle = self._loop.call_later(max_lag / 4, self._check)
-        self.writing = False
+        self._writing_since: float | None = None
+
+    @property
+    def writing(self) -> bool:
         """True while the stream awaits a write (set around every write that
         can block)."""
+        return self._writing_since is not None
+
+    @writing.setter
+    def writing(self, value: bool) -> None:
+        self._writing_since = time.monotonic() if value else None
 
     def _check(self) -> None:
+        now = time.monotonic()
         since = self._subscription.lagging_since
-        behind = 0.0 if since is None else time.monotonic() - since
-        if self.writing and behind > self._max_lag:
+        behind = 0.0 if since is None else now - since
+        started = self._writing_since
+        if started is not None and max(behind, now - started) > self._max_lag:
             self._scope.reschedule(self._loop.time())  # expires now: cancels the write
             return
         delay = self._max_lag / 4
