@@ -34,6 +34,7 @@ import asyncpg
 from creditwatch.server import metrics
 from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
 from creditwatch.server.domain.cursors import Position
+from creditwatch.server.domain.errors import Unavailable
 from creditwatch.server.store import alerts as store
 from creditwatch.server.store import database
 
@@ -188,6 +189,7 @@ class AlertHub:
         self._wake = asyncio.Event()
         self._by_tenant: dict[uuid.UUID, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self.dispatched = 0
         self.overflows = 0
 
@@ -210,7 +212,12 @@ class AlertHub:
         return self._ready.is_set()
 
     def subscribe(self, tenant: uuid.UUID, wanted: AlertFilter) -> Subscription:
-        """Register a stream; alerts after `registered_at` arrive in its buffer."""
+        """Register a stream; alerts after `registered_at` arrive in its buffer.
+        Unavailable once the hub has stopped (a stream still setting up when
+        the replica began shutting down would otherwise send heartbeats of a
+        hub that reads nothing until the server's grace ran out)."""
+        if self._stopped:
+            raise Unavailable("this replica is shutting down; reconnect")
         subscription = Subscription(tenant, wanted, self.position, self._buffer)
         self._by_tenant.setdefault(tenant, set()).add(subscription)
         return subscription
@@ -318,10 +325,13 @@ class AlertHub:
 
     def start(self) -> None:
         """Begin tailing in the background."""
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name="alert-hub")
 
     async def stop(self) -> None:
-        """Close every subscription (their streams end UNAVAILABLE) and stop tailing."""
+        """Close every subscription (their streams end UNAVAILABLE), refuse new
+        ones, and stop tailing."""
+        self._stopped = True
         for group in list(self._by_tenant.values()):
             for subscription in list(group):
                 subscription.close()

@@ -1,6 +1,7 @@
-"""The alert hub notices a database connection gone silent (no reset, no
-answer: a failover, a firewall dropping the flow) and reconnects, keeping its
-position, instead of waiting minutes for the operating system to give up."""
+"""The alert hub's connection and shutdown: it notices a database connection
+gone silent (no reset, no answer: a failover, a firewall dropping the flow)
+and reconnects, keeping its position, instead of waiting minutes for the
+operating system to give up; once stopped, it takes no new subscription."""
 
 from __future__ import annotations
 
@@ -95,3 +96,20 @@ async def test_a_silent_connection_is_dropped_and_the_hub_reconnects(
         assert hub.position >= before
     finally:
         await hub.stop()
+
+
+async def test_a_stopped_hub_refuses_new_subscriptions(database_url: str) -> None:
+    import uuid
+
+    from creditwatch.server.domain.alerts import AlertFilter
+    from creditwatch.server.domain.errors import Unavailable
+
+    hub = AlertHub(database_url, poll_interval=0.2)
+    hub.start()
+    assert await hub.ready(10)
+    hub.subscribe(uuid.uuid4(), AlertFilter())  # taken while it runs
+    await hub.stop()
+    # A stream that was still setting up as the replica began to shut down
+    # ends UNAVAILABLE at once, rather than wait out the server's grace.
+    with pytest.raises(Unavailable):
+        hub.subscribe(uuid.uuid4(), AlertFilter())
