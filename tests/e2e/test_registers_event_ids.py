@@ -354,6 +354,51 @@ async def test_an_update_that_touches_no_flag_does_not_undo_a_bankruptcy_told_el
     assert await _status(sessions, w2) == int(CompanyStatus.ACTIVE)
 
 
+async def test_a_flag_lifted_while_nobody_watched_is_lifted_when_the_company_is_read_again(
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    intake: Intake,
+    tenant: TenantKey,
+) -> None:
+    await _all_read(sessions)
+    register = await _register(channel, sessions, tenant, 83_870_000, "W1", "W2")
+    w1, w2 = register.numbers["W1"], register.numbers["W2"]
+    # W1's bankruptcy is the register's own word (its flag); W2's, a bureau's.
+    await intake.record_events(
+        [
+            IncomingEvent(
+                CompanyId("NO", w2),
+                "bureau-konkurs-2",
+                CompanyEvent(EventType.BANKRUPTCY_OPENED, datetime(2026, 11, 22, tzinfo=UTC)),
+                {},
+                "bureau",
+                0,
+                "bankruptcy_opened",
+            )
+        ],
+        None,
+    )
+    await _sync(register, sessions, intake, read_batch=10)
+    assert await _status(sessions, w1) == int(CompanyStatus.BANKRUPT)
+    assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
+
+    # Both leave every watch list; the register lifts W1's flag meanwhile (no
+    # update reaches creditwatch); then both are watched again, and read anew.
+    register.units[w1]["konkurs"] = False
+    register.updates = []
+    async with sessions.begin() as session:
+        await session.execute(
+            text("DELETE FROM register_units WHERE register_number IN (:a, :b)"),
+            {"a": w1, "b": w2},
+        )
+    again = await _sync(register, sessions, intake, read_batch=10)
+    assert again.companies_read == 2
+    # The register was the only one to say W1 was bankrupt: it no longer is.
+    assert await _status(sessions, w1) == int(CompanyStatus.ACTIVE)
+    # A bureau said W2 was: a unit without flags does not undo that.
+    assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
+
+
 async def test_a_move_is_one_alert_and_a_move_back_too(
     channel: grpc.aio.Channel,
     sessions: async_sessionmaker[AsyncSession],

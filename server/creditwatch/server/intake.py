@@ -446,7 +446,12 @@ class Intake:
         return len(stored), duplicates, ordered
 
     async def upsert_company(
-        self, company: CompanyId, values: dict[str, Any], *, keep_risk_status: bool = False
+        self,
+        company: CompanyId,
+        values: dict[str, Any],
+        *,
+        keep_risk_status: bool = False,
+        source: str = "",
     ) -> tuple[bool, facts.MasterData, Effect]:
         """Write master data (Company field names → stored values); a status
         change re-scores (a status can force a class). Alerts: changed fields of
@@ -454,7 +459,10 @@ class Intake:
         after, effect). With `keep_risk_status`, an ACTIVE status is written
         only over no status or ACTIVE: a register's routine update of a unit
         without flags must not undo a bankruptcy another source reported
-        before the register flagged it."""
+        before the register flagged it. It is written over a risk status that
+        `source` (the register) set by its own events and no other source
+        ever told: the register's flag was lifted (while nobody watched the
+        company, say), and it was the only one to say the flag was there."""
         async with self._sessions.begin() as session:
             # Created: the company was never mentioned before (a statement, an
             # event or a watch list creates it with empty master data too).
@@ -467,7 +475,14 @@ class Intake:
                 and values.get("status") == int(CompanyStatus.ACTIVE)
                 and before[0] not in (0, int(CompanyStatus.ACTIVE))
             ):
-                values = {name: v for name, v in values.items() if name != "status"}
+                kind = EVENT_OF_STATUS.get(CompanyStatus(before[0]))
+                lifted = (
+                    bool(source)
+                    and kind is not None
+                    and await facts.status_told_only_by(session, company, kind, source)
+                )
+                if not lifted:
+                    values = {name: v for name, v in values.items() if name != "status"}
             _, changed, updated = await facts.update_master(session, company, values)
             if "status" in updated:
                 now = _now()

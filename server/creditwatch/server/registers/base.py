@@ -257,10 +257,11 @@ class SyncResult:
 
 
 class RegisterAdapter(Protocol):
-    """A register: its name, country and feeds."""
+    """A register: its name, country, the source its events carry, and feeds."""
 
     name: str
     country: str
+    source: str
 
     def feeds(self) -> Sequence[Feed]:
         """The change feeds to follow, in the order they are applied."""
@@ -383,7 +384,7 @@ async def _read_unread(
             await _give_up_on(sessions, adapter.name, _CURRENT, error, unit_patience)
             reading.remove(error.number)
             result.updates_skipped += 1
-    await _apply(intake, facts, result, f"{adapter.name}/{_CURRENT}")
+    await _apply(intake, facts, result, f"{adapter.name}/{_CURRENT}", adapter.source)
     async with sessions.begin() as session:
         # A unit given up on is marked too: its next update brings its state.
         await store.mark_read(session, adapter.name, adapter.country, numbers, started)
@@ -431,7 +432,7 @@ async def _sync_feed(
                 await _give_up_on(sessions, adapter.name, feed.name, error, unit_patience)
                 wanted = wanted - {error.number}
                 result.updates_skipped += 1
-        await _apply(intake, facts, result, f"{adapter.name}/{feed.name}")
+        await _apply(intake, facts, result, f"{adapter.name}/{feed.name}", adapter.source)
         result.relevant += len(wanted)
         async with sessions.begin() as session:
             await store.advance(session, adapter.name, feed.name, page.last)
@@ -482,10 +483,13 @@ async def _give_up_on(
     )
 
 
-async def _apply(intake: Intake, facts: Facts, result: SyncResult, feed: str) -> None:
+async def _apply(intake: Intake, facts: Facts, result: SyncResult, feed: str, source: str) -> None:
+    """Apply a page's facts; `source` is the register's, as its events carry it."""
     for company, values in facts.master.items():
         keep = company in facts.keep_risk_status
-        _, _, effect = await intake.upsert_company(company, values, keep_risk_status=keep)
+        _, _, effect = await intake.upsert_company(
+            company, values, keep_risk_status=keep, source=source
+        )
         result.master_updates += 1
         result.alerts_raised += effect.alerts_raised
     # One id may appear twice in a page (the same flag seen in two updates).

@@ -444,6 +444,7 @@ class Enhetsregisteret:
 
     name = NAME
     country = "NO"
+    source = SOURCE
 
     def __init__(
         self, http: RegisterHttp, *, page_size: int = 500, first_day: date | None = None

@@ -476,6 +476,36 @@ async def update_master(
     return created, changed, written
 
 
+async def status_told_only_by(
+    session: AsyncSession, company: CompanyId, kind: EventType, source: str
+) -> bool:
+    """Whether the company's status was set by an event of `kind` from
+    `source` (its time is that event's) and no other source ever told an
+    event of that kind: then `source` saying the status no longer holds is
+    the word of the only one who said it did."""
+    told = (
+        await session.execute(
+            text(
+                """
+                SELECT bool_and(e.source = :source) AS only,
+                       bool_or(e.source = :source AND e.occurred_at = c.status_time) AS set_it
+                FROM company_events e
+                JOIN companies c
+                  ON c.country = e.country AND c.register_number = e.register_number
+                WHERE e.country = :country AND e.register_number = :number AND e.type = :kind
+                """
+            ),
+            {
+                "source": source,
+                "country": company.country,
+                "number": company.register_number,
+                "kind": int(kind),
+            },
+        )
+    ).one()
+    return bool(told.only) and bool(told.set_it)
+
+
 async def statuses(
     session: AsyncSession, companies: Sequence[CompanyId]
 ) -> dict[CompanyId, tuple[int, datetime | None]]:
