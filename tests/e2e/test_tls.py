@@ -253,6 +253,17 @@ async def test_certificate_arguments_are_checked_up_front(pki: Pki) -> None:
         CreditwatchClient("127.0.0.1:1", "cw_key", tls=False, root_certificates=pki.ca.cert)
 
 
+async def test_client_certificates_asked_for_without_tls_stop_the_start_up(pki: Pki) -> None:
+    from creditwatch.server.app import _credentials
+    from creditwatch.server.config import Settings
+
+    # A typo in the certificate's variable must not leave a server that was
+    # asked to check clients' certificates serving plaintext to anyone.
+    with pytest.raises(ValueError, match="CREDITWATCH_TLS_CLIENT_CA_FILE needs TLS"):
+        _credentials(Settings(tls_client_ca_file=pki.ca.cert))
+    assert _credentials(Settings()) is None  # no TLS asked for: plaintext, as documented
+
+
 def _health(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`creditwatch health` as a container's probe runs it."""
     return subprocess.run(

@@ -81,3 +81,27 @@ def test_the_embedded_server_stops_after_a_user_was_killed(tmp_path: Path) -> No
         if (pid := _postmaster(pgdata)) is not None:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT)  # fast shutdown of what the test left
+
+
+def test_a_user_ended_by_sigterm_or_sighup_stops_the_embedded_server(tmp_path: Path) -> None:
+    # `creditwatch demo` or `registers sync` stopped by `kill`, a server whose
+    # terminal closed: by default both signals end a process without its exit
+    # handlers, and PostgreSQL kept running with nobody left to stop it.
+    for kind in (signal.SIGTERM, signal.SIGHUP):
+        data = tmp_path / kind.name
+        pgdata = data / "pgdata"
+        user = _start([sys.executable, "-c", _USER, str(data)])
+        try:
+            user.send_signal(kind)
+            assert user.wait(60) == 128 + kind
+            deadline = time.monotonic() + 60
+            while _postmaster(pgdata) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _postmaster(pgdata) is None, kind.name
+        finally:
+            if user.poll() is None:
+                user.kill()
+                user.wait(60)
+            if (pid := _postmaster(pgdata)) is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGINT)

@@ -107,6 +107,13 @@ class Running:
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            # Asked for client certificates but no TLS: serving plaintext
+            # without client authentication would be silent about it.
+            raise ValueError(
+                "CREDITWATCH_TLS_CLIENT_CA_FILE needs TLS: set CREDITWATCH_TLS_CERT_FILE "
+                "and CREDITWATCH_TLS_KEY_FILE too"
+            )
         return None
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         raise ValueError("TLS needs both CREDITWATCH_TLS_CERT_FILE and CREDITWATCH_TLS_KEY_FILE")

