@@ -216,8 +216,10 @@ class ScoreItemResult(_message.Message):
         unary RPCs: INVALID_ARGUMENT with a `google.rpc.BadRequest` whose field
         paths are relative to the item (e.g. `financial_statement.total_assets`),
         NOT_FOUND for an unknown company, FAILED_PRECONDITION for a company
-        without a statement, INTERNAL (with an error id for the server log) for
-        an unexpected failure.
+        without a statement, UNAVAILABLE when the server lost its database
+        connection looking the company up (send the item again), INTERNAL (with
+        an error id for the server log) for an unexpected failure. The stream
+        and its other items go on.
         """
 
     def __init__(

@@ -49,6 +49,7 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Aborted: grpc.StatusCode.ABORTED,
     errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.Internal: grpc.StatusCode.INTERNAL,
 }
 
 

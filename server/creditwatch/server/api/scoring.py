@@ -4,6 +4,7 @@ and the model registry."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from creditwatch.server.domain.currency import UnsupportedCurrency
 from creditwatch.server.domain.errors import (
     DomainError,
     FieldViolation,
+    Internal,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from creditwatch.server.domain.events import RiskState
 from creditwatch.server.domain.identifiers import CompanyId
@@ -42,8 +45,11 @@ from creditwatch.server.domain.tenants import SCOPE_MODELS_ACTIVATE, Caller
 from creditwatch.server.intake import Intake
 from creditwatch.server.scoring.engine import Scorer, ScoreRequest
 from creditwatch.server.scoring.registry import ModelRegistry
+from creditwatch.server.store import database
 from creditwatch.server.store.activations import ActivationStore
 from creditwatch.v1 import common_pb2, scoring_pb2, scoring_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 MAX_STREAM_CHUNK = 1_000
 # Events a prospect's score takes into account (the contract's 0..100).
@@ -112,6 +118,18 @@ def _company(ref: common_pb2.CompanyRef, field: str) -> CompanyId:
     if found is None:
         raise InvalidArgument(problems)
     return found
+
+
+def _item_fault(error: Exception, what: str) -> DomainError:
+    """A stream item's unexpected failure as its own status, the stream going
+    on: UNAVAILABLE for a lost database connection (retry the item), else
+    INTERNAL with an id that finds the traceback in the log."""
+    if database.connection_lost(error):
+        log.warning("stream item failed: database unreachable", extra={"item": what})
+        return Unavailable("the database connection was lost; retry this item")
+    error_id = uuid.uuid4().hex[:12]
+    log.error("stream item failed", exc_info=error, extra={"item": what, "error_id": error_id})
+    return Internal(f"internal error; quote reference {error_id}")
 
 
 def _error_status(error: DomainError) -> status_pb2.Status:
@@ -216,7 +234,21 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         room = asyncio.Semaphore(CHUNKS_IN_FLIGHT)
         started: asyncio.Queue[asyncio.Task[bytes] | None]
         started = asyncio.Queue()
-        tasks: list[asyncio.Task[Any]] = []
+        # The tasks still running, to cancel when the stream ends: a task
+        # leaves as it finishes (a finished chunk's task holds its answer, a
+        # megabyte for 1,000 items, which a list kept to the stream's end).
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            tasks.discard(task)
+            if not task.cancelled():
+                # Seen, so not "never retrieved" in the log should the stream
+                # end before its answer is awaited (awaiting still raises it).
+                task.exception()
+
+        def track(task: asyncio.Task[Any]) -> None:
+            tasks.add(task)
+            task.add_done_callback(finished)
 
         async def read() -> None:
             try:
@@ -230,13 +262,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                     # Started and queued with no await between: every chunk
                     # task is either answered or cancelled below.
                     task = asyncio.create_task(self._score_chunk(chunk, self._registry.active))
-                    tasks.append(task)
+                    track(task)
                     started.put_nowait(task)
             finally:
                 started.put_nowait(None)  # the end, after every chunk started
 
         reader = asyncio.create_task(read())
-        tasks.append(reader)
+        track(reader)
         try:
             while (task := await started.get()) is not None:
                 try:
@@ -245,11 +277,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                     room.release()
             await reader  # a refused chunk ends the stream after the answers before it
         finally:
-            for task in tasks:
-                task.cancel()  # a no-op for those done
-            for task in tasks:
-                if task.done() and not task.cancelled():
-                    task.exception()  # seen: not "never retrieved" in the log
+            for task in list(tasks):
+                task.cancel()
 
     async def _score_chunk(self, chunk: scoring_pb2.StreamScoresRequest, scorer: Scorer) -> bytes:
         """One chunk's serialised answer. Valid statements without events,
@@ -318,7 +347,11 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 if isinstance(outcome, ScoreRequest):
                     pending[i] = outcome
         if pending:
-            computed = await scorer.score_many(list(pending.values()))
+            try:
+                computed: Sequence[Outcome | None] = await scorer.score_many(list(pending.values()))
+            except Exception as error:  # the model run failed: those items' fault
+                fault = _item_fault(error, f"{len(pending)} statements")
+                computed = [fault] * len(pending)
             for i, later in zip(pending, computed, strict=True):
                 outcomes[i] = later
 
@@ -354,6 +387,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             return InvalidArgument.single("financial_statement.currency_code", str(error))
         except DomainError as error:
             return error
+        except Exception as error:  # one item's fault, not the stream's
+            return _item_fault(error, item.correlation_id)
 
     def _model(self, scorer: Scorer) -> scoring_pb2.Model:
         active = scorer is self._registry.active

@@ -94,3 +94,8 @@ class Aborted(DomainError):
 
 class OutOfRange(DomainError):
     """A result is too large for its wire type (e.g. a total past int64 units)."""
+
+
+class Internal(DomainError):
+    """An unexpected fault in one part of a call that goes on (a stream's
+    item): its message carries an id that finds the traceback in the log."""
