@@ -341,7 +341,10 @@ class Score(_message.Message):
 
     @_builtins.property
     def data_as_of(self) -> _timestamp_pb2.Timestamp:
-        """Time of the newest fact the score is based on (statement period end, event time)."""
+        """The period end of the financial statement the score was computed from
+        (00:00 UTC of that day); unset for a score on events alone. Events and
+        payment data the score also reflects are not dated here.
+        """
 
     @_builtins.property
     def score_time(self) -> _timestamp_pb2.Timestamp:

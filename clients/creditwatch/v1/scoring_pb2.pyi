@@ -88,7 +88,8 @@ class ScoreFinancialsRequest(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Optional: a loaded model version to score with instead of the active one
-    (to compare versions). NOT_FOUND if no such version is loaded.
+    (to compare versions). INVALID_ARGUMENT on `model_version` if no such
+    version is loaded.
     """
     @_builtins.property
     def financial_statement(self) -> _companies_pb2.FinancialStatement:
@@ -132,9 +133,7 @@ class ScoreFinancialsResponse(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def score(self) -> _common_pb2.Score:
-        """The score. `score_time` is now; `data_as_of` is the statement's period end
-        or the newest event, whichever is later.
-        """
+        """The score. `score_time` is now; `data_as_of` is the statement's period end."""
 
     def __init__(
         self,
