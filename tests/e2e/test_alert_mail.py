@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import os
+import signal
 import socket
 import sys
 import threading
@@ -221,6 +222,59 @@ async def test_a_failing_bridge_lets_the_others_finish_the_mail_they_are_sending
         _, err = await asyncio.wait_for(again.communicate(), 60)
         assert again.returncode == 0, err.decode()
         assert len(inbox.messages) == 2
+        first, second = (m["X-Creditwatch-Alert"] for m in inbox.messages)
+        assert second != first
+    finally:
+        controller.stop()
+
+
+class _Slow(Inbox):
+    """Takes a few seconds over every mail (a bridge mid-send)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = asyncio.Event()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.sending.set()
+        await asyncio.sleep(2)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_sigterm_during_a_send_finishes_and_acknowledges_that_mail(
+    server: ServerProcess,
+    channel: grpc.aio.Channel,
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: TenantKey,
+) -> None:
+    feed = await new_tenant(sessions, "mail feed 4", scopes=(SCOPE_COMPANIES_WRITE,))
+    number = norwegian_numbers(1, start=85_770_000)[0]
+    watch_list = await watch(channel, tenant, [number])
+    inbox = _Slow()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        bridge = await _mail(server, tenant, port, "--watchlist", watch_list, "--to", "r@bank.test")
+        await asyncio.sleep(3)  # the consumer is created at "now"
+        await record(channel, feed, remark(number, "mail-term-1"))
+        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending, controller), 60)
+        bridge.send_signal(signal.SIGTERM)  # systemd or docker stop, mid-send
+        _, err = await asyncio.wait_for(bridge.communicate(), 60)
+        assert bridge.returncode == 0, err.decode()
+        assert "stopped (SIGTERM)" in err.decode()
+        assert len(inbox.messages) == 1
+
+        # It was acknowledged: the next run mails the next alert, not it again.
+        await record(channel, feed, remark(number, "mail-term-2"))
+        again = await _mail(
+            server, tenant, port, "--watchlist", watch_list, "--to", "r@bank.test",
+            "--count", "1",
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(again.communicate(), 60)
+        assert again.returncode == 0, err.decode()
         first, second = (m["X-Creditwatch-Alert"] for m in inbox.messages)
         assert second != first
     finally:

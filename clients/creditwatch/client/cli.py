@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import smtplib
 import sys
 import uuid
@@ -719,7 +720,7 @@ def alerts_mail(
     )
     period = digest_seconds or (86_400.0 if digest == "daily" else None)
 
-    async def action(client: CreditwatchClient) -> list[int]:
+    async def action(client: CreditwatchClient) -> list[int] | None:
         bridges = [
             asyncio.create_task(
                 mail_watch_list(
@@ -734,9 +735,21 @@ def alerts_mail(
             )
             for name in names
         ]
+        # SIGTERM (systemd, docker stop) stops the bridges as Ctrl-C does: a
+        # mail being sent is finished and acknowledged first. By default the
+        # signal ended the process mid-send, and the mail went out again.
+        terminated = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows; not main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
+        all_of_them: asyncio.Future[list[int]] = asyncio.gather(*bridges)
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(terminated.wait())
         try:
-            return list(await asyncio.gather(*bridges))
+            await asyncio.wait([all_of_them, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if all_of_them.done():
+                return list(all_of_them.result())
+            return None  # terminated: the bridges stop below
         finally:
+            stopping.cancel()
             # One bridge failed (or the command stops): the others stop too,
             # and are waited for before the client closes, so a bridge in the
             # middle of a mail finishes it and acknowledges it (see
@@ -745,10 +758,15 @@ def alerts_mail(
             for task in bridges:
                 task.cancel()
             await asyncio.gather(*bridges, return_exceptions=True)
+            if all_of_them.done() and not all_of_them.cancelled():
+                all_of_them.exception()  # seen (raised above, or moot after a stop)
 
     with contextlib.suppress(KeyboardInterrupt):
         sent = run(connection, action)
-        click.echo(f"{sum(sent)} e-mails sent", err=True)
+        if sent is None:
+            click.echo("stopped (SIGTERM); every mail sent was acknowledged", err=True)
+        else:
+            click.echo(f"{sum(sent)} e-mails sent", err=True)
 
 
 @click.group()
