@@ -170,3 +170,10 @@ def test_sigterm_while_starting_stops_the_embedded_postgres_too(
     finally:
         if lock.exists():  # stop what the failure left running
             os.kill(int(lock.read_text().split()[0]), signal.SIGQUIT)
+
+
+def test_a_server_process_leaves_no_folder_behind(database_url: str) -> None:
+    with ServerProcess(database_url) as process:
+        folder = process.log_path.parent
+        assert (folder / "port").exists()
+    assert not folder.exists()

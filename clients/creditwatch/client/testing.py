@@ -10,6 +10,7 @@ free port chosen by the OS, so tests can run in parallel.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,3 +113,8 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc_type is None:
+            # Its folder (port file, log, and without a database URL the
+            # embedded PostgreSQL's data, tens of MB) goes with it; kept when
+            # the block failed, for its log.
+            shutil.rmtree(self._dir, ignore_errors=True)
