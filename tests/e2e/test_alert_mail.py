@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import os
 import signal
@@ -43,19 +44,26 @@ class Inbox:
         return "250 OK"
 
 
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    """A real SMTP server on a free loopback port."""
+@contextlib.contextmanager
+def _serving(inbox: Inbox) -> Iterator[tuple[Controller, int]]:
+    """A real SMTP server on a free loopback port, handing mails to `inbox`."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    inbox = Inbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield inbox, port
+        yield controller, port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A real SMTP server on a free loopback port."""
+    inbox = Inbox()
+    with _serving(inbox) as (_, port):
+        yield inbox, port
 
 
 async def _mail(
@@ -191,12 +199,7 @@ async def test_a_failing_bridge_lets_the_others_finish_the_mail_they_are_sending
     list_slow = await watch(channel, tenant, [slow])
     list_refused = await watch(channel, tenant, [refused])
     inbox = _SlowForOneRefusingAnother(slow, refused)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with _serving(inbox) as (_, port):
         both = await _mail(
             server, tenant, port, "--watchlist", list_slow, "--watchlist", list_refused,
             "--to", "risk@bank.test",
@@ -205,7 +208,7 @@ async def test_a_failing_bridge_lets_the_others_finish_the_mail_they_are_sending
         await record(channel, feed, remark(slow, "mail-slow-1"))
         # While the slow list's mail is with the SMTP server, the other
         # list's mail is refused: its bridge fails, and the command with it.
-        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending_slow, controller), 60)
+        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending_slow), 60)
         await record(channel, feed, remark(refused, "mail-refused-1"))
         _, err = await asyncio.wait_for(both.communicate(), 60)
         assert both.returncode == 1
@@ -224,8 +227,6 @@ async def test_a_failing_bridge_lets_the_others_finish_the_mail_they_are_sending
         assert len(inbox.messages) == 2
         first, second = (m["X-Creditwatch-Alert"] for m in inbox.messages)
         assert second != first
-    finally:
-        controller.stop()
 
 
 class _Slow(Inbox):
@@ -251,16 +252,11 @@ async def test_sigterm_during_a_send_finishes_and_acknowledges_that_mail(
     number = norwegian_numbers(1, start=85_770_000)[0]
     watch_list = await watch(channel, tenant, [number])
     inbox = _Slow()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with _serving(inbox) as (_, port):
         bridge = await _mail(server, tenant, port, "--watchlist", watch_list, "--to", "r@bank.test")
         await asyncio.sleep(3)  # the consumer is created at "now"
         await record(channel, feed, remark(number, "mail-term-1"))
-        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending, controller), 60)
+        await asyncio.wait_for(asyncio.to_thread(_wait_for, inbox.sending), 60)
         bridge.send_signal(signal.SIGTERM)  # systemd or docker stop, mid-send
         _, err = await asyncio.wait_for(bridge.communicate(), 60)
         assert bridge.returncode == 0, err.decode()
@@ -277,11 +273,9 @@ async def test_sigterm_during_a_send_finishes_and_acknowledges_that_mail(
         assert again.returncode == 0, err.decode()
         first, second = (m["X-Creditwatch-Alert"] for m in inbox.messages)
         assert second != first
-    finally:
-        controller.stop()
 
 
-def _wait_for(flag: asyncio.Event, controller: Controller) -> None:
+def _wait_for(flag: asyncio.Event) -> None:
     """Wait (in a thread) until `flag`, set in the SMTP server's loop, is set."""
     for _ in range(600):
         if flag.is_set():

@@ -310,6 +310,24 @@ async def test_a_second_ground_for_a_compulsory_dissolution_is_no_second_dissolu
     assert await _status(sessions, w2) == int(CompanyStatus.COMPULSORY_DISSOLUTION)
 
 
+async def _bureau_bankruptcy(intake: Intake, number: str, event_id: str) -> None:
+    """A credit bureau (not the register) reports a bankruptcy opened 2026-11-22."""
+    await intake.record_events(
+        [
+            IncomingEvent(
+                CompanyId("NO", number),
+                event_id,
+                CompanyEvent(EventType.BANKRUPTCY_OPENED, datetime(2026, 11, 22, tzinfo=UTC)),
+                {},
+                "bureau",
+                0,
+                "bankruptcy_opened",
+            )
+        ],
+        None,
+    )
+
+
 async def _status(sessions: async_sessionmaker[AsyncSession], number: str) -> int:
     async with sessions() as session:
         found = await session.scalar(
@@ -328,20 +346,7 @@ async def test_an_update_that_touches_no_flag_does_not_undo_a_bankruptcy_told_el
     register = await _register(channel, sessions, tenant, 83_760_000, "W2")
     w2 = register.numbers["W2"]
     # A bureau reports the bankruptcy before the register flags it.
-    await intake.record_events(
-        [
-            IncomingEvent(
-                CompanyId("NO", w2),
-                "bureau-konkurs-1",
-                CompanyEvent(EventType.BANKRUPTCY_OPENED, datetime(2026, 11, 22, tzinfo=UTC)),
-                {},
-                "bureau",
-                0,
-                "bankruptcy_opened",
-            )
-        ],
-        None,
-    )
+    await _bureau_bankruptcy(intake, w2, "bureau-konkurs-1")
     await _sync(register, sessions, intake)  # W2 moved: no flag in the update
     assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
     assert await _alerts(sessions, tenant, w2, A.ALERT_TYPE_RISK_CLASS_UPGRADE) == []
@@ -364,20 +369,7 @@ async def test_a_flag_lifted_while_nobody_watched_is_lifted_when_the_company_is_
     register = await _register(channel, sessions, tenant, 83_870_000, "W1", "W2")
     w1, w2 = register.numbers["W1"], register.numbers["W2"]
     # W1's bankruptcy is the register's own word (its flag); W2's, a bureau's.
-    await intake.record_events(
-        [
-            IncomingEvent(
-                CompanyId("NO", w2),
-                "bureau-konkurs-2",
-                CompanyEvent(EventType.BANKRUPTCY_OPENED, datetime(2026, 11, 22, tzinfo=UTC)),
-                {},
-                "bureau",
-                0,
-                "bankruptcy_opened",
-            )
-        ],
-        None,
-    )
+    await _bureau_bankruptcy(intake, w2, "bureau-konkurs-2")
     await _sync(register, sessions, intake, read_batch=10)
     assert await _status(sessions, w1) == int(CompanyStatus.BANKRUPT)
     assert await _status(sessions, w2) == int(CompanyStatus.BANKRUPT)
