@@ -20,6 +20,14 @@ from creditwatch.server.store import database
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(["sleep", "60"])
+    # Once it is `sleep`: in the middle of its exec its command line reads
+    # empty, which the check takes for a process it cannot judge (a loaded
+    # machine caught it there).
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while cmdline.exists() and not cmdline.read_bytes().startswith(b"sleep"):
+        assert time.monotonic() < deadline, "sleep never started"
+        time.sleep(0.01)
     yield process
     process.kill()
     process.wait()
