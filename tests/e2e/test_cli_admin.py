@@ -80,3 +80,33 @@ def test_db_upgrade_is_idempotent(database_url: str) -> None:
     result = _cli(database_url, "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert "database at head" in result.stdout
+
+
+def test_admin_commands_migrate_only_as_a_server_would(fresh_database: object) -> None:
+    from creditwatch.server.store import database, migrate
+
+    url: str = fresh_database()  # type: ignore[operator]
+    migrate.upgrade(database.async_url(url), "0021")
+
+    def revision() -> str | None:
+        import asyncio
+
+        return asyncio.run(migrate.current_revision(database.async_url(url)))
+
+    # Migrations kept for a maintenance window: an admin command of the new
+    # release neither runs them nor runs against the old schema.
+    held = subprocess.run(
+        [sys.executable, "-m", "creditwatch.server", "admin", "create-tenant", "Held"],
+        env={**os.environ, "DATABASE_URL": url, "CREDITWATCH_MIGRATE_ON_START": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert held.returncode == 1
+    assert "creditwatch db upgrade" in held.stderr and "0021" in held.stderr
+    assert "Traceback" not in held.stderr
+    assert revision() == "0021"
+    # By default it migrates, as a server does at start-up.
+    created = _cli(url, "admin", "create-tenant", "Migrated", "--json")
+    assert created.returncode == 0, created.stderr
+    assert revision() != "0021"

@@ -176,6 +176,17 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}")
 
 
+async def _schema(url: str, settings: Settings) -> None:
+    """The schema at this release's head: migrated as a server would, or,
+    with CREDITWATCH_MIGRATE_ON_START=false, checked (a usage error if not)."""
+    from creditwatch.server.store import migrate
+
+    try:
+        await migrate.prepare(url, settings.migrate_on_start)
+    except migrate.SchemaBehind as error:
+        raise click.ClickException(str(error)) from None
+
+
 def _server_database(settings: Settings) -> str:
     """The database a server of this folder uses: DATABASE_URL, or the embedded
     PostgreSQL in the data folder, which a server started here made. One that
@@ -203,12 +214,12 @@ def admin() -> None:
 
 
 async def _with_tenants(action: Any) -> Any:
-    from creditwatch.server.store import database, migrate
+    from creditwatch.server.store import database
     from creditwatch.server.store.tenants import TenantStore
 
     settings = _settings()
     url = await asyncio.to_thread(_server_database, settings)
-    await migrate.upgrade_async(url)
+    await _schema(url, settings)
     engine = database.create_engine(url, 2)
     try:
         return await action(TenantStore(database.session_factory(engine)))
@@ -495,12 +506,12 @@ async def _sync_registers(settings: Settings, once: bool, progress: Any) -> list
     from creditwatch.server.jobs.leader import Leadership
     from creditwatch.server.jobs.scheduler import sync_registers
     from creditwatch.server.scoring.registry import ModelRegistry
-    from creditwatch.server.store import database, migrate, policies
+    from creditwatch.server.store import database, policies
     from creditwatch.server.store.activations import ActivationStore
 
     policy = override_policy(settings.override_policy_file)
     url = await asyncio.to_thread(_server_database, settings)
-    await migrate.upgrade_async(url)
+    await _schema(url, settings)
     engine = database.create_engine(url, 4)
     sessions = database.session_factory(engine)
     results: list[Any] = []
@@ -557,6 +568,7 @@ def demo(
 
     async def go() -> dict[str, Any]:
         url = await asyncio.to_thread(_server_database, settings)
+        await _schema(url, settings)
         keys = await demo_data.create_keys(url)
         say("tenants created; API keys (shown once):")
         say(f"  bank     {keys.bank_key}")

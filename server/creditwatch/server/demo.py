@@ -24,7 +24,7 @@ from google.type import date_pb2, money_pb2
 
 from creditwatch.server.domain.identifiers import IdentifierError, company_id
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE
-from creditwatch.server.store import database, migrate
+from creditwatch.server.store import database
 from creditwatch.server.store.tenants import TenantStore
 from creditwatch.v1 import (
     common_pb2,
@@ -105,8 +105,8 @@ class DemoKeys:
 
 
 async def create_keys(url: str) -> DemoKeys:
-    """Two tenants and a data feed, each with an API key (directly in the database)."""
-    await migrate.upgrade_async(url)
+    """Two tenants and a data feed, each with an API key (directly in the
+    database, whose schema the caller brought to head)."""
     engine = database.create_engine(url, 2)
     try:
         store = TenantStore(database.session_factory(engine))
