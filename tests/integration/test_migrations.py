@@ -113,3 +113,61 @@ def test_events_without_a_sender_are_keyed_on_the_models_no_sender() -> None:
     from creditwatch.server.store.models import NO_SENDER
 
     assert uuid.UUID(migration.NO_SENDER) == NO_SENDER
+
+
+def test_a_migration_waiting_for_a_lock_lets_queries_go_on_and_gives_up_in_time(
+    fresh_database: Callable[[], str],
+) -> None:
+    """A long transaction holding a table the next migration alters: each
+    attempt waits only lock_timeout, so the queries queued behind the
+    migration's lock request go on; it gives up with nothing migrated after
+    `wait`, and succeeds once the table is free."""
+    async_url = database.async_url(fresh_database())
+    migrate.upgrade(async_url, "0021")
+    asyncio.run(_held_while_migrating(async_url))
+
+
+async def _held_while_migrating(async_url: str) -> None:
+    kwargs = database.connect_kwargs(async_url)
+    holder = await asyncpg.connect(**kwargs)
+    reader = await asyncpg.connect(**kwargs)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT count(*) FROM overdue_payments")  # ACCESS SHARE till the end
+
+        patient = migrate.LockPatience(lock_timeout=0.3, wait=60)
+        migrating = asyncio.create_task(
+            asyncio.to_thread(migrate.upgrade, async_url, "head", patient)
+        )
+        await asyncio.sleep(1.0)  # the migration has asked for the lock, more than once
+        assert not migrating.done()
+        # Queued behind an ALTER TABLE that waited without a lock timeout,
+        # this read would wait for the holder too.
+        await reader.execute("SET statement_timeout = 5000")
+        assert await reader.fetchval("SELECT count(*) FROM overdue_payments") == 0
+        await holding.rollback()
+        await asyncio.wait_for(migrating, 30)
+        assert (
+            await reader.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'overdue_payments' AND column_name = 'policy_version'"
+            )
+            == 1
+        )
+        # Downgraded again and held again, now with little patience: it gives up.
+        await asyncio.to_thread(migrate.downgrade, async_url, "0021")
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT count(*) FROM overdue_payments")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(migrate.MigrationLocked, match="nothing was migrated"):
+            await asyncio.to_thread(
+                migrate.upgrade, async_url, "head", migrate.LockPatience(0.2, 1.0)
+            )
+        assert asyncio.get_running_loop().time() - started < 10
+        assert await migrate.current_revision(async_url) == "0021"
+        await holding.rollback()
+    finally:
+        await holder.close()
+        await reader.close()

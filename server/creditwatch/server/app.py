@@ -222,7 +222,7 @@ async def start(settings: Settings) -> Running:
     policy = override_policy(settings.override_policy_file)
     url = await asyncio.to_thread(database.resolve_url, settings.database_url, settings.data_dir)
     if settings.migrate_on_start:
-        await migrate.upgrade_async(url)
+        await migrate.upgrade_async(url, patience=migrate.lock_patience(settings))
         log.info("database schema at head")
     engine = database.create_engine(url, settings.db_pool_size)
     sessions = database.session_factory(engine)

@@ -68,6 +68,7 @@ def serve(port: int | None, host: str | None, port_file: Path | None) -> None:
     settings = _settings(port=port, host=host, port_file=port_file)
     logs.configure(settings.log_level, settings.log_format)
     from creditwatch.server.store.database import DataDirUnusable
+    from creditwatch.server.store.migrate import MigrationLocked
 
     # Until the server's own handlers are in place, SIGTERM ends the process
     # through SystemExit, so that an embedded PostgreSQL started meanwhile is
@@ -75,7 +76,7 @@ def serve(port: int | None, host: str | None, port_file: Path | None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         asyncio.run(app.serve(settings))
-    except (app.PortUnavailable, DataDirUnusable) as error:
+    except (app.PortUnavailable, DataDirUnusable, MigrationLocked) as error:
         raise click.ClickException(str(error)) from None
 
 
@@ -172,7 +173,10 @@ def db_upgrade(revision: str) -> None:
     settings = _settings()
     logs.configure(settings.log_level, "text")
     url = database.resolve_url(settings.database_url, settings.data_dir)
-    migrate.upgrade(url, revision)
+    try:
+        migrate.upgrade(url, revision, migrate.lock_patience(settings))
+    except migrate.MigrationLocked as error:
+        raise click.ClickException(str(error)) from None
     click.echo(f"database at {revision}")
 
 
@@ -182,8 +186,8 @@ async def _schema(url: str, settings: Settings) -> None:
     from creditwatch.server.store import migrate
 
     try:
-        await migrate.prepare(url, settings.migrate_on_start)
-    except migrate.SchemaBehind as error:
+        await migrate.prepare(url, settings.migrate_on_start, migrate.lock_patience(settings))
+    except (migrate.SchemaBehind, migrate.MigrationLocked) as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -33,6 +33,18 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(10, ge=1, description="Connections kept open per replica.")
     migrate_on_start: bool = Field(True, description="Apply Alembic migrations at start-up.")
+    migration_lock_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How long one attempt at the migrations waits for a table lock before "
+        "it rolls back (and lets the queries queued behind it go on).",
+    )
+    migration_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long migrations go on trying to take their table locks, pausing "
+        "between attempts, before they give up with nothing migrated.",
+    )
     tls_cert_file: Path | None = Field(None, description="PEM certificate chain for TLS.")
     tls_key_file: Path | None = Field(None, description="PEM private key for TLS.")
     tls_client_ca_file: Path | None = Field(
