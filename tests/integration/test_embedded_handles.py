@@ -105,3 +105,41 @@ def test_a_user_ended_by_sigterm_or_sighup_stops_the_embedded_server(tmp_path: P
             if (pid := _postmaster(pgdata)) is not None:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGINT)
+
+
+# Starts the embedded server in argv[1] and prints its URL.
+_URL = """
+import sys
+from pathlib import Path
+from creditwatch.server.store.database import start_embedded
+print(start_embedded(Path(sys.argv[1])), flush=True)
+"""
+
+
+def test_only_the_owner_may_connect_to_the_embedded_server_s_socket(tmp_path: Path) -> None:
+    """The embedded server trusts every local connection, so its socket must
+    not be open to other local users, also when the data folder's path is too
+    long for a socket there and it goes to a shared runtime folder."""
+    data = tmp_path / ("long-" * 14) / "data"  # pgdata/.s.PGSQL.5432 exceeds 107 bytes
+    for attempt in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", _URL, str(data)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if done.returncode == 0 or attempt == 4:
+            break
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().rsplit("?host=", 1)[1])
+    assert not folder.is_relative_to(data)  # the case that matters: a shared folder
+    # That process stopped the server at exit; look while one is running.
+    waiting = _start([sys.executable, "-c", _USER, str(data)])
+    try:
+        sockets = [s for s in folder.glob(".s.PGSQL.*") if s.suffix != ".lock"]
+        assert len(sockets) == 1
+        assert sockets[0].stat().st_mode & 0o077 == 0, oct(sockets[0].stat().st_mode)
+    finally:
+        waiting.send_signal(signal.SIGTERM)
+        waiting.wait(60)

@@ -76,8 +76,32 @@ def start_embedded(data_dir: Path) -> str:
         _drop_stale_pid_file(pgdata / "postmaster.pid")
     server = get_server(pgdata, cleanup_mode="stop")
     url: str = server.get_uri("postgres")
+    _private_socket(url)
     log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
     return url
+
+
+def _private_socket(url: str) -> None:
+    """Let only PostgreSQL's own OS user (the server's, or root) connect to the
+    embedded server's socket. It trusts every local connection (no password)
+    and has no TCP port, so the socket's permissions are its only guard; the
+    library makes it reachable by any local user (mode 0777) wherever the data
+    folder's path is too long for a socket and it goes to a shared runtime
+    folder instead (mode 0755, or 0777 when run as root)."""
+    folder = make_url(url).query.get("host")
+    if not isinstance(folder, str):
+        return
+    for socket in Path(folder).glob(".s.PGSQL.*"):
+        if socket.suffix == ".lock":
+            continue
+        try:
+            socket.chmod(0o700)
+        except OSError as error:
+            log.warning(
+                "could not make the embedded PostgreSQL's socket private: other local "
+                "users may be able to connect to it",
+                extra={"socket": str(socket), "error": str(error)},
+            )
 
 
 def _exit_on_termination() -> None:
