@@ -209,3 +209,31 @@ async def test_an_acknowledgement_during_a_restart_does_not_end_the_stream(
             assert resumed.name == second.name != first.name
     finally:
         replica.stop()
+
+
+async def test_a_refused_cursor_given_to_acknowledge_is_raised_at_once_and_dropped(
+    channel: grpc.aio.Channel, server: ServerProcess, feed: TenantKey, tenant: TenantKey
+) -> None:
+    """A cursor the caller names and the server refuses is the caller's
+    mistake: raised by that call, not kept and sent again with every alert
+    until the stream gives up on it."""
+    numbers = norwegian_numbers(2, start=85_380_000)
+    await watch(channel, tenant, numbers)
+    async with CreditwatchClient(server.address, tenant.api_key) as client:
+        stream = client.alerts.subscribe(consumer="typo-bridge", heartbeat_interval=5)
+        reading = asyncio.create_task(_take(stream, 1))
+        await asyncio.sleep(1)
+        await record(channel, feed, remark(numbers[0], "sdk-typo-0"))
+        (first,) = await reading
+        with pytest.raises(InvalidArgumentError) as refused:
+            await stream.acknowledge("not-a-cursor")
+        assert "cursor" in refused.value.field_violations
+        assert await stream.acknowledge() is True  # the alert it holds
+        await record(channel, feed, remark(numbers[1], "sdk-typo-1"))
+        (second,) = await _take(stream, 1)  # the refused cursor is not sent again
+        await stream.close()
+
+        again = client.alerts.subscribe(consumer="typo-bridge", heartbeat_interval=5)
+        (resumed,) = await _take(again, 1)
+        await again.close()
+        assert resumed.name == second.name != first.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Literal
@@ -38,6 +39,10 @@ _FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 # A stream that stayed open this long was healthy: its break starts the
 # back-off and the count of faults afresh.
 _HEALTHY_SECONDS = 30.0
+# The latest cursors a stream handed out (alerts' and heartbeats'), which
+# `acknowledge` may be given back: a refusal of one of those may be a replica
+# of an earlier release, waited out; of any other cursor, the caller's mistake.
+_ISSUED_KEPT = 1024
 # Reconnects after which each further one is logged as a warning (the first
 # few, routine in a rolling deploy, at info).
 _QUIET_RECONNECTS = 3
@@ -139,6 +144,7 @@ class AlertStream:
         self._last_ack = 0.0
         self._ack_refusals = 0
         self._own_cursor = False  # `cursor` came from the server, not the caller
+        self._issued: deque[str] = deque(maxlen=_ISSUED_KEPT)
         self._opened_at = 0.0
         # Breaks since the stream last delivered an alert or stayed open for
         # long, and of those the ones that may not go away by themselves, in
@@ -156,9 +162,12 @@ class AlertStream:
         self._call = self._stub.SubscribeAlerts(request, metadata=tuple(self._context.metadata))
         self._opened_at = time.monotonic()
 
-    async def _store(self, *, force: bool, patient: bool) -> bool:
+    async def _store(self, *, force: bool, patient: bool, asked: bool = False) -> bool:
         """Send the pending position; False if it stays pending (too soon after
-        the last one, or the server could not be reached) for the next try."""
+        the last one, or the server could not be reached) for the next try.
+        `asked`: the caller named a cursor this stream did not hand out, so a
+        refusal is theirs to hear at once, not one to wait out as a replica of
+        an earlier release refusing a newer one's cursor."""
         cursor = self._pending
         if not self._request.consumer or cursor is None or cursor == self._acknowledged:
             return True
@@ -176,6 +185,8 @@ class AlertStream:
             )
         except CreditwatchError as error:
             refused = _refused_cursor(error, "cursor")
+            if refused and asked:
+                raise
             if refused:
                 # A replica of an earlier release, in a rolling upgrade: the
                 # next try may reach another, or this one upgraded.
@@ -198,17 +209,27 @@ class AlertStream:
         """Store the consumer's position now: `cursor`, or the last alert yielded
         (which counts as handled from now on).
 
-        Returns False if the server could not be reached: the position is kept
-        and sent with the next alert, heartbeat or `close()`. Other refusals
-        (a malformed cursor, a revoked key) are raised.
+        Returns False if the server could not be reached (or, for a cursor this
+        stream handed out, refused it as a replica of an earlier release may):
+        the position is kept and sent with the next alert, heartbeat or
+        `close()`. Other refusals (a malformed cursor, a revoked key) are
+        raised, and the refused position is dropped (the one pending before
+        stays).
         """
         cursor = cursor or self._yielded
         if cursor is None:
             return True
+        before = self._pending
+        self._pending = cursor
+        try:
+            stored = await self._store(force=True, patient=True, asked=cursor not in self._issued)
+        except CreditwatchError:
+            if self._pending == cursor:
+                self._pending = before
+            raise
         if cursor == self._yielded:
             self._handled = cursor  # the caller is done with the alert it holds
-        self._pending = cursor
-        return await self._store(force=True, patient=True)
+        return stored
 
     def __aiter__(self) -> AlertStream:
         return self
@@ -258,6 +279,7 @@ class AlertStream:
                 # asked for more, handled: the heartbeat's position is safe.
                 self.cursor = self._yielded = self._handled = message.heartbeat.cursor
                 self._own_cursor = True
+                self._issued.append(self.cursor)
                 if self._auto_acknowledge:
                     self._pending = self._handled
                 await self._store(force=False, patient=False)
@@ -265,6 +287,7 @@ class AlertStream:
             alert: alerts_pb2.Alert = message.alert
             self.cursor = self._yielded = alert.cursor
             self._own_cursor = True
+            self._issued.append(alert.cursor)
             self._failures = self._faults = 0  # it delivers: healthy
             return alert
         raise StopAsyncIteration
