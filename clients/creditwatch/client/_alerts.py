@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Literal
@@ -39,10 +39,12 @@ _FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 # A stream that stayed open this long was healthy: its break starts the
 # back-off and the count of faults afresh.
 _HEALTHY_SECONDS = 30.0
-# The latest cursors a stream handed out (alerts' and heartbeats'), which
-# `acknowledge` may be given back: a refusal of one of those may be a replica
-# of an earlier release, waited out; of any other cursor, the caller's mistake.
-_ISSUED_KEPT = 1024
+# The cursors a stream handed out (alerts' and heartbeats') since its last
+# stored acknowledgement, which `acknowledge` may be given back: a refusal of
+# one of those may be a replica of an earlier release, waited out; of any
+# other cursor, the caller's mistake. Bounded for a consumer that never
+# acknowledges (the oldest go first).
+_ISSUED_KEPT = 100_000
 # Reconnects after which each further one is logged as a warning (the first
 # few, routine in a rolling deploy, at info).
 _QUIET_RECONNECTS = 3
@@ -144,7 +146,7 @@ class AlertStream:
         self._last_ack = 0.0
         self._ack_refusals = 0
         self._own_cursor = False  # `cursor` came from the server, not the caller
-        self._issued: deque[str] = deque(maxlen=_ISSUED_KEPT)
+        self._issued: OrderedDict[str, None] = OrderedDict()
         self._opened_at = 0.0
         # Breaks since the stream last delivered an alert or stayed open for
         # long, and of those the ones that may not go away by themselves, in
@@ -203,7 +205,17 @@ class AlertStream:
         self._acknowledged = cursor
         self._last_ack = time.monotonic()
         self._ack_refusals = 0
+        if cursor in self._issued:  # it and those handed out before it are stored
+            while next(iter(self._issued)) != cursor:
+                self._issued.popitem(last=False)
+            self._issued.popitem(last=False)
         return True
+
+    def _issue(self, cursor: str) -> None:
+        """Remember a cursor handed out (see `_ISSUED_KEPT`)."""
+        self._issued[cursor] = None
+        if len(self._issued) > _ISSUED_KEPT:
+            self._issued.popitem(last=False)
 
     async def acknowledge(self, cursor: str | None = None) -> bool:
         """Store the consumer's position now: `cursor`, or the last alert yielded
@@ -279,7 +291,7 @@ class AlertStream:
                 # asked for more, handled: the heartbeat's position is safe.
                 self.cursor = self._yielded = self._handled = message.heartbeat.cursor
                 self._own_cursor = True
-                self._issued.append(self.cursor)
+                self._issue(self.cursor)
                 if self._auto_acknowledge:
                     self._pending = self._handled
                 await self._store(force=False, patient=False)
@@ -287,7 +299,7 @@ class AlertStream:
             alert: alerts_pb2.Alert = message.alert
             self.cursor = self._yielded = alert.cursor
             self._own_cursor = True
-            self._issued.append(alert.cursor)
+            self._issue(alert.cursor)
             self._failures = self._faults = 0  # it delivers: healthy
             return alert
         raise StopAsyncIteration
