@@ -209,6 +209,29 @@ async def test_retention_deletes_old_alerts_and_records_the_purged_position(
     assert purged.seq == newest_gone - 1  # the 100-day-old alert, written just before
 
 
+async def test_retention_deletes_old_alerts_of_a_tenant_deleted_since(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """An alert written while its tenant was being deleted outlives it (no
+    foreign key, migration 0011); retention takes it when it is old enough."""
+    gone = uuid.uuid4()  # no such tenant (any more)
+    async with sessions.begin() as session:
+        await _old_alert(session, gone, 200)
+        await _old_alert(session, gone, 1)
+    assert await purge_alerts(sessions, retention_days=90, batch=100) >= 1
+    async with sessions() as session:
+        ages = (
+            await session.scalars(
+                text(
+                    "SELECT now() - create_time > interval '90 days' "
+                    "FROM alerts WHERE tenant_id = :t"
+                ),
+                {"t": gone},
+            )
+        ).all()
+    assert ages == [False]  # the new one stays
+
+
 async def _remark(intake: Intake, company: CompanyId, tenant: uuid.UUID, remark: str) -> None:
     await intake.record_events(
         [

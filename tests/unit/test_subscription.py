@@ -108,3 +108,51 @@ async def test_a_timer_armed_for_an_earlier_wait_does_not_end_a_later_one_early(
     # report silence before this wait's own 0.3 s are up.
     assert await subscription.wait(0.3) is False
     assert loop.time() - started >= 0.3 - 0.002
+
+
+async def test_overflowing_during_the_first_catch_up_is_not_lagging() -> None:
+    """A stream reading a backlog from the database buffers live alerts
+    meanwhile; its buffer overflowing then is no sign of a slow client (which
+    the stall guard cuts), so the lag clock that ends it RESOURCE_EXHAUSTED
+    starts only for a stream that was once caught up."""
+    subscription = Subscription(uuid.uuid4(), AlertFilter(), Position(10, 0), 2)
+    for seq in range(1, 4):
+        subscription.offer(_alert(seq))
+    assert subscription.state == "lagging"
+    assert subscription.lagging_since is None  # still in its first catch-up
+    subscription.state = "open"  # rejoined after reading the gap
+    subscription.caught_up()
+    for seq in range(4, 7):
+        subscription.offer(_alert(seq))
+    assert subscription.state == "lagging"
+    assert subscription.lagging_since is not None  # live once: now it lags
+
+
+async def test_the_hub_waits_less_again_after_a_session_that_worked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reconnect waits double while sessions fail at once, and start over
+    after one that read the table: a replica's fifth blip in a week is not
+    waited out for five seconds with every stream's position frozen."""
+    from creditwatch.server.alerts import hub as hub_module
+
+    hub = hub_module.AlertHub("postgresql://nobody@127.0.0.1:1/none")
+    outcomes = iter([False, False, False, False, True, False, False])
+
+    async def session() -> None:
+        if next(outcomes):
+            hub._connected = True  # it read the table, then lost the connection
+        raise ConnectionError("lost")
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 7:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(hub, "_session", session)
+    monkeypatch.setattr(hub_module.asyncio, "sleep", sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await hub._run()
+    assert waits == [0.2, 0.4, 0.8, 1.6, 0.2, 0.4, 0.8]

@@ -40,6 +40,12 @@ from creditwatch.server.store import database
 
 log = logging.getLogger(__name__)
 
+# Waits before reconnecting after a lost session: doubling from the first to
+# the longest while sessions fail at once, from the first again after one
+# that worked.
+_FIRST_RECONNECT = 0.2
+_LONGEST_RECONNECT = 5.0
+
 
 class Subscription:
     """One stream's view of the hub: a bounded buffer of matching alerts."""
@@ -51,6 +57,7 @@ class Subscription:
         "_loop",
         "_timer",
         "_waiter",
+        "_was_live",
         "filter",
         "lagging_since",
         "registered_at",
@@ -76,7 +83,9 @@ class Subscription:
         """"open"; "lagging" (buffer overflowed: read the gap from the database,
         then `AlertHub.rejoin`); or "closed" (replica shutting down)."""
         self.lagging_since: float | None = None
-        """monotonic() of the first overflow since the stream was last caught up."""
+        """monotonic() of the first overflow since the stream was last caught
+        up; None before it first was (see `offer`)."""
+        self._was_live = False
 
     def offer(self, alert: StoredAlert) -> bool:
         """Buffer an alert if it matches; False if the buffer just overflowed."""
@@ -84,7 +93,11 @@ class Subscription:
             return True
         if len(self._buffer) >= self._limit:
             self.state = "lagging"
-            if self.lagging_since is None:
+            if self.lagging_since is None and self._was_live:
+                # Not in the first catch-up: a backlog read from the database
+                # takes as long as it takes, and a client reading it at full
+                # speed is not slow (one that stops reading is cut by the
+                # stream's stall guard).
                 self.lagging_since = time.monotonic()
             self._buffer.clear()
             self._wake()
@@ -96,6 +109,7 @@ class Subscription:
     def caught_up(self) -> None:
         """The stream has sent everything buffered: it is live, not lagging."""
         self.lagging_since = None
+        self._was_live = True
 
     def close(self) -> None:
         """End the stream (replica shutting down)."""
@@ -106,6 +120,11 @@ class Subscription:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
+
+    @property
+    def buffered(self) -> bool:
+        """Whether an alert waits in the buffer."""
+        return bool(self._buffer)
 
     def pop(self) -> StoredAlert | None:
         """The next buffered alert, if any."""
@@ -190,6 +209,7 @@ class AlertHub:
         self._by_tenant: dict[uuid.UUID, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._connected = False  # the current session has read the table
         self.dispatched = 0
         self.overflows = 0
 
@@ -296,6 +316,7 @@ class AlertHub:
             while True:
                 self._wake.clear()
                 await self._poll(connection)
+                self._connected = True
                 if time.monotonic() - last_log > 60:
                     last_log = time.monotonic()
                     log.info(
@@ -312,16 +333,22 @@ class AlertHub:
             connection.terminate()
 
     async def _run(self) -> None:
-        delay = 0.2
+        delay = _FIRST_RECONNECT
         while True:
+            self._connected = False
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("alert hub connection lost", extra={"error": str(error)})
+            if self._connected:
+                # A session that got going: the outage starts now, and the
+                # wait with it (not where the last outage's left off, which
+                # after a few blips would hold every stream back 5 s each time).
+                delay = _FIRST_RECONNECT
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, _LONGEST_RECONNECT)
 
     def start(self) -> None:
         """Begin tailing in the background."""

@@ -208,7 +208,9 @@ def _list_after(
         try:
             # Sealed for pages; a token of the release before, for streams.
             sealed = keys.decode(raw[-1], tenant, "page_token", (PAGE, b""))
-        except InvalidArgument:
+        except (InvalidArgument, FailedPrecondition):
+            # FailedPrecondition: a cursor of the first layout, past its
+            # window; no page token ever held one.
             raise InvalidArgument.single("page_token", _FOREIGN_TOKEN) from None
         raw = (*raw[:-1], sealed.xid, sealed.seq)
     else:
@@ -222,12 +224,19 @@ def _list_after(
         when = datetime.fromisoformat(stamp)
         if by_priority:
             Severity(raw[1])  # ValueError unless a severity (the column is a smallint)
-    except ValueError:
+        # Issued tokens carry create_time with its offset; the driver converts
+        # it to UTC, which a time at the ends of the range cannot be.
+        when.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidArgument.single("page_token", _FOREIGN_TOKEN) from None
-    # Issued tokens carry create_time with its offset, and a position.
+    # And a position.
     if when.tzinfo is None or not all(0 <= value <= MAX_SEQ for value in position):
         raise InvalidArgument.single("page_token", _FOREIGN_TOKEN)
     return (raw[0], raw[1], when, *position) if by_priority else (when, *position)
+
+
+def _shutting_down() -> Unavailable:
+    return Unavailable("this replica is shutting down; reconnect after the last cursor received")
 
 
 def _too_slow(max_lag: float) -> ResourceExhausted:
@@ -247,8 +256,9 @@ class _StallGuard:
     of the allowed lag; once a pending write has waited for longer than the
     lag allowed, or the stream has been lagging for longer while a write is
     pending, `scope` expires, which cancels the write. (Waiting alone counts:
-    a stream catching up on a backlog never overflows its live buffer, so it
-    never lags, and a client that stopped reading then held it for ever.)
+    a stream in its first catch-up on a backlog does not count as lagging
+    however often its live buffer overflows (`Subscription.offer`), and a
+    client that stopped reading then held it for ever.)
     """
 
     __slots__ = ("_handle", "_loop", "_max_lag", "_scope", "_subscription", "_writing_since")
@@ -494,6 +504,8 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                 while True:
                     # The gap up to the hub's position at (re)registration, from the database.
                     async for alert in self._catch_up(subscription, position, subject, oldest):
+                        if subscription.state == "closed":
+                            raise _shutting_down()
                         self._check_lag(subscription)
                         if last_sent >= key_due:
                             key_due = await self._recheck_key(context)
@@ -529,17 +541,20 @@ class AlertServicer(alerts_pb2_grpc.AlertServiceServicer):
                             continue
                         if time.monotonic() - last_sent < interval:
                             continue  # woken for the key check, not for a heartbeat
-                        # Quiet: every alert up to the hub's position was offered to us.
+                        if subscription.buffered or subscription.state != "open":
+                            # Offered (or overflowed) during the key check's
+                            # await: send it first. A heartbeat now would move
+                            # past it, and it would then be dropped as sent.
+                            continue
+                        # Quiet: every alert up to the hub's position was offered
+                        # to us and sent (checked above with no await since).
                         position = max(position, self._hub.position)
                         guard.writing = True
                         await write(_heartbeat(position, tenant, self._keys))
                         guard.writing = False
                         last_sent = time.monotonic()
                     if subscription.state == "closed":
-                        raise Unavailable(
-                            "this replica is shutting down; reconnect after the last cursor "
-                            "received"
-                        )
+                        raise _shutting_down()
                     self._check_lag(subscription)
                     self._hub.rejoin(subscription)
                     log.debug(
