@@ -799,7 +799,9 @@ async def test_an_invoice_keeps_its_date_and_concurrent_first_reports_both_land(
     # stays in kroner, a new one is in euros.
     euros = strong()
     euros.currency_code = "EUR"
-    euros.period_end.year, euros.period_start.year = 2026, 2026
+    # A later period than strong()'s, one that has ended (today's).
+    euros.period_end.CopyFrom(day(today))
+    euros.period_start.CopyFrom(day(today - dt.timedelta(days=364)))
     await _statement(channel, feed, number, euros)
     regranted = await stub.DecideCreditLimit(
         _ask(number, 50_000, currency="EUR"), metadata=tenant.metadata

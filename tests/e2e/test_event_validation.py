@@ -163,7 +163,7 @@ BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     (
         "negative amount at closure",
         dict(debt_collection_closed=_c.DebtCollectionClosed(case_id="c", amount=_nok(0, -1))),
-        "debt_collection_closed.amount.units",
+        "debt_collection_closed.amount.nanos",
     ),
     (
         "unknown collection outcome",

@@ -5,6 +5,7 @@ to raise RecursionError: INTERNAL and a traceback)."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +24,9 @@ from creditwatch.v1 import (
     watchlists_pb2_grpc,
 )
 from tests.conftest import TenantKey
+from tests.e2e.alerting import record, remark, watch
 from tests.e2e.rpc_errors import field_violations
+from tests.identifiers import norwegian_numbers
 
 pytestmark = pytest.mark.asyncio
 
@@ -68,6 +71,34 @@ async def test_a_crafted_page_token_is_invalid_argument_on_page_token(
     logged = len(server.log_text())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await LISTINGS[listing](channel, TOKENS[token], tenant)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in field_violations(caught.value)
+    assert "Traceback" not in server.log_text()[logged:]
+
+
+async def test_a_genuine_alerts_token_with_its_time_pushed_out_of_range_is_refused(
+    channel: grpc.aio.Channel, server: ServerProcess, tenant: TenantKey, feed: TenantKey
+) -> None:
+    """A client that decodes a real ListAlerts token and writes a create time
+    at the edge of the range (year 1, UTC+14: before year 1 in UTC) into it:
+    INVALID_ARGUMENT, not the INTERNAL of the driver's failed conversion."""
+    numbers = norwegian_numbers(2, start=89_500_000)
+    await watch(channel, tenant, numbers)
+    await record(channel, feed, *(remark(n, f"tok-{n}") for n in numbers))
+    stub = alerts_pb2_grpc.AlertServiceStub(channel)
+    first = await stub.ListAlerts(
+        alerts_pb2.ListAlertsRequest(page_size=1), metadata=tenant.metadata
+    )
+    assert first.next_page_token
+    padded = first.next_page_token + "=" * (-len(first.next_page_token) % 4)
+    body = json.loads(base64.urlsafe_b64decode(padded))
+    body["k"][0] = "0001-01-01T00:00:00+14:00"
+    logged = len(server.log_text())
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListAlerts(
+            alerts_pb2.ListAlertsRequest(page_size=1, page_token=_b64(json.dumps(body))),
+            metadata=tenant.metadata,
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in field_violations(caught.value)
     assert "Traceback" not in server.log_text()[logged:]

@@ -246,6 +246,36 @@ async def test_unknown_model_version_is_refused(
     assert "model_version" in field_violations(caught.value)
 
 
+async def test_every_problem_of_a_prospect_is_refused_in_one_answer(
+    channel: grpc.aio.Channel, tenant: TenantKey
+) -> None:
+    """Model version, statement, events and company are all checked before
+    the refusal: the caller fixes them in one round trip, not four."""
+    statement = healthy(total_assets=-5.0)
+    statement.period_start.month = 13
+    event = companies_pb2.CompanyEvent(
+        payment_remark_registered=companies_pb2.PaymentRemarkRegistered(remark_id="")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _score(
+            channel,
+            tenant,
+            statement,
+            model_version="v0",
+            events=[event],
+            company=common_pb2.CompanyRef(country="NO", register_number="923609017"),
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {
+        "model_version",
+        "financial_statement.period_start",
+        "financial_statement.total_assets",
+        "events[0].occurred_time",
+        "events[0].payment_remark_registered.remark_id",
+        "company.register_number",
+    } <= set(field_violations(caught.value))
+
+
 async def test_score_company_returns_the_stored_score(
     channel: grpc.aio.Channel, tenant: TenantKey, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

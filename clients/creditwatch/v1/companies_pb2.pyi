@@ -435,7 +435,9 @@ class Company(_message.Message):
     e.g. NO "AS", "ASA", "ENK", "NUF"; SE "AB", "HB"; FI "OY", "OYJ"; DK "APS", "AS".
     """
     status: Global___CompanyStatus.ValueType
-    """Register status. Event intake keeps it current (e.g. bankruptcy opened sets BANKRUPT)."""
+    """Register status. Event intake keeps it current (e.g. bankruptcy opened sets BANKRUPT).
+    UpsertCompany refuses UNSPECIFIED when "status" is in its update_mask.
+    """
     @_builtins.property
     def company(self) -> _common_pb2.CompanyRef:
         """The company's identifier. Required on upsert; validated with its check digit."""
@@ -628,7 +630,8 @@ class FinancialStatement(_message.Message):
     @_builtins.property
     def period_end(self) -> _date_pb2.Date:
         """Last day of the fiscal period (the balance-sheet date). Required; not before
-        `period_start`.
+        `period_start`. SubmitFinancialStatement also refuses one after tomorrow
+        (UTC): a stored statement is of a period that has ended.
         """
 
     def __init__(

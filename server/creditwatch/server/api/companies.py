@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ from creditwatch.server.domain.financials import FinancialStatement
 from creditwatch.server.domain.identifiers import CompanyId, IdentifierError
 from creditwatch.server.domain.scores import StoredScore
 from creditwatch.server.domain.tenants import SCOPE_COMPANIES_WRITE, Caller
+from creditwatch.server.domain.watchlists import NUL, NUL_REFUSED
 from creditwatch.server.intake import Effect, IncomingEvent, Intake, PaymentReport
 from creditwatch.server.store import facts
 from creditwatch.v1 import companies_pb2, companies_pb2_grpc
@@ -52,6 +54,9 @@ _MASTER_FIELDS = (
 _INDUSTRY_CODE = re.compile(r"[0-9]{2}(\.?[0-9]{1,4})?")
 _LEGAL_FORM = re.compile(r"[A-Z0-9]{1,10}")
 MAX_INVOICE_ID = 128
+# A statement's period may end at most this far ahead of today (UTC): the
+# sender's today, a time zone east of UTC.
+_PERIOD_END_AHEAD = dt.timedelta(days=1)
 
 
 def _company_message(
@@ -116,6 +121,8 @@ def _master_values(
         if path == "legal_name":
             if not 1 <= len(message.legal_name) <= 500:
                 problems.append(FieldViolation(field, "1 to 500 characters"))
+            elif NUL in message.legal_name:
+                problems.append(FieldViolation(field, NUL_REFUSED))
             values[path] = message.legal_name
         elif path == "industry_code":
             if message.industry_code and not _INDUSTRY_CODE.fullmatch(message.industry_code):
@@ -130,6 +137,15 @@ def _master_values(
         elif path == "status":
             if message.status not in set(companies_pb2.CompanyStatus.values()):
                 problems.append(FieldViolation(field, f"unknown status {message.status}"))
+            elif message.status == companies_pb2.COMPANY_STATUS_UNSPECIFIED:
+                # "No master data received yet" is not news a sender can bring:
+                # stored, it would wipe a bankruptcy or dissolution (and the
+                # class D it forces) for every tenant.
+                problems.append(
+                    FieldViolation(
+                        field, "required when named in update_mask; UNSPECIFIED is not a status"
+                    )
+                )
             values[path] = int(message.status)
         elif path == "registered_address":
             values[path] = json_format.MessageToDict(message.registered_address)
@@ -148,6 +164,8 @@ def _payment_report(message: companies_pb2.PaymentExperience, field: str) -> Pay
     problems: list[FieldViolation] = []
     if not 1 <= len(message.invoice_id) <= MAX_INVOICE_ID:
         problems.append(FieldViolation(f"{field}.invoice_id", f"1 to {MAX_INVOICE_ID} characters"))
+    elif NUL in message.invoice_id:
+        problems.append(FieldViolation(f"{field}.invoice_id", NUL_REFUSED))
     company = cv.company(message.company, f"{field}.company", problems)
     due = None
     if not message.HasField("invoice_due_date"):
@@ -164,7 +182,8 @@ def _payment_report(message: companies_pb2.PaymentExperience, field: str) -> Pay
         problems.append(FieldViolation(f"{field}.overdue_amount", "required"))
     else:
         amount = cv.money(message.overdue_amount, field, None, "overdue_amount", problems)
-        if amount is not None and amount.amount == 0 and settled is None:
+        # A settled_date given but refused says "settled" all the same.
+        if amount is not None and amount.amount == 0 and not message.HasField("settled_date"):
             problems.append(
                 FieldViolation(f"{field}.overdue_amount", "must be greater than 0 while unsettled")
             )
@@ -191,6 +210,8 @@ def _statement_intake(
     company = cv.company(request.company, "company", problems)
     if len(request.source) > MAX_SOURCE:
         problems.append(FieldViolation("source", f"at most {MAX_SOURCE} characters"))
+    elif NUL in request.source:
+        problems.append(FieldViolation("source", NUL_REFUSED))
     statement = None
     if not request.HasField("financial_statement"):
         problems.append(FieldViolation("financial_statement", "required"))
@@ -198,6 +219,15 @@ def _statement_intake(
         try:
             statement = sc.statement(request.financial_statement, "financial_statement")
             pln_per_unit(statement.currency)
+            if statement.period_end > dt.datetime.now(dt.UTC).date() + _PERIOD_END_AHEAD:
+                # Stored, a typo's year 2204 would be the company's latest
+                # statement for good: scores read the latest period end.
+                problems.append(
+                    FieldViolation(
+                        "financial_statement.period_end",
+                        "must not be in the future: a statement is of a period that has ended",
+                    )
+                )
         except InvalidArgument as error:
             problems.extend(error.violations)
         except UnsupportedCurrency as error:
@@ -225,6 +255,8 @@ def _incoming_events(request: companies_pb2.RecordEventsRequest) -> list[Incomin
         company = cv.company(message.company, f"{where}.company", problems)
         if not 1 <= len(message.event_id) <= MAX_EVENT_ID:
             problems.append(FieldViolation(f"{where}.event_id", f"1 to {MAX_EVENT_ID} characters"))
+        elif NUL in message.event_id:
+            problems.append(FieldViolation(f"{where}.event_id", NUL_REFUSED))
         elif (
             company is not None and (first := seen.setdefault((company, message.event_id), i)) != i
         ):
@@ -232,10 +264,21 @@ def _incoming_events(request: companies_pb2.RecordEventsRequest) -> list[Incomin
         event = sc.event(message, where, problems)
         if len(message.source) > MAX_SOURCE:
             problems.append(FieldViolation(f"{where}.source", f"at most {MAX_SOURCE} characters"))
+        elif NUL in message.source:
+            problems.append(FieldViolation(f"{where}.source", NUL_REFUSED))
         kind = message.WhichOneof("detail")
         if problems or company is None or event is None or kind is None:
             continue  # refused below; nothing more to build
         detail = json_format.MessageToDict(getattr(message, kind))
+        if kind == "deleted_from_register" and message.deleted_from_register.HasField("successor"):
+            # Stored (and shown in alerts) in its canonical form, as every
+            # company the API answers with.
+            successor = cv.company(message.deleted_from_register.successor, "", [])
+            assert successor is not None  # checked by sc.event
+            detail["successor"] = {
+                "country": successor.country,
+                "registerNumber": successor.register_number,
+            }
         incoming.append(
             IncomingEvent(company, message.event_id, event, detail, message.source, i, kind)
         )

@@ -182,7 +182,8 @@ def _overdue_values(message: limits_pb2.OverduePayment, field: str) -> dict[str,
         problems.append(FieldViolation(f"{field}.overdue_amount", "required"))
     else:
         amount = cv.money(message.overdue_amount, field, None, "overdue_amount", problems)
-        if amount is not None and amount.amount == 0 and settled is None:
+        # A settled_date given but refused says "paid" all the same.
+        if amount is not None and amount.amount == 0 and not message.HasField("settled_date"):
             problems.append(
                 FieldViolation(f"{field}.overdue_amount", "must be greater than 0 while unpaid")
             )

@@ -137,6 +137,9 @@ def _error_status(error: DomainError) -> status_pb2.Status:
     return status_pb2.Status.FromString(details)
 
 
+# The risk state of a prospect scored without events.
+_NO_EVENTS = RiskState()
+
 # Serialised ScoreCompany answers kept per replica (about 1 KB each).
 ANSWERS_KEPT = 10_000
 
@@ -211,10 +214,29 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             raise InvalidArgument.single("financial_statement", "required")
         if len(request.events) > MAX_EVENTS:
             raise InvalidArgument.single("events", f"at most {MAX_EVENTS} events")
-        scorer = self._scorer(request.model_version)
-        statement = sc.statement(request.financial_statement, "financial_statement")
-        state = RiskState.of(sc.events(list(request.events), "events"))
-        company = _company(request.company, "company") if request.HasField("company") else None
+        # Every part checked before any problem is raised: one error lists them all.
+        problems: list[FieldViolation] = []
+        scorer = statement = state = company = None
+        try:
+            scorer = self._scorer(request.model_version)
+        except InvalidArgument as error:
+            problems += error.violations
+        try:
+            statement = sc.statement(request.financial_statement, "financial_statement")
+        except InvalidArgument as error:
+            problems += error.violations
+        try:
+            state = (
+                RiskState.of(sc.events(list(request.events), "events"))
+                if request.events
+                else _NO_EVENTS
+            )
+        except InvalidArgument as error:
+            problems += error.violations
+        if request.HasField("company"):
+            company = cv.company(request.company, "company", problems)
+        if problems or scorer is None or statement is None or state is None:
+            raise InvalidArgument(problems)
         try:
             score = await scorer.score(ScoreRequest(statement, state))
         except UnsupportedCurrency as error:
@@ -409,7 +431,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     ) -> scoring_pb2.ListModelsResponse:
         filters = fingerprint("models")
         page = page_request(
-            request.page_size, request.page_token, filters, default_size=50, max_size=100
+            request.page_size, request.page_token, filters, default_size=100, max_size=100
         )
         scorers = self._registry.all()
         after = page.key(int)

@@ -23,6 +23,7 @@ from creditwatch.server.domain.financials import (
     validate_statement,
 )
 from creditwatch.server.domain.scores import RiskClass
+from creditwatch.server.domain.watchlists import NUL, NUL_REFUSED
 from creditwatch.server.scoring.engine import StatementColumns
 from creditwatch.server.scoring.model import ModelInfo
 from creditwatch.v1 import common_pb2, companies_pb2, scoring_pb2
@@ -65,10 +66,16 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     for name, value in items.items():
         if value == 0.0 and not message.HasField(name):  # type: ignore[arg-type]
             items[name] = None
-    if problems or start is None or end is None:
-        raise InvalidArgument(problems)
+    # A refused date is reported beside the line items' problems, not
+    # before them (one error lists every problem); the period's order is
+    # then not checked (equal stand-ins pass that check).
+    if start is None or end is None:
+        start = end = _NO_DATE
     domain = FinancialStatement(
-        period_start=start, period_end=end, currency=message.currency_code, **items
+        period_start=start,
+        period_end=end,
+        currency=message.currency_code,
+        **items,
     )
     for name, description in validate_statement(domain):
         wire = "currency_code" if name == "currency" else name
@@ -78,6 +85,7 @@ def statement(message: companies_pb2.FinancialStatement, field: str) -> Financia
     return domain
 
 
+_NO_DATE = dt.date.min
 _REQUIRED_ROWS = [LINE_ITEMS.index(name) for name in REQUIRED_ITEMS]
 _NON_NEGATIVE_ROWS = [LINE_ITEMS.index(name) for name in sorted(NON_NEGATIVE_ITEMS)]
 _TOTAL_ASSETS_ROW = LINE_ITEMS.index("total_assets")
@@ -221,10 +229,12 @@ _REQUIRED_ENUMS = frozenset({("responsible_person_changed", "role")})
 def _detail_problems(kind: str, detail: Any, field: str, problems: list[FieldViolation]) -> None:
     """Append the violations of one event detail (the `kind` case, at `field`)."""
     for name, most, required in _TEXTS.get(kind, ()):
-        length = len(getattr(detail, name))
-        if length > most or (required and length == 0):
+        text = getattr(detail, name)
+        if len(text) > most or (required and not text):
             wanted = f"1 to {most} characters" if required else f"at most {most} characters"
             problems.append(FieldViolation(f"{field}.{name}", wanted))
+        elif NUL in text:
+            problems.append(FieldViolation(f"{field}.{name}", NUL_REFUSED))
     for name, enum, known in _ENUMS[kind]:
         value = getattr(detail, name)
         if value not in known:

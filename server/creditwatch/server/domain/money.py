@@ -46,7 +46,8 @@ class Money:
             raise MoneyError("units", f"must be below {MAX_UNITS:,} in absolute value")
         amount = Decimal(units) if nanos == 0 else Decimal(units) + Decimal(nanos) / _NANOS_PER_UNIT
         if amount < 0 and not allow_negative:
-            raise MoneyError("units", "must not be negative")
+            # Named where the sign is: units, or nanos for an amount below one unit.
+            raise MoneyError("units" if units else "nanos", "must not be negative")
         return cls(currency_code, amount)
 
     def to_parts(self) -> tuple[str, int, int]:
