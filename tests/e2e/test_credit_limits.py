@@ -875,3 +875,50 @@ async def test_a_policy_change_does_not_move_a_claim_date_already_given(
     # An invoice first reported under the new policy waits its 90 days.
     second = await stub.ReportOverduePayment(report("INV-P2"), metadata=tenant.metadata)
     assert second.overdue_payment.claim_eligible_date == day(today + dt.timedelta(days=90))
+
+
+async def test_a_decision_that_waited_for_the_company_uses_the_policy_committed_meanwhile(
+    channel: grpc.aio.Channel,
+    feed: TenantKey,
+    tenant: TenantKey,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A decision held up by an intake's lock on the company, while the tenant
+    declines the company's class: it comes after that policy, so it applies it."""
+    number = norwegian_numbers(1, start=89_700_000)[0]
+    scored = await _statement(channel, feed, number, healthy())
+    stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
+    async with sessions.begin() as intake:  # an intake holding the company
+        await intake.execute(
+            text(
+                "SELECT 1 FROM companies WHERE country = 'NO' AND register_number = :n FOR UPDATE"
+            ),
+            {"n": number},
+        )
+        deciding = asyncio.ensure_future(
+            stub.DecideCreditLimit(_ask(number, 1_000), metadata=tenant.metadata)
+        )
+        async with sessions() as watcher:
+            for _ in range(200):  # until the decision waits for the lock
+                waiting = await watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    )
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+        assert waiting and not deciding.done()
+        await stub.UpdateCreditPolicy(
+            limits_pb2.UpdateCreditPolicyRequest(
+                credit_policy=limits_pb2.CreditPolicy(
+                    version=1, decline_class=scored.effect.score.risk_class
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["decline_class"]),
+            ),
+            metadata=tenant.metadata,
+        )
+    decision = (await asyncio.wait_for(deciding, 30)).decision
+    assert decision.policy_version == 2
+    assert decision.outcome == LIM.CREDIT_LIMIT_OUTCOME_DECLINED

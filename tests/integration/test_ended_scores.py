@@ -96,3 +96,24 @@ async def test_an_intake_that_fails_after_ending_a_score_keeps_it(
         await intake.upsert_company(company, {"status": int(CompanyStatus.ACTIVE)})
     score, computed = await intake.score_company(company)
     assert not computed and score == bankrupt.score
+
+
+async def test_a_bankrupt_status_dates_a_bankruptcy_for_the_claims_clock(
+    sessions: async_sessionmaker[AsyncSession], registry: ModelRegistry
+) -> None:
+    """A bureau that sets status BANKRUPT (UpsertCompany) instead of recording
+    the event: the claims clock moves waiting invoices to the insolvency basis
+    as it does for the event, dated when the status took effect."""
+    from datetime import UTC, datetime
+
+    from creditwatch.server.store import limits as store_limits
+
+    company, quiet = (CompanyId("NO", n) for n in norwegian_numbers(2, start=97_850_000))
+    intake = Intake(sessions, registry)
+    await intake.upsert_company(quiet, {"status": int(CompanyStatus.ACTIVE)})
+    before = datetime.now(UTC).date()
+    await intake.upsert_company(company, {"status": int(CompanyStatus.BANKRUPT)})
+    async with sessions() as session:
+        found = await store_limits.bankruptcy_dates(session, [company, quiet])
+    assert list(found) == [company]
+    assert before <= found[company][0] <= datetime.now(UTC).date()

@@ -289,13 +289,11 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             # model than the activated one), as ScoreCompany does; the
             # decision reads it below, with the company locked.
             await self._intake.score_company(company)
-        now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             if request.request_id:
                 earlier = await store.replayed_decision(session, tenant, request.request_id, asks)
                 if earlier is not None:
                     return limits_pb2.DecideCreditLimitResponse(decision=decision_message(earlier))
-            policy = await store.policy(session, tenant)
             # Decided on the score as it stands with the company locked, as
             # intakes lock it: one that committed a worse score since the read
             # above re-decided the standing limits then (a grant now on the
@@ -303,6 +301,11 @@ class CreditLimitServicer(limits_pb2_grpc.CreditLimitServiceServicer):
             # this grant and re-decides it (store.limits.redecide_on_risk). A
             # company creditwatch does not know is not created by a decision.
             known = await facts.lock_if_known(session, company)
+            # The policy and the time, too, as they are once the lock is
+            # held: a policy committed while the lock was waited for governs
+            # this decision, which comes after it.
+            policy = await store.policy(session, tenant)
+            now = datetime.now(UTC)
             score = await facts.latest_score(session, company) if known else None
             statement = await facts.latest_statement(session, company)
             decision = decide_limit(asked, score, statement, policy, now)

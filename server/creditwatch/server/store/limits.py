@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from creditwatch.server.domain.alerts import Change, ClaimDue, LimitChange
 from creditwatch.server.domain.errors import Aborted, NotFound
-from creditwatch.server.domain.events import EventType
+from creditwatch.server.domain.events import CompanyStatus, EventType
 from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.server.domain.limits import (
     DEFAULT_POLICY,
@@ -582,22 +582,31 @@ async def bankruptcy_dates(
     session: AsyncSession, companies: Sequence[CompanyId]
 ) -> dict[CompanyId, list[date]]:
     """The days bankruptcies were opened, oldest first, for the companies
-    that have one recorded."""
+    that have one recorded: as an event, or as the register status BANKRUPT
+    (UpsertCompany, a register feed), dated when it took effect (it counts
+    like the event dated then, as it does for scoring)."""
     if not companies:
         return {}
     rows = await session.execute(
         text(
             """
-            SELECT country, register_number, coalesce(occurred_at, record_time) AS opened
-            FROM company_events
-            WHERE type = :opened AND (country, register_number) IN
-                  (SELECT * FROM unnest(CAST(:countries AS char(2)[]),
-                                        CAST(:numbers AS varchar[])))
+            WITH chunk AS (
+                SELECT * FROM unnest(CAST(:countries AS char(2)[]), CAST(:numbers AS varchar[]))
+                    AS k(country, register_number)
+            )
+            SELECT e.country, e.register_number, coalesce(e.occurred_at, e.record_time) AS opened
+            FROM company_events e JOIN chunk k USING (country, register_number)
+            WHERE e.type = :opened
+            UNION ALL
+            SELECT c.country, c.register_number, coalesce(c.status_time, c.update_time)
+            FROM companies c JOIN chunk k USING (country, register_number)
+            WHERE c.status = :bankrupt
             ORDER BY opened
             """
         ),
         {
             "opened": int(EventType.BANKRUPTCY_OPENED),
+            "bankrupt": int(CompanyStatus.BANKRUPT),
             "countries": [c.country for c in companies],
             "numbers": [c.register_number for c in companies],
         },
