@@ -37,6 +37,7 @@ from creditwatch.server.domain.cursors import Position
 from creditwatch.server.domain.errors import Unavailable
 from creditwatch.server.store import alerts as store
 from creditwatch.server.store import database
+from creditwatch.server.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +228,7 @@ class AlertHub:
 
     async def ready(self, seconds: float) -> bool:
         """Wait until the hub knows its position (first connection made)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), seconds)
+        await wait_set(self._ready, seconds)
         return self._ready.is_set()
 
     def subscribe(self, tenant: uuid.UUID, wanted: AlertFilter) -> Subscription:
@@ -327,8 +327,9 @@ class AlertHub:
                             "overflows": self.overflows,
                         },
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                # Not asyncio.wait_for: a wake-up as the hub is stopped could
+                # swallow the cancellation, and the hub would tail for ever.
+                await wait_set(self._wake, self._poll_interval)
         finally:
             connection.terminate()
 

@@ -298,7 +298,8 @@ async def _hear_out(requests: AsyncIterator[Any]) -> float:
             left = end - time.monotonic()
             if left <= 0:
                 break
-            await asyncio.wait_for(anext(messages), min(left, REFUSAL_QUIET_SECONDS))
+            async with asyncio.timeout(min(left, REFUSAL_QUIET_SECONDS)):
+                await anext(messages)
     except (StopAsyncIteration, TimeoutError):
         pass
     except Exception as error:  # the call ended meanwhile: the refusal goes nowhere

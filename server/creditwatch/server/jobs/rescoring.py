@@ -31,7 +31,6 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -47,6 +46,7 @@ from creditwatch.server.scoring.engine import Scorer, ScoreRequest, ScoreRows, S
 from creditwatch.server.scoring.registry import ModelRegistry
 from creditwatch.server.store import activations, policies, rescoring
 from creditwatch.server.store.activations import ActivationStore
+from creditwatch.server.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -393,8 +393,7 @@ class Rescorer:
                         if planned:
                             return
                         queued.clear()
-                        with suppress(TimeoutError):
-                            await asyncio.wait_for(queued.wait(), _WAIT_FOR_CHUNKS)
+                        await wait_set(queued, _WAIT_FOR_CHUNKS)
                         continue
                     mine.seconds = time.perf_counter() - started
                     if progress is not None:

@@ -86,7 +86,8 @@ class ChannelListener:
                     await asyncio.sleep(_PROBE_SECONDS)
                     # Notice a dead socket, and a silent one (a firewall that
                     # drops packets): no answer in time is a lost connection.
-                    await asyncio.wait_for(connection.execute("SELECT 1"), _PROBE_TIMEOUT)
+                    async with asyncio.timeout(_PROBE_TIMEOUT):  # not wait_for: see waits.py
+                        await connection.execute("SELECT 1")
             except asyncio.CancelledError:
                 raise
             except Exception as error:
