@@ -308,3 +308,76 @@ async def test_alerts_tail_from_a_cursor_the_server_refuses_suggests_no_resume(
     said = errors.read_text()
     assert "INVALID_ARGUMENT" in said and "after_cursor" in said
     assert "resume after what was printed" not in said  # it would be refused again
+
+
+async def test_an_import_keeps_what_its_file_does_not_carry_and_an_export_carries_it_all(
+    server: ServerProcess, tenant: TenantKey, tmp_path: Path
+) -> None:
+    """AddEntries replaces an entry whole: a file of exposures alone must not
+    clear the credit limits and labels set up earlier; an export carries them,
+    so that an export, edited and imported again, changes only what was edited."""
+    env = _env(server, tenant)
+    numbers = norwegian_numbers(3, start=89_800_000)
+    created = cli(env, "watchlist", "create", "CLI carry", "--json")
+    name = json.loads(created.stdout)["name"]
+    full = tmp_path / "full.csv"
+    full.write_text(
+        "country,register_number,exposure_amount,exposure_currency,external_reference,"
+        "credit_limit_amount,credit_limit_currency,labels\n"
+        f'NO,{numbers[0]},100000,NOK,c-0,50000.50,NOK,"{{""segment"": ""sme""}}"\n'
+        f"NO,{numbers[1]},200000,NOK,c-1,,,\n"
+        ",,,,,,,\n"  # a spreadsheet's empty row
+    )
+    imported = cli(env, "watchlist", "import", name, str(full))
+    assert imported.returncode == 0, imported.stderr
+    assert "2 added, 0 updated" in imported.stdout
+
+    # Exposures only, one number written with spaces: the limit and labels stay.
+    exposures = tmp_path / "exposures.csv"
+    spaced = f"{numbers[0][:3]} {numbers[0][3:6]} {numbers[0][6:]}"
+    exposures.write_text(
+        "country,register_number,exposure_amount,exposure_currency\n"
+        f"NO,{spaced},150000,NOK\nNO,{numbers[2]},1,NOK\n"
+    )
+    updated = cli(env, "watchlist", "import", name, str(exposures))
+    assert updated.returncode == 0, updated.stderr
+    assert "1 added, 1 updated" in updated.stdout
+    assert "kept the credit limits and labels of 1 entries" in updated.stderr
+
+    out = tmp_path / "out.csv"
+    out.write_text("an older export\n")
+    exported = cli(env, "watchlist", "export", name, "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    rows = {r["register_number"]: r for r in csv.DictReader(io.StringIO(out.read_text()))}
+    assert rows[numbers[0]]["exposure_amount"] == "150000"
+    assert rows[numbers[0]]["credit_limit_amount"] == "50000.5"
+    assert rows[numbers[0]]["credit_limit_currency"] == "NOK"
+    assert json.loads(rows[numbers[0]]["labels"]) == {"segment": "sme"}
+    assert rows[numbers[1]]["credit_limit_amount"] == "" and rows[numbers[1]]["labels"] == ""
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+    # The export imported again as it is changes nothing it carries.
+    again = cli(env, "watchlist", "import", name, str(out))
+    assert again.returncode == 0, again.stderr
+    assert "0 added, 3 updated" in again.stdout and "kept" not in again.stderr
+    assert out.read_text() == (exported := cli(env, "watchlist", "export", name)).stdout, (
+        exported.stderr
+    )
+
+    # An unquoted decimal comma is refused, not read as two cells.
+    comma = tmp_path / "comma.csv"
+    comma.write_text(
+        f"country,register_number,exposure_amount,exposure_currency\nNO,{numbers[0]},1250,75,NOK\n"
+    )
+    refused = cli(env, "watchlist", "import", name, str(comma))
+    assert refused.returncode == 2
+    assert "line 2: more cells than columns" in refused.stderr
+
+    # A company twice in one chunk: the description names the other line.
+    twice = tmp_path / "twice.csv"
+    twice.write_text(
+        f"country,register_number\nNO,{numbers[0]}\nNO,{numbers[1]}\nNO,{numbers[0]}\n"
+    )
+    doubled = cli(env, "watchlist", "import", name, str(twice))
+    assert doubled.returncode == 1
+    assert "line 4" in doubled.stderr and "line 2" in doubled.stderr, doubled.stderr

@@ -192,3 +192,17 @@ async def test_alerts_arriving_while_a_digest_is_sent_wait_for_the_next_digest()
     assert sent <= most, [m["Subject"] for m in smtp.sent]  # type: ignore[attr-defined]
     counts = [int(m["Subject"].split()[1]) for m in smtp.sent]  # type: ignore[attr-defined]
     assert sum(counts) == 200
+
+
+def test_a_line_break_in_a_company_name_is_no_header_s() -> None:
+    """A data feed's legal name with a line break: the e-mail is still made
+    (the library refuses a header with one, which stopped the bridge at that
+    alert for good)."""
+    from creditwatch.client.mail import instant_message
+
+    alert = alerts_pb2.Alert(
+        name="alerts/1", company_legal_name="Fjord\r\nAS\n", summary="payment\nremark"
+    )
+    message = instant_message(alert, "bridge@example.com", ["risk@example.com"])
+    assert message["Subject"].endswith("Fjord AS: payment remark")
+    message.as_bytes()  # serialisable, as smtplib sends it

@@ -6,6 +6,7 @@ entry("NO", "923609016", exposure=("NOK", 250_000), labels={"segment": "sme"})
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TextIO, TypeAlias
@@ -113,16 +114,28 @@ CSV_COLUMNS = (
     "exposure_amount",
     "exposure_currency",
     "external_reference",
+    "credit_limit_amount",
+    "credit_limit_currency",
+    "labels",
 )
+"""Columns of a watch list as CSV (`entries_from_csv`, `creditwatch watchlist
+import` and `export`); `labels` is a JSON object of texts, e.g.
+`{"segment": "sme"}`."""
+
+CARRIED_COLUMNS = ("credit_limit_amount", "labels")
+"""Optional columns whose absence means "keep what the entry has" to
+`creditwatch watchlist import`: AddEntries replaces a whole entry, and a file
+of exposures alone would otherwise clear every credit limit and label."""
 
 
 def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.WatchListEntry]]:
     """(line number, entry) for each row of a CSV with the columns `CSV_COLUMNS`
-    (`country` and `register_number` required); feed the entries to
-    `WatchListsClient.add_entries`, which sends them in chunks. A malformed row
-    (too few cells, an amount that is not a number, an amount without its
-    currency) raises ValueError naming its line; check digits are the
-    server's to judge."""
+    (`country` and `register_number` required; rows with every cell empty
+    are skipped); feed the entries to `WatchListsClient.add_entries`, which
+    sends them in chunks. A malformed row (too few or too many cells, an
+    amount that is not a number, an amount without its currency, labels that
+    are not a JSON object of texts) raises ValueError naming its line; check
+    digits are the server's to judge."""
     reader = csv.DictReader(handle)
     missing = {"country", "register_number"} - set(reader.fieldnames or ())
     if missing:
@@ -130,26 +143,62 @@ def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.Watch
         raise ValueError(f"the CSV needs the columns {columns} (missing: {absent})")
     for row in reader:
         line = reader.line_num
+        if None in row:
+            # csv.DictReader keeps the cells past the header under None: an
+            # unquoted decimal comma or a comma in a reference, mostly.
+            raise ValueError(
+                f"line {line}: more cells than columns (quote a value that holds a comma, "
+                "such as a decimal comma)"
+            )
+        if not any((value or "").strip() for value in row.values()):
+            continue  # a spreadsheet's empty row
         # csv.DictReader gives None for the cells a short row lacks.
         short = [c for c in ("country", "register_number") if row.get(c) is None]
         if short:
             raise ValueError(f"line {line}: too few cells (no {', '.join(short)})")
-        exposure = None
-        if text := (row.get("exposure_amount") or "").strip():
-            try:
-                amount = decimal_amount(text, "exposure_amount")
-            except ValueError as error:
-                raise ValueError(f"line {line}: {error}") from None
-            currency = (row.get("exposure_currency") or "").strip().upper()
-            if not currency:
-                raise ValueError(f"line {line}: exposure_currency is required with an amount")
-            exposure = money(currency, amount)
+        try:
+            exposure = _csv_money(row, "exposure")
+            credit_limit = _csv_money(row, "credit_limit")
+            labels = _csv_labels(row.get("labels"))
+        except ValueError as error:
+            raise ValueError(f"line {line}: {error}") from None
         yield (
             line,
             entry(
                 row["country"].strip().upper(),
                 row["register_number"].strip(),
                 exposure=exposure,
+                credit_limit=credit_limit,
                 external_reference=(row.get("external_reference") or "").strip(),
+                labels=labels,
             ),
         )
+
+
+def _csv_money(row: Mapping[str, str | None], name: str) -> money_pb2.Money | None:
+    """The `{name}_amount` and `{name}_currency` cells as Money; None if no amount."""
+    text = (row.get(f"{name}_amount") or "").strip()
+    if not text:
+        return None
+    amount = decimal_amount(text, f"{name}_amount")
+    currency = (row.get(f"{name}_currency") or "").strip().upper()
+    if not currency:
+        raise ValueError(f"{name}_currency is required with an amount")
+    return money(currency, amount)
+
+
+def _csv_labels(cell: str | None) -> dict[str, str]:
+    text = (cell or "").strip()
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise ValueError(
+            f'labels {text!r} is not a JSON object of texts, such as {{"segment": "sme"}}'
+        )
+    return parsed

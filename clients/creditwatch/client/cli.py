@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import csv
 import functools
+import io
 import ipaddress
 import json
 import os
@@ -19,20 +20,27 @@ import re
 import signal
 import smtplib
 import sys
+import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 
 import click
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from creditwatch.client._alerts import alert_filter
 from creditwatch.client._client import CreditwatchClient
 from creditwatch.client._errors import CreditwatchError, UnavailableError
-from creditwatch.client._messages import CSV_COLUMNS, decimal_amount, entries_from_csv
+from creditwatch.client._messages import (
+    CARRIED_COLUMNS,
+    CSV_COLUMNS,
+    decimal_amount,
+    entries_from_csv,
+)
 from creditwatch.client._retry import RetryPolicy
 from creditwatch.client._statements import RESULT_COLUMNS, result_row, score_items_from_csv
 from creditwatch.v1 import alerts_pb2, common_pb2, limits_pb2, watchlists_pb2
@@ -330,18 +338,27 @@ def watchlist_import(
     connection: Connection, name: str, csv_file: TextIO, chunk: int, as_json: bool
 ) -> None:
     """Add or update the entries of a CSV file (columns: country, register_number,
-    exposure_amount, exposure_currency, external_reference), in chunks, with a progress bar."""
+    exposure_amount, exposure_currency, external_reference, credit_limit_amount,
+    credit_limit_currency, labels as a JSON object; `watchlist export` writes
+    them), in chunks, with a progress bar. An entry on the list keeps its credit
+    limit, and its labels, when the file has no credit_limit_amount (labels)
+    column; an empty cell of a column the file has clears it."""
+    text = csv_file.read()
+    header = {column.strip() for column in next(csv.reader(io.StringIO(text)), [])}
     try:
-        rows = list(entries_from_csv(csv_file))
+        rows = list(entries_from_csv(io.StringIO(text, newline="")))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     parent = watch_list_name(name)
+    carried = [column for column in CARRIED_COLUMNS if column not in header]
 
     async def action(client: CreditwatchClient) -> dict[str, int]:
-        totals = {"added": 0, "updated": 0, "entry_count": 0}
+        totals = {"added": 0, "updated": 0, "entry_count": 0, "kept": 0}
         if not rows:  # nothing to send: the list's size as it is
             totals["entry_count"] = (await client.watch_lists.get(parent)).entry_count
             return totals
+        if carried:
+            totals["kept"] = await _carry_over(client, parent, rows, carried)
         with click.progressbar(
             length=len(rows), label="importing", file=sys.stderr, show_pos=True
         ) as bar:
@@ -351,18 +368,14 @@ def watchlist_import(
                     result = await client.watch_lists.add_entries(parent, [e for _, e in part])
                 except CreditwatchError as error:
                     # entries[i] of this chunk is CSV line part[i][0]: "line 7:
-                    # company.register_number"; other violations keep their field.
+                    # company.register_number"; other violations keep their
+                    # field. Descriptions that name another entry of the
+                    # chunk ("duplicate of entries[3]") name its line too.
                     error.field_violations = {
-                        _csv_line(field, part): text
-                        for field, text in error.field_violations.items()
+                        _csv_line(field, part): _csv_lines_in(description, part)
+                        for field, description in error.field_violations.items()
                     }
-                    if start:
-                        # Each chunk is a call of its own: the ones before stay.
-                        error.add_note(
-                            f"CSV lines {rows[0][0]} to {rows[start - 1][0]} ({start:,} "
-                            f"{'entry' if start == 1 else 'entries'}) "
-                            f"were imported before this; line {part[0][0]} on were not"
-                        )
+                    _import_failure_note(error, rows, start, part)
                     raise
                 totals["added"] += result.added_count
                 totals["updated"] += result.updated_count
@@ -371,8 +384,15 @@ def watchlist_import(
         return totals
 
     totals = run(connection, action)
+    if totals["kept"]:
+        columns = " and ".join("credit limits" if c.startswith("credit") else c for c in carried)
+        click.echo(
+            f"kept the {columns} of {totals['kept']:,} entries already on the list "
+            f"(the file has no {', '.join(carried)} column)",
+            err=True,
+        )
     if as_json:
-        emit_json(totals)
+        emit_json({k: v for k, v in totals.items() if k != "kept"})
     else:
         click.echo(
             f"{totals['added']:,} added, {totals['updated']:,} updated; "
@@ -380,45 +400,160 @@ def watchlist_import(
         )
 
 
+def _csv_key(country: str, register_number: str) -> tuple[str, str]:
+    """A company as the same key whatever form its number is written in
+    (spaces, dashes: the server stores the canonical form)."""
+    return country.upper(), re.sub(r"[^0-9A-Za-z]", "", register_number).upper()
+
+
+async def _carry_over(
+    client: CreditwatchClient,
+    parent: str,
+    rows: list[tuple[int, watchlists_pb2.WatchListEntry]],
+    carried: list[str],
+) -> int:
+    """Copy the credit limit and labels (those of `carried`) of the list's
+    entries into the file's entries of the same companies: AddEntries replaces
+    an entry whole. Returns how many entries had something to keep."""
+    wanted = {_csv_key(e.company.country, e.company.register_number): e for _, e in rows}
+    total = (await client.watch_lists.get(parent)).entry_count
+    kept = 0
+    with click.progressbar(
+        length=total, label="reading credit limits and labels", file=sys.stderr
+    ) as bar:
+        async for item in client.watch_lists.list_entries(parent):
+            bar.update(1)
+            target = wanted.get(_csv_key(item.company.country, item.company.register_number))
+            if target is None:
+                continue
+            keeps = False
+            if "credit_limit_amount" in carried and item.HasField("credit_limit"):
+                target.credit_limit.CopyFrom(item.credit_limit)
+                keeps = True
+            if "labels" in carried and item.labels:
+                target.labels.update(item.labels)
+                keeps = True
+            kept += keeps
+    return kept
+
+
+def _csv_lines_in(text: str, part: list[tuple[int, Any]]) -> str:
+    """`text` with each "entries[i]" of the chunk `part` as its CSV line."""
+
+    def line(match: re.Match[str]) -> str:
+        index = int(match[1])
+        return f"line {part[index][0]}" if index < len(part) else match[0]
+
+    return re.sub(r"entries\[(\d+)\]", line, text)
+
+
+# A chunk refused for its content wrote nothing; one that failed otherwise
+# (a deadline, the connection) may have been applied before the answer was lost.
+_REFUSED_WHOLE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
+
+
+def _import_failure_note(
+    error: CreditwatchError,
+    rows: list[tuple[int, watchlists_pb2.WatchListEntry]],
+    start: int,
+    part: list[tuple[int, watchlists_pb2.WatchListEntry]],
+) -> None:
+    """Say which CSV lines a failed import left imported (each chunk is a call of its own)."""
+    before = (
+        f"CSV lines {rows[0][0]} to {rows[start - 1][0]} ({start:,} "
+        f"{'entry' if start == 1 else 'entries'}) were imported before this; "
+        if start
+        else ""
+    )
+    if error.code in _REFUSED_WHOLE:
+        if start:
+            error.add_note(f"{before}line {part[0][0]} on were not")
+        return
+    error.add_note(
+        f"{before}lines {part[0][0]} to {part[-1][0]} may or may not have been imported "
+        "(the answer was lost); importing the file again is safe"
+    )
+
+
 @watchlist.command("export")
 @click.argument("name")
-@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default="-",
+    help="default: stdout; a file is replaced only once the export is complete",
+)
 @connection_options
-def watchlist_export(connection: Connection, name: str, output: TextIO) -> None:
+def watchlist_export(connection: Connection, name: str, output: Path) -> None:
     """Write the entries as CSV (the import format plus the latest score), with progress."""
     parent = watch_list_name(name)
 
     async def action(client: CreditwatchClient) -> int:
         total = (await client.watch_lists.get(parent)).entry_count
-        writer = csv.writer(output)
-        writer.writerow((*CSV_COLUMNS, "risk_class", "probability_of_default"))
-        count = 0
-        with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
-            async for item in client.watch_lists.list_entries(parent):
-                exposure = item.exposure
-                amount = (
-                    Decimal(exposure.units) + Decimal(exposure.nanos) / Decimal(10**9)
-                    if item.HasField("exposure")
-                    else ""
-                )
-                score = item.latest_score if item.HasField("latest_score") else None
-                writer.writerow(
-                    (
-                        item.company.country,
-                        item.company.register_number,
-                        amount,
-                        exposure.currency_code if item.HasField("exposure") else "",
-                        item.external_reference,
-                        CLASS_LETTER[score.risk_class] if score else "",
-                        f"{score.probability_of_default:.6f}" if score else "",
+        with _csv_output(output) as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow((*CSV_COLUMNS, "risk_class", "probability_of_default"))
+            count = 0
+            with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+                async for item in client.watch_lists.list_entries(parent):
+                    score = item.latest_score if item.HasField("latest_score") else None
+                    exposure, limit = item.exposure, item.credit_limit
+                    writer.writerow(
+                        (
+                            item.company.country,
+                            item.company.register_number,
+                            _amount(exposure) if item.HasField("exposure") else "",
+                            exposure.currency_code if item.HasField("exposure") else "",
+                            item.external_reference,
+                            _amount(limit) if item.HasField("credit_limit") else "",
+                            limit.currency_code if item.HasField("credit_limit") else "",
+                            json.dumps(dict(item.labels), ensure_ascii=False)
+                            if item.labels
+                            else "",
+                            CLASS_LETTER[score.risk_class] if score else "",
+                            f"{score.probability_of_default:.6f}" if score else "",
+                        )
                     )
-                )
-                count += 1
-                bar.update(1)
+                    count += 1
+                    bar.update(1)
         return count
 
     count = run(connection, action)
     click.echo(f"{count:,} entries exported", err=True)
+
+
+def _amount(value: Any) -> Decimal:
+    """A google.type.Money's amount in major units."""
+    return Decimal(value.units) + Decimal(value.nanos) / Decimal(10**9)
+
+
+@contextlib.contextmanager
+def _csv_output(path: Path) -> Iterator[TextIO]:
+    """Standard output for "-"; else a temporary file beside `path` that
+    replaces it when the block ends without an error and is deleted
+    otherwise, so a failed export never leaves a truncated file that looks
+    complete (nor loses the one it would replace)."""
+    if str(path) == "-":
+        yield sys.stdout
+        return
+    # Closed by the `with` below; not deleted on close, as it is renamed.
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        "w",
+        encoding="utf-8",
+        newline="",
+        dir=path.parent,
+        prefix=f".{path.name}.",
+        suffix=".part",
+        delete=False,
+    )
+    try:
+        with handle:
+            yield cast(TextIO, handle)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
 
 
 @click.command("wash")
@@ -444,7 +579,7 @@ def wash(connection: Connection, csv_path: Path, output: TextIO) -> None:
         raise click.UsageError(f"{csv_path}: {error}") from None
 
     async def action(client: CreditwatchClient) -> tuple[int, int]:
-        writer = csv.writer(output)
+        writer = csv.writer(output, lineterminator="\n")  # text mode: "\r\n" on Windows
         writer.writerow(RESULT_COLUMNS)
         scored = refused = 0
         with (

@@ -90,7 +90,10 @@ def instant_message(alert: alerts_pb2.Alert, sender: str, to: list[str]) -> Emai
     message = EmailMessage()
     severity = common_pb2.Severity.Name(alert.severity).removeprefix("SEVERITY_")
     who = alert.company_legal_name or alert.company.register_number
-    message["Subject"] = f"[creditwatch {severity}] {who}: {alert.summary}"[:200]
+    # One line: a line break in a company's name or a summary is no header's
+    # (the e-mail library refuses it, and the bridge would stop at that alert).
+    who, summary = (" ".join(text.split()) for text in (who, alert.summary))
+    message["Subject"] = f"[creditwatch {severity}] {who}: {summary}"[:200]
     message["From"] = sender
     message["To"] = ", ".join(to)
     message["X-Creditwatch-Alert"] = alert.name

@@ -1,0 +1,46 @@
+"""The command line's files: an export that fails leaves the file it would
+replace as it was, and a failed import says what it may have written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from creditwatch.client import CreditwatchError
+from creditwatch.client.cli import _csv_output, _import_failure_note
+from creditwatch.client import entry
+
+
+def test_a_failed_export_leaves_the_old_file_and_no_part(tmp_path: Path) -> None:
+    target = tmp_path / "book.csv"
+    target.write_text("the last good export\n")
+    with pytest.raises(RuntimeError), _csv_output(target) as handle:
+        handle.write("country,register_number\nNO,9236")
+        raise RuntimeError("the connection went")
+    assert target.read_text() == "the last good export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["book.csv"]
+    with _csv_output(target) as handle:
+        handle.write("country,register_number\n")
+    assert target.read_text() == "country,register_number\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["book.csv"]
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, "line 4 on were not"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "lines 4 to 5 may or may not have been imported"),
+        (grpc.StatusCode.UNAVAILABLE, "lines 4 to 5 may or may not have been imported"),
+    ],
+)
+def test_a_failed_chunk_is_said_to_be_unwritten_only_when_it_was_refused(
+    code: grpc.StatusCode, said: str
+) -> None:
+    rows = [(line, entry("NO", "923609016")) for line in (2, 3, 4, 5)]
+    error = CreditwatchError(code, "failed")
+    _import_failure_note(error, rows, 2, rows[2:])
+    notes = " ".join(error.__notes__)
+    assert "CSV lines 2 to 3 (2 entries) were imported before this" in notes
+    assert said in notes
