@@ -8,9 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from creditwatch.client import CreditwatchError
+from creditwatch.client import CreditwatchError, entry
 from creditwatch.client.cli import _csv_output, _import_failure_note
-from creditwatch.client import entry
 
 
 def test_a_failed_export_leaves_the_old_file_and_no_part(tmp_path: Path) -> None:
