@@ -146,7 +146,7 @@ class RegisterHttp:
             wait *= 1 - 0.2 * random.random()
             try:
                 response = await self._client.get(path, params=params)
-            except httpx.TransportError as error:
+            except httpx.RequestError as error:  # transport, decoding (a truncated gzip body)
                 problem = f"{type(error).__name__}: {error}"
             else:
                 code = response.status_code
