@@ -150,6 +150,18 @@ async def alerts(call: Any, count: int, seconds: float = 15.0) -> list[alerts_pb
     return out
 
 
+async def next_of_type(call: Any, kind: int, at_most: int = 5) -> alerts_pb2.Alert:
+    """The stream's next alert of type `kind`, past at most `at_most` - 1 of
+    other types: a stream that starts "now" starts at its replica's hub's
+    position, which may be a moment behind a commit just made, so that
+    commit's alerts can come first (never lost, so possibly early)."""
+    for _ in range(at_most):
+        (alert,) = await alerts(call, 1)
+        if alert.type == kind:
+            return alert
+    raise AssertionError(f"no alert of type {kind} among the next {at_most}")
+
+
 async def quiet(call: Any, seconds: float) -> list[alerts_pb2.Alert]:
     """Alerts that arrive within `seconds` (expected: none)."""
     out: list[alerts_pb2.Alert] = []

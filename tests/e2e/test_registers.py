@@ -284,8 +284,7 @@ async def test_a_changed_industry_code_or_legal_form_is_a_master_data_alert(
         result = await sync(Enhetsregisteret(http, page_size=10), sessions, intake, read_batch=0)
         await http.close()
     assert result.alerts_raised == 1
-    (alert,) = await alerting.alerts(call, 1)
-    assert alert.type == A.ALERT_TYPE_MASTER_DATA_CHANGED
+    alert = await alerting.next_of_type(call, A.ALERT_TYPE_MASTER_DATA_CHANGED)
     assert list(alert.trigger.master_data_change.changed_fields) == ["industry_code", "legal_form"]
     call.cancel()
 
@@ -328,7 +327,13 @@ async def test_a_cleared_bankruptcy_flag_lifts_class_d(
     async with sessions() as session:
         # No statement: with the override gone there is nothing to score it on.
         assert await facts.latest_score(session, company) is None
-    got = {a.type: a for a in await alerting.alerts(call, 2)}
+    # A stream that starts "now" starts at its replica's hub's position, which
+    # may be a moment behind the first sync's commit: its bankruptcy alert
+    # can come first (never lost, so possibly early), and is not this test's.
+    read = await alerting.alerts(call, 2)
+    if any(a.type == A.ALERT_TYPE_BANKRUPTCY_OPENED for a in read):
+        read += await alerting.alerts(call, 1)
+    got = {a.type: a for a in read if a.type != A.ALERT_TYPE_BANKRUPTCY_OPENED}
     assert set(got) == {A.ALERT_TYPE_MASTER_DATA_CHANGED, A.ALERT_TYPE_RISK_CLASS_UPGRADE}
     assert got[A.ALERT_TYPE_RISK_CLASS_UPGRADE].previous_score.risk_class == common_pb2.RISK_CLASS_D
     call.cancel()
