@@ -600,12 +600,29 @@ async def test_a_unit_the_register_never_answers_for_is_skipped_after_the_patien
     assert await _alerts(sessions, tenant, w1, A.ALERT_TYPE_BANKRUPTCY_OPENED) == []
     assert len(await _alerts(sessions, tenant, w2, A.ALERT_TYPE_ADDRESS_CHANGED)) == 1
     assert sum("register unit skipped" in r.getMessage() for r in caplog.records) == 2
-    # Moving on forgot where the feed stopped.
-    async with sessions() as session:
-        stuck = await session.scalar(
-            text("SELECT count(*) FROM register_cursors WHERE feed LIKE 'enheter@stuck:%'")
-        )
-    assert stuck == 0
+
+    async def stuck() -> int:
+        async with sessions() as session:
+            found = await session.scalar(
+                text("SELECT count(*) FROM register_cursors WHERE feed LIKE 'enheter@stuck:%'")
+            )
+        return int(found or 0)
+
+    # The stop at the unit given up on is remembered: W1's next update, with
+    # the register still failing for it, is skipped at once, not after a new
+    # hour in which every other unit's updates on the feed wait too.
+    assert await stuck() == 1
+    _publish(register, w2, 24310013, "Endring", ("replace", "/navn", "W2 AS"))
+    _publish(register, w1, 24310014, "Endring", ("replace", "/navn", "W1 AS"))
+    again = await _sync_quickly(register, sessions, intake, 10, patience)
+    assert again.failed == {} and again.cursors["enheter"] == 24310014
+    assert again.updates_skipped == 1
+    # Once the register answers for it again, the stop is forgotten.
+    register.failures.clear()
+    _publish(register, w1, 24310015, "Endring", ("replace", "/navn", "W1 ASA"))
+    answered = await _sync_quickly(register, sessions, intake, 10, patience)
+    assert answered.failed == {} and answered.updates_skipped == 0
+    assert await stuck() == 0
 
 
 async def test_a_feed_answering_what_cannot_be_read_stops_alone(

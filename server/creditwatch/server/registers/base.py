@@ -388,7 +388,7 @@ async def _read_unread(
     async with sessions.begin() as session:
         # A unit given up on is marked too: its next update brings its state.
         await store.mark_read(session, adapter.name, adapter.country, numbers, started)
-        await store.unstuck(session, adapter.name, _CURRENT)
+        await store.unstuck(session, adapter.name, _CURRENT, reading)
     result.companies_read += len(reading)
     log.info(
         "register: newly watched companies read",
@@ -435,7 +435,7 @@ async def _sync_feed(
         await _apply(intake, facts, result, f"{adapter.name}/{feed.name}", adapter.source)
         result.relevant += len(wanted)
         async with sessions.begin() as session:
-            await store.advance(session, adapter.name, feed.name, page.last)
+            await store.advance(session, adapter.name, feed.name, page.last, wanted)
         after = page.last
         result.cursors[feed.name] = page.last
         if progress is not None:

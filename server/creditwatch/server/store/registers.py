@@ -9,7 +9,7 @@ since when the feed keeps stopping at that unit (see `stuck_since`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -32,8 +32,9 @@ async def stuck_since(
 ) -> datetime:
     """Since when a feed (or `CURRENT`, the reading of newly watched
     companies) keeps stopping at the unit `number`: the time of the first
-    stop, stored by it (a row `<feed>@stuck:<number>`), until the feed moves
-    on (`advance`, `unstuck`)."""
+    stop, stored by it (a row `<feed>@stuck:<number>`), until the unit is
+    read (`advance`, `unstuck`). A unit given up on keeps its row, so that
+    its next stop is given up at once rather than after a new wait."""
     row = _stuck_row(feed, number)
     await session.execute(
         text(
@@ -49,12 +50,13 @@ async def stuck_since(
     return _EPOCH + stored * _MICROSECOND
 
 
-async def unstuck(session: AsyncSession, register: str, feed: str) -> None:
-    """Forget where a feed stopped (it moved on)."""
-    await session.execute(
-        text("DELETE FROM register_cursors WHERE register = :r AND starts_with(feed, :prefix)"),
-        {"r": register, "prefix": _stuck_row(feed, "")},
-    )
+async def unstuck(session: AsyncSession, register: str, feed: str, read: Collection[str]) -> None:
+    """Forget that a feed stopped at the units `read` (read now)."""
+    if read:
+        await session.execute(
+            text("DELETE FROM register_cursors WHERE register = :r AND feed = ANY(:rows)"),
+            {"r": register, "rows": [_stuck_row(feed, number) for number in read]},
+        )
 
 
 async def cursor(session: AsyncSession, register: str, feed: str) -> int | None:
@@ -83,14 +85,17 @@ async def origin(session: AsyncSession, register: str, feed: str, proposed: date
     return _EPOCH + stored * _MICROSECOND
 
 
-async def advance(session: AsyncSession, register: str, feed: str, position: int) -> None:
+async def advance(
+    session: AsyncSession, register: str, feed: str, position: int, read: Collection[str]
+) -> None:
     """Store a feed's cursor; it only moves forward. The first one replaces the
-    feed's origin."""
+    feed's origin. `read`: the units the page was read for (not those given
+    up on, whose stops are remembered: see `stuck_since`)."""
     await session.execute(
         text("DELETE FROM register_cursors WHERE register = :r AND feed = :f"),
         {"r": register, "f": _origin_row(feed)},
     )
-    await unstuck(session, register, feed)
+    await unstuck(session, register, feed, read)
     await session.execute(
         text(
             """
