@@ -889,6 +889,7 @@ async def test_a_decision_that_waited_for_the_company_uses_the_policy_committed_
     scored = await _statement(channel, feed, number, healthy())
     stub = limits_pb2_grpc.CreditLimitServiceStub(channel)
     async with sessions.begin() as intake:  # an intake holding the company
+        holder = await intake.scalar(text("SELECT pg_backend_pid()"))
         await intake.execute(
             text(
                 "SELECT 1 FROM companies WHERE country = 'NO' AND register_number = :n FOR UPDATE"
@@ -899,12 +900,13 @@ async def test_a_decision_that_waited_for_the_company_uses_the_policy_committed_
             stub.DecideCreditLimit(_ask(number, 1_000), metadata=tenant.metadata)
         )
         async with sessions() as watcher:
-            for _ in range(200):  # until the decision waits for the lock
+            for _ in range(200):  # until a backend waits for the intake: the decision
                 waiting = await watcher.scalar(
                     text(
                         "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                    )
+                        "WHERE CAST(:holder AS int) = ANY(pg_blocking_pids(pid))"
+                    ),
+                    {"holder": holder},
                 )
                 if waiting:
                     break

@@ -108,12 +108,20 @@ async def test_a_bankrupt_status_dates_a_bankruptcy_for_the_claims_clock(
 
     from creditwatch.server.store import limits as store_limits
 
-    company, quiet = (CompanyId("NO", n) for n in norwegian_numbers(2, start=97_850_000))
+    company, quiet, undated = (CompanyId("NO", n) for n in norwegian_numbers(3, start=97_850_000))
     intake = Intake(sessions, registry)
     await intake.upsert_company(quiet, {"status": int(CompanyStatus.ACTIVE)})
     before = datetime.now(UTC).date()
     await intake.upsert_company(company, {"status": int(CompanyStatus.BANKRUPT)})
+    # A status of before migration 0017 has no time: only its event counts
+    # (a later master-data write must not date a bankruptcy to today).
+    await intake.upsert_company(undated, {"status": int(CompanyStatus.BANKRUPT)})
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE companies SET status_time = NULL WHERE register_number = :n"),
+            {"n": undated.register_number},
+        )
     async with sessions() as session:
-        found = await store_limits.bankruptcy_dates(session, [company, quiet])
+        found = await store_limits.bankruptcy_dates(session, [company, quiet, undated])
     assert list(found) == [company]
     assert before <= found[company][0] <= datetime.now(UTC).date()

@@ -3,6 +3,7 @@ replace as it was, and a failed import says what it may have written."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import grpc
@@ -26,10 +27,30 @@ def test_a_failed_export_leaves_the_old_file_and_no_part(tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == ["book.csv"]
 
 
+def test_an_export_keeps_the_file_s_mode_and_writes_through_what_is_no_plain_file(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "book.csv"
+    target.write_text("old\n")
+    target.chmod(0o640)
+    with _csv_output(target) as handle:
+        handle.write("new\n")
+    assert target.stat().st_mode & 0o777 == 0o640
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    with _csv_output(link) as handle:
+        handle.write("through the link\n")
+    assert link.is_symlink() and target.read_text() == "through the link\n"
+    with _csv_output(Path(os.devnull)) as handle:  # a device stays one
+        handle.write("gone\n")
+    assert not Path(os.devnull).is_file()
+
+
 @pytest.mark.parametrize(
     ("code", "said"),
     [
         (grpc.StatusCode.INVALID_ARGUMENT, "line 4 on were not"),
+        (grpc.StatusCode.PERMISSION_DENIED, "line 4 on were not"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "lines 4 to 5 may or may not have been imported"),
         (grpc.StatusCode.UNAVAILABLE, "lines 4 to 5 may or may not have been imported"),
     ],

@@ -144,20 +144,6 @@ def test_a_refused_settled_date_still_says_settled() -> None:
     assert list(_fields(refused)) == ["o.settled_date"]
 
 
-def test_a_merger_successor_is_stored_in_its_canonical_form() -> None:
-    event = companies_pb2.CompanyEvent(
-        event_id="merged-1",
-        company=REF,
-        deleted_from_register=companies_pb2.DeletedFromRegister(
-            reason=companies_pb2.DELETION_REASON_MERGED,
-            successor=common_pb2.CompanyRef(country="no", register_number="914 778 271"),
-        ),
-    )
-    event.occurred_time.FromDatetime(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-    (incoming,) = companies._incoming_events(companies_pb2.RecordEventsRequest(events=[event]))
-    assert incoming.detail["successor"] == {"country": "NO", "registerNumber": "914778271"}
-
-
 def test_a_negative_amount_below_one_unit_names_nanos() -> None:
     with pytest.raises(MoneyError) as refused:
         Money.from_parts("NOK", 0, -500_000_000)

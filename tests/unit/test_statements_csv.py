@@ -133,6 +133,14 @@ def test_watch_list_rows_become_entries() -> None:
     assert not second.HasField("exposure")  # a short row may leave out the optional cells
 
 
+def test_empty_cells_past_the_header_are_no_data_and_others_are_refused() -> None:
+    trailing = ENTRY_HEADER + "NO,923609016,5,NOK,,\n"  # a spreadsheet's trailing commas
+    ((_, entry),) = entries_from_csv(io.StringIO(trailing))
+    assert entry.exposure.units == 5
+    with pytest.raises(ValueError, match="line 2: more cells than columns"):
+        list(entries_from_csv(io.StringIO(ENTRY_HEADER + "NO,923609016,1250,75,NOK\n")))
+
+
 @pytest.mark.parametrize(
     ("row", "message"),
     [

@@ -128,6 +128,24 @@ async def test_overflowing_during_the_first_catch_up_is_not_lagging() -> None:
     assert subscription.lagging_since is not None  # live once: now it lags
 
 
+async def test_a_stream_behind_after_its_first_catch_up_lags_even_if_never_live() -> None:
+    """A client reading slower than its alerts come overflows in every
+    catch-up and never gets live: past the first catch-up its lag counts, so
+    it is cut (RESOURCE_EXHAUSTED) instead of catching up for ever."""
+    from creditwatch.server.alerts.hub import AlertHub
+
+    hub = AlertHub("postgresql://nobody@127.0.0.1:1/none")
+    hub._position = Position(10, 0)
+    subscription = Subscription(uuid.uuid4(), AlertFilter(), Position(10, 0), 2)
+    for seq in range(1, 4):
+        subscription.offer(_alert(seq))
+    assert subscription.lagging_since is None  # the first catch-up
+    hub.rejoin(subscription)  # read its gap, still behind
+    for seq in range(4, 7):
+        subscription.offer(_alert(seq))
+    assert subscription.state == "lagging" and subscription.lagging_since is not None
+
+
 async def test_the_hub_waits_less_again_after_a_session_that_worked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -143,9 +143,10 @@ def entries_from_csv(handle: TextIO) -> Iterator[tuple[int, watchlists_pb2.Watch
         raise ValueError(f"the CSV needs the columns {columns} (missing: {absent})")
     for row in reader:
         line = reader.line_num
-        if None in row:
+        if any((cell or "").strip() for cell in row.get(None) or ()):
             # csv.DictReader keeps the cells past the header under None: an
-            # unquoted decimal comma or a comma in a reference, mostly.
+            # unquoted decimal comma or a comma in a reference, mostly (empty
+            # ones, a spreadsheet's trailing commas, are no data).
             raise ValueError(
                 f"line {line}: more cells than columns (quote a value that holds a comma, "
                 "such as a decimal comma)"

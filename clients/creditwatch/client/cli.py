@@ -447,9 +447,18 @@ def _csv_lines_in(text: str, part: list[tuple[int, Any]]) -> str:
     return re.sub(r"entries\[(\d+)\]", line, text)
 
 
-# A chunk refused for its content wrote nothing; one that failed otherwise
-# (a deadline, the connection) may have been applied before the answer was lost.
-_REFUSED_WHOLE = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION})
+# A chunk that failed with one of these may have been applied before the
+# answer was lost (a deadline, the connection, the server's own fault); any
+# other status is a refusal, which wrote nothing.
+_MAYBE_APPLIED = frozenset(
+    {
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+    }
+)
 
 
 def _import_failure_note(
@@ -465,7 +474,7 @@ def _import_failure_note(
         if start
         else ""
     )
-    if error.code in _REFUSED_WHOLE:
+    if error.code not in _MAYBE_APPLIED:
         if start:
             error.add_note(f"{before}line {part[0][0]} on were not")
         return
@@ -493,7 +502,11 @@ def watchlist_export(connection: Connection, name: str, output: Path) -> None:
         total = (await client.watch_lists.get(parent)).entry_count
         with _csv_output(output) as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow((*CSV_COLUMNS, "risk_class", "probability_of_default"))
+            # The score's columns where exports before credit limits and
+            # labels had them (scripts read them by position).
+            writer.writerow(
+                (*CSV_COLUMNS[:5], "risk_class", "probability_of_default", *CSV_COLUMNS[5:])
+            )
             count = 0
             with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
                 async for item in client.watch_lists.list_entries(parent):
@@ -506,13 +519,13 @@ def watchlist_export(connection: Connection, name: str, output: Path) -> None:
                             _amount(exposure) if item.HasField("exposure") else "",
                             exposure.currency_code if item.HasField("exposure") else "",
                             item.external_reference,
+                            CLASS_LETTER[score.risk_class] if score else "",
+                            f"{score.probability_of_default:.6f}" if score else "",
                             _amount(limit) if item.HasField("credit_limit") else "",
                             limit.currency_code if item.HasField("credit_limit") else "",
                             json.dumps(dict(item.labels), ensure_ascii=False)
                             if item.labels
                             else "",
-                            CLASS_LETTER[score.risk_class] if score else "",
-                            f"{score.probability_of_default:.6f}" if score else "",
                         )
                     )
                     count += 1
@@ -533,10 +546,22 @@ def _csv_output(path: Path) -> Iterator[TextIO]:
     """Standard output for "-"; else a temporary file beside `path` that
     replaces it when the block ends without an error and is deleted
     otherwise, so a failed export never leaves a truncated file that looks
-    complete (nor loses the one it would replace)."""
+    complete (nor loses the one it would replace). It gets the mode the
+    file had (a new one, what the umask allows). Something that is not a
+    plain file (a pipe, /dev/stdout, a symbolic link) is written as it is."""
     if str(path) == "-":
         yield sys.stdout
         return
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        with path.open("w", encoding="utf-8", newline="") as direct:
+            yield direct
+        return
+    if path.exists():
+        mode = path.stat().st_mode & 0o777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     # Closed by the `with` below; not deleted on close, as it is renamed.
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
         "w",
@@ -550,6 +575,7 @@ def _csv_output(path: Path) -> Iterator[TextIO]:
     try:
         with handle:
             yield cast(TextIO, handle)
+        os.chmod(handle.name, mode)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

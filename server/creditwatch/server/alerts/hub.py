@@ -112,6 +112,12 @@ class Subscription:
         self.lagging_since = None
         self._was_live = True
 
+    def past_first_catch_up(self) -> None:
+        """The stream read its first backlog (and fell behind while it did):
+        from now on an overflow starts its lag clock (see `offer`), or a
+        client reading slower than its alerts come would catch up for ever."""
+        self._was_live = True
+
     def close(self) -> None:
         """End the stream (replica shutting down)."""
         self.state = "closed"
@@ -246,6 +252,7 @@ class AlertHub:
         """A lagging stream read its gap up to `registered_at`; buffer again from now."""
         subscription.registered_at = self.position
         subscription.state = "open"
+        subscription.past_first_catch_up()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Forget a stream (idempotent)."""

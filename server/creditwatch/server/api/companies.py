@@ -270,15 +270,6 @@ def _incoming_events(request: companies_pb2.RecordEventsRequest) -> list[Incomin
         if problems or company is None or event is None or kind is None:
             continue  # refused below; nothing more to build
         detail = json_format.MessageToDict(getattr(message, kind))
-        if kind == "deleted_from_register" and message.deleted_from_register.HasField("successor"):
-            # Stored (and shown in alerts) in its canonical form, as every
-            # company the API answers with.
-            successor = cv.company(message.deleted_from_register.successor, "", [])
-            assert successor is not None  # checked by sc.event
-            detail["successor"] = {
-                "country": successor.country,
-                "registerNumber": successor.register_number,
-            }
         incoming.append(
             IncomingEvent(company, message.event_id, event, detail, message.source, i, kind)
         )

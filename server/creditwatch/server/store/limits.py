@@ -598,9 +598,10 @@ async def bankruptcy_dates(
             FROM company_events e JOIN chunk k USING (country, register_number)
             WHERE e.type = :opened
             UNION ALL
-            SELECT c.country, c.register_number, coalesce(c.status_time, c.update_time)
+            SELECT c.country, c.register_number, c.status_time
             FROM companies c JOIN chunk k USING (country, register_number)
-            WHERE c.status = :bankrupt
+            -- No time (a status of before migration 0017): only its event counts.
+            WHERE c.status = :bankrupt AND c.status_time IS NOT NULL
             ORDER BY opened
             """
         ),
