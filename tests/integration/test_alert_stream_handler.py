@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,17 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from creditwatch.server.alerts.hub import Subscription
 from creditwatch.server.api import alerts as api
-from creditwatch.server.domain.alerts import (
-    AlertFilter,
-    AlertType,
-    Severity,
-    StoredAlert,
-    SuggestedAction,
-)
+from creditwatch.server.domain.alerts import AlertFilter, StoredAlert
 from creditwatch.server.domain.cursors import CursorKeys, Position
 from creditwatch.server.domain.errors import Unavailable
-from creditwatch.server.domain.identifiers import CompanyId
 from creditwatch.v1 import alerts_pb2
+from tests.unit.test_subscription import stored_alert
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,28 +33,7 @@ TENANT = uuid.uuid4()
 
 
 def _alert(position: Position) -> StoredAlert:
-    now = datetime.now(UTC)
-    return StoredAlert(
-        TENANT,
-        position,
-        uuid.uuid4(),
-        uuid.uuid4(),
-        CompanyId("NO", "923609016"),
-        AlertType.PAYMENT_REMARK_REGISTERED,
-        Severity.MEDIUM,
-        0.0,
-        "",
-        "",
-        None,
-        None,
-        None,
-        None,
-        {},
-        SuggestedAction.REVIEW,
-        "payment remark",
-        now,
-        now,
-    )
+    return stored_alert(position, TENANT)
 
 
 class _Hub:
@@ -135,9 +107,9 @@ class _Context:
             self.hub.subscription.close()  # as AlertHub.stop does
 
 
-async def test_a_heartbeat_waits_for_an_alert_offered_during_the_key_check(
-    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _servicer(
+    sessions: async_sessionmaker[AsyncSession],
+) -> tuple[_Hub, _Clock, CursorKeys, api.AlertServicer]:
     hub, clock = _Hub(), _Clock()
     keys = CursorKeys(b"k" * 32)
     servicer = api.AlertServicer(
@@ -147,16 +119,30 @@ async def test_a_heartbeat_waits_for_an_alert_offered_during_the_key_check(
         None,  # type: ignore[arg-type]  # no watch-list filter here
         keys,
     )
+    return hub, clock, keys, servicer
+
+
+async def _stream(
+    servicer: api.AlertServicer, request: alerts_pb2.SubscribeAlertsRequest, context: _Context
+) -> None:
+    """The handler itself, without its authentication wrapper."""
+    await asyncio.wait_for(
+        api.AlertServicer.SubscribeAlerts.__wrapped__(  # type: ignore[attr-defined]
+            servicer, request, TENANT, context
+        ),
+        30,
+    )
+
+
+async def test_a_heartbeat_waits_for_an_alert_offered_during_the_key_check(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub, clock, keys, servicer = _servicer(sessions)
     monkeypatch.setattr(api, "time", clock)
     context = _Context(hub, clock)
     request = alerts_pb2.SubscribeAlertsRequest(heartbeat_interval_seconds=5)
     with pytest.raises(Unavailable):
-        await asyncio.wait_for(
-            api.AlertServicer.SubscribeAlerts.__wrapped__(  # type: ignore[attr-defined]
-                servicer, request, TENANT, context
-            ),
-            30,
-        )
+        await _stream(servicer, request, context)
     kinds = [m.WhichOneof("payload") for m in context.sent]
     assert kinds[:2] == ["heartbeat", "alert"], kinds
     alert = context.sent[1].alert
@@ -169,15 +155,7 @@ async def test_a_heartbeat_waits_for_an_alert_offered_during_the_key_check(
 async def test_a_stream_catching_up_ends_when_the_replica_shuts_down(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub, clock = _Hub(), _Clock()
-    keys = CursorKeys(b"k" * 32)
-    servicer = api.AlertServicer(
-        _Auth(hub),  # type: ignore[arg-type]
-        sessions,
-        hub,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        keys,
-    )
+    hub, clock, _, servicer = _servicer(sessions)
     read: list[int] = []
 
     async def backlog(*args: Any, **kwargs: Any) -> Any:
@@ -189,11 +167,6 @@ async def test_a_stream_catching_up_ends_when_the_replica_shuts_down(
     # The initial heartbeat, then the hub stops after the first backlog alert.
     context = _Context(hub, clock, close_after=2)
     with pytest.raises(Unavailable, match="shutting down"):
-        await asyncio.wait_for(
-            api.AlertServicer.SubscribeAlerts.__wrapped__(  # type: ignore[attr-defined]
-                servicer, alerts_pb2.SubscribeAlertsRequest(), TENANT, context
-            ),
-            30,
-        )
+        await _stream(servicer, alerts_pb2.SubscribeAlertsRequest(), context)
     assert len(context.sent) == 2
     assert len(read) < 5  # it stopped reading the backlog too

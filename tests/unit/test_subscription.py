@@ -23,11 +23,12 @@ from creditwatch.server.domain.identifiers import CompanyId
 pytestmark = pytest.mark.asyncio
 
 
-def _alert(seq: int) -> StoredAlert:
+def stored_alert(position: Position, tenant: uuid.UUID | None = None) -> StoredAlert:
+    """A bare alert at `position` (of `tenant`, else of a new one)."""
     now = datetime.now(UTC)
     return StoredAlert(
-        tenant_id=uuid.uuid4(),
-        position=Position(10, seq),
+        tenant_id=tenant or uuid.uuid4(),
+        position=position,
         id=uuid.uuid4(),
         watch_list_id=uuid.uuid4(),
         company=CompanyId("NO", "923609016"),
@@ -46,6 +47,10 @@ def _alert(seq: int) -> StoredAlert:
         occurred_time=now,
         create_time=now,
     )
+
+
+def _alert(seq: int) -> StoredAlert:
+    return stored_alert(Position(10, seq))
 
 
 def _subscription() -> Subscription:
