@@ -156,8 +156,8 @@ class WatchListServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEntries(self, request, context):
-        """Lists entries in register-number order, in pages, optionally filtered by
-        the latest risk class or a label.
+        """Lists entries ordered by country, then register number, in pages,
+        optionally filtered by the latest risk class or a label.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -65,8 +65,8 @@ class WatchListServiceStub:
     GetEntry: _grpc.UnaryUnaryMultiCallable[_watchlists_pb2.GetEntryRequest, _watchlists_pb2.GetEntryResponse]
     """Returns one entry with its company's latest score."""
     ListEntries: _grpc.UnaryUnaryMultiCallable[_watchlists_pb2.ListEntriesRequest, _watchlists_pb2.ListEntriesResponse]
-    """Lists entries in register-number order, in pages, optionally filtered by
-    the latest risk class or a label.
+    """Lists entries ordered by country, then register number, in pages,
+    optionally filtered by the latest risk class or a label.
     """
 
 @_typing.type_check_only
@@ -106,8 +106,8 @@ class WatchListServiceAsyncStub(WatchListServiceStub):
     GetEntry: _aio.UnaryUnaryMultiCallable[_watchlists_pb2.GetEntryRequest, _watchlists_pb2.GetEntryResponse]  # type: ignore[assignment]
     """Returns one entry with its company's latest score."""
     ListEntries: _aio.UnaryUnaryMultiCallable[_watchlists_pb2.ListEntriesRequest, _watchlists_pb2.ListEntriesResponse]  # type: ignore[assignment]
-    """Lists entries in register-number order, in pages, optionally filtered by
-    the latest risk class or a label.
+    """Lists entries ordered by country, then register number, in pages,
+    optionally filtered by the latest risk class or a label.
     """
 
 class WatchListServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -198,8 +198,8 @@ class WatchListServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _watchlists_pb2.ListEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_watchlists_pb2.ListEntriesResponse, _abc.Awaitable[_watchlists_pb2.ListEntriesResponse]]:
-        """Lists entries in register-number order, in pages, optionally filtered by
-        the latest risk class or a label.
+        """Lists entries ordered by country, then register number, in pages,
+        optionally filtered by the latest risk class or a label.
         """
 
 def add_WatchListServiceServicer_to_server(servicer: WatchListServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
