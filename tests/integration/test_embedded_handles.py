@@ -53,6 +53,17 @@ def _start(command: list[str]) -> subprocess.Popen[str]:
     raise AssertionError("unreachable")
 
 
+def _run(command: list[str]) -> str:
+    """Run a process using the embedded server to its end (again, as a user
+    would, when the packaged pg_ctl crashes on start); its output."""
+    for attempt in range(5):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        if done.returncode == 0 or attempt == 4:
+            break
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_the_embedded_server_stops_after_a_user_was_killed(tmp_path: Path) -> None:
     data = tmp_path / "data"
     pgdata = data / "pgdata"
@@ -63,13 +74,7 @@ def test_the_embedded_server_stops_after_a_user_was_killed(tmp_path: Path) -> No
         killed.wait(60)
         assert _postmaster(pgdata) is not None  # the server outlives it
         # Another server process uses the embedded server, then stops.
-        for attempt in range(5):
-            done = subprocess.run(
-                [*command, "exit"], cwd=ROOT, capture_output=True, text=True, timeout=180
-            )
-            if done.returncode == 0 or attempt == 4:
-                break
-        assert done.returncode == 0, done.stderr
+        _run([*command, "exit"])
         deadline = time.monotonic() + 60
         while _postmaster(pgdata) is not None and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -131,18 +136,7 @@ def test_only_the_owner_may_connect_to_the_embedded_server_s_socket(tmp_path: Pa
     not be open to other local users, also when the data folder's path is too
     long for a socket there and it goes to a shared runtime folder."""
     data = tmp_path / ("long-" * 14) / "data"  # pgdata/.s.PGSQL.5432 exceeds 107 bytes
-    for attempt in range(5):
-        done = subprocess.run(
-            [sys.executable, "-c", _URL, str(data)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        if done.returncode == 0 or attempt == 4:
-            break
-    assert done.returncode == 0, done.stderr
-    told, url = done.stdout.split()
+    told, url = _run([sys.executable, "-c", _URL, str(data)]).split()
     # Created so: no moment in which another user could connect and stay.
     assert told == "0700"
     folder = Path(url.rsplit("?host=", 1)[1])
