@@ -85,7 +85,7 @@ class Subscription:
         then `AlertHub.rejoin`); or "closed" (replica shutting down)."""
         self.lagging_since: float | None = None
         """monotonic() of the first overflow since the stream was last caught
-        up; None before it first was (see `offer`)."""
+        up; None while it reads its first backlog (see `offer`)."""
         self._was_live = False
 
     def offer(self, alert: StoredAlert) -> bool:
